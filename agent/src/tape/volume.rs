@@ -1,0 +1,520 @@
+//! Labelled volumes: VOL1, tape files framed by HDR/EOF labels, and files that span volumes with EOV labels.
+//!
+//! A labelled volume, as written here:
+//!
+//! ```text
+//! VOL1 | HDR1 HDR2 TM data... TM EOF1 EOF2 TM | HDR1 ... TM EOF1 EOF2 TM | TM
+//! ```
+//!
+//! The double tape mark ends the volume; a new file is written over the
+//! last one. A file reaching early warning ends its section with
+//! `TM EOV1 EOV2 TM TM` (EOV2 names the next volume) and continues on that
+//! volume as section 2, 3, ... A file whose trailer labels are missing was
+//! cut short (a crash or a cancel): [`inspect`] reports it as incomplete,
+//! [`FileReader`] refuses it, and the next write goes over it.
+//!
+//! Volumes come from a [`Changer`]: the virtual tape library, or a test rig.
+
+use super::label::{self, FileLabel1, FileLabel2, Group, Label, LabelDate, Vol1};
+use super::{Read, TapeDevice, Written};
+use crate::error::{Error, Result};
+
+/// A volume in a drive.
+pub struct Mounted {
+    pub volser: String,
+    pub device: Box<dyn TapeDevice>,
+}
+
+/// How a volume is given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It was written; `full` when early warning was reached.
+    Written { full: bool },
+    /// It was only read.
+    Read,
+}
+
+/// Where volumes come from: a tape library or a test rig.
+pub trait Changer {
+    /// Claims a labelled scratch volume for writing; it stops being scratch.
+    fn claim_scratch(&mut self) -> Result<String>;
+    /// Mounts a volume by serial.
+    fn mount(&mut self, volser: &str) -> Result<Mounted>;
+    /// Gives a mounted volume back.
+    fn dismount(&mut self, mounted: Mounted, outcome: Outcome) -> Result<()>;
+}
+
+/// One tape file (one section of it) on a volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapeFile {
+    pub hdr1: FileLabel1,
+    pub hdr2: FileLabel2,
+    /// Logical block of HDR1.
+    pub header_block: u64,
+    /// Logical block of the first data block.
+    pub first_block: u64,
+    /// Data blocks found on the volume.
+    pub blocks: u64,
+    /// EOF1/EOF2 or EOV1/EOV2; `None` when the file was cut short.
+    pub trailer: Option<(FileLabel1, FileLabel2)>,
+}
+
+impl TapeFile {
+    /// Whether the section continues on another volume.
+    pub fn continues(&self) -> bool {
+        matches!(&self.trailer, Some((t, _)) if t.group == Group::EndOfVolume)
+    }
+}
+
+/// What a volume holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeInfo {
+    pub vol1: Vol1,
+    /// Complete tape files, in order.
+    pub files: Vec<TapeFile>,
+    /// A last file whose trailer is missing (cut short), if any.
+    pub incomplete: Option<TapeFile>,
+    /// Where the next file would be written; `None` when the volume ends
+    /// with a file continuing elsewhere (the volume is full).
+    pub append_at: Option<u64>,
+}
+
+/// Writes a fresh VOL1 (and the empty-volume double tape mark) at the
+/// beginning of the medium, discarding everything on it.
+pub fn label_volume(dev: &mut dyn TapeDevice, volser: &str, owner: &str) -> Result<()> {
+    let vol1 = label::encode(&Label::Vol1(Vol1 { volser: volser.to_string(), owner: owner.to_string() }))?;
+    dev.rewind()?;
+    dev.write_block(&vol1)?;
+    dev.write_filemark()?;
+    dev.write_filemark()?;
+    dev.flush()
+}
+
+fn vol_err(volser: &str, reason: impl Into<String>) -> Error {
+    Error::Volume { volser: volser.to_string(), reason: reason.into() }
+}
+
+/// Reads the next item; end of data becomes `None`.
+fn next(dev: &mut dyn TapeDevice, buf: &mut Vec<u8>) -> Result<Option<Read>> {
+    match dev.read_block(buf) {
+        Ok(r) => Ok(Some(r)),
+        Err(Error::EndOfData { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+enum Step<T> {
+    Got(T),
+    /// The volume ended here: the file being read was cut short.
+    Cut,
+}
+
+fn read_label(dev: &mut dyn TapeDevice, buf: &mut Vec<u8>, volser: &str, want: &str) -> Result<Step<Label>> {
+    let at = dev.position()?;
+    match next(dev, buf)? {
+        None => Ok(Step::Cut),
+        Some(Read::Filemark) => Err(vol_err(volser, format!("block {at}: expected {want}, found a tape mark"))),
+        Some(Read::Block) => {
+            if !label::looks_like_label(buf) {
+                return Err(vol_err(volser, format!("block {at}: expected {want}, found a {}-byte data block", buf.len())));
+            }
+            label::decode(buf).map(Step::Got).map_err(|e| vol_err(volser, format!("block {at}: {e}")))
+        }
+    }
+}
+
+fn read_tape_mark(dev: &mut dyn TapeDevice, buf: &mut Vec<u8>, volser: &str, after: &str) -> Result<Step<()>> {
+    let at = dev.position()?;
+    match next(dev, buf)? {
+        None => Ok(Step::Cut),
+        Some(Read::Filemark) => Ok(Step::Got(())),
+        Some(Read::Block) => Err(vol_err(volser, format!("block {at}: expected a tape mark after {after}"))),
+    }
+}
+
+/// Reads the whole label structure of a volume: VOL1 (its serial must be
+/// `expected`), every tape file with its block count, and where a new file
+/// would go. Fails, naming the cartridge and block, on anything that is not
+/// a well-formed labelled volume.
+pub fn inspect(dev: &mut dyn TapeDevice, expected: &str) -> Result<VolumeInfo> {
+    let mut buf = Vec::new();
+    dev.rewind()?;
+    let vol1 = match next(dev, &mut buf)? {
+        Some(Read::Block) if buf.starts_with(b"VOL1") => match label::decode(&buf) {
+            Ok(Label::Vol1(v)) => v,
+            Ok(_) => unreachable!("a VOL1 identifier decodes to a VOL1 label"),
+            Err(e) => return Err(vol_err(expected, format!("unreadable VOL1: {e}"))),
+        },
+        Some(_) => return Err(vol_err(expected, "not labelled: the first block is not a VOL1 label")),
+        None => return Err(vol_err(expected, "not labelled: the cartridge is blank")),
+    };
+    if vol1.volser != expected {
+        return Err(vol_err(
+            expected,
+            format!("label mismatch: barcode is {expected} but the VOL1 label says {}", vol1.volser),
+        ));
+    }
+    let mut info = VolumeInfo { vol1, files: Vec::new(), incomplete: None, append_at: None };
+    loop {
+        let header_block = dev.position()?;
+        let hdr1 = match next(dev, &mut buf)? {
+            None | Some(Read::Filemark) => {
+                info.append_at = Some(header_block);
+                return Ok(info);
+            }
+            Some(Read::Block) => match label::looks_like_label(&buf).then(|| label::decode(&buf)) {
+                Some(Ok(Label::File1(l))) if l.group == Group::Header => l,
+                Some(Err(e)) => return Err(vol_err(expected, format!("block {header_block}: {e}"))),
+                _ => return Err(vol_err(expected, format!("block {header_block}: expected HDR1 or the end of the volume"))),
+            },
+        };
+        let cut = |info: &mut VolumeInfo, file: TapeFile| {
+            info.append_at = Some(file.header_block);
+            info.incomplete = Some(file);
+        };
+        let mut file = TapeFile {
+            hdr2: FileLabel2 { group: Group::Header, record_format: 'U', block_length: 0, record_length: 0, max_block: 0, next_volser: String::new() },
+            hdr1,
+            header_block,
+            first_block: header_block + 1,
+            blocks: 0,
+            trailer: None,
+        };
+        match read_label(dev, &mut buf, expected, "HDR2")? {
+            Step::Got(Label::File2(l)) if l.group == Group::Header => file.hdr2 = l,
+            Step::Got(_) => return Err(vol_err(expected, format!("block {}: expected HDR2", header_block + 1))),
+            Step::Cut => {
+                cut(&mut info, file);
+                return Ok(info);
+            }
+        }
+        if let Step::Cut = read_tape_mark(dev, &mut buf, expected, "HDR2")? {
+            cut(&mut info, file);
+            return Ok(info);
+        }
+        file.first_block = dev.position()?;
+        match dev.space_filemarks(1) {
+            Ok(()) => file.blocks = dev.position()? - 1 - file.first_block,
+            Err(Error::EndOfData { .. }) => {
+                file.blocks = dev.position()? - file.first_block;
+                cut(&mut info, file);
+                return Ok(info);
+            }
+            Err(e) => return Err(e),
+        }
+        let t1 = match read_label(dev, &mut buf, expected, "EOF1 or EOV1")? {
+            Step::Got(Label::File1(l)) if l.group != Group::Header => l,
+            Step::Got(_) => return Err(vol_err(expected, format!("file {}: expected EOF1 or EOV1 after the data", file.hdr1.sequence))),
+            Step::Cut => {
+                cut(&mut info, file);
+                return Ok(info);
+            }
+        };
+        let t2 = match read_label(dev, &mut buf, expected, "EOF2 or EOV2")? {
+            Step::Got(Label::File2(l)) if l.group == t1.group => l,
+            Step::Got(_) => return Err(vol_err(expected, format!("file {}: trailer labels do not pair", file.hdr1.sequence))),
+            Step::Cut => {
+                cut(&mut info, file);
+                return Ok(info);
+            }
+        };
+        if let Step::Cut = read_tape_mark(dev, &mut buf, expected, "the trailer labels")? {
+            cut(&mut info, file);
+            return Ok(info);
+        }
+        if t1.block_count != file.blocks {
+            return Err(vol_err(
+                expected,
+                format!("file {}: trailer label counts {} blocks but {} are on the volume", file.hdr1.sequence, t1.block_count, file.blocks),
+            ));
+        }
+        if (&t1.file_id, t1.sequence, t1.section) != (&file.hdr1.file_id, file.hdr1.sequence, file.hdr1.section) {
+            return Err(vol_err(expected, format!("file {}: trailer labels belong to another file", file.hdr1.sequence)));
+        }
+        file.trailer = Some((t1, t2));
+        let continues = file.continues();
+        info.files.push(file);
+        if continues {
+            return Ok(info);
+        }
+    }
+}
+
+/// What a new tape file is called and how it is written.
+#[derive(Debug, Clone)]
+pub struct FileSpec {
+    /// File identifier for the labels (up to 17 label characters).
+    pub file_id: String,
+    pub created: Option<LabelDate>,
+    pub expires: Option<LabelDate>,
+    /// Largest block the writer will write.
+    pub max_block: u32,
+}
+
+/// Where a new tape file goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// On a scratch volume claimed from the changer.
+    Scratch,
+    /// After the last complete file of this volume.
+    Append(String),
+}
+
+/// One section of a written or read tape file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Section {
+    pub volser: String,
+    pub section: u16,
+    pub first_block: u64,
+    pub blocks: u64,
+}
+
+/// A tape file, all its sections.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileSummary {
+    pub file_id: String,
+    pub file_set_id: String,
+    pub sequence: u16,
+    pub sections: Vec<Section>,
+}
+
+fn write_labels(dev: &mut dyn TapeDevice, labels: [Label; 2]) -> Result<()> {
+    for l in &labels {
+        dev.write_block(&label::encode(l)?)?;
+    }
+    dev.write_filemark()?;
+    Ok(())
+}
+
+/// Writes one tape file, spanning volumes at early warning.
+pub struct FileWriter<'c, C: Changer + ?Sized> {
+    changer: &'c mut C,
+    mounted: Option<Mounted>,
+    hdr1: FileLabel1,
+    hdr2: FileLabel2,
+    first_block: u64,
+    blocks: u64,
+    sections: Vec<Section>,
+    early_warning: bool,
+}
+
+impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
+    /// Mounts the target volume and writes the file's header labels.
+    pub fn begin(changer: &'c mut C, target: Target, spec: FileSpec) -> Result<Self> {
+        let volser = match target {
+            Target::Scratch => changer.claim_scratch()?,
+            Target::Append(v) => v,
+        };
+        let mut mounted = changer.mount(&volser)?;
+        let info = inspect(&mut *mounted.device, &volser)?;
+        let Some(at) = info.append_at else {
+            return Err(vol_err(&volser, "full: its last file continues on another volume"));
+        };
+        if let Some(f) = &info.incomplete {
+            tracing::warn!(cartridge = %volser, file = f.hdr1.sequence, "writing over an incomplete tape file");
+        }
+        let sequence = info.files.last().map_or(1, |f| f.hdr1.sequence + 1);
+        if sequence > 9999 {
+            return Err(vol_err(&volser, "holds 9999 files, the most labels can number"));
+        }
+        let hdr1 = FileLabel1 {
+            group: Group::Header,
+            file_id: spec.file_id,
+            file_set_id: info.files.first().map_or(volser.clone(), |f| f.hdr1.file_set_id.clone()),
+            section: 1,
+            sequence,
+            generation: 1,
+            generation_version: 0,
+            created: spec.created,
+            expires: spec.expires,
+            block_count: 0,
+        };
+        let hdr2 = FileLabel2 {
+            group: Group::Header,
+            record_format: 'U',
+            block_length: spec.max_block.min(99_999),
+            record_length: 0,
+            max_block: spec.max_block,
+            next_volser: String::new(),
+        };
+        // Encode before touching the volume: a bad file id changes nothing.
+        label::encode(&Label::File1(hdr1.clone()))?;
+        let mut w = FileWriter { changer, mounted: None, hdr1, hdr2, first_block: 0, blocks: 0, sections: Vec::new(), early_warning: false };
+        mounted.device.locate(at)?;
+        w.start_section(mounted)?;
+        Ok(w)
+    }
+
+    fn start_section(&mut self, mut m: Mounted) -> Result<()> {
+        write_labels(&mut *m.device, [Label::File1(self.hdr1.clone()), Label::File2(self.hdr2.clone())])?;
+        self.first_block = m.device.position()?;
+        self.blocks = 0;
+        self.early_warning = false;
+        self.mounted = Some(m);
+        Ok(())
+    }
+
+    fn device(&mut self) -> &mut dyn TapeDevice {
+        &mut *self.mounted.as_mut().expect("a volume is mounted while writing").device
+    }
+
+    /// The serial of the volume being written.
+    pub fn volser(&self) -> &str {
+        self.mounted.as_ref().map_or("", |m| m.volser.as_str())
+    }
+
+    /// Writes one data block. After the block that reaches early warning,
+    /// the next block goes to a new volume.
+    pub fn write_block(&mut self, data: &[u8]) -> Result<()> {
+        if data.len() > self.hdr2.max_block as usize {
+            return Err(Error::BadBlockSize { device: self.volser().to_string(), len: data.len(), reason: "larger than the file's block size" });
+        }
+        if self.early_warning {
+            self.switch_volume()?;
+        }
+        if self.device().write_block(data)? == Written::EarlyWarning {
+            self.early_warning = true;
+        }
+        self.blocks += 1;
+        Ok(())
+    }
+
+    fn trailer(&self, group: Group, next_volser: &str) -> [Label; 2] {
+        let mut t1 = self.hdr1.clone();
+        t1.group = group;
+        t1.block_count = self.blocks;
+        let mut t2 = self.hdr2.clone();
+        t2.group = group;
+        t2.next_volser = next_volser.to_string();
+        [Label::File1(t1), Label::File2(t2)]
+    }
+
+    fn close_section(&mut self, group: Group, next_volser: &str) -> Result<Mounted> {
+        let trailer = self.trailer(group, next_volser);
+        let mut m = self.mounted.take().expect("a volume is mounted while writing");
+        m.device.write_filemark()?;
+        write_labels(&mut *m.device, trailer)?;
+        m.device.write_filemark()?;
+        m.device.flush()?;
+        self.sections.push(Section { volser: m.volser.clone(), section: self.hdr1.section, first_block: self.first_block, blocks: self.blocks });
+        Ok(m)
+    }
+
+    fn switch_volume(&mut self) -> Result<()> {
+        let next = self.changer.claim_scratch()?;
+        let done = self.close_section(Group::EndOfVolume, &next)?;
+        self.changer.dismount(done, Outcome::Written { full: true })?;
+        let mut m = self.changer.mount(&next)?;
+        let info = inspect(&mut *m.device, &next)?;
+        if !info.files.is_empty() || info.incomplete.is_some() {
+            return Err(vol_err(&next, "was given as scratch but holds files"));
+        }
+        m.device.locate(info.append_at.unwrap_or(1))?;
+        self.hdr1.section += 1;
+        self.start_section(m)
+    }
+
+    /// Writes the EOF labels and gives the volume back.
+    pub fn finish(mut self) -> Result<FileSummary> {
+        let m = self.close_section(Group::EndOfFile, "")?;
+        let full = self.early_warning;
+        self.changer.dismount(m, Outcome::Written { full })?;
+        Ok(FileSummary {
+            file_id: self.hdr1.file_id.clone(),
+            file_set_id: self.hdr1.file_set_id.clone(),
+            sequence: self.hdr1.sequence,
+            sections: std::mem::take(&mut self.sections),
+        })
+    }
+
+    /// Stops without trailer labels and hands back the mounted volume. The
+    /// file stays incomplete: never read as valid, written over by the next
+    /// file. Used to cancel a write and for crash drills.
+    pub fn abandon(mut self) -> Option<Mounted> {
+        self.mounted.take()
+    }
+}
+
+/// Reads one tape file, following it across volumes.
+pub struct FileReader<'c, C: Changer + ?Sized> {
+    changer: &'c mut C,
+    mounted: Option<Mounted>,
+    file: TapeFile,
+    read: u64,
+    sections: Vec<Section>,
+}
+
+fn find_file(info: &VolumeInfo, volser: &str, sequence: u16) -> Result<TapeFile> {
+    if let Some(f) = info.files.iter().find(|f| f.hdr1.sequence == sequence) {
+        return Ok(f.clone());
+    }
+    if info.incomplete.as_ref().is_some_and(|f| f.hdr1.sequence == sequence) {
+        return Err(vol_err(volser, format!("tape file {sequence} is incomplete (its write was cut short): it is not readable")));
+    }
+    let have: Vec<String> = info.files.iter().map(|f| f.hdr1.sequence.to_string()).collect();
+    Err(vol_err(volser, format!("holds no tape file {sequence} (files: {})", if have.is_empty() { "none".into() } else { have.join(", ") })))
+}
+
+impl<'c, C: Changer + ?Sized> FileReader<'c, C> {
+    /// Mounts `volser` and positions at the data of tape file `sequence`,
+    /// which must start on that volume.
+    pub fn open(changer: &'c mut C, volser: &str, sequence: u16) -> Result<Self> {
+        let mut m = changer.mount(volser)?;
+        let info = inspect(&mut *m.device, volser)?;
+        let file = find_file(&info, volser, sequence)?;
+        if file.hdr1.section != 1 {
+            return Err(vol_err(volser, format!("tape file {sequence} starts on an earlier volume (this is section {})", file.hdr1.section)));
+        }
+        m.device.locate(file.first_block)?;
+        Ok(FileReader { changer, mounted: Some(m), file, read: 0, sections: Vec::new() })
+    }
+
+    /// The file's labels (first section).
+    pub fn header(&self) -> &FileLabel1 {
+        &self.file.hdr1
+    }
+
+    /// Reads the next data block into `buf`; `false` at the end of the file.
+    pub fn read_block(&mut self, buf: &mut Vec<u8>) -> Result<bool> {
+        loop {
+            let Some(m) = self.mounted.as_mut() else { return Ok(false) };
+            match m.device.read_block(buf)? {
+                Read::Block => {
+                    self.read += 1;
+                    return Ok(true);
+                }
+                Read::Filemark => {}
+            }
+            let volser = m.volser.clone();
+            if self.read != self.file.blocks {
+                return Err(vol_err(&volser, format!("file {}: read {} blocks, the labels count {}", self.file.hdr1.sequence, self.read, self.file.blocks)));
+            }
+            self.sections.push(Section { volser: volser.clone(), section: self.file.hdr1.section, first_block: self.file.first_block, blocks: self.read });
+            let m = self.mounted.take().expect("checked above");
+            self.changer.dismount(m, Outcome::Read)?;
+            if !self.file.continues() {
+                return Ok(false);
+            }
+            let next = self.file.trailer.as_ref().map(|(_, t2)| t2.next_volser.clone()).unwrap_or_default();
+            if next.is_empty() {
+                return Err(vol_err(&volser, format!("file {} continues but EOV2 names no next volume", self.file.hdr1.sequence)));
+            }
+            let mut m = self.changer.mount(&next)?;
+            let info = inspect(&mut *m.device, &next)?;
+            let f = find_file(&info, &next, self.file.hdr1.sequence)?;
+            let expect = (&self.file.hdr1.file_id, &self.file.hdr1.file_set_id, self.file.hdr1.section + 1);
+            if (&f.hdr1.file_id, &f.hdr1.file_set_id, f.hdr1.section) != expect || f.header_block != 1 {
+                return Err(vol_err(&next, format!("does not continue file {} of {} (section {} expected)", self.file.hdr1.sequence, volser, expect.2)));
+            }
+            m.device.locate(f.first_block)?;
+            self.file = f;
+            self.read = 0;
+            self.mounted = Some(m);
+        }
+    }
+
+    /// Sections read so far.
+    pub fn sections(&self) -> &[Section] {
+        &self.sections
+    }
+}

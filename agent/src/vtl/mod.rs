@@ -1,0 +1,1 @@
+//! The virtual tape library (filled in next).

@@ -1,0 +1,20 @@
+//! `cinta-keymgr`: cinta key manager: a KMIP key server (mutual TLS, port 5696).
+//!
+//! This release ships the binary and its version only; its services arrive
+//! with their issues (see ARCHITECTURE.md). It accepts `--help` and
+//! `--version` and refuses anything else with a clear message.
+
+use clap::Parser;
+
+/// cinta key manager: a KMIP key server (mutual TLS, port 5696).
+///
+/// Not yet functional in this release: only --help and --version.
+#[derive(Parser)]
+#[command(name = "cinta-keymgr", version, about)]
+struct Cli {}
+
+fn main() {
+    let _cli = Cli::parse();
+    eprintln!("cinta-keymgr {}: no service in this release yet; see ARCHITECTURE.md", env!("CARGO_PKG_VERSION"));
+    std::process::exit(2);
+}
