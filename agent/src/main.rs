@@ -1,1 +1,22 @@
-fn main() {}
+//! `cinta-agent`: the agent's command line. Parses, sets up logging, runs one command.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cinta-agent: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

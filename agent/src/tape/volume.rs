@@ -435,6 +435,19 @@ impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
     }
 }
 
+impl<C: Changer + ?Sized> Drop for FileWriter<'_, C> {
+    /// A writer dropped before `finish` (an error, a cancel) gives its volume
+    /// back; the file stays incomplete.
+    fn drop(&mut self) {
+        if let Some(m) = self.mounted.take() {
+            let volser = m.volser.clone();
+            if let Err(e) = self.changer.dismount(m, Outcome::Written { full: self.early_warning }) {
+                tracing::error!(cartridge = %volser, error = %e, "giving back the cartridge of a stopped write failed");
+            }
+        }
+    }
+}
+
 /// Reads one tape file, following it across volumes.
 pub struct FileReader<'c, C: Changer + ?Sized> {
     changer: &'c mut C,
@@ -453,6 +466,17 @@ fn find_file(info: &VolumeInfo, volser: &str, sequence: u16) -> Result<TapeFile>
     }
     let have: Vec<String> = info.files.iter().map(|f| f.hdr1.sequence.to_string()).collect();
     Err(vol_err(volser, format!("holds no tape file {sequence} (files: {})", if have.is_empty() { "none".into() } else { have.join(", ") })))
+}
+
+impl<C: Changer + ?Sized> Drop for FileReader<'_, C> {
+    fn drop(&mut self) {
+        if let Some(m) = self.mounted.take() {
+            let volser = m.volser.clone();
+            if let Err(e) = self.changer.dismount(m, Outcome::Read) {
+                tracing::error!(cartridge = %volser, error = %e, "giving back a cartridge after reading failed");
+            }
+        }
+    }
 }
 
 impl<'c, C: Changer + ?Sized> FileReader<'c, C> {

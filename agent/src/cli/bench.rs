@@ -1,0 +1,132 @@
+//! `cinta-agent bench tape`: a virtual cartridge written and read beside `dd` on the same disk, with ratios.
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Subcommand;
+use cinta_agent::tape::vcart::Cartridge;
+use cinta_agent::tape::{Read, TapeDevice};
+
+use super::parse_size;
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Write then read back SIZE in BLOCK-SIZE blocks on a virtual cartridge, and the same with dd.
+    Tape {
+        /// Scratch directory on the disk to measure (files are removed afterwards).
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "4G", value_parser = parse_size)]
+        size: u64,
+        #[arg(long, default_value = "256K", value_parser = parse_size)]
+        block_size: u64,
+        /// Rounds; the best of each is kept.
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
+    },
+}
+
+/// Drops a file's pages from the page cache so reads come from the disk.
+fn evict(path: &Path) -> anyhow::Result<()> {
+    let f = std::fs::File::open(path)?;
+    f.sync_all()?;
+    nix::fcntl::posix_fadvise(f.as_fd(), 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED)?;
+    Ok(())
+}
+
+fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn dd(args: &[String]) -> anyhow::Result<()> {
+    let out = Command::new("dd").args(args).output().context("running dd")?;
+    anyhow::ensure!(out.status.success(), "dd failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
+    let BenchCmd::Tape { dir, size, block_size, rounds } = cmd;
+    anyhow::ensure!((1..=cinta_agent::tape::MAX_BLOCK as u64).contains(&block_size), "--block-size must be 1 byte to 8 MiB");
+    std::fs::create_dir_all(&dir)?;
+    let blocks = size / block_size;
+    let bytes = blocks * block_size;
+    let cart = dir.join("cinta-bench.tap");
+    let plain = dir.join("dd-bench.bin");
+    let bs = block_size as usize;
+    let mut data = vec![0u8; bs];
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3];
+    }
+    println!("writing and reading {} MB in {} KiB blocks in {}", bytes / 1_000_000, block_size / 1024, dir.display());
+    let (mut cw, mut cr, mut dw, mut dr) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+    for round in 1..=rounds {
+        for p in [&cart, &plain] {
+            let _ = std::fs::remove_file(p);
+        }
+        let _ = std::fs::remove_file(cinta_agent::tape::vcart::index_path(&cart));
+        // cinta: a virtual cartridge, flushed (fdatasync) at the end.
+        let t = timed(|| {
+            let mut c = Cartridge::create(&cart, "BENCH1", bytes * 2 + (1 << 30), 1 << 20)?;
+            for i in 0..blocks {
+                data[..8].copy_from_slice(&i.to_le_bytes());
+                c.write_block(&data)?;
+            }
+            c.unload()?;
+            Ok(())
+        })?;
+        cw = cw.min(t);
+        evict(&cart)?;
+        let t = timed(|| {
+            let mut c = Cartridge::open(&cart, "BENCH1", bytes * 2 + (1 << 30), 1 << 20)?;
+            let mut buf = Vec::with_capacity(bs);
+            let mut n = 0u64;
+            loop {
+                match c.read_block(&mut buf) {
+                    Ok(Read::Block) => {
+                        anyhow::ensure!(buf[..8] == n.to_le_bytes(), "block {n} read back wrong");
+                        n += 1;
+                    }
+                    Ok(Read::Filemark) => {}
+                    Err(cinta_agent::Error::EndOfData { .. }) => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            anyhow::ensure!(n == blocks, "read {n} of {blocks} blocks");
+            Ok(())
+        })?;
+        cr = cr.min(t);
+        // dd: the same block size and count to a plain file, fdatasync at the end.
+        let t = timed(|| {
+            dd(&[
+                "if=/dev/zero".into(),
+                format!("of={}", plain.display()),
+                format!("bs={block_size}"),
+                format!("count={blocks}"),
+                "conv=fdatasync".into(),
+                "status=none".into(),
+            ])
+        })?;
+        dw = dw.min(t);
+        evict(&plain)?;
+        let t = timed(|| dd(&[format!("if={}", plain.display()), "of=/dev/null".into(), format!("bs={block_size}"), "status=none".into()]))?;
+        dr = dr.min(t);
+        if rounds > 1 {
+            println!("round {round} done");
+        }
+    }
+    for p in [&cart, &plain] {
+        let _ = std::fs::remove_file(p);
+    }
+    let _ = std::fs::remove_file(cinta_agent::tape::vcart::index_path(&cart));
+    let mbs = |t: f64| bytes as f64 / t / 1e6;
+    println!("{:<8} {:>14} {:>14} {:>8}", "", "cinta MB/s", "dd MB/s", "ratio");
+    println!("{:<8} {:>14.0} {:>14.0} {:>8.2}", "write", mbs(cw), mbs(dw), dw / cw);
+    println!("{:<8} {:>14.0} {:>14.0} {:>8.2}", "read", mbs(cr), mbs(dr), dr / cr);
+    println!("(ratio = cinta speed / dd speed; goal >= 0.90 both ways)");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,174 @@
+//! A job's use of the library: one drive held for the job, cartridges mounted and given back through [`Changer`].
+
+use std::collections::BTreeMap;
+
+use super::lock::{self, Lock};
+use super::state::{self, CartState, Location};
+use super::Library;
+use crate::error::{Error, Result};
+use crate::tape::label::{self, Label};
+use crate::tape::volume::{Changer, Mounted, Outcome};
+use crate::tape::{Read, TapeDevice};
+
+/// A job holding one drive of a library.
+pub struct Session<'l> {
+    lib: &'l Library,
+    drive: u32,
+    _drive_lock: Lock,
+    /// Cartridges this job holds (claimed or mounted), with their locks.
+    held: BTreeMap<String, Lock>,
+}
+
+impl<'l> Session<'l> {
+    pub(super) fn start(lib: &'l Library) -> Result<Self> {
+        let mut busy = Vec::new();
+        for d in 0..lib.config.drives {
+            match lock::try_lock(&lib.drive_lock_path(d), &format!("drive {d}")) {
+                Ok(l) => return Ok(Session { lib, drive: d, _drive_lock: l, held: BTreeMap::new() }),
+                Err(Error::Busy { holder, .. }) => busy.push(format!("drive {d}: {holder}")),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Busy { what: format!("every drive of library {}", lib.dir.display()), holder: busy.join("; ") })
+    }
+
+    /// The drive this job holds.
+    pub fn drive(&self) -> u32 {
+        self.drive
+    }
+
+    fn hold(&mut self, barcode: &str) -> Result<()> {
+        if !self.held.contains_key(barcode) {
+            let l = self.lib.lock_cartridge(barcode)?;
+            self.held.insert(barcode.to_string(), l);
+        }
+        Ok(())
+    }
+
+    /// Checks the VOL1 label against the barcode as the cartridge loads.
+    fn check_label(&self, dev: &mut dyn TapeDevice, barcode: &str) -> Result<()> {
+        dev.rewind()?;
+        let mut buf = Vec::new();
+        let found = match dev.read_block(&mut buf) {
+            Ok(Read::Block) if buf.starts_with(b"VOL1") => match label::decode(&buf) {
+                Ok(Label::Vol1(v)) => v.volser,
+                _ => return Err(self.lib.err(format!("cartridge {barcode}: damaged VOL1 label"))),
+            },
+            _ => return Err(self.lib.err(format!("cartridge {barcode}: not labelled (no VOL1 label)"))),
+        };
+        dev.rewind()?;
+        if found != barcode {
+            return Err(Error::Volume { volser: barcode.into(), reason: format!("label mismatch: barcode is {barcode} but the VOL1 label says {found}") });
+        }
+        Ok(())
+    }
+}
+
+impl Changer for Session<'_> {
+    fn claim_scratch(&mut self) -> Result<String> {
+        let _g = self.lib.state_lock()?;
+        let recs = self.lib.records()?;
+        let mut counts: BTreeMap<CartState, usize> = BTreeMap::new();
+        for r in recs.values() {
+            *counts.entry(r.state).or_default() += 1;
+        }
+        for r in recs.values() {
+            if r.state != CartState::Scratch || matches!(r.location, Location::Ie(_)) || self.held.contains_key(&r.barcode) {
+                continue;
+            }
+            let Ok(l) = self.lib.lock_cartridge(&r.barcode) else { continue };
+            let mut rec = r.clone();
+            rec.state = CartState::Active;
+            rec.last_written = Some(state::now());
+            self.lib.save(&mut rec)?;
+            self.held.insert(rec.barcode.clone(), l);
+            return Ok(rec.barcode);
+        }
+        let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        Err(self.lib.err(format!(
+            "has no scratch cartridge to write on ({} cartridges: {})",
+            recs.len(),
+            if summary.is_empty() { "none".into() } else { summary.join(", ") }
+        )))
+    }
+
+    fn mount(&mut self, barcode: &str) -> Result<Mounted> {
+        self.hold(barcode)?;
+        let mut rec = self.lib.record(barcode)?;
+        match (rec.state, rec.location) {
+            (CartState::Error, _) => {
+                return Err(self.lib.err(format!("cartridge {barcode} is in error state: {}", rec.note.as_deref().unwrap_or("no note"))))
+            }
+            (_, Location::Ie(p)) => return Err(self.lib.err(format!("cartridge {barcode} is in import/export port {p}; import it first"))),
+            _ => {}
+        }
+        if rec.location != Location::Drive(self.drive) {
+            let _g = self.lib.state_lock()?;
+            let recs = self.lib.records()?;
+            // A cartridge left in this drive by a job that ended goes home first.
+            if let Some(other) = self.lib.occupant(&recs, Location::Drive(self.drive)) {
+                let _c = self.lib.lock_cartridge(&other.barcode)?;
+                let home = self.lib.home_for(&recs, other)?;
+                self.lib.relocate(&recs, &other.barcode, Location::Slot(home))?;
+            }
+            let recs = self.lib.records()?;
+            self.lib.relocate(&recs, barcode, Location::Drive(self.drive))?;
+            rec = recs[barcode].clone();
+        }
+        let mut cart = self.lib.open_image(&rec).map_err(|e| {
+            let _ = self.mark_error(barcode, &e.to_string());
+            e
+        })?;
+        let report = cart.report().clone();
+        if report.crashed() {
+            let note = format!(
+                "the last writer stopped without closing it ({} torn bytes after the last complete record); incomplete tape files are not readable",
+                report.torn_bytes
+            );
+            tracing::warn!(cartridge = barcode, "{note}");
+            let _g = self.lib.state_lock()?;
+            let mut r = self.lib.record(barcode)?;
+            r.note = Some(note);
+            self.lib.save(&mut r)?;
+        }
+        if let Err(e) = self.check_label(&mut cart, barcode) {
+            drop(cart);
+            let _ = self.mark_error(barcode, &e.to_string());
+            return Err(e);
+        }
+        Ok(Mounted { volser: barcode.to_string(), device: Box::new(cart) })
+    }
+
+    fn dismount(&mut self, mut m: Mounted, outcome: Outcome) -> Result<()> {
+        m.device.unload()?;
+        drop(m.device);
+        {
+            let _g = self.lib.state_lock()?;
+            let mut rec = self.lib.record(&m.volser)?;
+            match outcome {
+                Outcome::Written { full } => {
+                    rec.state = if full { CartState::Full } else { CartState::Active };
+                    rec.last_written = Some(state::now());
+                    rec.note = None;
+                }
+                Outcome::Read => {}
+            }
+            self.lib.save(&mut rec)?;
+            let recs = self.lib.records()?;
+            let home = self.lib.home_for(&recs, &rec)?;
+            self.lib.relocate(&recs, &rec.barcode, Location::Slot(home))?;
+        }
+        self.held.remove(&m.volser);
+        Ok(())
+    }
+}
+
+impl Session<'_> {
+    fn mark_error(&self, barcode: &str, why: &str) -> Result<()> {
+        let _g = self.lib.state_lock()?;
+        let mut r = self.lib.record(barcode)?;
+        r.state = CartState::Error;
+        r.note = Some(why.to_string());
+        self.lib.save(&mut r)
+    }
+}
