@@ -38,7 +38,9 @@ pub enum Error {
     #[error("{device}: filemark reached while spacing over blocks ({residual} not spaced)")]
     FilemarkHit { device: String, residual: u64 },
     /// The physical end of the medium: nothing was written.
-    #[error("{device}: end of medium: no room for {needed} more bytes (used {used} of {capacity})")]
+    #[error(
+        "{device}: end of medium: no room for {needed} more bytes (used {used} of {capacity})"
+    )]
     EndOfMedium {
         device: String,
         needed: u64,

@@ -17,13 +17,21 @@ fn run(args: &[&str]) -> Output {
 
 fn ok(args: &[&str]) -> String {
     let o = run(args);
-    assert!(o.status.success(), "cinta-agent {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "cinta-agent {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
 fn fails(args: &[&str]) -> String {
     let o = run(args);
-    assert!(!o.status.success(), "cinta-agent {args:?} succeeded: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        !o.status.success(),
+        "cinta-agent {args:?} succeeded: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     String::from_utf8(o.stderr).unwrap()
 }
 
@@ -38,20 +46,56 @@ impl Lib {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let path = dir.join("lib").display().to_string();
-        ok(&["library", "create", &path, "--slots", slots, "--drives", drives, "--ie-ports", "2", "--capacity", capacity, "--early-warning", "256K"]);
+        ok(&[
+            "library",
+            "create",
+            &path,
+            "--slots",
+            slots,
+            "--drives",
+            drives,
+            "--ie-ports",
+            "2",
+            "--capacity",
+            capacity,
+            "--early-warning",
+            "256K",
+        ]);
         if cartridges > 0 {
-            ok(&["library", "add", &path, "--prefix", "VT", "--count", &cartridges.to_string()]);
+            ok(&[
+                "library",
+                "add",
+                &path,
+                "--prefix",
+                "VT",
+                "--count",
+                &cartridges.to_string(),
+            ]);
         }
-        Lib { _tmp: tmp, dir, path }
+        Lib {
+            _tmp: tmp,
+            dir,
+            path,
+        }
     }
     fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
     fn image(&self, barcode: &str) -> PathBuf {
-        self.dir.join("lib/cartridges").join(format!("{barcode}.tap"))
+        self.dir
+            .join("lib/cartridges")
+            .join(format!("{barcode}.tap"))
     }
     fn state(&self, barcode: &str) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(self.dir.join("lib/cartridges").join(format!("{barcode}.json"))).unwrap()).unwrap()
+        serde_json::from_slice(
+            &std::fs::read(
+                self.dir
+                    .join("lib/cartridges")
+                    .join(format!("{barcode}.json")),
+            )
+            .unwrap(),
+        )
+        .unwrap()
     }
 }
 
@@ -64,26 +108,82 @@ fn write_spanning_cartridges_and_read_back() {
     let lib = Lib::new("8", "2", "2M", 4);
     let input = lib.file("in.bin");
     random_file(&input, 4_000_000, 1);
-    let out = ok(&["tape", "write", &lib.path, "--name", "demo", "--input", input.to_str().unwrap(), "--block-size", "64K"]);
-    assert!(out.contains("cartridge VT0001 section 1") && out.contains("cartridge VT0002 section 2"), "{out}");
+    let out = ok(&[
+        "tape",
+        "write",
+        &lib.path,
+        "--name",
+        "demo",
+        "--input",
+        input.to_str().unwrap(),
+        "--block-size",
+        "64K",
+    ]);
+    assert!(
+        out.contains("cartridge VT0001 section 1") && out.contains("cartridge VT0002 section 2"),
+        "{out}"
+    );
     let dump = ok(&["library", "dump", &lib.path, "VT0001"]);
-    assert!(dump.contains("EOV -> VT0002") && dump.contains("DEMO"), "{dump}");
+    assert!(
+        dump.contains("EOV -> VT0002") && dump.contains("DEMO"),
+        "{dump}"
+    );
     let output = lib.file("out.bin");
-    ok(&["tape", "read", &lib.path, "--volume", "VT0001", "--file", "1", "--output", output.to_str().unwrap()]);
-    assert_eq!(std::fs::read(&input).unwrap(), std::fs::read(&output).unwrap());
+    ok(&[
+        "tape",
+        "read",
+        &lib.path,
+        "--volume",
+        "VT0001",
+        "--file",
+        "1",
+        "--output",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        std::fs::read(&output).unwrap()
+    );
     assert_eq!(lib.state("VT0001")["state"], "full");
     // Append a second file after the last one.
     let small = lib.file("small.bin");
     random_file(&small, 100_001, 2);
-    let out = ok(&["tape", "write", &lib.path, "--name", "second", "--input", small.to_str().unwrap(), "--append", "--json"]);
+    let out = ok(&[
+        "tape",
+        "write",
+        &lib.path,
+        "--name",
+        "second",
+        "--input",
+        small.to_str().unwrap(),
+        "--append",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let vol = v["file"]["sections"][0]["volser"].as_str().unwrap().to_string();
+    let vol = v["file"]["sections"][0]["volser"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(v["file"]["sequence"], 2, "{out}");
     let out2 = lib.file("out2.bin");
-    ok(&["tape", "read", &lib.path, "--volume", &vol, "--file", "2", "--output", out2.to_str().unwrap()]);
-    assert_eq!(std::fs::read(&small).unwrap(), std::fs::read(&out2).unwrap());
+    ok(&[
+        "tape",
+        "read",
+        &lib.path,
+        "--volume",
+        &vol,
+        "--file",
+        "2",
+        "--output",
+        out2.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(&small).unwrap(),
+        std::fs::read(&out2).unwrap()
+    );
     // Every cartridge is back in a slot, none left in a drive.
-    let list: serde_json::Value = serde_json::from_str(&ok(&["library", "list", &lib.path, "--json"])).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&["library", "list", &lib.path, "--json"])).unwrap();
     for c in list["cartridges"].as_array().unwrap() {
         assert!(c["location"].get("slot").is_some(), "{c}");
     }
@@ -100,11 +200,28 @@ fn import_export_and_moves() {
     ok(&["library", "export", &lib.path, "VT0001"]);
     assert_eq!(lib.state("VT0001")["location"]["ie"], 1);
     let vault = lib.file("vault-VT0001.tap");
-    ok(&["library", "remove", &lib.path, "VT0001", "--to", vault.to_str().unwrap()]);
+    ok(&[
+        "library",
+        "remove",
+        &lib.path,
+        "VT0001",
+        "--to",
+        vault.to_str().unwrap(),
+    ]);
     assert!(!lib.image("VT0001").exists());
     // Back from the vault.
-    let out = ok(&["library", "insert", &lib.path, vault.to_str().unwrap(), "--barcode", "VT0001"]);
-    assert!(out.contains("VT0001") && out.contains("import/export port 1") && out.contains("scratch"), "{out}");
+    let out = ok(&[
+        "library",
+        "insert",
+        &lib.path,
+        vault.to_str().unwrap(),
+        "--barcode",
+        "VT0001",
+    ]);
+    assert!(
+        out.contains("VT0001") && out.contains("import/export port 1") && out.contains("scratch"),
+        "{out}"
+    );
     ok(&["library", "import", &lib.path]);
     assert!(lib.state("VT0001")["location"].get("slot").is_some());
     let e = fails(&["library", "expire", &lib.path, "VT0002"]);
@@ -118,12 +235,25 @@ fn bad_input_is_named_and_nothing_is_overwritten() {
     let junk = lib.file("junk.tap");
     std::fs::write(&junk, b"this is a text file, not a tape\n").unwrap();
     let e = fails(&["library", "insert", &lib.path, junk.to_str().unwrap()]);
-    assert!(e.contains("junk.tap") && e.contains("not a SIMH tape cartridge"), "{e}");
+    assert!(
+        e.contains("junk.tap") && e.contains("not a SIMH tape cartridge"),
+        "{e}"
+    );
     // A label whose volume serial does not match the barcode.
     let img = lib.file("other.tap");
     std::fs::copy(lib.image("VT0002"), &img).unwrap();
-    let e = fails(&["library", "insert", &lib.path, img.to_str().unwrap(), "--barcode", "ZZ0001"]);
-    assert!(e.contains("label mismatch") && e.contains("ZZ0001") && e.contains("VT0002"), "{e}");
+    let e = fails(&[
+        "library",
+        "insert",
+        &lib.path,
+        img.to_str().unwrap(),
+        "--barcode",
+        "ZZ0001",
+    ]);
+    assert!(
+        e.contains("label mismatch") && e.contains("ZZ0001") && e.contains("VT0002"),
+        "{e}"
+    );
     assert!(!lib.dir.join("lib/cartridges/ZZ0001.json").exists());
     // A cartridge whose image was swapped: found at load, not written.
     let before = std::fs::read(lib.image("VT0002")).unwrap();
@@ -131,26 +261,70 @@ fn bad_input_is_named_and_nothing_is_overwritten() {
     let swapped = std::fs::read(lib.image("VT0001")).unwrap();
     let input = lib.file("in.bin");
     random_file(&input, 10_000, 3);
-    let e = fails(&["tape", "write", &lib.path, "--name", "x", "--input", input.to_str().unwrap()]);
+    let e = fails(&[
+        "tape",
+        "write",
+        &lib.path,
+        "--name",
+        "x",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     assert!(e.contains("VT0001") && e.contains("label mismatch"), "{e}");
-    assert_eq!(std::fs::read(lib.image("VT0001")).unwrap(), swapped, "a mismatched cartridge was written");
+    assert_eq!(
+        std::fs::read(lib.image("VT0001")).unwrap(),
+        swapped,
+        "a mismatched cartridge was written"
+    );
     assert_eq!(lib.state("VT0001")["state"], "error");
     assert_eq!(std::fs::read(lib.image("VT0002")).unwrap(), before);
     // A full library with no scratch cartridge.
-    ok(&["tape", "write", &lib.path, "--name", "fills", "--input", input.to_str().unwrap()]);
-    let e = fails(&["tape", "write", &lib.path, "--name", "more", "--input", input.to_str().unwrap()]);
-    assert!(e.contains("has no scratch cartridge") && e.contains("lib"), "{e}");
+    ok(&[
+        "tape",
+        "write",
+        &lib.path,
+        "--name",
+        "fills",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    let e = fails(&[
+        "tape",
+        "write",
+        &lib.path,
+        "--name",
+        "more",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("has no scratch cartridge") && e.contains("lib"),
+        "{e}"
+    );
     // Full slots.
     ok(&["library", "add", &lib.path, "VT0003"]);
     let e = fails(&["library", "add", &lib.path, "VT0004"]);
     assert!(e.contains("no free slot for VT0004"), "{e}");
     // A file that is not on the cartridge, and one read past the end of data.
-    let e = fails(&["tape", "read", &lib.path, "--volume", "VT0002", "--file", "7", "--output", lib.file("o").to_str().unwrap()]);
+    let e = fails(&[
+        "tape",
+        "read",
+        &lib.path,
+        "--volume",
+        "VT0002",
+        "--file",
+        "7",
+        "--output",
+        lib.file("o").to_str().unwrap(),
+    ]);
     assert!(e.contains("VT0002") && e.contains("no tape file 7"), "{e}");
     assert!(!lib.file("o").exists() && !lib.file("o.partial").exists());
     // Relabelling a cartridge that holds data is refused.
     let e = fails(&["library", "label", &lib.path, "VT0002"]);
-    assert!(e.contains("VT0002 is active") && e.contains("expire"), "{e}");
+    assert!(
+        e.contains("VT0002 is active") && e.contains("expire"),
+        "{e}"
+    );
     // Bad barcodes and places.
     let e = fails(&["library", "add", &lib.path, "lower1"]);
     assert!(e.contains("lower1"), "{e}");
@@ -161,7 +335,10 @@ fn bad_input_is_named_and_nothing_is_overwritten() {
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(t.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -169,14 +346,24 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 /// A writer that has written `bytes` of a file and waits for more on stdin.
 fn start_writer(lib: &Lib, name: &str, bytes: usize) -> Child {
     let mut child = agent()
-        .args(["tape", "write", &lib.path, "--name", name, "--block-size", "4K"])
+        .args([
+            "tape",
+            "write",
+            &lib.path,
+            "--name",
+            name,
+            "--block-size",
+            "4K",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(&cinta_agent::tape::conformance::pattern(9, bytes)).unwrap();
+    stdin
+        .write_all(&cinta_agent::tape::conformance::pattern(9, bytes))
+        .unwrap();
     stdin.flush().unwrap();
     // Keep the pipe open (the writer blocks on it) by leaking it into the child handle's lifetime.
     std::mem::forget(stdin);
@@ -187,10 +374,23 @@ fn start_writer(lib: &Lib, name: &str, bytes: usize) -> Child {
 fn locks_belong_to_one_job_and_die_with_it() {
     let lib = Lib::new("4", "1", "1M", 2);
     let mut writer = start_writer(&lib, "held", 20_000);
-    wait_for("the writer to load a cartridge", || lib.state("VT0001")["location"].get("drive").is_some());
+    wait_for("the writer to load a cartridge", || {
+        lib.state("VT0001")["location"].get("drive").is_some()
+    });
     // The drive and cartridge are the writer's.
-    let e = fails(&["tape", "write", &lib.path, "--name", "other", "--input", "/dev/null"]);
-    assert!(e.contains("every drive") && e.contains("drive 0: process"), "{e}");
+    let e = fails(&[
+        "tape",
+        "write",
+        &lib.path,
+        "--name",
+        "other",
+        "--input",
+        "/dev/null",
+    ]);
+    assert!(
+        e.contains("every drive") && e.contains("drive 0: process"),
+        "{e}"
+    );
     let e = fails(&["library", "unload", &lib.path, "--drive", "0"]);
     assert!(e.contains("cartridge VT0001 is in use by process"), "{e}");
     assert!(ok(&["library", "list", &lib.path]).contains("in use by process"));
@@ -205,17 +405,36 @@ fn a_writer_killed_mid_write_leaves_a_usable_cartridge() {
     let lib = Lib::new("4", "1", "4M", 2);
     let first = lib.file("first.bin");
     random_file(&first, 300_000, 4);
-    ok(&["tape", "write", &lib.path, "--name", "first", "--input", first.to_str().unwrap()]);
+    ok(&[
+        "tape",
+        "write",
+        &lib.path,
+        "--name",
+        "first",
+        "--input",
+        first.to_str().unwrap(),
+    ]);
     // Append a second file and kill the writer mid-way.
     let mut writer = agent()
-        .args(["tape", "write", &lib.path, "--name", "cut", "--block-size", "4K", "--append"])
+        .args([
+            "tape",
+            "write",
+            &lib.path,
+            "--name",
+            "cut",
+            "--block-size",
+            "4K",
+            "--append",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut stdin = writer.stdin.take().unwrap();
-    stdin.write_all(&cinta_agent::tape::conformance::pattern(5, 40_000)).unwrap();
+    stdin
+        .write_all(&cinta_agent::tape::conformance::pattern(5, 40_000))
+        .unwrap();
     stdin.flush().unwrap();
     wait_for("blocks of the second file on the cartridge", || {
         std::fs::metadata(lib.image("VT0001")).unwrap().len() > 300_000 + 30_000
@@ -225,23 +444,78 @@ fn a_writer_killed_mid_write_leaves_a_usable_cartridge() {
     drop(stdin);
     // Found on the next load, never read as valid data.
     let dump = ok(&["library", "dump", &lib.path, "VT0001"]);
-    assert!(dump.contains("CUT") && dump.contains("incomplete"), "{dump}");
+    assert!(
+        dump.contains("CUT") && dump.contains("incomplete"),
+        "{dump}"
+    );
     assert!(dump.contains("stopped without closing"), "{dump}");
-    let e = fails(&["tape", "read", &lib.path, "--volume", "VT0001", "--file", "2", "--output", lib.file("cut.out").to_str().unwrap()]);
+    let e = fails(&[
+        "tape",
+        "read",
+        &lib.path,
+        "--volume",
+        "VT0001",
+        "--file",
+        "2",
+        "--output",
+        lib.file("cut.out").to_str().unwrap(),
+    ]);
     assert!(e.contains("incomplete"), "{e}");
     assert!(!lib.file("cut.out").exists());
     // Usable up to its last complete file, and after it.
     let out = lib.file("first.out");
-    ok(&["tape", "read", &lib.path, "--volume", "VT0001", "--file", "1", "--output", out.to_str().unwrap()]);
+    ok(&[
+        "tape",
+        "read",
+        &lib.path,
+        "--volume",
+        "VT0001",
+        "--file",
+        "1",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert_eq!(std::fs::read(&first).unwrap(), std::fs::read(&out).unwrap());
     let third = lib.file("third.bin");
     random_file(&third, 50_000, 6);
-    let o = ok(&["tape", "write", &lib.path, "--name", "third", "--input", third.to_str().unwrap(), "--append", "--json"]);
+    let o = ok(&[
+        "tape",
+        "write",
+        &lib.path,
+        "--name",
+        "third",
+        "--input",
+        third.to_str().unwrap(),
+        "--append",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&o).unwrap();
-    assert_eq!((v["file"]["sequence"].as_u64(), v["file"]["sections"][0]["volser"].as_str()), (Some(2), Some("VT0001")));
+    assert_eq!(
+        (
+            v["file"]["sequence"].as_u64(),
+            v["file"]["sections"][0]["volser"].as_str()
+        ),
+        (Some(2), Some("VT0001"))
+    );
     let out3 = lib.file("third.out");
-    ok(&["tape", "read", &lib.path, "--volume", "VT0001", "--file", "2", "--output", out3.to_str().unwrap()]);
-    assert_eq!(std::fs::read(&third).unwrap(), std::fs::read(&out3).unwrap());
+    ok(&[
+        "tape",
+        "read",
+        &lib.path,
+        "--volume",
+        "VT0001",
+        "--file",
+        "2",
+        "--output",
+        out3.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(&third).unwrap(),
+        std::fs::read(&out3).unwrap()
+    );
     let dump = ok(&["library", "dump", &lib.path, "VT0001"]);
-    assert!(!dump.contains("incomplete") && !dump.contains("stopped without closing"), "{dump}");
+    assert!(
+        !dump.contains("incomplete") && !dump.contains("stopped without closing"),
+        "{dump}"
+    );
 }

@@ -15,6 +15,9 @@ struct Cli {}
 
 fn main() {
     let _cli = Cli::parse();
-    eprintln!("cintactl {}: no service in this release yet; see ARCHITECTURE.md", env!("CARGO_PKG_VERSION"));
+    eprintln!(
+        "cintactl {}: no service in this release yet; see ARCHITECTURE.md",
+        env!("CARGO_PKG_VERSION")
+    );
     std::process::exit(2);
 }

@@ -15,6 +15,9 @@ struct Cli {}
 
 fn main() {
     let _cli = Cli::parse();
-    eprintln!("cinta-keymgr {}: no service in this release yet; see ARCHITECTURE.md", env!("CARGO_PKG_VERSION"));
+    eprintln!(
+        "cinta-keymgr {}: no service in this release yet; see ARCHITECTURE.md",
+        env!("CARGO_PKG_VERSION")
+    );
     std::process::exit(2);
 }

@@ -6,9 +6,9 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::Subcommand;
 use cinta_agent::tape::vcart::Cartridge;
 use cinta_agent::tape::{Read, TapeDevice};
+use clap::Subcommand;
 
 use super::parse_size;
 
@@ -33,7 +33,12 @@ pub enum BenchCmd {
 fn evict(path: &Path) -> anyhow::Result<()> {
     let f = std::fs::File::open(path)?;
     f.sync_all()?;
-    nix::fcntl::posix_fadvise(f.as_fd(), 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED)?;
+    nix::fcntl::posix_fadvise(
+        f.as_fd(),
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    )?;
     Ok(())
 }
 
@@ -44,14 +49,29 @@ fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<f64> {
 }
 
 fn dd(args: &[String]) -> anyhow::Result<()> {
-    let out = Command::new("dd").args(args).output().context("running dd")?;
-    anyhow::ensure!(out.status.success(), "dd failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("dd")
+        .args(args)
+        .output()
+        .context("running dd")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "dd failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
-    let BenchCmd::Tape { dir, size, block_size, rounds } = cmd;
-    anyhow::ensure!((1..=cinta_agent::tape::MAX_BLOCK as u64).contains(&block_size), "--block-size must be 1 byte to 8 MiB");
+    let BenchCmd::Tape {
+        dir,
+        size,
+        block_size,
+        rounds,
+    } = cmd;
+    anyhow::ensure!(
+        (1..=cinta_agent::tape::MAX_BLOCK as u64).contains(&block_size),
+        "--block-size must be 1 byte to 8 MiB"
+    );
     std::fs::create_dir_all(&dir)?;
     let blocks = size / block_size;
     let bytes = blocks * block_size;
@@ -62,7 +82,12 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     for (i, b) in data.iter_mut().enumerate() {
         *b = (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3];
     }
-    println!("writing and reading {} MB in {} KiB blocks in {}", bytes / 1_000_000, block_size / 1024, dir.display());
+    println!(
+        "writing and reading {} MB in {} KiB blocks in {}",
+        bytes / 1_000_000,
+        block_size / 1024,
+        dir.display()
+    );
     let (mut cw, mut cr, mut dw, mut dr) = (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
     for round in 1..=rounds {
         for p in [&cart, &plain] {
@@ -113,7 +138,14 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         })?;
         dw = dw.min(t);
         evict(&plain)?;
-        let t = timed(|| dd(&[format!("if={}", plain.display()), "of=/dev/null".into(), format!("bs={block_size}"), "status=none".into()]))?;
+        let t = timed(|| {
+            dd(&[
+                format!("if={}", plain.display()),
+                "of=/dev/null".into(),
+                format!("bs={block_size}"),
+                "status=none".into(),
+            ])
+        })?;
         dr = dr.min(t);
         if rounds > 1 {
             println!("round {round} done");
@@ -124,9 +156,24 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     }
     let _ = std::fs::remove_file(cinta_agent::tape::vcart::index_path(&cart));
     let mbs = |t: f64| bytes as f64 / t / 1e6;
-    println!("{:<8} {:>14} {:>14} {:>8}", "", "cinta MB/s", "dd MB/s", "ratio");
-    println!("{:<8} {:>14.0} {:>14.0} {:>8.2}", "write", mbs(cw), mbs(dw), dw / cw);
-    println!("{:<8} {:>14.0} {:>14.0} {:>8.2}", "read", mbs(cr), mbs(dr), dr / cr);
+    println!(
+        "{:<8} {:>14} {:>14} {:>8}",
+        "", "cinta MB/s", "dd MB/s", "ratio"
+    );
+    println!(
+        "{:<8} {:>14.0} {:>14.0} {:>8.2}",
+        "write",
+        mbs(cw),
+        mbs(dw),
+        dw / cw
+    );
+    println!(
+        "{:<8} {:>14.0} {:>14.0} {:>8.2}",
+        "read",
+        mbs(cr),
+        mbs(dr),
+        dr / cr
+    );
     println!("(ratio = cinta speed / dd speed; goal >= 0.90 both ways)");
     Ok(ExitCode::SUCCESS)
 }

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Subcommand;
 use cinta_agent::vtl::{Library, LibraryConfig, Location};
+use clap::Subcommand;
 
 use super::{human, parse_size, LibArg};
 
@@ -135,9 +135,26 @@ pub enum LibraryCmd {
 
 pub fn run(cmd: LibraryCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        LibraryCmd::Create { lib, name, slots, drives, ie_ports, capacity, early_warning } => {
-            let early_warning = early_warning.unwrap_or((capacity / 32).max(17 << 20).min(capacity / 2));
-            let cfg = LibraryConfig { format: cinta_agent::vtl::state::FORMAT, name, slots, drives, ie_ports, capacity, early_warning };
+        LibraryCmd::Create {
+            lib,
+            name,
+            slots,
+            drives,
+            ie_ports,
+            capacity,
+            early_warning,
+        } => {
+            let early_warning =
+                early_warning.unwrap_or((capacity / 32).max(17 << 20).min(capacity / 2));
+            let cfg = LibraryConfig {
+                format: cinta_agent::vtl::state::FORMAT,
+                name,
+                slots,
+                drives,
+                ie_ports,
+                capacity,
+                early_warning,
+            };
             Library::create(&lib.library, cfg)?;
             println!(
                 "created library {}: {slots} slots, {drives} drives, {ie_ports} import/export ports, cartridges of {} (early warning {} before the end)",
@@ -146,7 +163,14 @@ pub fn run(cmd: LibraryCmd) -> anyhow::Result<ExitCode> {
                 human(early_warning)
             );
         }
-        LibraryCmd::Add { lib, barcodes, count, prefix, slot, capacity } => {
+        LibraryCmd::Add {
+            lib,
+            barcodes,
+            count,
+            prefix,
+            slot,
+            capacity,
+        } => {
             let l = Library::open(&lib.library)?;
             let mut all = barcodes;
             if let (Some(n), Some(p)) = (count, prefix) {
@@ -154,25 +178,44 @@ pub fn run(cmd: LibraryCmd) -> anyhow::Result<ExitCode> {
                 all.extend((1..=n).map(|i| format!("{p}{i:0width$}")));
             }
             anyhow::ensure!(!all.is_empty(), "give barcodes, or --prefix and --count");
-            anyhow::ensure!(slot.is_none() || all.len() == 1, "--slot takes a single barcode");
+            anyhow::ensure!(
+                slot.is_none() || all.len() == 1,
+                "--slot takes a single barcode"
+            );
             for b in all {
                 let r = l.add(&b, slot, capacity)?;
-                println!("added {} in {} (scratch, {})", r.barcode, r.location, human(r.capacity));
+                println!(
+                    "added {} in {} (scratch, {})",
+                    r.barcode,
+                    r.location,
+                    human(r.capacity)
+                );
             }
         }
-        LibraryCmd::Label { lib, barcode, force } => {
+        LibraryCmd::Label {
+            lib,
+            barcode,
+            force,
+        } => {
             Library::open(&lib.library)?.label(&barcode, force)?;
             println!("labelled {barcode}: scratch");
         }
         LibraryCmd::List { lib, json } => list(&Library::open(&lib.library)?, json)?,
-        LibraryCmd::Load { lib, barcode, drive } => {
+        LibraryCmd::Load {
+            lib,
+            barcode,
+            drive,
+        } => {
             let d = Library::open(&lib.library)?.load(&barcode, drive)?;
             println!("loaded {barcode} into drive {d}");
         }
         LibraryCmd::Unload { lib, drive } => {
             let l = Library::open(&lib.library)?;
             let b = l.unload(drive)?;
-            println!("unloaded {b} from drive {drive} to {}", l.record(&b)?.location);
+            println!(
+                "unloaded {b} from drive {drive} to {}",
+                l.record(&b)?.location
+            );
         }
         LibraryCmd::Move { lib, barcode, to } => {
             Library::open(&lib.library)?.move_to(&barcode, to)?;
@@ -210,16 +253,31 @@ pub fn run(cmd: LibraryCmd) -> anyhow::Result<ExitCode> {
                     d.state,
                     human(d.used),
                     human(d.capacity),
-                    if d.vol1_owner.is_empty() { "-" } else { &d.vol1_owner }
+                    if d.vol1_owner.is_empty() {
+                        "-"
+                    } else {
+                        &d.vol1_owner
+                    }
                 );
                 if d.crashed_writer {
                     println!("  the last writer stopped without closing it: {} torn bytes after the last complete record are ignored", d.torn_bytes);
                 }
-                println!("  {:>4} {:>3}  {:<17} {:<6} {:<8} {:>10} {:>10} {:>9}  END", "FILE", "SEC", "FILE-ID", "SET", "CREATED", "FIRST", "BLOCKS", "MAXBLOCK");
+                println!(
+                    "  {:>4} {:>3}  {:<17} {:<6} {:<8} {:>10} {:>10} {:>9}  END",
+                    "FILE", "SEC", "FILE-ID", "SET", "CREATED", "FIRST", "BLOCKS", "MAXBLOCK"
+                );
                 for f in &d.files {
                     println!(
                         "  {:>4} {:>3}  {:<17} {:<6} {:<8} {:>10} {:>10} {:>9}  {}",
-                        f.sequence, f.section, f.file_id, f.file_set_id, f.created, f.first_block, f.blocks, f.max_block, f.end
+                        f.sequence,
+                        f.section,
+                        f.file_id,
+                        f.file_set_id,
+                        f.created,
+                        f.first_block,
+                        f.blocks,
+                        f.max_block,
+                        f.end
                     );
                 }
                 match d.append_at {
@@ -239,7 +297,12 @@ fn list(l: &Library, json: bool) -> anyhow::Result<()> {
         let drives: Vec<serde_json::Value> = (0..c.drives)
             .map(|d| serde_json::json!({ "drive": d, "in_use_by": l.drive_holder(d) }))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "library": c, "drives": drives, "cartridges": carts }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "library": c, "drives": drives, "cartridges": carts })
+            )?
+        );
         return Ok(());
     }
     println!(
@@ -250,7 +313,10 @@ fn list(l: &Library, json: bool) -> anyhow::Result<()> {
         c.drives,
         c.ie_ports
     );
-    println!("{:<10} {:<7} {:<8} {:>10} {:>10}  NOTE", "PLACE", "BARCODE", "STATE", "USED", "CAPACITY");
+    println!(
+        "{:<10} {:<7} {:<8} {:>10} {:>10}  NOTE",
+        "PLACE", "BARCODE", "STATE", "USED", "CAPACITY"
+    );
     let places = (0..c.drives)
         .map(Location::Drive)
         .chain((1..=c.slots).map(Location::Slot))
@@ -273,9 +339,21 @@ fn list(l: &Library, json: bool) -> anyhow::Result<()> {
                 v.record.state.to_string(),
                 human(v.used),
                 human(v.record.capacity),
-                [busy, v.record.note.clone()].into_iter().flatten().collect::<Vec<_>>().join("; ")
+                [busy, v.record.note.clone()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; ")
             ),
-            None => println!("{:<10} {:<7} {:<8} {:>10} {:>10}  {}", name, "-", "", "", "", busy.unwrap_or_default()),
+            None => println!(
+                "{:<10} {:<7} {:<8} {:>10} {:>10}  {}",
+                name,
+                "-",
+                "",
+                "",
+                "",
+                busy.unwrap_or_default()
+            ),
         }
     }
     Ok(())

@@ -10,7 +10,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cinta-agent", version, about = "cinta agent: virtual tape library, tape files, conformance and benchmarks")]
+#[command(
+    name = "cinta-agent",
+    version,
+    about = "cinta agent: virtual tape library, tape files, conformance and benchmarks"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,8 +59,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
             (&s[..i], mult)
         }
     };
-    let n: u64 = num.trim().parse().map_err(|_| format!("{s:?} is not a size like 256K, 64M or 4G"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 256K, 64M or 4G"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Bytes for people: 1.5 GiB.

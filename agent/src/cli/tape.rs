@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use clap::Subcommand;
 use cinta_agent::tape::conformance::{self, Backend};
 use cinta_agent::tape::label::LabelDate;
 use cinta_agent::tape::volume::{FileReader, FileSpec, FileWriter, Target};
 use cinta_agent::vtl::{CartState, Library, Location};
+use clap::Subcommand;
 
 use super::{human, parse_size, LibArg};
 
@@ -72,7 +72,14 @@ fn today() -> LabelDate {
 
 pub fn run(cmd: TapeCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        TapeCmd::Write { lib, name, input, block_size, append, json } => {
+        TapeCmd::Write {
+            lib,
+            name,
+            input,
+            block_size,
+            append,
+            json,
+        } => {
             let l = Library::open(&lib.library)?;
             anyhow::ensure!(
                 (1..=cinta_agent::tape::MAX_BLOCK as u64).contains(&block_size),
@@ -82,7 +89,10 @@ pub fn run(cmd: TapeCmd) -> anyhow::Result<ExitCode> {
                 let latest = l
                     .list()?
                     .into_iter()
-                    .filter(|v| v.record.state == CartState::Active && !matches!(v.record.location, Location::Ie(_)))
+                    .filter(|v| {
+                        v.record.state == CartState::Active
+                            && !matches!(v.record.location, Location::Ie(_))
+                    })
                     .max_by_key(|v| v.record.last_written);
                 match latest {
                     Some(v) => Target::Append(v.record.barcode),
@@ -94,10 +104,17 @@ pub fn run(cmd: TapeCmd) -> anyhow::Result<ExitCode> {
             let mut src: Box<dyn std::io::Read> = match input.as_deref() {
                 None => Box::new(std::io::stdin().lock()),
                 Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdin().lock()),
-                Some(p) => Box::new(std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?),
+                Some(p) => Box::new(
+                    std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?,
+                ),
             };
             let mut session = l.session()?;
-            let spec = FileSpec { file_id: name.to_ascii_uppercase(), created: Some(today()), expires: None, max_block: block_size as u32 };
+            let spec = FileSpec {
+                file_id: name.to_ascii_uppercase(),
+                created: Some(today()),
+                expires: None,
+                max_block: block_size as u32,
+            };
             let start = Instant::now();
             let mut w = FileWriter::begin(&mut session, target, spec)?;
             let mut buf = vec![0u8; block_size as usize];
@@ -113,7 +130,12 @@ pub fn run(cmd: TapeCmd) -> anyhow::Result<ExitCode> {
             let summary = w.finish()?;
             let secs = start.elapsed().as_secs_f64();
             if json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "file": summary, "bytes": total, "seconds": secs }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "file": summary, "bytes": total, "seconds": secs })
+                    )?
+                );
             } else {
                 println!(
                     "wrote tape file {} ({}) of {} in {:.2}s ({:.0} MB/s):",
@@ -124,11 +146,19 @@ pub fn run(cmd: TapeCmd) -> anyhow::Result<ExitCode> {
                     total as f64 / secs.max(1e-9) / 1e6
                 );
                 for s in &summary.sections {
-                    println!("  cartridge {} section {}: {} blocks from block {}", s.volser, s.section, s.blocks, s.first_block);
+                    println!(
+                        "  cartridge {} section {}: {} blocks from block {}",
+                        s.volser, s.section, s.blocks, s.first_block
+                    );
                 }
             }
         }
-        TapeCmd::Read { lib, volume, file, output } => {
+        TapeCmd::Read {
+            lib,
+            volume,
+            file,
+            output,
+        } => {
             let l = Library::open(&lib.library)?;
             let mut session = l.session()?;
             let mut r = FileReader::open(&mut session, &volume, file)?;
@@ -142,7 +172,10 @@ pub fn run(cmd: TapeCmd) -> anyhow::Result<ExitCode> {
                 Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
             } else {
                 let p = partial.as_ref().unwrap();
-                Box::new(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?))
+                Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?,
+                ))
             };
             let mut buf = Vec::new();
             let mut total = 0u64;
@@ -168,9 +201,18 @@ pub fn run(cmd: TapeCmd) -> anyhow::Result<ExitCode> {
                 }
             }
             let vols: Vec<&str> = r.sections().iter().map(|s| s.volser.as_str()).collect();
-            eprintln!("read tape file {file}: {} from {}", human(total), vols.join(", "));
+            eprintln!(
+                "read tape file {file}: {} from {}",
+                human(total),
+                vols.join(", ")
+            );
         }
-        TapeCmd::Conformance { device, erase: _, virtual_dir, memory } => {
+        TapeCmd::Conformance {
+            device,
+            erase: _,
+            virtual_dir,
+            memory,
+        } => {
             let mut backend: Box<dyn Backend> = match (device, virtual_dir, memory) {
                 (Some(d), _, _) => Box::new(conformance::StBackend::new(&d)),
                 (None, Some(dir), _) => {

@@ -119,6 +119,7 @@ pub enum Label {
     File2(FileLabel2),
 }
 
+const RECORD_FORMATS: [char; 5] = ['F', 'D', 'S', 'U', 'V'];
 const A_SPECIALS: &[u8] = b" !\"%&'()*+,-./:;<=>?_";
 
 /// Whether a byte is an ANSI a-character.
@@ -138,9 +139,7 @@ pub fn check_volser(volser: &str) -> Result<()> {
     } else {
         Err(Error::Label {
             label: "VOL1".into(),
-            reason: format!(
-                "volume serial {volser:?} must be 1-6 upper-case letters or digits"
-            ),
+            reason: format!("volume serial {volser:?} must be 1-6 upper-case letters or digits"),
         })
     }
 }
@@ -187,7 +186,7 @@ impl Writer {
         let s = match d {
             None => " 00000".to_string(),
             Some(d) => {
-                if !(1900..2900).contains(&d.year) || !(1..=366).contains(&d.day) {
+                if !(1900..3000).contains(&d.year) || !(1..=366).contains(&d.day) {
                     return Err(Error::Label {
                         label: self.label.into(),
                         reason: format!("{field} {}/{} cannot be written", d.year, d.day),
@@ -311,7 +310,7 @@ pub fn encode(label: &Label) -> Result<[u8; LABEL_LEN]> {
         Label::File2(f) => {
             let name = label_name(f.group, 2);
             let mut w = Writer::new(name, name);
-            if !matches!(f.record_format, 'F' | 'D' | 'S' | 'U' | 'V') {
+            if !RECORD_FORMATS.contains(&f.record_format) {
                 return Err(Error::Label {
                     label: name.into(),
                     reason: format!("record format {:?} is not F, D, S, U or V", f.record_format),
@@ -399,12 +398,20 @@ pub fn decode(block: &[u8]) -> Result<Label> {
             if !next_volser.is_empty() {
                 check_volser(&next_volser)?;
             }
+            let record_format = block[4] as char;
+            if !RECORD_FORMATS.contains(&record_format) {
+                return Err(r.err(format!(
+                    "record format (column 5) {record_format:?} is not F, D, S, U or V"
+                )));
+            }
+            let max_block = u32::try_from(r.num_or_blank(15, 10, "largest block")?)
+                .map_err(|_| r.err("largest block (columns 16-25) is beyond 4 GiB".into()))?;
             Ok(Label::File2(FileLabel2 {
                 group,
-                record_format: block[4] as char,
+                record_format,
                 block_length: r.num(5, 5, "block length")? as u32,
                 record_length: r.num(10, 5, "record length")? as u32,
-                max_block: r.num_or_blank(15, 10, "largest block")? as u32,
+                max_block,
                 next_volser,
             }))
         }
@@ -437,24 +444,81 @@ mod tests {
     }
 
     fn date() -> impl Strategy<Value = Option<LabelDate>> {
-        proptest::option::of((1900u16..2899, 1u16..=366).prop_map(|(year, day)| LabelDate { year, day }))
+        proptest::option::of(
+            (1900u16..3000, 1u16..=366).prop_map(|(year, day)| LabelDate { year, day }),
+        )
     }
 
     fn group() -> impl Strategy<Value = Group> {
-        prop_oneof![Just(Group::Header), Just(Group::EndOfFile), Just(Group::EndOfVolume)]
+        prop_oneof![
+            Just(Group::Header),
+            Just(Group::EndOfFile),
+            Just(Group::EndOfVolume)
+        ]
     }
 
     fn label() -> impl Strategy<Value = Label> {
         prop_oneof![
             (volser(), a_text(14)).prop_map(|(volser, owner)| Label::Vol1(Vol1 { volser, owner })),
-            (group(), a_text(17), a_text(6), 0u16..10000, 0u16..10000, 0u16..10000, 0u8..100, date(), date(), 0u64..10_000_000_000)
-                .prop_map(|(group, file_id, file_set_id, section, sequence, generation, generation_version, created, expires, block_count)| {
-                    Label::File1(FileLabel1 { group, file_id, file_set_id, section, sequence, generation, generation_version, created, expires, block_count })
-                }),
-            (group(), proptest::sample::select(vec!['F', 'D', 'S', 'U', 'V']), 0u32..100000, 0u32..100000, any::<u32>(), proptest::option::of(volser()))
-                .prop_map(|(group, record_format, block_length, record_length, max_block, next)| {
-                    Label::File2(FileLabel2 { group, record_format, block_length, record_length, max_block, next_volser: next.unwrap_or_default() })
-                }),
+            (
+                group(),
+                a_text(17),
+                a_text(6),
+                0u16..10000,
+                0u16..10000,
+                0u16..10000,
+                0u8..100,
+                date(),
+                date(),
+                0u64..10_000_000_000
+            )
+                .prop_map(
+                    |(
+                        group,
+                        file_id,
+                        file_set_id,
+                        section,
+                        sequence,
+                        generation,
+                        generation_version,
+                        created,
+                        expires,
+                        block_count,
+                    )| {
+                        Label::File1(FileLabel1 {
+                            group,
+                            file_id,
+                            file_set_id,
+                            section,
+                            sequence,
+                            generation,
+                            generation_version,
+                            created,
+                            expires,
+                            block_count,
+                        })
+                    }
+                ),
+            (
+                group(),
+                proptest::sample::select(vec!['F', 'D', 'S', 'U', 'V']),
+                0u32..100000,
+                0u32..100000,
+                any::<u32>(),
+                proptest::option::of(volser())
+            )
+                .prop_map(
+                    |(group, record_format, block_length, record_length, max_block, next)| {
+                        Label::File2(FileLabel2 {
+                            group,
+                            record_format,
+                            block_length,
+                            record_length,
+                            max_block,
+                            next_volser: next.unwrap_or_default(),
+                        })
+                    }
+                ),
         ]
     }
 
@@ -493,7 +557,11 @@ mod tests {
 
     #[test]
     fn vol1_has_the_standard_layout() {
-        let b = encode(&Label::Vol1(Vol1 { volser: "A00001".into(), owner: "BANK".into() })).unwrap();
+        let b = encode(&Label::Vol1(Vol1 {
+            volser: "A00001".into(),
+            owner: "BANK".into(),
+        }))
+        .unwrap();
         assert_eq!(&b[..10], b"VOL1A00001");
         assert_eq!(&b[37..41], b"BANK");
         assert_eq!(b[79], b'4');
@@ -509,7 +577,10 @@ mod tests {
             sequence: 7,
             generation: 1,
             generation_version: 0,
-            created: Some(LabelDate { year: 2026, day: 327 }),
+            created: Some(LabelDate {
+                year: 2026,
+                day: 327,
+            }),
             expires: None,
             block_count: 12_345_678,
         }))
@@ -524,21 +595,76 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let e = encode(&Label::Vol1(Vol1 { volser: "a1".into(), owner: String::new() })).unwrap_err();
+        let e = encode(&Label::Vol1(Vol1 {
+            volser: "a1".into(),
+            owner: String::new(),
+        }))
+        .unwrap_err();
         assert!(e.to_string().contains("volume serial"), "{e}");
-        let mut b = encode(&Label::Vol1(Vol1 { volser: "A1".into(), owner: String::new() })).unwrap();
+        let mut b = encode(&Label::Vol1(Vol1 {
+            volser: "A1".into(),
+            owner: String::new(),
+        }))
+        .unwrap();
         b[4] = b'a';
-        assert!(decode(&b).unwrap_err().to_string().contains("volume serial"));
+        assert!(decode(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("volume serial"));
         let e = decode(&[b' '; 80]).unwrap_err();
         assert!(e.to_string().contains("not a standard label"), "{e}");
+    }
+
+    #[test]
+    fn what_decodes_encodes_again() {
+        // Found by the label_decoder fuzz target: a record format and a
+        // largest-block value that decoded but could not be written back.
+        let mut b = [b'V'; 80];
+        b[..4].copy_from_slice(b"EOV2");
+        b[4..36].copy_from_slice(&[b'6'; 32]);
+        assert!(decode(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("record format"));
+        b[4] = b'U';
+        assert!(decode(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("largest block"));
+        // Every century a label can write reads back.
+        let l = Label::File1(FileLabel1 {
+            group: Group::Header,
+            file_id: "F".into(),
+            file_set_id: "V".into(),
+            section: 1,
+            sequence: 1,
+            generation: 0,
+            generation_version: 0,
+            created: Some(LabelDate { year: 2999, day: 1 }),
+            expires: None,
+            block_count: 0,
+        });
+        assert_eq!(decode(&encode(&l).unwrap()).unwrap(), l);
     }
 
     #[test]
     fn dates_from_unix_time() {
         assert_eq!(LabelDate::from_unix(0), LabelDate { year: 1970, day: 1 });
         // 2026-11-23 is day 327 of 2026.
-        assert_eq!(LabelDate::from_unix(1_795_392_000), LabelDate { year: 2026, day: 327 });
+        assert_eq!(
+            LabelDate::from_unix(1_795_392_000),
+            LabelDate {
+                year: 2026,
+                day: 327
+            }
+        );
         // 2024-12-31 is day 366 of a leap year.
-        assert_eq!(LabelDate::from_unix(1_735_603_200), LabelDate { year: 2024, day: 366 });
+        assert_eq!(
+            LabelDate::from_unix(1_735_603_200),
+            LabelDate {
+                year: 2024,
+                day: 366
+            }
+        );
     }
 }

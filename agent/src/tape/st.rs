@@ -70,12 +70,12 @@ pub mod op {
 
 /// `mt_gstat` bits of `<linux/mtio.h>`.
 pub mod gstat {
-    pub const GMT_EOF: i64 = 0x8000_0000;
-    pub const GMT_BOT: i64 = 0x4000_0000;
-    pub const GMT_EOT: i64 = 0x2000_0000;
-    pub const GMT_EOD: i64 = 0x0800_0000;
-    pub const GMT_WR_PROT: i64 = 0x0400_0000;
-    pub const GMT_ONLINE: i64 = 0x0100_0000;
+    pub const GMT_EOF: u64 = 0x8000_0000;
+    pub const GMT_BOT: u64 = 0x4000_0000;
+    pub const GMT_EOT: u64 = 0x2000_0000;
+    pub const GMT_EOD: u64 = 0x0800_0000;
+    pub const GMT_WR_PROT: u64 = 0x0400_0000;
+    pub const GMT_ONLINE: u64 = 0x0100_0000;
 }
 
 nix::ioctl_write_ptr!(mtioctop, b'm', 1, MtOp);
@@ -85,9 +85,18 @@ nix::ioctl_read!(mtiocpos, b'm', 3, MtPos);
 /// Request codes as the kernel computes them (`_IOW('m', 1, struct mtop)` ...).
 pub fn request_codes() -> [(&'static str, u64); 3] {
     [
-        ("MTIOCTOP", nix::request_code_write!(b'm', 1, std::mem::size_of::<MtOp>()) as u64),
-        ("MTIOCGET", nix::request_code_read!(b'm', 2, std::mem::size_of::<MtGet>()) as u64),
-        ("MTIOCPOS", nix::request_code_read!(b'm', 3, std::mem::size_of::<MtPos>()) as u64),
+        (
+            "MTIOCTOP",
+            nix::request_code_write!(b'm', 1, std::mem::size_of::<MtOp>()) as u64,
+        ),
+        (
+            "MTIOCGET",
+            nix::request_code_read!(b'm', 2, std::mem::size_of::<MtGet>()) as u64,
+        ),
+        (
+            "MTIOCPOS",
+            nix::request_code_read!(b'm', 3, std::mem::size_of::<MtPos>()) as u64,
+        ),
     ]
 }
 
@@ -108,7 +117,12 @@ impl StDevice {
             .write(true)
             .open(path)
             .map_err(|e| Error::io(format!("tape drive {name}"), e))?;
-        let mut d = StDevice { name, file, buf: Vec::new(), early_warning: false };
+        let mut d = StDevice {
+            name,
+            file,
+            buf: Vec::new(),
+            early_warning: false,
+        };
         d.op(op::MTSETBLK, 0)?;
         Ok(d)
     }
@@ -124,7 +138,9 @@ impl StDevice {
         })?;
         let o = MtOp { mt_op, mt_count };
         // SAFETY: MTIOCTOP reads one `struct mtop`, which `o` is.
-        unsafe { mtioctop(self.file.as_raw_fd(), &o) }.map(|_| ()).map_err(|e| self.err(e))
+        unsafe { mtioctop(self.file.as_raw_fd(), &o) }
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     /// Drive status (MTIOCGET).
@@ -139,13 +155,22 @@ impl StDevice {
     fn space_error(&self, e: Error) -> Error {
         let Ok(st) = self.status() else { return e };
         let residual = st.mt_resid.unsigned_abs();
-        let g = st.mt_gstat as i64;
+        let g = st.mt_gstat as u64;
         if g & gstat::GMT_EOD != 0 {
-            Error::EndOfData { device: self.name.clone(), block: st.mt_blkno.max(0) as u64 }
+            Error::EndOfData {
+                device: self.name.clone(),
+                block: st.mt_blkno.max(0) as u64,
+            }
         } else if g & gstat::GMT_BOT != 0 {
-            Error::BeginningOfTape { device: self.name.clone(), residual }
+            Error::BeginningOfTape {
+                device: self.name.clone(),
+                residual,
+            }
         } else if g & gstat::GMT_EOF != 0 {
-            Error::FilemarkHit { device: self.name.clone(), residual }
+            Error::FilemarkHit {
+                device: self.name.clone(),
+                residual,
+            }
         } else {
             e
         }
@@ -163,7 +188,11 @@ impl TapeDevice for StDevice {
 
     fn write_block(&mut self, data: &[u8]) -> Result<Written> {
         if data.is_empty() || data.len() > MAX_BLOCK {
-            return Err(Error::BadBlockSize { device: self.name.clone(), len: data.len(), reason: "blocks are 1 byte to 8 MiB" });
+            return Err(Error::BadBlockSize {
+                device: self.name.clone(),
+                len: data.len(),
+                reason: "blocks are 1 byte to 8 MiB",
+            });
         }
         let mut result = self.write_once(data);
         if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::ENOSPC)) {
@@ -176,25 +205,41 @@ impl TapeDevice for StDevice {
             Ok(n) => {
                 return Err(Error::Unsupported {
                     device: self.name.clone(),
-                    reason: format!("short write of {n} of {} bytes (is the drive in fixed block mode?)", data.len()),
+                    reason: format!(
+                        "short write of {n} of {} bytes (is the drive in fixed block mode?)",
+                        data.len()
+                    ),
                 })
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                return Err(Error::EndOfMedium { device: self.name.clone(), needed: data.len() as u64, used: 0, capacity: 0 })
+                return Err(Error::EndOfMedium {
+                    device: self.name.clone(),
+                    needed: data.len() as u64,
+                    used: 0,
+                    capacity: 0,
+                })
             }
             Err(e) => return Err(self.err(e)),
         }
         if !self.early_warning {
             if let Ok(st) = self.status() {
-                self.early_warning = st.mt_gstat as i64 & gstat::GMT_EOT != 0;
+                self.early_warning = (st.mt_gstat as u64) & gstat::GMT_EOT != 0;
             }
         }
-        Ok(if self.early_warning { Written::EarlyWarning } else { Written::Ok })
+        Ok(if self.early_warning {
+            Written::EarlyWarning
+        } else {
+            Written::Ok
+        })
     }
 
     fn write_filemark(&mut self) -> Result<Written> {
         self.op(op::MTWEOF, 1)?;
-        Ok(if self.early_warning { Written::EarlyWarning } else { Written::Ok })
+        Ok(if self.early_warning {
+            Written::EarlyWarning
+        } else {
+            Written::Ok
+        })
     }
 
     fn read_block(&mut self, buf: &mut Vec<u8>) -> Result<Read> {
@@ -202,8 +247,11 @@ impl TapeDevice for StDevice {
         match self.file.read(&mut self.buf) {
             Ok(0) => {
                 let st = self.status()?;
-                if st.mt_gstat as i64 & gstat::GMT_EOD != 0 {
-                    Err(Error::EndOfData { device: self.name.clone(), block: st.mt_blkno.max(0) as u64 })
+                if (st.mt_gstat as u64) & gstat::GMT_EOD != 0 {
+                    Err(Error::EndOfData {
+                        device: self.name.clone(),
+                        block: st.mt_blkno.max(0) as u64,
+                    })
                 } else {
                     Ok(Read::Filemark)
                 }
@@ -213,15 +261,21 @@ impl TapeDevice for StDevice {
                 buf.extend_from_slice(&self.buf[..n]);
                 Ok(Read::Block)
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => {
-                Err(Error::BadBlockSize { device: self.name.clone(), len: MAX_BLOCK + 1, reason: "block larger than 8 MiB" })
-            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => Err(Error::BadBlockSize {
+                device: self.name.clone(),
+                len: MAX_BLOCK + 1,
+                reason: "block larger than 8 MiB",
+            }),
             Err(e) => Err(self.space_error(self.err(e))),
         }
     }
 
     fn space_blocks(&mut self, count: i64) -> Result<()> {
-        let (o, n) = if count >= 0 { (op::MTFSR, count) } else { (op::MTBSR, -count) };
+        let (o, n) = if count >= 0 {
+            (op::MTFSR, count)
+        } else {
+            (op::MTBSR, -count)
+        };
         if n == 0 {
             return Ok(());
         }
@@ -229,7 +283,11 @@ impl TapeDevice for StDevice {
     }
 
     fn space_filemarks(&mut self, count: i64) -> Result<()> {
-        let (o, n) = if count >= 0 { (op::MTFSF, count) } else { (op::MTBSF, -count) };
+        let (o, n) = if count >= 0 {
+            (op::MTFSF, count)
+        } else {
+            (op::MTBSF, -count)
+        };
         if n == 0 {
             return Ok(());
         }
@@ -302,7 +360,13 @@ int main(void) {
         .ok()?;
         let exe = dir.path().join("mtio");
         let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-        let ok = Command::new(cc).arg(&src).arg("-o").arg(&exe).status().ok()?.success();
+        let ok = Command::new(cc)
+            .arg(&src)
+            .arg("-o")
+            .arg(&exe)
+            .status()
+            .ok()?
+            .success();
         if !ok {
             return None;
         }
@@ -311,7 +375,10 @@ int main(void) {
             String::from_utf8(out.stdout)
                 .ok()?
                 .lines()
-                .filter_map(|l| l.split_once(' ').map(|(k, v)| (k.to_string(), v.parse().unwrap())))
+                .filter_map(|l| {
+                    l.split_once(' ')
+                        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+                })
                 .collect(),
         )
     }
@@ -321,8 +388,18 @@ int main(void) {
         // The values of x86_64 Linux, checked always...
         #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
         {
-            assert_eq!(request_codes(), [("MTIOCTOP", 0x4008_6d01), ("MTIOCGET", 0x8030_6d02), ("MTIOCPOS", 0x8008_6d03)]);
-            assert_eq!((size_of::<MtOp>(), size_of::<MtGet>(), size_of::<MtPos>()), (8, 48, 8));
+            assert_eq!(
+                request_codes(),
+                [
+                    ("MTIOCTOP", 0x4008_6d01),
+                    ("MTIOCGET", 0x8030_6d02),
+                    ("MTIOCPOS", 0x8008_6d03)
+                ]
+            );
+            assert_eq!(
+                (size_of::<MtOp>(), size_of::<MtGet>(), size_of::<MtPos>()),
+                (8, 48, 8)
+            );
         }
         // ...and against the C compiler's view of <sys/mtio.h> wherever one exists.
         let Some(c) = c_values() else {
@@ -341,23 +418,41 @@ int main(void) {
         assert_eq!(c["mtget.mt_fileno"], offset_of!(MtGet, mt_fileno) as u64);
         assert_eq!(c["mtget.mt_blkno"], offset_of!(MtGet, mt_blkno) as u64);
         for (name, v) in [
-            ("MTFSF", op::MTFSF), ("MTBSF", op::MTBSF), ("MTFSR", op::MTFSR), ("MTBSR", op::MTBSR),
-            ("MTWEOF", op::MTWEOF), ("MTREW", op::MTREW), ("MTOFFL", op::MTOFFL), ("MTNOP", op::MTNOP),
-            ("MTEOM", op::MTEOM), ("MTSETBLK", op::MTSETBLK), ("MTSEEK", op::MTSEEK), ("MTTELL", op::MTTELL),
+            ("MTFSF", op::MTFSF),
+            ("MTBSF", op::MTBSF),
+            ("MTFSR", op::MTFSR),
+            ("MTBSR", op::MTBSR),
+            ("MTWEOF", op::MTWEOF),
+            ("MTREW", op::MTREW),
+            ("MTOFFL", op::MTOFFL),
+            ("MTNOP", op::MTNOP),
+            ("MTEOM", op::MTEOM),
+            ("MTSETBLK", op::MTSETBLK),
+            ("MTSEEK", op::MTSEEK),
+            ("MTTELL", op::MTTELL),
         ] {
             assert_eq!(c[name], v as u64, "{name}");
         }
         for (name, v) in [
-            ("GMT_EOF", gstat::GMT_EOF), ("GMT_BOT", gstat::GMT_BOT), ("GMT_EOT", gstat::GMT_EOT),
-            ("GMT_EOD", gstat::GMT_EOD), ("GMT_WR_PROT", gstat::GMT_WR_PROT), ("GMT_ONLINE", gstat::GMT_ONLINE),
+            ("GMT_EOF", gstat::GMT_EOF),
+            ("GMT_BOT", gstat::GMT_BOT),
+            ("GMT_EOT", gstat::GMT_EOT),
+            ("GMT_EOD", gstat::GMT_EOD),
+            ("GMT_WR_PROT", gstat::GMT_WR_PROT),
+            ("GMT_ONLINE", gstat::GMT_ONLINE),
         ] {
-            assert_eq!(c[name], v as u64, "{name}");
+            assert_eq!(c[name], v, "{name}");
         }
     }
 
     #[test]
     fn opening_a_missing_drive_names_it() {
-        let e = StDevice::open(Path::new("/dev/nst-cinta-none")).err().unwrap();
-        assert!(e.to_string().contains("tape drive /dev/nst-cinta-none"), "{e}");
+        let e = StDevice::open(Path::new("/dev/nst-cinta-none"))
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("tape drive /dev/nst-cinta-none"),
+            "{e}"
+        );
     }
 }

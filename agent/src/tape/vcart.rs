@@ -32,7 +32,8 @@ pub const CHECKPOINT_EVERY: u64 = 1024;
 
 /// Positioned, vectored byte storage holding one cartridge image.
 pub trait Storage: Send {
-    fn len(&self) -> io::Result<u64>;
+    /// Bytes in the image.
+    fn size(&self) -> io::Result<u64>;
     /// Reads at `off`; may return fewer bytes than asked only at the end.
     fn read_at(&self, bufs: &mut [IoSliceMut<'_>], off: u64) -> io::Result<usize>;
     /// Writes at `off`; may write fewer bytes than given.
@@ -45,7 +46,7 @@ pub trait Storage: Send {
 pub struct FileStorage(pub File);
 
 impl Storage for FileStorage {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
     fn read_at(&self, bufs: &mut [IoSliceMut<'_>], off: u64) -> io::Result<usize> {
@@ -67,7 +68,7 @@ impl Storage for FileStorage {
 pub struct MemStorage(pub Vec<u8>);
 
 impl Storage for MemStorage {
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.0.len() as u64)
     }
     fn read_at(&self, bufs: &mut [IoSliceMut<'_>], off: u64) -> io::Result<usize> {
@@ -101,7 +102,11 @@ impl Storage for MemStorage {
     }
 }
 
-fn read_full<S: Storage + ?Sized>(s: &S, mut bufs: &mut [IoSliceMut<'_>], mut off: u64) -> io::Result<usize> {
+fn read_full<S: Storage + ?Sized>(
+    s: &S,
+    mut bufs: &mut [IoSliceMut<'_>],
+    mut off: u64,
+) -> io::Result<usize> {
     let mut total = 0;
     while !bufs.is_empty() {
         let n = s.read_at(bufs, off)?;
@@ -115,7 +120,11 @@ fn read_full<S: Storage + ?Sized>(s: &S, mut bufs: &mut [IoSliceMut<'_>], mut of
     Ok(total)
 }
 
-fn write_full<S: Storage + ?Sized>(s: &mut S, mut bufs: &mut [IoSlice<'_>], mut off: u64) -> io::Result<()> {
+fn write_full<S: Storage + ?Sized>(
+    s: &mut S,
+    mut bufs: &mut [IoSlice<'_>],
+    mut off: u64,
+) -> io::Result<()> {
     while !bufs.is_empty() {
         let n = s.write_at(bufs, off)?;
         if n == 0 {
@@ -190,7 +199,13 @@ impl Cartridge<FileStorage> {
             .open(path)
             .map_err(|e| Error::io(format!("cartridge {name} ({})", path.display()), e))?;
         let _ = std::fs::remove_file(index_path(path));
-        Self::from_storage(FileStorage(f), name, capacity, early_warning, Some(index_path(path)))
+        Self::from_storage(
+            FileStorage(f),
+            name,
+            capacity,
+            early_warning,
+            Some(index_path(path)),
+        )
     }
 
     /// Opens an existing cartridge image for reading and writing.
@@ -200,7 +215,13 @@ impl Cartridge<FileStorage> {
             .write(true)
             .open(path)
             .map_err(|e| Error::io(format!("cartridge {name} ({})", path.display()), e))?;
-        Self::from_storage(FileStorage(f), name, capacity, early_warning, Some(index_path(path)))
+        Self::from_storage(
+            FileStorage(f),
+            name,
+            capacity,
+            early_warning,
+            Some(index_path(path)),
+        )
     }
 }
 
@@ -213,7 +234,7 @@ impl<S: Storage> Cartridge<S> {
         early_warning: u64,
         index: Option<PathBuf>,
     ) -> Result<Self> {
-        let file_len = store.len().map_err(|e| Error::io(name, e))?;
+        let file_len = store.size().map_err(|e| Error::io(name, e))?;
         let mut c = Cartridge {
             name: name.to_string(),
             store,
@@ -277,14 +298,21 @@ impl<S: Storage> Cartridge<S> {
 
     fn read_word(&self, off: u64) -> Result<Option<u32>> {
         let mut w = [0u8; 4];
-        let n = read_full(&self.store, &mut [IoSliceMut::new(&mut w)], off).map_err(|e| self.io(e))?;
+        let n =
+            read_full(&self.store, &mut [IoSliceMut::new(&mut w)], off).map_err(|e| self.io(e))?;
         Ok((n == 4).then(|| simh::word(w)))
     }
 
     fn load_index(&mut self) -> bool {
-        let Some(path) = &self.index_path else { return false };
-        let Ok(bytes) = std::fs::read(path) else { return false };
-        let Some(ix) = decode_index(&bytes) else { return false };
+        let Some(path) = &self.index_path else {
+            return false;
+        };
+        let Ok(bytes) = std::fs::read(path) else {
+            return false;
+        };
+        let Some(ix) = decode_index(&bytes) else {
+            return false;
+        };
         if ix.eod + 4 != self.file_len || ix.eod > self.capacity {
             return false;
         }
@@ -316,10 +344,16 @@ impl<S: Storage> Cartridge<S> {
                     break;
                 }
                 Word::TapeMark => {
-                    self.marks.push(Mark { obj, off, filemark: true });
+                    self.marks.push(Mark {
+                        obj,
+                        off,
+                        filemark: true,
+                    });
                     off += 4;
                 }
-                Word::Invalid(why) => return Err(self.damage(off, format!("length word {w:#010x}: {why}"))),
+                Word::Invalid(why) => {
+                    return Err(self.damage(off, format!("length word {w:#010x}: {why}")))
+                }
                 Word::Record(len) => {
                     let span = simh::record_span(len);
                     if off + span > self.file_len {
@@ -330,11 +364,18 @@ impl<S: Storage> Cartridge<S> {
                     if tail != Some(w) {
                         return Err(self.damage(
                             off,
-                            format!("leading length word {w} and trailing {} differ", tail.unwrap_or(0)),
+                            format!(
+                                "leading length word {w} and trailing {} differ",
+                                tail.unwrap_or(0)
+                            ),
                         ));
                     }
                     if obj % CHECKPOINT_EVERY == 0 {
-                        self.marks.push(Mark { obj, off, filemark: false });
+                        self.marks.push(Mark {
+                            obj,
+                            off,
+                            filemark: false,
+                        });
                     }
                     off += span;
                 }
@@ -385,11 +426,17 @@ impl<S: Storage> Cartridge<S> {
         let w = self.word_here()?;
         match simh::classify(w) {
             Word::TapeMark => Ok((true, 4)),
-            Word::Record(len) if self.pos + simh::record_span(len) <= self.eod => Ok((false, simh::record_span(len))),
-            Word::Record(len) => Err(self.corrupt(self.pos, format!("record of {len} bytes runs past end of data"))),
-            Word::EndOfMedium | Word::Invalid(_) => {
-                Err(self.corrupt(self.pos, format!("length word {w:#010x} where a record should start")))
+            Word::Record(len) if self.pos + simh::record_span(len) <= self.eod => {
+                Ok((false, simh::record_span(len)))
             }
+            Word::Record(len) => Err(self.corrupt(
+                self.pos,
+                format!("record of {len} bytes runs past end of data"),
+            )),
+            Word::EndOfMedium | Word::Invalid(_) => Err(self.corrupt(
+                self.pos,
+                format!("length word {w:#010x} where a record should start"),
+            )),
         }
     }
 
@@ -399,7 +446,9 @@ impl<S: Storage> Cartridge<S> {
                 match std::fs::remove_file(p) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(Error::io(format!("index of cartridge {}", self.name), e)),
+                    Err(e) => {
+                        return Err(Error::io(format!("index of cartridge {}", self.name), e))
+                    }
                 }
             }
             self.dirty = true;
@@ -431,7 +480,11 @@ impl<S: Storage> Cartridge<S> {
 
     fn wrote(&mut self, span: u64, filemark: bool) -> Written {
         if filemark || self.obj % CHECKPOINT_EVERY == 0 {
-            self.marks.push(Mark { obj: self.obj, off: self.pos, filemark });
+            self.marks.push(Mark {
+                obj: self.obj,
+                off: self.pos,
+                filemark,
+            });
         }
         self.pos += span;
         self.obj += 1;
@@ -465,7 +518,11 @@ impl<S: Storage> TapeDevice for Cartridge<S> {
         self.room_for(span)?;
         self.prepare_write()?;
         let (head, tail) = simh::frame(len);
-        let mut bufs = [IoSlice::new(&head), IoSlice::new(data), IoSlice::new(tail.as_bytes())];
+        let mut bufs = [
+            IoSlice::new(&head),
+            IoSlice::new(data),
+            IoSlice::new(tail.as_bytes()),
+        ];
         write_full(&mut self.store, &mut bufs, self.pos).map_err(|e| self.io(e))?;
         Ok(self.wrote(span, false))
     }
@@ -503,10 +560,14 @@ impl<S: Storage> TapeDevice for Cartridge<S> {
         }
         let trailer = simh::word(tail[pad..pad + 4].try_into().unwrap());
         if trailer as usize != data_len {
-            return Err(self.corrupt(self.pos, format!("leading length word {data_len} and trailing {trailer} differ")));
+            return Err(self.corrupt(
+                self.pos,
+                format!("leading length word {data_len} and trailing {trailer} differ"),
+            ));
         }
         let next = self.pos + span;
-        self.next_word = (got == data_len + tail_len).then(|| (next, simh::word(tail[pad + 4..pad + 8].try_into().unwrap())));
+        self.next_word = (got == data_len + tail_len)
+            .then(|| (next, simh::word(tail[pad + 4..pad + 8].try_into().unwrap())));
         self.pos = next;
         self.obj += 1;
         Ok(Read::Block)
@@ -520,30 +581,46 @@ impl<S: Storage> TapeDevice for Cartridge<S> {
                 self.pos += span;
                 self.obj += 1;
                 if filemark {
-                    return Err(Error::FilemarkHit { device: format!("cartridge {}", self.name), residual: left });
+                    return Err(Error::FilemarkHit {
+                        device: format!("cartridge {}", self.name),
+                        residual: left,
+                    });
                 }
                 left -= 1;
             } else {
                 if self.pos == 0 {
-                    return Err(Error::BeginningOfTape { device: format!("cartridge {}", self.name), residual: left });
+                    return Err(Error::BeginningOfTape {
+                        device: format!("cartridge {}", self.name),
+                        residual: left,
+                    });
                 }
                 let w = match self.read_word(self.pos - 4)? {
                     Some(w) => w,
-                    None => return Err(self.corrupt(self.pos - 4, "image ends inside a length word")),
+                    None => {
+                        return Err(self.corrupt(self.pos - 4, "image ends inside a length word"))
+                    }
                 };
                 match simh::classify(w) {
                     Word::TapeMark => {
                         // SCSI: stop on the beginning-of-tape side of the filemark.
                         self.pos -= 4;
                         self.obj -= 1;
-                        return Err(Error::FilemarkHit { device: format!("cartridge {}", self.name), residual: left });
+                        return Err(Error::FilemarkHit {
+                            device: format!("cartridge {}", self.name),
+                            residual: left,
+                        });
                     }
                     Word::Record(len) if simh::record_span(len) <= self.pos => {
                         self.pos -= simh::record_span(len);
                         self.obj -= 1;
                         left -= 1;
                     }
-                    _ => return Err(self.corrupt(self.pos - 4, format!("trailing length word {w:#010x} is not valid"))),
+                    _ => {
+                        return Err(self.corrupt(
+                            self.pos - 4,
+                            format!("trailing length word {w:#010x} is not valid"),
+                        ))
+                    }
                 }
             }
         }
@@ -558,10 +635,19 @@ impl<S: Storage> TapeDevice for Cartridge<S> {
         let obj = self.obj;
         let found = if count > 0 {
             let from = self.marks.partition_point(|m| m.obj < obj);
-            self.marks[from..].iter().filter(|m| m.filemark).nth(n - 1).copied()
+            self.marks[from..]
+                .iter()
+                .filter(|m| m.filemark)
+                .nth(n - 1)
+                .copied()
         } else {
             let to = self.marks.partition_point(|m| m.obj < obj);
-            self.marks[..to].iter().rev().filter(|m| m.filemark).nth(n - 1).copied()
+            self.marks[..to]
+                .iter()
+                .rev()
+                .filter(|m| m.filemark)
+                .nth(n - 1)
+                .copied()
         };
         match (found, count > 0) {
             (Some(m), true) => {
@@ -582,7 +668,10 @@ impl<S: Storage> TapeDevice for Cartridge<S> {
             (None, false) => {
                 self.pos = 0;
                 self.obj = 0;
-                Err(Error::BeginningOfTape { device: format!("cartridge {}", self.name), residual: count.unsigned_abs() })
+                Err(Error::BeginningOfTape {
+                    device: format!("cartridge {}", self.name),
+                    residual: count.unsigned_abs(),
+                })
             }
         }
     }
@@ -634,7 +723,11 @@ impl<S: Storage> TapeDevice for Cartridge<S> {
         self.file_len = self.eod + 4;
         self.store.sync().map_err(|e| self.io(e))?;
         if let Some(p) = &self.index_path {
-            let bytes = encode_index(&Index { eod: self.eod, eod_obj: self.eod_obj, marks: self.marks.clone() });
+            let bytes = encode_index(&Index {
+                eod: self.eod,
+                eod_obj: self.eod_obj,
+                marks: self.marks.clone(),
+            });
             let tmp = p.with_extension("idx.tmp");
             std::fs::write(&tmp, bytes)
                 .and_then(|()| std::fs::rename(&tmp, p))
@@ -670,7 +763,9 @@ struct Index {
 const INDEX_MAGIC: &[u8; 8] = b"CINTAIX1";
 
 fn fnv64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Index bytes: magic, end of data, objects, count, then (object, offset with
@@ -692,7 +787,8 @@ fn encode_index(ix: &Index) -> Vec<u8> {
 }
 
 fn decode_index(b: &[u8]) -> Option<Index> {
-    let u = |i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
+    let u =
+        |i: usize| -> Option<u64> { Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?)) };
     if b.len() < 40 || &b[..8] != INDEX_MAGIC {
         return None;
     }
@@ -713,16 +809,26 @@ fn decode_index(b: &[u8]) -> Option<Index> {
             return None;
         }
         last = Some(obj);
-        marks.push(Mark { obj, off: raw & !(1 << 63), filemark: raw >> 63 == 1 });
+        marks.push(Mark {
+            obj,
+            off: raw & !(1 << 63),
+            filemark: raw >> 63 == 1,
+        });
     }
-    Some(Index { eod: u(8)?, eod_obj: u(16)?, marks })
+    Some(Index {
+        eod: u(8)?,
+        eod_obj: u(16)?,
+        marks,
+    })
 }
 
 /// The fuzz target's body: opens arbitrary bytes as a cartridge and walks it
 /// every way a reader can. It must return (errors are fine), never panic,
 /// and never allocate more than [`MAX_BLOCK`] for a block.
 pub fn fuzz_cartridge_reader(bytes: &[u8]) {
-    let Ok(mut c) = Cartridge::from_storage(MemStorage(bytes.to_vec()), "FUZZ", u64::MAX / 2, 0, None) else {
+    let Ok(mut c) =
+        Cartridge::from_storage(MemStorage(bytes.to_vec()), "FUZZ", u64::MAX / 2, 0, None)
+    else {
         return;
     };
     let mut buf = Vec::new();
@@ -751,11 +857,25 @@ mod tests {
         let ix = Index {
             eod: 1000,
             eod_obj: 40,
-            marks: vec![Mark { obj: 0, off: 0, filemark: false }, Mark { obj: 3, off: 96, filemark: true }],
+            marks: vec![
+                Mark {
+                    obj: 0,
+                    off: 0,
+                    filemark: false,
+                },
+                Mark {
+                    obj: 3,
+                    off: 96,
+                    filemark: true,
+                },
+            ],
         };
         let b = encode_index(&ix);
         let back = decode_index(&b).unwrap();
-        assert_eq!((back.eod, back.eod_obj, back.marks), (1000, 40, ix.marks.clone()));
+        assert_eq!(
+            (back.eod, back.eod_obj, back.marks),
+            (1000, 40, ix.marks.clone())
+        );
         for i in 0..b.len() {
             let mut bad = b.clone();
             bad[i] ^= 0x40;

@@ -82,7 +82,10 @@ pub struct VolumeInfo {
 /// Writes a fresh VOL1 (and the empty-volume double tape mark) at the
 /// beginning of the medium, discarding everything on it.
 pub fn label_volume(dev: &mut dyn TapeDevice, volser: &str, owner: &str) -> Result<()> {
-    let vol1 = label::encode(&Label::Vol1(Vol1 { volser: volser.to_string(), owner: owner.to_string() }))?;
+    let vol1 = label::encode(&Label::Vol1(Vol1 {
+        volser: volser.to_string(),
+        owner: owner.to_string(),
+    }))?;
     dev.rewind()?;
     dev.write_block(&vol1)?;
     dev.write_filemark()?;
@@ -91,7 +94,10 @@ pub fn label_volume(dev: &mut dyn TapeDevice, volser: &str, owner: &str) -> Resu
 }
 
 fn vol_err(volser: &str, reason: impl Into<String>) -> Error {
-    Error::Volume { volser: volser.to_string(), reason: reason.into() }
+    Error::Volume {
+        volser: volser.to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// Reads the next item; end of data becomes `None`.
@@ -109,26 +115,50 @@ enum Step<T> {
     Cut,
 }
 
-fn read_label(dev: &mut dyn TapeDevice, buf: &mut Vec<u8>, volser: &str, want: &str) -> Result<Step<Label>> {
+fn read_label(
+    dev: &mut dyn TapeDevice,
+    buf: &mut Vec<u8>,
+    volser: &str,
+    want: &str,
+) -> Result<Step<Label>> {
     let at = dev.position()?;
     match next(dev, buf)? {
         None => Ok(Step::Cut),
-        Some(Read::Filemark) => Err(vol_err(volser, format!("block {at}: expected {want}, found a tape mark"))),
+        Some(Read::Filemark) => Err(vol_err(
+            volser,
+            format!("block {at}: expected {want}, found a tape mark"),
+        )),
         Some(Read::Block) => {
             if !label::looks_like_label(buf) {
-                return Err(vol_err(volser, format!("block {at}: expected {want}, found a {}-byte data block", buf.len())));
+                return Err(vol_err(
+                    volser,
+                    format!(
+                        "block {at}: expected {want}, found a {}-byte data block",
+                        buf.len()
+                    ),
+                ));
             }
-            label::decode(buf).map(Step::Got).map_err(|e| vol_err(volser, format!("block {at}: {e}")))
+            label::decode(buf)
+                .map(Step::Got)
+                .map_err(|e| vol_err(volser, format!("block {at}: {e}")))
         }
     }
 }
 
-fn read_tape_mark(dev: &mut dyn TapeDevice, buf: &mut Vec<u8>, volser: &str, after: &str) -> Result<Step<()>> {
+fn read_tape_mark(
+    dev: &mut dyn TapeDevice,
+    buf: &mut Vec<u8>,
+    volser: &str,
+    after: &str,
+) -> Result<Step<()>> {
     let at = dev.position()?;
     match next(dev, buf)? {
         None => Ok(Step::Cut),
         Some(Read::Filemark) => Ok(Step::Got(())),
-        Some(Read::Block) => Err(vol_err(volser, format!("block {at}: expected a tape mark after {after}"))),
+        Some(Read::Block) => Err(vol_err(
+            volser,
+            format!("block {at}: expected a tape mark after {after}"),
+        )),
     }
 }
 
@@ -145,16 +175,29 @@ pub fn inspect(dev: &mut dyn TapeDevice, expected: &str) -> Result<VolumeInfo> {
             Ok(_) => unreachable!("a VOL1 identifier decodes to a VOL1 label"),
             Err(e) => return Err(vol_err(expected, format!("unreadable VOL1: {e}"))),
         },
-        Some(_) => return Err(vol_err(expected, "not labelled: the first block is not a VOL1 label")),
+        Some(_) => {
+            return Err(vol_err(
+                expected,
+                "not labelled: the first block is not a VOL1 label",
+            ))
+        }
         None => return Err(vol_err(expected, "not labelled: the cartridge is blank")),
     };
     if vol1.volser != expected {
         return Err(vol_err(
             expected,
-            format!("label mismatch: barcode is {expected} but the VOL1 label says {}", vol1.volser),
+            format!(
+                "label mismatch: barcode is {expected} but the VOL1 label says {}",
+                vol1.volser
+            ),
         ));
     }
-    let mut info = VolumeInfo { vol1, files: Vec::new(), incomplete: None, append_at: None };
+    let mut info = VolumeInfo {
+        vol1,
+        files: Vec::new(),
+        incomplete: None,
+        append_at: None,
+    };
     loop {
         let header_block = dev.position()?;
         let hdr1 = match next(dev, &mut buf)? {
@@ -164,8 +207,15 @@ pub fn inspect(dev: &mut dyn TapeDevice, expected: &str) -> Result<VolumeInfo> {
             }
             Some(Read::Block) => match label::looks_like_label(&buf).then(|| label::decode(&buf)) {
                 Some(Ok(Label::File1(l))) if l.group == Group::Header => l,
-                Some(Err(e)) => return Err(vol_err(expected, format!("block {header_block}: {e}"))),
-                _ => return Err(vol_err(expected, format!("block {header_block}: expected HDR1 or the end of the volume"))),
+                Some(Err(e)) => {
+                    return Err(vol_err(expected, format!("block {header_block}: {e}")))
+                }
+                _ => {
+                    return Err(vol_err(
+                        expected,
+                        format!("block {header_block}: expected HDR1 or the end of the volume"),
+                    ))
+                }
             },
         };
         let cut = |info: &mut VolumeInfo, file: TapeFile| {
@@ -173,7 +223,14 @@ pub fn inspect(dev: &mut dyn TapeDevice, expected: &str) -> Result<VolumeInfo> {
             info.incomplete = Some(file);
         };
         let mut file = TapeFile {
-            hdr2: FileLabel2 { group: Group::Header, record_format: 'U', block_length: 0, record_length: 0, max_block: 0, next_volser: String::new() },
+            hdr2: FileLabel2 {
+                group: Group::Header,
+                record_format: 'U',
+                block_length: 0,
+                record_length: 0,
+                max_block: 0,
+                next_volser: String::new(),
+            },
             hdr1,
             header_block,
             first_block: header_block + 1,
@@ -182,7 +239,12 @@ pub fn inspect(dev: &mut dyn TapeDevice, expected: &str) -> Result<VolumeInfo> {
         };
         match read_label(dev, &mut buf, expected, "HDR2")? {
             Step::Got(Label::File2(l)) if l.group == Group::Header => file.hdr2 = l,
-            Step::Got(_) => return Err(vol_err(expected, format!("block {}: expected HDR2", header_block + 1))),
+            Step::Got(_) => {
+                return Err(vol_err(
+                    expected,
+                    format!("block {}: expected HDR2", header_block + 1),
+                ))
+            }
             Step::Cut => {
                 cut(&mut info, file);
                 return Ok(info);
@@ -204,7 +266,15 @@ pub fn inspect(dev: &mut dyn TapeDevice, expected: &str) -> Result<VolumeInfo> {
         }
         let t1 = match read_label(dev, &mut buf, expected, "EOF1 or EOV1")? {
             Step::Got(Label::File1(l)) if l.group != Group::Header => l,
-            Step::Got(_) => return Err(vol_err(expected, format!("file {}: expected EOF1 or EOV1 after the data", file.hdr1.sequence))),
+            Step::Got(_) => {
+                return Err(vol_err(
+                    expected,
+                    format!(
+                        "file {}: expected EOF1 or EOV1 after the data",
+                        file.hdr1.sequence
+                    ),
+                ))
+            }
             Step::Cut => {
                 cut(&mut info, file);
                 return Ok(info);
@@ -212,7 +282,12 @@ pub fn inspect(dev: &mut dyn TapeDevice, expected: &str) -> Result<VolumeInfo> {
         };
         let t2 = match read_label(dev, &mut buf, expected, "EOF2 or EOV2")? {
             Step::Got(Label::File2(l)) if l.group == t1.group => l,
-            Step::Got(_) => return Err(vol_err(expected, format!("file {}: trailer labels do not pair", file.hdr1.sequence))),
+            Step::Got(_) => {
+                return Err(vol_err(
+                    expected,
+                    format!("file {}: trailer labels do not pair", file.hdr1.sequence),
+                ))
+            }
             Step::Cut => {
                 cut(&mut info, file);
                 return Ok(info);
@@ -225,11 +300,22 @@ pub fn inspect(dev: &mut dyn TapeDevice, expected: &str) -> Result<VolumeInfo> {
         if t1.block_count != file.blocks {
             return Err(vol_err(
                 expected,
-                format!("file {}: trailer label counts {} blocks but {} are on the volume", file.hdr1.sequence, t1.block_count, file.blocks),
+                format!(
+                    "file {}: trailer label counts {} blocks but {} are on the volume",
+                    file.hdr1.sequence, t1.block_count, file.blocks
+                ),
             ));
         }
-        if (&t1.file_id, t1.sequence, t1.section) != (&file.hdr1.file_id, file.hdr1.sequence, file.hdr1.section) {
-            return Err(vol_err(expected, format!("file {}: trailer labels belong to another file", file.hdr1.sequence)));
+        if (&t1.file_id, t1.sequence, t1.section)
+            != (&file.hdr1.file_id, file.hdr1.sequence, file.hdr1.section)
+        {
+            return Err(vol_err(
+                expected,
+                format!(
+                    "file {}: trailer labels belong to another file",
+                    file.hdr1.sequence
+                ),
+            ));
         }
         file.trailer = Some((t1, t2));
         let continues = file.continues();
@@ -308,19 +394,28 @@ impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
         let mut mounted = changer.mount(&volser)?;
         let info = inspect(&mut *mounted.device, &volser)?;
         let Some(at) = info.append_at else {
-            return Err(vol_err(&volser, "full: its last file continues on another volume"));
+            return Err(vol_err(
+                &volser,
+                "full: its last file continues on another volume",
+            ));
         };
         if let Some(f) = &info.incomplete {
             tracing::warn!(cartridge = %volser, file = f.hdr1.sequence, "writing over an incomplete tape file");
         }
         let sequence = info.files.last().map_or(1, |f| f.hdr1.sequence + 1);
         if sequence > 9999 {
-            return Err(vol_err(&volser, "holds 9999 files, the most labels can number"));
+            return Err(vol_err(
+                &volser,
+                "holds 9999 files, the most labels can number",
+            ));
         }
         let hdr1 = FileLabel1 {
             group: Group::Header,
             file_id: spec.file_id,
-            file_set_id: info.files.first().map_or(volser.clone(), |f| f.hdr1.file_set_id.clone()),
+            file_set_id: info
+                .files
+                .first()
+                .map_or(volser.clone(), |f| f.hdr1.file_set_id.clone()),
             section: 1,
             sequence,
             generation: 1,
@@ -339,14 +434,29 @@ impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
         };
         // Encode before touching the volume: a bad file id changes nothing.
         label::encode(&Label::File1(hdr1.clone()))?;
-        let mut w = FileWriter { changer, mounted: None, hdr1, hdr2, first_block: 0, blocks: 0, sections: Vec::new(), early_warning: false };
+        let mut w = FileWriter {
+            changer,
+            mounted: None,
+            hdr1,
+            hdr2,
+            first_block: 0,
+            blocks: 0,
+            sections: Vec::new(),
+            early_warning: false,
+        };
         mounted.device.locate(at)?;
         w.start_section(mounted)?;
         Ok(w)
     }
 
     fn start_section(&mut self, mut m: Mounted) -> Result<()> {
-        write_labels(&mut *m.device, [Label::File1(self.hdr1.clone()), Label::File2(self.hdr2.clone())])?;
+        write_labels(
+            &mut *m.device,
+            [
+                Label::File1(self.hdr1.clone()),
+                Label::File2(self.hdr2.clone()),
+            ],
+        )?;
         self.first_block = m.device.position()?;
         self.blocks = 0;
         self.early_warning = false;
@@ -355,7 +465,11 @@ impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
     }
 
     fn device(&mut self) -> &mut dyn TapeDevice {
-        &mut *self.mounted.as_mut().expect("a volume is mounted while writing").device
+        &mut *self
+            .mounted
+            .as_mut()
+            .expect("a volume is mounted while writing")
+            .device
     }
 
     /// The serial of the volume being written.
@@ -367,7 +481,11 @@ impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
     /// the next block goes to a new volume.
     pub fn write_block(&mut self, data: &[u8]) -> Result<()> {
         if data.len() > self.hdr2.max_block as usize {
-            return Err(Error::BadBlockSize { device: self.volser().to_string(), len: data.len(), reason: "larger than the file's block size" });
+            return Err(Error::BadBlockSize {
+                device: self.volser().to_string(),
+                len: data.len(),
+                reason: "larger than the file's block size",
+            });
         }
         if self.early_warning {
             self.switch_volume()?;
@@ -391,19 +509,28 @@ impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
 
     fn close_section(&mut self, group: Group, next_volser: &str) -> Result<Mounted> {
         let trailer = self.trailer(group, next_volser);
-        let mut m = self.mounted.take().expect("a volume is mounted while writing");
+        let mut m = self
+            .mounted
+            .take()
+            .expect("a volume is mounted while writing");
         m.device.write_filemark()?;
         write_labels(&mut *m.device, trailer)?;
         m.device.write_filemark()?;
         m.device.flush()?;
-        self.sections.push(Section { volser: m.volser.clone(), section: self.hdr1.section, first_block: self.first_block, blocks: self.blocks });
+        self.sections.push(Section {
+            volser: m.volser.clone(),
+            section: self.hdr1.section,
+            first_block: self.first_block,
+            blocks: self.blocks,
+        });
         Ok(m)
     }
 
     fn switch_volume(&mut self) -> Result<()> {
         let next = self.changer.claim_scratch()?;
         let done = self.close_section(Group::EndOfVolume, &next)?;
-        self.changer.dismount(done, Outcome::Written { full: true })?;
+        self.changer
+            .dismount(done, Outcome::Written { full: true })?;
         let mut m = self.changer.mount(&next)?;
         let info = inspect(&mut *m.device, &next)?;
         if !info.files.is_empty() || info.incomplete.is_some() {
@@ -441,7 +568,12 @@ impl<C: Changer + ?Sized> Drop for FileWriter<'_, C> {
     fn drop(&mut self) {
         if let Some(m) = self.mounted.take() {
             let volser = m.volser.clone();
-            if let Err(e) = self.changer.dismount(m, Outcome::Written { full: self.early_warning }) {
+            if let Err(e) = self.changer.dismount(
+                m,
+                Outcome::Written {
+                    full: self.early_warning,
+                },
+            ) {
                 tracing::error!(cartridge = %volser, error = %e, "giving back the cartridge of a stopped write failed");
             }
         }
@@ -461,11 +593,34 @@ fn find_file(info: &VolumeInfo, volser: &str, sequence: u16) -> Result<TapeFile>
     if let Some(f) = info.files.iter().find(|f| f.hdr1.sequence == sequence) {
         return Ok(f.clone());
     }
-    if info.incomplete.as_ref().is_some_and(|f| f.hdr1.sequence == sequence) {
-        return Err(vol_err(volser, format!("tape file {sequence} is incomplete (its write was cut short): it is not readable")));
+    if info
+        .incomplete
+        .as_ref()
+        .is_some_and(|f| f.hdr1.sequence == sequence)
+    {
+        return Err(vol_err(
+            volser,
+            format!(
+                "tape file {sequence} is incomplete (its write was cut short): it is not readable"
+            ),
+        ));
     }
-    let have: Vec<String> = info.files.iter().map(|f| f.hdr1.sequence.to_string()).collect();
-    Err(vol_err(volser, format!("holds no tape file {sequence} (files: {})", if have.is_empty() { "none".into() } else { have.join(", ") })))
+    let have: Vec<String> = info
+        .files
+        .iter()
+        .map(|f| f.hdr1.sequence.to_string())
+        .collect();
+    Err(vol_err(
+        volser,
+        format!(
+            "holds no tape file {sequence} (files: {})",
+            if have.is_empty() {
+                "none".into()
+            } else {
+                have.join(", ")
+            }
+        ),
+    ))
 }
 
 impl<C: Changer + ?Sized> Drop for FileReader<'_, C> {
@@ -487,10 +642,22 @@ impl<'c, C: Changer + ?Sized> FileReader<'c, C> {
         let info = inspect(&mut *m.device, volser)?;
         let file = find_file(&info, volser, sequence)?;
         if file.hdr1.section != 1 {
-            return Err(vol_err(volser, format!("tape file {sequence} starts on an earlier volume (this is section {})", file.hdr1.section)));
+            return Err(vol_err(
+                volser,
+                format!(
+                    "tape file {sequence} starts on an earlier volume (this is section {})",
+                    file.hdr1.section
+                ),
+            ));
         }
         m.device.locate(file.first_block)?;
-        Ok(FileReader { changer, mounted: Some(m), file, read: 0, sections: Vec::new() })
+        Ok(FileReader {
+            changer,
+            mounted: Some(m),
+            file,
+            read: 0,
+            sections: Vec::new(),
+        })
     }
 
     /// The file's labels (first section).
@@ -501,7 +668,9 @@ impl<'c, C: Changer + ?Sized> FileReader<'c, C> {
     /// Reads the next data block into `buf`; `false` at the end of the file.
     pub fn read_block(&mut self, buf: &mut Vec<u8>) -> Result<bool> {
         loop {
-            let Some(m) = self.mounted.as_mut() else { return Ok(false) };
+            let Some(m) = self.mounted.as_mut() else {
+                return Ok(false);
+            };
             match m.device.read_block(buf)? {
                 Read::Block => {
                     self.read += 1;
@@ -511,24 +680,58 @@ impl<'c, C: Changer + ?Sized> FileReader<'c, C> {
             }
             let volser = m.volser.clone();
             if self.read != self.file.blocks {
-                return Err(vol_err(&volser, format!("file {}: read {} blocks, the labels count {}", self.file.hdr1.sequence, self.read, self.file.blocks)));
+                return Err(vol_err(
+                    &volser,
+                    format!(
+                        "file {}: read {} blocks, the labels count {}",
+                        self.file.hdr1.sequence, self.read, self.file.blocks
+                    ),
+                ));
             }
-            self.sections.push(Section { volser: volser.clone(), section: self.file.hdr1.section, first_block: self.file.first_block, blocks: self.read });
+            self.sections.push(Section {
+                volser: volser.clone(),
+                section: self.file.hdr1.section,
+                first_block: self.file.first_block,
+                blocks: self.read,
+            });
             let m = self.mounted.take().expect("checked above");
             self.changer.dismount(m, Outcome::Read)?;
             if !self.file.continues() {
                 return Ok(false);
             }
-            let next = self.file.trailer.as_ref().map(|(_, t2)| t2.next_volser.clone()).unwrap_or_default();
+            let next = self
+                .file
+                .trailer
+                .as_ref()
+                .map(|(_, t2)| t2.next_volser.clone())
+                .unwrap_or_default();
             if next.is_empty() {
-                return Err(vol_err(&volser, format!("file {} continues but EOV2 names no next volume", self.file.hdr1.sequence)));
+                return Err(vol_err(
+                    &volser,
+                    format!(
+                        "file {} continues but EOV2 names no next volume",
+                        self.file.hdr1.sequence
+                    ),
+                ));
             }
             let mut m = self.changer.mount(&next)?;
             let info = inspect(&mut *m.device, &next)?;
             let f = find_file(&info, &next, self.file.hdr1.sequence)?;
-            let expect = (&self.file.hdr1.file_id, &self.file.hdr1.file_set_id, self.file.hdr1.section + 1);
-            if (&f.hdr1.file_id, &f.hdr1.file_set_id, f.hdr1.section) != expect || f.header_block != 1 {
-                return Err(vol_err(&next, format!("does not continue file {} of {} (section {} expected)", self.file.hdr1.sequence, volser, expect.2)));
+            let expect = (
+                &self.file.hdr1.file_id,
+                &self.file.hdr1.file_set_id,
+                self.file.hdr1.section + 1,
+            );
+            if (&f.hdr1.file_id, &f.hdr1.file_set_id, f.hdr1.section) != expect
+                || f.header_block != 1
+            {
+                return Err(vol_err(
+                    &next,
+                    format!(
+                        "does not continue file {} of {} (section {} expected)",
+                        self.file.hdr1.sequence, volser, expect.2
+                    ),
+                ));
             }
             m.device.locate(f.first_block)?;
             self.file = f;

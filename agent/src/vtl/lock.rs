@@ -32,7 +32,10 @@ fn stamp(mut f: Flock<File>, path: &Path) -> Result<Lock> {
         std::process::id(),
         std::env::args().next().unwrap_or_default()
     );
-    let r = f.set_len(0).and_then(|()| f.rewind()).and_then(|()| f.write_all(who.as_bytes()));
+    let r = f
+        .set_len(0)
+        .and_then(|()| f.rewind())
+        .and_then(|()| f.write_all(who.as_bytes()));
     r.map_err(|e| Error::io(format!("lock {}", path.display()), e))?;
     Ok(Lock { _file: f })
 }
@@ -44,7 +47,14 @@ pub fn try_lock(path: &Path, what: &str) -> Result<Lock> {
         Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
-            Err(Error::Busy { what: what.to_string(), holder: if holder.is_empty() { "another process".into() } else { holder } })
+            Err(Error::Busy {
+                what: what.to_string(),
+                holder: if holder.is_empty() {
+                    "another process".into()
+                } else {
+                    holder
+                },
+            })
         }
         Err((_, e)) => Err(Error::io(format!("lock {}", path.display()), e.into())),
     }

@@ -87,18 +87,31 @@ fn valid_barcode(b: &str) -> bool {
 impl Library {
     /// Creates a library in `dir` (which must not exist or be empty).
     pub fn create(dir: &Path, config: LibraryConfig) -> Result<Self> {
-        let lib = Library { dir: dir.to_path_buf(), config };
+        let lib = Library {
+            dir: dir.to_path_buf(),
+            config,
+        };
         if lib.config.slots == 0 || lib.config.drives == 0 {
             return Err(lib.err("needs at least one slot and one drive"));
         }
         if lib.config.early_warning >= lib.config.capacity {
-            return Err(lib.err("the early-warning margin must be smaller than the cartridge capacity"));
+            return Err(
+                lib.err("the early-warning margin must be smaller than the cartridge capacity")
+            );
         }
-        if dir.exists() && std::fs::read_dir(dir).map_err(|e| Error::io(dir.display().to_string(), e))?.next().is_some() {
-            return Err(lib.err("directory is not empty; a library is created in a new or empty directory"));
+        if dir.exists()
+            && std::fs::read_dir(dir)
+                .map_err(|e| Error::io(dir.display().to_string(), e))?
+                .next()
+                .is_some()
+        {
+            return Err(
+                lib.err("directory is not empty; a library is created in a new or empty directory")
+            );
         }
         for sub in ["cartridges", "drives"] {
-            std::fs::create_dir_all(dir.join(sub)).map_err(|e| Error::io(dir.display().to_string(), e))?;
+            std::fs::create_dir_all(dir.join(sub))
+                .map_err(|e| Error::io(dir.display().to_string(), e))?;
         }
         let json = serde_json::to_vec_pretty(&lib.config).expect("config serializes");
         state::write_atomic(&dir.join("library.json"), &json)?;
@@ -109,13 +122,26 @@ impl Library {
     pub fn open(dir: &Path) -> Result<Self> {
         let cfg = dir.join("library.json");
         if !cfg.exists() {
-            return Err(Error::Library { library: dir.display().to_string(), reason: "not a cinta library (no library.json)".into() });
+            return Err(Error::Library {
+                library: dir.display().to_string(),
+                reason: "not a cinta library (no library.json)".into(),
+            });
         }
         let config: LibraryConfig = state::read_json(&cfg)?;
         if config.format != state::FORMAT {
-            return Err(Error::Library { library: dir.display().to_string(), reason: format!("library format {} is not supported (this agent reads {})", config.format, state::FORMAT) });
+            return Err(Error::Library {
+                library: dir.display().to_string(),
+                reason: format!(
+                    "library format {} is not supported (this agent reads {})",
+                    config.format,
+                    state::FORMAT
+                ),
+            });
         }
-        Ok(Library { dir: dir.to_path_buf(), config })
+        Ok(Library {
+            dir: dir.to_path_buf(),
+            config,
+        })
     }
 
     pub fn config(&self) -> &LibraryConfig {
@@ -127,7 +153,10 @@ impl Library {
     }
 
     fn err(&self, reason: impl Into<String>) -> Error {
-        Error::Library { library: self.dir.display().to_string(), reason: reason.into() }
+        Error::Library {
+            library: self.dir.display().to_string(),
+            reason: reason.into(),
+        }
     }
 
     fn cart_file(&self, barcode: &str, ext: &str) -> PathBuf {
@@ -148,7 +177,10 @@ impl Library {
     }
 
     fn lock_cartridge(&self, barcode: &str) -> Result<lock::Lock> {
-        lock::try_lock(&self.cart_file(barcode, "lock"), &format!("cartridge {barcode}"))
+        lock::try_lock(
+            &self.cart_file(barcode, "lock"),
+            &format!("cartridge {barcode}"),
+        )
     }
 
     fn save(&self, rec: &mut CartRecord) -> Result<()> {
@@ -162,7 +194,9 @@ impl Library {
         let mut out = BTreeMap::new();
         let dir = self.dir.join("cartridges");
         for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(dir.display().to_string(), e))? {
-            let path = entry.map_err(|e| Error::io(dir.display().to_string(), e))?.path();
+            let path = entry
+                .map_err(|e| Error::io(dir.display().to_string(), e))?
+                .path();
             if path.extension().is_some_and(|e| e == "json") {
                 let rec: CartRecord = state::read_json(&path)?;
                 out.insert(rec.barcode.clone(), rec);
@@ -171,7 +205,10 @@ impl Library {
         let mut seen: BTreeMap<Location, &str> = BTreeMap::new();
         for r in out.values() {
             if let Some(other) = seen.insert(r.location, &r.barcode) {
-                return Err(self.err(format!("inconsistent: cartridges {other} and {} are both in {}", r.barcode, r.location)));
+                return Err(self.err(format!(
+                    "inconsistent: cartridges {other} and {} are both in {}",
+                    r.barcode, r.location
+                )));
             }
         }
         Ok(out)
@@ -192,7 +229,8 @@ impl Library {
             .records()?
             .into_values()
             .map(|record| {
-                let used = std::fs::metadata(self.image_path(&record.barcode)).map_or(0, |m| m.len());
+                let used =
+                    std::fs::metadata(self.image_path(&record.barcode)).map_or(0, |m| m.len());
                 CartView { record, used }
             })
             .collect())
@@ -207,7 +245,12 @@ impl Library {
         }
     }
 
-    fn free(&self, recs: &BTreeMap<String, CartRecord>, want: fn(u32) -> Location, count: u32) -> Option<u32> {
+    fn free(
+        &self,
+        recs: &BTreeMap<String, CartRecord>,
+        want: fn(u32) -> Location,
+        count: u32,
+    ) -> Option<u32> {
         (1..=count).find(|&n| !recs.values().any(|r| r.location == want(n)))
     }
 
@@ -229,15 +272,26 @@ impl Library {
         }
     }
 
-    fn occupant<'a>(&self, recs: &'a BTreeMap<String, CartRecord>, loc: Location) -> Option<&'a CartRecord> {
+    fn occupant<'a>(
+        &self,
+        recs: &'a BTreeMap<String, CartRecord>,
+        loc: Location,
+    ) -> Option<&'a CartRecord> {
         recs.values().find(|r| r.location == loc)
     }
 
     /// Adds a new cartridge, labelled with its barcode, as scratch in a free
     /// slot (or the given one).
-    pub fn add(&self, barcode: &str, slot: Option<u32>, capacity: Option<u64>) -> Result<CartRecord> {
+    pub fn add(
+        &self,
+        barcode: &str,
+        slot: Option<u32>,
+        capacity: Option<u64>,
+    ) -> Result<CartRecord> {
         if !valid_barcode(barcode) {
-            return Err(self.err(format!("barcode {barcode:?} must be 6 upper-case letters or digits")));
+            return Err(self.err(format!(
+                "barcode {barcode:?} must be 6 upper-case letters or digits"
+            )));
         }
         let _g = self.state_lock()?;
         let recs = self.records()?;
@@ -252,7 +306,14 @@ impl Library {
                 }
                 s
             }
-            None => self.free(&recs, Location::Slot, self.config.slots).ok_or_else(|| self.err(format!("has no free slot for {barcode} (all {} full)", self.config.slots)))?,
+            None => self
+                .free(&recs, Location::Slot, self.config.slots)
+                .ok_or_else(|| {
+                    self.err(format!(
+                        "has no free slot for {barcode} (all {} full)",
+                        self.config.slots
+                    ))
+                })?,
         };
         let capacity = capacity.unwrap_or(self.config.capacity);
         let early_warning = self.config.early_warning.min(capacity / 2);
@@ -287,8 +348,17 @@ impl Library {
         match rec.state {
             CartState::Scratch | CartState::Expired => {}
             CartState::Error if force => {}
-            CartState::Error => return Err(self.err(format!("cartridge {barcode} is in error state ({}); relabel with --force to erase it", rec.note.as_deref().unwrap_or("no note")))),
-            s => return Err(self.err(format!("cartridge {barcode} is {s}: it holds data; expire it before relabelling"))),
+            CartState::Error => {
+                return Err(self.err(format!(
+                    "cartridge {barcode} is in error state ({}); relabel with --force to erase it",
+                    rec.note.as_deref().unwrap_or("no note")
+                )))
+            }
+            s => {
+                return Err(self.err(format!(
+                    "cartridge {barcode} is {s}: it holds data; expire it before relabelling"
+                )))
+            }
         }
         let _c = self.lock_cartridge(barcode)?;
         let image = self.image_path(barcode);
@@ -312,7 +382,10 @@ impl Library {
         let _g = self.state_lock()?;
         let mut rec = self.record(barcode)?;
         if !matches!(rec.state, CartState::Active | CartState::Full) {
-            return Err(self.err(format!("cartridge {barcode} is {}: only active or full cartridges expire", rec.state)));
+            return Err(self.err(format!(
+                "cartridge {barcode} is {}: only active or full cartridges expire",
+                rec.state
+            )));
         }
         rec.state = CartState::Expired;
         self.save(&mut rec)
@@ -320,9 +393,17 @@ impl Library {
 
     /// Moves a cartridge to `to`. The caller holds the state lock and the
     /// cartridge is not in use by anyone else.
-    fn relocate(&self, recs: &BTreeMap<String, CartRecord>, barcode: &str, to: Location) -> Result<()> {
+    fn relocate(
+        &self,
+        recs: &BTreeMap<String, CartRecord>,
+        barcode: &str,
+        to: Location,
+    ) -> Result<()> {
         self.check_place(to)?;
-        let mut rec = recs.get(barcode).cloned().ok_or_else(|| self.err(format!("has no cartridge {barcode}")))?;
+        let mut rec = recs
+            .get(barcode)
+            .cloned()
+            .ok_or_else(|| self.err(format!("has no cartridge {barcode}")))?;
         if rec.location == to {
             return Ok(());
         }
@@ -360,7 +441,10 @@ impl Library {
         };
         if let Some(rec) = recs.get(barcode) {
             if matches!(rec.location, Location::Ie(_)) {
-                return Err(self.err(format!("cartridge {barcode} is in {}; import it first", rec.location)));
+                return Err(self.err(format!(
+                    "cartridge {barcode} is in {}; import it first",
+                    rec.location
+                )));
             }
         }
         let _c = self.lock_cartridge(barcode)?;
@@ -381,7 +465,9 @@ impl Library {
         self.check_place(Location::Drive(drive))?;
         let _g = self.state_lock()?;
         let recs = self.records()?;
-        let rec = self.occupant(&recs, Location::Drive(drive)).ok_or_else(|| self.err(format!("drive {drive} is empty")))?;
+        let rec = self
+            .occupant(&recs, Location::Drive(drive))
+            .ok_or_else(|| self.err(format!("drive {drive} is empty")))?;
         let _c = self.lock_cartridge(&rec.barcode)?;
         let home = self.home_for(&recs, rec)?;
         self.relocate(&recs, &rec.barcode, Location::Slot(home))?;
@@ -391,8 +477,11 @@ impl Library {
     /// Moves a cartridge to a free import/export port, to be taken out.
     pub fn export(&self, barcode: &str) -> Result<u32> {
         let recs = self.records()?;
-        let port = self.free(&recs, Location::Ie, self.config.ie_ports).ok_or_else(|| self.err("has no free import/export port"))?;
-        if matches!(recs.get(barcode).map(|r| r.location), Some(Location::Drive(d)) if d < self.config.drives) {
+        let port = self
+            .free(&recs, Location::Ie, self.config.ie_ports)
+            .ok_or_else(|| self.err("has no free import/export port"))?;
+        if matches!(recs.get(barcode).map(|r| r.location), Some(Location::Drive(d)) if d < self.config.drives)
+        {
             self.unload(match recs[barcode].location {
                 Location::Drive(d) => d,
                 _ => unreachable!(),
@@ -408,7 +497,9 @@ impl Library {
         let recs = self.records()?;
         let waiting: Vec<String> = recs
             .values()
-            .filter(|r| matches!(r.location, Location::Ie(_)) && barcode.is_none_or(|b| b == r.barcode))
+            .filter(|r| {
+                matches!(r.location, Location::Ie(_)) && barcode.is_none_or(|b| b == r.barcode)
+            })
             .map(|r| r.barcode.clone())
             .collect();
         if let Some(b) = barcode {
@@ -418,7 +509,9 @@ impl Library {
         }
         for b in waiting {
             let recs = self.records()?;
-            let slot = self.free(&recs, Location::Slot, self.config.slots).ok_or_else(|| self.err(format!("has no free slot to import {b} into")))?;
+            let slot = self
+                .free(&recs, Location::Slot, self.config.slots)
+                .ok_or_else(|| self.err(format!("has no free slot to import {b} into")))?;
             self.move_to(&b, Location::Slot(slot))?;
             done.push((b, slot));
         }
@@ -429,7 +522,12 @@ impl Library {
     /// into a free import/export port. The image must be a labelled SIMH
     /// cartridge; its VOL1 serial is its barcode and must match `barcode`
     /// if one is given. Nothing is kept when it is refused.
-    pub fn insert(&self, file: &Path, barcode: Option<&str>, capacity: Option<u64>) -> Result<CartRecord> {
+    pub fn insert(
+        &self,
+        file: &Path,
+        barcode: Option<&str>,
+        capacity: Option<u64>,
+    ) -> Result<CartRecord> {
         let name = file.display().to_string();
         let capacity = capacity.unwrap_or(self.config.capacity);
         let mut probe = Cartridge::open(file, &name, u64::MAX / 2, 0).map_err(|e| match e {
@@ -449,26 +547,37 @@ impl Library {
         drop(probe);
         if let Some(b) = barcode {
             if b != vol1.volser {
-                return Err(self.err(format!("{name}: label mismatch: barcode is {b} but the VOL1 label says {}", vol1.volser)));
+                return Err(self.err(format!(
+                    "{name}: label mismatch: barcode is {b} but the VOL1 label says {}",
+                    vol1.volser
+                )));
             }
         }
         let bc = vol1.volser.clone();
         if !valid_barcode(&bc) {
-            return Err(self.err(format!("{name}: volume serial {bc:?} is not a 6-character barcode")));
+            return Err(self.err(format!(
+                "{name}: volume serial {bc:?} is not a 6-character barcode"
+            )));
         }
         if used > capacity {
-            return Err(self.err(format!("{name}: holds {used} bytes, more than the {capacity}-byte capacity")));
+            return Err(self.err(format!(
+                "{name}: holds {used} bytes, more than the {capacity}-byte capacity"
+            )));
         }
         let _g = self.state_lock()?;
         let recs = self.records()?;
         if recs.contains_key(&bc) {
             return Err(self.err(format!("already has a cartridge {bc}")));
         }
-        let port = self.free(&recs, Location::Ie, self.config.ie_ports).ok_or_else(|| self.err("has no free import/export port"))?;
+        let port = self
+            .free(&recs, Location::Ie, self.config.ie_ports)
+            .ok_or_else(|| self.err("has no free import/export port"))?;
         let image = self.image_path(&bc);
         let tmp = image.with_extension("tap.importing");
         std::fs::copy(file, &tmp).map_err(|e| Error::io(format!("copying {name}"), e))?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| Error::io(tmp.display().to_string(), e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(tmp.display().to_string(), e))?;
         let _ = std::fs::remove_file(vcart::index_path(&image));
         std::fs::rename(&tmp, &image).map_err(|e| Error::io(image.display().to_string(), e))?;
         let early_warning = self.config.early_warning.min(capacity / 2);
@@ -481,7 +590,17 @@ impl Library {
             Ok(_) => (CartState::Active, None),
             Err(e) => (CartState::Error, Some(e.to_string())),
         };
-        let mut rec = CartRecord { barcode: bc, state, location: Location::Ie(port), home_slot: None, capacity, early_warning, note, updated: 0, last_written: None };
+        let mut rec = CartRecord {
+            barcode: bc,
+            state,
+            location: Location::Ie(port),
+            home_slot: None,
+            capacity,
+            early_warning,
+            note,
+            updated: 0,
+            last_written: None,
+        };
         self.save(&mut rec)?;
         Ok(rec)
     }
@@ -491,18 +610,29 @@ impl Library {
         let _g = self.state_lock()?;
         let rec = self.record(barcode)?;
         if !matches!(rec.location, Location::Ie(_)) {
-            return Err(self.err(format!("cartridge {barcode} is in {}; export it to an import/export port first", rec.location)));
+            return Err(self.err(format!(
+                "cartridge {barcode} is in {}; export it to an import/export port first",
+                rec.location
+            )));
         }
         if to.exists() {
             return Err(self.err(format!("{} exists; not overwritten", to.display())));
         }
         let _c = self.lock_cartridge(barcode)?;
         let image = self.image_path(barcode);
-        std::fs::copy(&image, to).map_err(|e| Error::io(format!("copying cartridge {barcode} to {}", to.display()), e))?;
-        std::fs::File::open(to).and_then(|f| f.sync_all()).map_err(|e| Error::io(to.display().to_string(), e))?;
+        std::fs::copy(&image, to).map_err(|e| {
+            Error::io(
+                format!("copying cartridge {barcode} to {}", to.display()),
+                e,
+            )
+        })?;
+        std::fs::File::open(to)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(to.display().to_string(), e))?;
         // The state file goes first: a crash now leaves an image without
         // state, which `add` or `insert` replaces.
-        std::fs::remove_file(self.cart_file(barcode, "json")).map_err(|e| Error::io(format!("cartridge {barcode}"), e))?;
+        std::fs::remove_file(self.cart_file(barcode, "json"))
+            .map_err(|e| Error::io(format!("cartridge {barcode}"), e))?;
         for p in [vcart::index_path(&image), image] {
             let _ = std::fs::remove_file(p);
         }
@@ -511,7 +641,12 @@ impl Library {
 
     /// Opens a cartridge's image (the caller holds its lock).
     pub(crate) fn open_image(&self, rec: &CartRecord) -> Result<Cartridge> {
-        Cartridge::open(&self.image_path(&rec.barcode), &rec.barcode, rec.capacity, rec.early_warning)
+        Cartridge::open(
+            &self.image_path(&rec.barcode),
+            &rec.barcode,
+            rec.capacity,
+            rec.early_warning,
+        )
     }
 
     /// Labels, tape files and block counts of a cartridge.
@@ -524,7 +659,12 @@ impl Library {
         let used = cart.used();
         drop(cart);
         let mut files: Vec<DumpFile> = Vec::new();
-        for (f, complete) in info.files.iter().map(|f| (f, true)).chain(info.incomplete.iter().map(|f| (f, false))) {
+        for (f, complete) in info
+            .files
+            .iter()
+            .map(|f| (f, true))
+            .chain(info.incomplete.iter().map(|f| (f, false)))
+        {
             let end = match &f.trailer {
                 _ if !complete => "incomplete".to_string(),
                 Some((_, t2)) if f.continues() => format!("EOV -> {}", t2.next_volser),
@@ -535,7 +675,10 @@ impl Library {
                 section: f.hdr1.section,
                 file_id: f.hdr1.file_id.clone(),
                 file_set_id: f.hdr1.file_set_id.clone(),
-                created: f.hdr1.created.map_or("-".into(), |d| format!("{}/{:03}", d.year, d.day)),
+                created: f
+                    .hdr1
+                    .created
+                    .map_or("-".into(), |d| format!("{}/{:03}", d.year, d.day)),
                 header_block: f.header_block,
                 first_block: f.first_block,
                 blocks: f.blocks,

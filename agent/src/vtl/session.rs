@@ -24,12 +24,22 @@ impl<'l> Session<'l> {
         let mut busy = Vec::new();
         for d in 0..lib.config.drives {
             match lock::try_lock(&lib.drive_lock_path(d), &format!("drive {d}")) {
-                Ok(l) => return Ok(Session { lib, drive: d, _drive_lock: l, held: BTreeMap::new() }),
+                Ok(l) => {
+                    return Ok(Session {
+                        lib,
+                        drive: d,
+                        _drive_lock: l,
+                        held: BTreeMap::new(),
+                    })
+                }
                 Err(Error::Busy { holder, .. }) => busy.push(format!("drive {d}: {holder}")),
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::Busy { what: format!("every drive of library {}", lib.dir.display()), holder: busy.join("; ") })
+        Err(Error::Busy {
+            what: format!("every drive of library {}", lib.dir.display()),
+            holder: busy.join("; "),
+        })
     }
 
     /// The drive this job holds.
@@ -52,13 +62,26 @@ impl<'l> Session<'l> {
         let found = match dev.read_block(&mut buf) {
             Ok(Read::Block) if buf.starts_with(b"VOL1") => match label::decode(&buf) {
                 Ok(Label::Vol1(v)) => v.volser,
-                _ => return Err(self.lib.err(format!("cartridge {barcode}: damaged VOL1 label"))),
+                _ => {
+                    return Err(self
+                        .lib
+                        .err(format!("cartridge {barcode}: damaged VOL1 label")))
+                }
             },
-            _ => return Err(self.lib.err(format!("cartridge {barcode}: not labelled (no VOL1 label)"))),
+            _ => {
+                return Err(self
+                    .lib
+                    .err(format!("cartridge {barcode}: not labelled (no VOL1 label)")))
+            }
         };
         dev.rewind()?;
         if found != barcode {
-            return Err(Error::Volume { volser: barcode.into(), reason: format!("label mismatch: barcode is {barcode} but the VOL1 label says {found}") });
+            return Err(Error::Volume {
+                volser: barcode.into(),
+                reason: format!(
+                    "label mismatch: barcode is {barcode} but the VOL1 label says {found}"
+                ),
+            });
         }
         Ok(())
     }
@@ -73,10 +96,15 @@ impl Changer for Session<'_> {
             *counts.entry(r.state).or_default() += 1;
         }
         for r in recs.values() {
-            if r.state != CartState::Scratch || matches!(r.location, Location::Ie(_)) || self.held.contains_key(&r.barcode) {
+            if r.state != CartState::Scratch
+                || matches!(r.location, Location::Ie(_))
+                || self.held.contains_key(&r.barcode)
+            {
                 continue;
             }
-            let Ok(l) = self.lib.lock_cartridge(&r.barcode) else { continue };
+            let Ok(l) = self.lib.lock_cartridge(&r.barcode) else {
+                continue;
+            };
             let mut rec = r.clone();
             rec.state = CartState::Active;
             rec.last_written = Some(state::now());
@@ -88,7 +116,11 @@ impl Changer for Session<'_> {
         Err(self.lib.err(format!(
             "has no scratch cartridge to write on ({} cartridges: {})",
             recs.len(),
-            if summary.is_empty() { "none".into() } else { summary.join(", ") }
+            if summary.is_empty() {
+                "none".into()
+            } else {
+                summary.join(", ")
+            }
         )))
     }
 
@@ -97,9 +129,16 @@ impl Changer for Session<'_> {
         let mut rec = self.lib.record(barcode)?;
         match (rec.state, rec.location) {
             (CartState::Error, _) => {
-                return Err(self.lib.err(format!("cartridge {barcode} is in error state: {}", rec.note.as_deref().unwrap_or("no note"))))
+                return Err(self.lib.err(format!(
+                    "cartridge {barcode} is in error state: {}",
+                    rec.note.as_deref().unwrap_or("no note")
+                )))
             }
-            (_, Location::Ie(p)) => return Err(self.lib.err(format!("cartridge {barcode} is in import/export port {p}; import it first"))),
+            (_, Location::Ie(p)) => {
+                return Err(self.lib.err(format!(
+                    "cartridge {barcode} is in import/export port {p}; import it first"
+                )))
+            }
             _ => {}
         }
         if rec.location != Location::Drive(self.drive) {
@@ -109,15 +148,16 @@ impl Changer for Session<'_> {
             if let Some(other) = self.lib.occupant(&recs, Location::Drive(self.drive)) {
                 let _c = self.lib.lock_cartridge(&other.barcode)?;
                 let home = self.lib.home_for(&recs, other)?;
-                self.lib.relocate(&recs, &other.barcode, Location::Slot(home))?;
+                self.lib
+                    .relocate(&recs, &other.barcode, Location::Slot(home))?;
             }
             let recs = self.lib.records()?;
-            self.lib.relocate(&recs, barcode, Location::Drive(self.drive))?;
+            self.lib
+                .relocate(&recs, barcode, Location::Drive(self.drive))?;
             rec = recs[barcode].clone();
         }
-        let mut cart = self.lib.open_image(&rec).map_err(|e| {
+        let mut cart = self.lib.open_image(&rec).inspect_err(|e| {
             let _ = self.mark_error(barcode, &e.to_string());
-            e
         })?;
         let report = cart.report().clone();
         if report.crashed() {
@@ -136,7 +176,10 @@ impl Changer for Session<'_> {
             let _ = self.mark_error(barcode, &e.to_string());
             return Err(e);
         }
-        Ok(Mounted { volser: barcode.to_string(), device: Box::new(cart) })
+        Ok(Mounted {
+            volser: barcode.to_string(),
+            device: Box::new(cart),
+        })
     }
 
     fn dismount(&mut self, mut m: Mounted, outcome: Outcome) -> Result<()> {
@@ -147,7 +190,11 @@ impl Changer for Session<'_> {
             let mut rec = self.lib.record(&m.volser)?;
             match outcome {
                 Outcome::Written { full } => {
-                    rec.state = if full { CartState::Full } else { CartState::Active };
+                    rec.state = if full {
+                        CartState::Full
+                    } else {
+                        CartState::Active
+                    };
                     rec.last_written = Some(state::now());
                     rec.note = None;
                 }
@@ -156,7 +203,8 @@ impl Changer for Session<'_> {
             self.lib.save(&mut rec)?;
             let recs = self.lib.records()?;
             let home = self.lib.home_for(&recs, &rec)?;
-            self.lib.relocate(&recs, &rec.barcode, Location::Slot(home))?;
+            self.lib
+                .relocate(&recs, &rec.barcode, Location::Slot(home))?;
         }
         self.held.remove(&m.volser);
         Ok(())

@@ -85,8 +85,12 @@ impl std::fmt::Display for Location {
 impl std::str::FromStr for Location {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let (kind, n) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected slot:N, drive:N or ie:N"))?;
-        let n: u32 = n.parse().map_err(|_| format!("{s:?}: {n:?} is not a number"))?;
+        let (kind, n) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?}: expected slot:N, drive:N or ie:N"))?;
+        let n: u32 = n
+            .parse()
+            .map_err(|_| format!("{s:?}: {n:?} is not a number"))?;
         match kind {
             "slot" => Ok(Location::Slot(n)),
             "drive" => Ok(Location::Drive(n)),
@@ -117,7 +121,9 @@ pub struct CartRecord {
 
 /// Seconds since 1970.
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Replaces `path` with `bytes` atomically and durably.
@@ -138,7 +144,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let bytes = fs::read(path).map_err(|e| Error::io(path.display().to_string(), e))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::Library {
-        library: path.parent().map(|p| p.display().to_string()).unwrap_or_default(),
+        library: path
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         reason: format!("{} is damaged: {e}", path.display()),
     })
 }

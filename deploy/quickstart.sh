@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The main job of this release: create a virtual tape library, write a data
+# stream that spans cartridges, read it back, prove it identical, and show
+# the library and the cartridges' labels.
+#
+#   bash deploy/quickstart.sh            # builds cinta-agent (release) first
+#   CINTA_AGENT=path/to/cinta-agent CINTA_DEMO_DIR=/tmp/x CINTA_DEMO_MB=24 bash deploy/quickstart.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+agent=${CINTA_AGENT:-}
+if [ -z "$agent" ]; then
+  cargo build --release --locked -p cinta-agent
+  agent=target/release/cinta-agent
+fi
+demo=${CINTA_DEMO_DIR:-${TMPDIR:-/tmp}/cinta-demo}
+mb=${CINTA_DEMO_MB:-200}
+
+# Start clean, but only remove a directory this script made.
+if [ -e "$demo" ]; then
+  if [ -f "$demo/.cinta-demo" ]; then rm -rf "$demo"; else
+    echo "quickstart: $demo exists and is not a cinta demo; set CINTA_DEMO_DIR" >&2; exit 1; fi
+fi
+mkdir -p "$demo" && touch "$demo/.cinta-demo"
+lib=$demo/library
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "create a virtual tape library: 10 slots, 2 drives, 2 import/export ports, 64 MiB cartridges"
+"$agent" library create "$lib" --name demo --slots 10 --drives 2 --ie-ports 2 --capacity 64M --early-warning 2M
+"$agent" library add "$lib" --prefix CT --count 6
+
+step "write ${mb} MB of data as one tape file (it spans cartridges at early warning)"
+head -c $((mb * 1000 * 1000)) /dev/urandom > "$demo/data.bin"
+"$agent" tape write "$lib" --name NIGHTLY.DATA --input "$demo/data.bin"
+
+step "append a second tape file after the last one"
+printf 'cinta quickstart %s\n' "$(date -u +%FT%TZ)" > "$demo/note.txt"
+"$agent" tape write "$lib" --name NOTE --input "$demo/note.txt" --append --block-size 64K
+
+step "read both back and compare"
+"$agent" tape read "$lib" --volume CT0001 --file 1 --output "$demo/data.out"
+cmp "$demo/data.bin" "$demo/data.out"
+last=$("$agent" library list "$lib" --json | python3 -c 'import json,sys; c=[x for x in json.load(sys.stdin)["cartridges"] if x["state"]=="active"]; print(max(c, key=lambda x: x["last_written"] or 0)["barcode"])')
+"$agent" tape read "$lib" --volume "$last" --file 2 --output "$demo/note.out"
+cmp "$demo/note.txt" "$demo/note.out"
+echo "identical: $(sha256sum < "$demo/data.out" | cut -c1-16)...  and the note"
+
+step "the library"
+"$agent" library list "$lib"
+
+step "labels and tape files of the first and last cartridges"
+"$agent" library dump "$lib" CT0001
+"$agent" library dump "$lib" "$last"
+
+step "send the first cartridge to the vault and bring it back"
+"$agent" library export "$lib" CT0001
+"$agent" library remove "$lib" CT0001 --to "$demo/vault-CT0001.tap"
+"$agent" library insert "$lib" "$demo/vault-CT0001.tap" --barcode CT0001
+"$agent" library import "$lib" CT0001
+rm -f "$demo/data.bin" "$demo/data.out" "$demo/vault-CT0001.tap"
+printf '\nquickstart done: library in %s\n' "$lib"

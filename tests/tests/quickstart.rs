@@ -1,0 +1,42 @@
+//! README's main command, deploy/quickstart.sh, run end to end against the built binaries.
+
+use std::process::Command;
+
+#[test]
+fn readme_quickstart_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = Command::new("bash")
+        .arg(cinta_tests::repo().join("deploy/quickstart.sh"))
+        .env("CINTA_AGENT", cinta_tests::binary("cinta-agent"))
+        .env("CINTA_DEMO_DIR", &demo)
+        .env("CINTA_DEMO_MB", "150")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "quickstart failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 150 MB spans three 64 MiB cartridges; the first names the next in EOV2.
+    assert!(stdout.contains("cartridge CT0003 section 3"), "{stdout}");
+    assert!(stdout.contains("EOV -> CT0002"), "{stdout}");
+    assert!(stdout.contains("identical:"), "{stdout}");
+    assert!(stdout.contains("imported CT0001 into slot"), "{stdout}");
+}
+
+#[test]
+fn other_binaries_state_what_they_are() {
+    for name in ["cinta-controller", "cinta-keymgr", "cintactl"] {
+        let out = Command::new(cinta_tests::binary(name))
+            .arg("--version")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name} --version");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with(name));
+        let out = Command::new(cinta_tests::binary(name)).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name} without arguments");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no service in this release"));
+    }
+}
