@@ -884,6 +884,89 @@ mod tests {
         assert!(decode_index(&b[..b.len() - 1]).is_none());
     }
 
+    /// Counts reads, to show what locate and open cost.
+    struct Counting(MemStorage, std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+    impl Storage for Counting {
+        fn size(&self) -> io::Result<u64> {
+            self.0.size()
+        }
+        fn read_at(&self, bufs: &mut [IoSliceMut<'_>], off: u64) -> io::Result<usize> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.read_at(bufs, off)
+        }
+        fn write_at(&mut self, bufs: &[IoSlice<'_>], off: u64) -> io::Result<usize> {
+            self.0.write_at(bufs, off)
+        }
+        fn set_len(&mut self, len: u64) -> io::Result<()> {
+            self.0.set_len(len)
+        }
+        fn sync(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn locate_reads_at_most_one_checkpoint_interval() {
+        let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut c = Cartridge::from_storage(Counting(MemStorage::default(), reads.clone()), "T", 1 << 30, 0, None).unwrap();
+        for i in 0..10_000u32 {
+            c.write_block(&i.to_le_bytes()).unwrap();
+            if i % 3000 == 2999 {
+                c.write_filemark().unwrap();
+            }
+        }
+        let mut buf = Vec::new();
+        for target in [9_000u64, 17, 5_000, 9_999] {
+            reads.store(0, std::sync::atomic::Ordering::Relaxed);
+            c.locate(target).unwrap();
+            let n = reads.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(n <= CHECKPOINT_EVERY, "locate({target}) read {n} times");
+        }
+        reads.store(0, std::sync::atomic::Ordering::Relaxed);
+        c.rewind().unwrap();
+        c.space_filemarks(3).unwrap();
+        assert_eq!(reads.load(std::sync::atomic::Ordering::Relaxed), 0, "spacing filemarks reads nothing");
+        assert_eq!(c.position().unwrap(), 9_003);
+        c.read_block(&mut buf).unwrap();
+        assert_eq!(buf, 9_000u32.to_le_bytes());
+    }
+
+    #[test]
+    fn the_index_is_used_when_it_matches_and_rebuilt_when_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("A.tap");
+        let mut c = Cartridge::create(&p, "A", 1 << 30, 0).unwrap();
+        for i in 0..3000u32 {
+            c.write_block(&i.to_le_bytes()).unwrap();
+        }
+        c.write_filemark().unwrap();
+        c.unload().unwrap();
+        drop(c);
+        let c = Cartridge::open(&p, "A", 1 << 30, 0).unwrap();
+        assert!(c.report().clean && c.report().index_used);
+        let marks = c.marks.clone();
+        drop(c);
+        // A damaged index is ignored and the image scanned: same result.
+        let ix = index_path(&p);
+        let mut bytes = std::fs::read(&ix).unwrap();
+        bytes[20] ^= 1;
+        std::fs::write(&ix, &bytes).unwrap();
+        let c = Cartridge::open(&p, "A", 1 << 30, 0).unwrap();
+        assert!(c.report().clean && !c.report().index_used);
+        assert_eq!(c.marks, marks);
+        drop(c);
+        // A missing one too; and a write removes it until the next clean close.
+        std::fs::remove_file(&ix).unwrap();
+        let mut c = Cartridge::open(&p, "A", 1 << 30, 0).unwrap();
+        assert!(!c.report().index_used && c.objects() == 3001);
+        c.seek_end_of_data().unwrap();
+        c.write_block(b"more").unwrap();
+        assert!(!ix.exists());
+        c.flush().unwrap();
+        assert!(ix.exists());
+    }
+
     proptest! {
         #[test]
         fn reader_agrees_with_the_reference_parser(bytes in proptest::collection::vec(any::<u8>(), 0..600), records in proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 1..50)), 0..20)) {
