@@ -288,6 +288,22 @@ fn append_after_end_of_data(b: &mut dyn Backend) -> Result<bool> {
         |e| matches!(e, Error::EndOfData { .. }),
     )?;
     d.unload()?;
+    drop(d);
+    // And so it stays when the medium is loaded again.
+    let mut d = b.reload("CF0003")?;
+    d.seek_end_of_data()?;
+    check!(
+        d.position()? == 3,
+        "end of data after an overwrite and reload is {}",
+        d.position()?
+    );
+    d.space_blocks(-1)?;
+    read_expect(
+        &mut *d,
+        Some(&pattern(7, 77)),
+        "overwritten block after reload",
+    )?;
+    d.unload()?;
     Ok(true)
 }
 

@@ -909,7 +909,14 @@ mod tests {
     #[test]
     fn locate_reads_at_most_one_checkpoint_interval() {
         let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let mut c = Cartridge::from_storage(Counting(MemStorage::default(), reads.clone()), "T", 1 << 30, 0, None).unwrap();
+        let mut c = Cartridge::from_storage(
+            Counting(MemStorage::default(), reads.clone()),
+            "T",
+            1 << 30,
+            0,
+            None,
+        )
+        .unwrap();
         for i in 0..10_000u32 {
             c.write_block(&i.to_le_bytes()).unwrap();
             if i % 3000 == 2999 {
@@ -926,7 +933,11 @@ mod tests {
         reads.store(0, std::sync::atomic::Ordering::Relaxed);
         c.rewind().unwrap();
         c.space_filemarks(3).unwrap();
-        assert_eq!(reads.load(std::sync::atomic::Ordering::Relaxed), 0, "spacing filemarks reads nothing");
+        assert_eq!(
+            reads.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "spacing filemarks reads nothing"
+        );
         assert_eq!(c.position().unwrap(), 9_003);
         c.read_block(&mut buf).unwrap();
         assert_eq!(buf, 9_000u32.to_le_bytes());
@@ -965,6 +976,21 @@ mod tests {
         assert!(!ix.exists());
         c.flush().unwrap();
         assert!(ix.exists());
+        // Overwriting in the middle leaves a cleanly closed, shorter image.
+        c.locate(10).unwrap();
+        c.write_block(b"over").unwrap();
+        c.unload().unwrap();
+        drop(c);
+        let c = Cartridge::open(&p, "A", 1 << 30, 0).unwrap();
+        assert!(
+            c.report().clean && c.report().index_used,
+            "{:?}",
+            c.report()
+        );
+        assert_eq!(
+            (c.objects(), c.used() + 4),
+            (11, std::fs::metadata(&p).unwrap().len())
+        );
     }
 
     proptest! {
