@@ -99,6 +99,45 @@ impl Lib {
     }
 }
 
+/// Reads tape file `file` starting on `volume` and checks it equals `original`.
+fn read_back(lib: &Lib, volume: &str, file: u32, original: &Path) {
+    let out = lib.file(&format!("{volume}-{file}.out"));
+    let _ = std::fs::remove_file(&out);
+    ok(&[
+        "tape",
+        "read",
+        &lib.path,
+        "--volume",
+        volume,
+        "--file",
+        &file.to_string(),
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read(original).unwrap(),
+        std::fs::read(&out).unwrap(),
+        "file {file} of {volume} differs from {}",
+        original.display()
+    );
+}
+
+/// `tape write --json` of `input` as file `name`; returns the summary.
+fn write_json(lib: &Lib, name: &str, input: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "tape",
+        "write",
+        &lib.path,
+        "--name",
+        name,
+        "--input",
+        input.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(&args)).unwrap()
+}
+
 fn random_file(path: &Path, len: usize, seed: u64) {
     std::fs::write(path, cinta_agent::tape::conformance::pattern(seed, len)).unwrap();
 }
@@ -128,59 +167,18 @@ fn write_spanning_cartridges_and_read_back() {
         dump.contains("EOV -> VT0002") && dump.contains("DEMO"),
         "{dump}"
     );
-    let output = lib.file("out.bin");
-    ok(&[
-        "tape",
-        "read",
-        &lib.path,
-        "--volume",
-        "VT0001",
-        "--file",
-        "1",
-        "--output",
-        output.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        std::fs::read(&input).unwrap(),
-        std::fs::read(&output).unwrap()
-    );
+    read_back(&lib, "VT0001", 1, &input);
     assert_eq!(lib.state("VT0001")["state"], "full");
     // Append a second file after the last one.
     let small = lib.file("small.bin");
     random_file(&small, 100_001, 2);
-    let out = ok(&[
-        "tape",
-        "write",
-        &lib.path,
-        "--name",
-        "second",
-        "--input",
-        small.to_str().unwrap(),
-        "--append",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = write_json(&lib, "second", &small, &["--append"]);
     let vol = v["file"]["sections"][0]["volser"]
         .as_str()
         .unwrap()
         .to_string();
     assert_eq!(v["file"]["sequence"], 2, "{out}");
-    let out2 = lib.file("out2.bin");
-    ok(&[
-        "tape",
-        "read",
-        &lib.path,
-        "--volume",
-        &vol,
-        "--file",
-        "2",
-        "--output",
-        out2.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        std::fs::read(&small).unwrap(),
-        std::fs::read(&out2).unwrap()
-    );
+    read_back(&lib, &vol, 2, &small);
     // Every cartridge is back in a slot, none left in a drive.
     let list: serde_json::Value =
         serde_json::from_str(&ok(&["library", "list", &lib.path, "--json"])).unwrap();
@@ -463,33 +461,10 @@ fn a_writer_killed_mid_write_leaves_a_usable_cartridge() {
     assert!(e.contains("incomplete"), "{e}");
     assert!(!lib.file("cut.out").exists());
     // Usable up to its last complete file, and after it.
-    let out = lib.file("first.out");
-    ok(&[
-        "tape",
-        "read",
-        &lib.path,
-        "--volume",
-        "VT0001",
-        "--file",
-        "1",
-        "--output",
-        out.to_str().unwrap(),
-    ]);
-    assert_eq!(std::fs::read(&first).unwrap(), std::fs::read(&out).unwrap());
+    read_back(&lib, "VT0001", 1, &first);
     let third = lib.file("third.bin");
     random_file(&third, 50_000, 6);
-    let o = ok(&[
-        "tape",
-        "write",
-        &lib.path,
-        "--name",
-        "third",
-        "--input",
-        third.to_str().unwrap(),
-        "--append",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+    let v = write_json(&lib, "third", &third, &["--append"]);
     assert_eq!(
         (
             v["file"]["sequence"].as_u64(),
@@ -497,22 +472,7 @@ fn a_writer_killed_mid_write_leaves_a_usable_cartridge() {
         ),
         (Some(2), Some("VT0001"))
     );
-    let out3 = lib.file("third.out");
-    ok(&[
-        "tape",
-        "read",
-        &lib.path,
-        "--volume",
-        "VT0001",
-        "--file",
-        "2",
-        "--output",
-        out3.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        std::fs::read(&third).unwrap(),
-        std::fs::read(&out3).unwrap()
-    );
+    read_back(&lib, "VT0001", 2, &third);
     let dump = ok(&["library", "dump", &lib.path, "VT0001"]);
     assert!(
         !dump.contains("incomplete") && !dump.contains("stopped without closing"),

@@ -28,10 +28,14 @@ pub trait Backend {
     /// Drops a device as a crashed writer would (no close), leaving a
     /// record cut short if the back-end can. `false`: not possible here.
     fn crash(&mut self, device: Box<dyn TapeDevice>, volser: &str) -> Result<bool>;
-    /// Whether media of a chosen size can be made (virtual back-ends).
-    fn sized_media(&self) -> bool;
+    /// Whether media of a chosen size can be made (virtual back-ends can).
+    fn sized_media(&self) -> bool {
+        true
+    }
     /// Whether more than one medium can be in use (spanning, crash drills).
-    fn many_media(&self) -> bool;
+    fn many_media(&self) -> bool {
+        true
+    }
 }
 
 /// Result of one case.
@@ -701,12 +705,6 @@ impl Backend for MemBackend {
         drop(device);
         Ok(true)
     }
-    fn sized_media(&self) -> bool {
-        true
-    }
-    fn many_media(&self) -> bool {
-        true
-    }
 }
 
 /// Virtual cartridges as SIMH files in a directory.
@@ -777,12 +775,6 @@ impl Backend for VcartBackend {
         c.rewind()?;
         std::mem::forget(c);
         Ok(true)
-    }
-    fn sized_media(&self) -> bool {
-        true
-    }
-    fn many_media(&self) -> bool {
-        true
     }
 }
 

@@ -3,7 +3,7 @@
 //! Capacity is counted in the bytes the same content would take as a SIMH
 //! cartridge, so early warning falls where it falls on a virtual cartridge.
 
-use super::{simh, Read, TapeDevice, Written, MAX_BLOCK};
+use super::{simh, Read, TapeDevice, Written};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -92,13 +92,7 @@ impl TapeDevice for MemTape {
     }
 
     fn write_block(&mut self, data: &[u8]) -> Result<Written> {
-        if data.is_empty() || data.len() > MAX_BLOCK {
-            return Err(Error::BadBlockSize {
-                device: self.name.clone(),
-                len: data.len(),
-                reason: "blocks are 1 byte to 8 MiB",
-            });
-        }
+        super::check_block(&self.name, data)?;
         self.append(Entry::Block(data.to_vec()))
     }
 

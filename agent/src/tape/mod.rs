@@ -21,6 +21,18 @@ use crate::error::Result;
 /// Largest block any back-end accepts, in bytes (8 MiB).
 pub const MAX_BLOCK: usize = simh::MAX_RECORD as usize;
 
+/// Checks a block's size before any back-end writes it.
+pub fn check_block(device: &str, data: &[u8]) -> Result<()> {
+    if data.is_empty() || data.len() > MAX_BLOCK {
+        return Err(crate::Error::BadBlockSize {
+            device: device.to_string(),
+            len: data.len(),
+            reason: "blocks are 1 byte to 8 MiB",
+        });
+    }
+    Ok(())
+}
+
 /// How a write went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {

@@ -187,13 +187,7 @@ impl TapeDevice for StDevice {
     }
 
     fn write_block(&mut self, data: &[u8]) -> Result<Written> {
-        if data.is_empty() || data.len() > MAX_BLOCK {
-            return Err(Error::BadBlockSize {
-                device: self.name.clone(),
-                len: data.len(),
-                reason: "blocks are 1 byte to 8 MiB",
-            });
-        }
+        super::check_block(&self.name, data)?;
         let mut result = self.write_once(data);
         if matches!(&result, Err(e) if e.raw_os_error() == Some(libc::ENOSPC)) {
             // Early warning: the driver refused this write once; the next is let through.

@@ -23,7 +23,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::path::{Path, PathBuf};
 
 use super::simh::{self, Word};
-use super::{Read, TapeDevice, Written, MAX_BLOCK};
+use super::{Read, TapeDevice, Written};
 use crate::error::{Error, Result};
 
 /// A checkpoint is kept every this many blocks (and at every filemark), so
@@ -192,27 +192,26 @@ pub fn index_path(image: &Path) -> PathBuf {
 impl Cartridge<FileStorage> {
     /// Creates a new, blank cartridge image; refuses to replace an existing file.
     pub fn create(path: &Path, name: &str, capacity: u64, early_warning: u64) -> Result<Self> {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| Error::io(format!("cartridge {name} ({})", path.display()), e))?;
         let _ = std::fs::remove_file(index_path(path));
-        Self::from_storage(
-            FileStorage(f),
-            name,
-            capacity,
-            early_warning,
-            Some(index_path(path)),
-        )
+        Self::open_file(path, name, capacity, early_warning, true)
     }
 
     /// Opens an existing cartridge image for reading and writing.
     pub fn open(path: &Path, name: &str, capacity: u64, early_warning: u64) -> Result<Self> {
+        Self::open_file(path, name, capacity, early_warning, false)
+    }
+
+    fn open_file(
+        path: &Path,
+        name: &str,
+        capacity: u64,
+        early_warning: u64,
+        new: bool,
+    ) -> Result<Self> {
         let f = OpenOptions::new()
             .read(true)
             .write(true)
+            .create_new(new)
             .open(path)
             .map_err(|e| Error::io(format!("cartridge {name} ({})", path.display()), e))?;
         Self::from_storage(
@@ -284,13 +283,18 @@ impl<S: Storage> Cartridge<S> {
         self.eod_obj
     }
 
+    /// The name errors give this cartridge.
+    fn dev(&self) -> String {
+        format!("cartridge {}", self.name)
+    }
+
     fn io(&self, e: io::Error) -> Error {
-        Error::io(format!("cartridge {}", self.name), e)
+        Error::io(self.dev(), e)
     }
 
     fn corrupt(&self, offset: u64, reason: impl Into<String>) -> Error {
         Error::CorruptRecord {
-            device: format!("cartridge {}", self.name),
+            device: self.dev(),
             offset,
             reason: reason.into(),
         }
@@ -390,7 +394,7 @@ impl<S: Storage> Cartridge<S> {
     fn damage(&self, off: u64, reason: String) -> Error {
         if off == 0 {
             Error::NotSimh {
-                file: format!("cartridge {}", self.name),
+                file: self.dev(),
                 reason: format!("first {reason}"),
             }
         } else {
@@ -400,7 +404,7 @@ impl<S: Storage> Cartridge<S> {
 
     fn eod_error(&self) -> Error {
         Error::EndOfData {
-            device: format!("cartridge {}", self.name),
+            device: self.dev(),
             block: self.obj,
         }
     }
@@ -469,7 +473,7 @@ impl<S: Storage> Cartridge<S> {
     fn room_for(&self, span: u64) -> Result<()> {
         if self.pos + span > self.capacity {
             return Err(Error::EndOfMedium {
-                device: format!("cartridge {}", self.name),
+                device: self.dev(),
                 needed: span,
                 used: self.pos,
                 capacity: self.capacity,
@@ -505,13 +509,7 @@ impl<S: Storage> TapeDevice for Cartridge<S> {
     }
 
     fn write_block(&mut self, data: &[u8]) -> Result<Written> {
-        if data.is_empty() || data.len() > MAX_BLOCK {
-            return Err(Error::BadBlockSize {
-                device: format!("cartridge {}", self.name),
-                len: data.len(),
-                reason: "blocks are 1 byte to 8 MiB",
-            });
-        }
+        super::check_block(&self.dev(), data)?;
         let len = data.len() as u32;
         let span = simh::record_span(len);
         // Check room before touching the image: a refused write changes nothing.
@@ -582,7 +580,7 @@ impl<S: Storage> TapeDevice for Cartridge<S> {
                 self.obj += 1;
                 if filemark {
                     return Err(Error::FilemarkHit {
-                        device: format!("cartridge {}", self.name),
+                        device: self.dev(),
                         residual: left,
                     });
                 }
@@ -590,7 +588,7 @@ impl<S: Storage> TapeDevice for Cartridge<S> {
             } else {
                 if self.pos == 0 {
                     return Err(Error::BeginningOfTape {
-                        device: format!("cartridge {}", self.name),
+                        device: self.dev(),
                         residual: left,
                     });
                 }
@@ -606,7 +604,7 @@ impl<S: Storage> TapeDevice for Cartridge<S> {
                         self.pos -= 4;
                         self.obj -= 1;
                         return Err(Error::FilemarkHit {
-                            device: format!("cartridge {}", self.name),
+                            device: self.dev(),
                             residual: left,
                         });
                     }
@@ -669,7 +667,7 @@ impl<S: Storage> TapeDevice for Cartridge<S> {
                 self.pos = 0;
                 self.obj = 0;
                 Err(Error::BeginningOfTape {
-                    device: format!("cartridge {}", self.name),
+                    device: self.dev(),
                     residual: count.unsigned_abs(),
                 })
             }
@@ -824,7 +822,7 @@ fn decode_index(b: &[u8]) -> Option<Index> {
 
 /// The fuzz target's body: opens arbitrary bytes as a cartridge and walks it
 /// every way a reader can. It must return (errors are fine), never panic,
-/// and never allocate more than [`MAX_BLOCK`] for a block.
+/// and never allocate more than [`super::MAX_BLOCK`] for a block.
 pub fn fuzz_cartridge_reader(bytes: &[u8]) {
     let Ok(mut c) =
         Cartridge::from_storage(MemStorage(bytes.to_vec()), "FUZZ", u64::MAX / 2, 0, None)
