@@ -664,11 +664,17 @@ impl<S: Storage> TapeDevice for Cartridge<S> {
                 Err(self.eod_error())
             }
             (None, false) => {
+                // SCSI residual: the filemarks asked for minus those crossed.
+                let crossed = self
+                    .marks
+                    .iter()
+                    .filter(|m| m.filemark && m.obj < obj)
+                    .count() as u64;
                 self.pos = 0;
                 self.obj = 0;
                 Err(Error::BeginningOfTape {
                     device: self.dev(),
-                    residual: count.unsigned_abs(),
+                    residual: count.unsigned_abs() - crossed,
                 })
             }
         }
