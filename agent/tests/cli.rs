@@ -479,3 +479,26 @@ fn a_writer_killed_mid_write_leaves_a_usable_cartridge() {
         "{dump}"
     );
 }
+
+#[test]
+fn debris_of_a_crash_mid_operation_leaves_the_library_usable() {
+    let lib = Lib::new("4", "1", "1M", 1);
+    let carts = lib.dir.join("lib/cartridges");
+    // A state file being replaced when the crash came, and an add that
+    // wrote its image but never committed its state file.
+    std::fs::write(carts.join("VT0001.tmp"), b"{\"half\": ").unwrap();
+    std::fs::write(carts.join("NEW001.tap"), b"partial image").unwrap();
+    let list = ok(&["library", "list", &lib.path]);
+    assert!(
+        list.contains("VT0001") && !list.contains("NEW001"),
+        "{list}"
+    );
+    assert_eq!(lib.state("VT0001")["state"], "scratch");
+    // The uncommitted add is simply done again.
+    ok(&["library", "add", &lib.path, "NEW001"]);
+    assert!(ok(&["library", "dump", &lib.path, "NEW001"]).contains("next file goes at block 1"));
+    // A damaged state file is named, not guessed around.
+    std::fs::write(carts.join("VT0001.json"), b"{ not json").unwrap();
+    let e = fails(&["library", "list", &lib.path]);
+    assert!(e.contains("VT0001.json is damaged"), "{e}");
+}
