@@ -66,6 +66,21 @@ pub enum Error {
     /// A drive or cartridge is in use by another job; retrying later can help.
     #[error("{what} is in use by {holder}")]
     Busy { what: String, holder: String },
+    /// A save set header that is not one this agent can read.
+    #[error("save set header: {reason}")]
+    StreamHeader { reason: String },
+    /// The header tag does not verify under the key: the wrong key, or a damaged header.
+    #[error("save set {save_set}: the key {key_id:?} does not open it (wrong key, or the header is damaged)")]
+    WrongKey { save_set: String, key_id: String },
+    /// A sealed segment that cannot be sealed or opened.
+    #[error("segment {segment}: {reason}")]
+    Segment { segment: u64, reason: String },
+    /// A key source failed to give or make a key.
+    #[error("key {key_id:?}: {reason}")]
+    Key { key_id: String, reason: String },
+    /// A save set's records or index that do not decode.
+    #[error("save set format: {reason}")]
+    Format { reason: String },
     /// The device or back-end cannot do this operation.
     #[error("{device}: {reason}")]
     Unsupported { device: String, reason: String },
