@@ -1,5 +1,6 @@
 //! cinta agent library: the tape layer, the virtual tape library and the encrypted save-set stream.
 pub mod error;
+pub mod keys;
 pub mod stream;
 pub mod tape;
 pub mod vtl;
