@@ -1,6 +1,7 @@
 //! cinta agent library: the tape layer, the virtual tape library and the encrypted save-set stream.
 pub mod error;
 pub mod keys;
+pub mod saveset;
 pub mod stream;
 pub mod tape;
 pub mod vtl;
