@@ -200,7 +200,7 @@ pub fn run(cmd: TapeCmd) -> anyhow::Result<ExitCode> {
                     std::fs::rename(p, final_path)?;
                 }
             }
-            let vols: Vec<&str> = r.sections().iter().map(|s| s.volser.as_str()).collect();
+            let vols: Vec<String> = r.sections().into_iter().map(|s| s.volser).collect();
             eprintln!(
                 "read tape file {file}: {} from {}",
                 human(total),

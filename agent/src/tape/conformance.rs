@@ -462,7 +462,7 @@ fn read_file_back<C: Changer>(
         i += 1;
     }
     check!(i == blocks, "file {seq} read {i} of {blocks} blocks");
-    Ok(r.sections().to_vec())
+    Ok(r.sections())
 }
 
 fn labels_round_trip(b: &mut dyn Backend) -> Result<bool> {
@@ -540,6 +540,26 @@ fn spanning(b: &mut dyn Backend) -> Result<bool> {
         "sections read {read:?} differ from written {:?}",
         s.sections
     );
+    // Random access: forward onto a later volume, then back onto the first.
+    {
+        let mut r = FileReader::open(&mut c, "CF0601", 1)?;
+        check!(r.total_blocks()? == 40, "total blocks across volumes");
+        let mut buf = Vec::new();
+        for n in [35u64, 2, 39, 20] {
+            r.seek(n)?;
+            check!(r.read_block(&mut buf)?, "block {n} after seek");
+            check!(
+                buf == pattern(10 + n, max - (n as usize % 3)),
+                "block {n} after seek differs"
+            );
+        }
+        // After block 20, reading on gives block 21.
+        check!(
+            r.read_block(&mut buf)? && buf == pattern(31, max),
+            "reading on after a seek"
+        );
+        check!(r.seek(40).is_err(), "seek past the last block");
+    }
     let last = s.sections.last().unwrap().volser.clone();
     let s2 = write_file(
         &mut c,

@@ -580,13 +580,26 @@ impl<C: Changer + ?Sized> Drop for FileWriter<'_, C> {
     }
 }
 
-/// Reads one tape file, following it across volumes.
+/// Reads one tape file, following it across volumes, sequentially or at
+/// any data block.
 pub struct FileReader<'c, C: Changer + ?Sized> {
     changer: &'c mut C,
     mounted: Option<Mounted>,
+    /// Sections found so far, in order; the last may continue elsewhere.
+    sections: Vec<Part>,
+    /// Section of the mounted volume.
+    current: usize,
+    /// Data block (counted across sections) the next read returns.
+    pos: u64,
+}
+
+/// One section of the file being read.
+#[derive(Debug, Clone)]
+struct Part {
+    volser: String,
     file: TapeFile,
-    read: u64,
-    sections: Vec<Section>,
+    /// Index of its first block among all the file's data blocks.
+    start: u64,
 }
 
 fn find_file(info: &VolumeInfo, volser: &str, sequence: u16) -> Result<TapeFile> {
@@ -635,11 +648,24 @@ impl<C: Changer + ?Sized> Drop for FileReader<'_, C> {
 }
 
 impl<'c, C: Changer + ?Sized> FileReader<'c, C> {
-    /// Mounts `volser` and positions at the data of tape file `sequence`,
-    /// which must start on that volume.
+    /// Mounts `volser` and positions at the first data block of tape file
+    /// `sequence`, which must start on that volume.
     pub fn open(changer: &'c mut C, volser: &str, sequence: u16) -> Result<Self> {
         let mut m = changer.mount(volser)?;
-        let info = inspect(&mut *m.device, volser)?;
+        let info = match inspect(&mut *m.device, volser) {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = changer.dismount(m, Outcome::Read);
+                return Err(e);
+            }
+        };
+        let mut r = FileReader {
+            changer,
+            mounted: Some(m),
+            sections: Vec::new(),
+            current: 0,
+            pos: 0,
+        };
         let file = find_file(&info, volser, sequence)?;
         if file.hdr1.section != 1 {
             return Err(vol_err(
@@ -650,98 +676,185 @@ impl<'c, C: Changer + ?Sized> FileReader<'c, C> {
                 ),
             ));
         }
-        m.device.locate(file.first_block)?;
-        Ok(FileReader {
-            changer,
-            mounted: Some(m),
+        r.sections.push(Part {
+            volser: volser.to_string(),
             file,
-            read: 0,
-            sections: Vec::new(),
-        })
+            start: 0,
+        });
+        r.position_in_current()?;
+        Ok(r)
     }
 
     /// The file's labels (first section).
     pub fn header(&self) -> &FileLabel1 {
-        &self.file.hdr1
+        &self.sections[0].file.hdr1
+    }
+
+    fn position_in_current(&mut self) -> Result<()> {
+        let p = &self.sections[self.current];
+        let block = p.file.first_block + (self.pos - p.start);
+        self.mounted.as_mut().expect("mounted").device.locate(block)
+    }
+
+    /// Mounts section `i` (known) and positions at `self.pos` in it.
+    fn switch_to(&mut self, i: usize) -> Result<()> {
+        if self.current != i || self.mounted.is_none() {
+            if let Some(m) = self.mounted.take() {
+                self.changer.dismount(m, Outcome::Read)?;
+            }
+            let volser = self.sections[i].volser.clone();
+            let mut m = self.changer.mount(&volser)?;
+            let info = inspect(&mut *m.device, &volser);
+            self.mounted = Some(m);
+            let f = find_file(&info?, &volser, self.sections[0].file.hdr1.sequence)?;
+            if f != self.sections[i].file {
+                return Err(vol_err(
+                    &volser,
+                    "changed since it was read: its labels differ",
+                ));
+            }
+            self.current = i;
+        }
+        self.position_in_current()
+    }
+
+    /// Finds the section after the last known one, through its EOV2 label.
+    /// `false` when the last known section ends the file.
+    fn discover_next(&mut self) -> Result<bool> {
+        let last = self.sections.last().expect("one section at least").clone();
+        if !last.file.continues() {
+            return Ok(false);
+        }
+        let next = last
+            .file
+            .trailer
+            .as_ref()
+            .map(|(_, t2)| t2.next_volser.clone())
+            .unwrap_or_default();
+        let seq = last.file.hdr1.sequence;
+        if next.is_empty() {
+            return Err(vol_err(
+                &last.volser,
+                format!("file {seq} continues but EOV2 names no next volume"),
+            ));
+        }
+        if let Some(m) = self.mounted.take() {
+            self.changer.dismount(m, Outcome::Read)?;
+        }
+        let mut m = self.changer.mount(&next)?;
+        let info = inspect(&mut *m.device, &next);
+        self.mounted = Some(m);
+        let f = find_file(&info?, &next, seq)?;
+        let want = (
+            &last.file.hdr1.file_id,
+            &last.file.hdr1.file_set_id,
+            last.file.hdr1.section + 1,
+        );
+        if (&f.hdr1.file_id, &f.hdr1.file_set_id, f.hdr1.section) != want || f.header_block != 1 {
+            return Err(vol_err(
+                &next,
+                format!(
+                    "does not continue file {seq} of {} (section {} expected)",
+                    last.volser, want.2
+                ),
+            ));
+        }
+        self.sections.push(Part {
+            volser: next,
+            start: last.start + last.file.blocks,
+            file: f,
+        });
+        self.current = self.sections.len() - 1;
+        Ok(true)
+    }
+
+    /// Total data blocks of the file, following it to its last volume if needed.
+    pub fn total_blocks(&mut self) -> Result<u64> {
+        while self.discover_next()? {}
+        let last = self.sections.last().expect("one section at least");
+        Ok(last.start + last.file.blocks)
+    }
+
+    /// Positions so the next read returns data block `n` (counted across volumes).
+    pub fn seek(&mut self, n: u64) -> Result<()> {
+        loop {
+            if let Some(i) = self
+                .sections
+                .iter()
+                .position(|p| n >= p.start && n < p.start + p.file.blocks)
+            {
+                self.pos = n;
+                return self.switch_to(i);
+            }
+            if !self.discover_next()? {
+                let total = self.sections.last().map_or(0, |p| p.start + p.file.blocks);
+                return Err(vol_err(
+                    &self.sections[0].volser,
+                    format!(
+                        "file {} has {total} data blocks; block {n} does not exist",
+                        self.header().sequence
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// Cartridge and logical block of data block `n`, if its section is known.
+    pub fn locate_block(&self, n: u64) -> Option<(String, u64)> {
+        self.sections
+            .iter()
+            .find(|p| n >= p.start && n < p.start + p.file.blocks)
+            .map(|p| (p.volser.clone(), p.file.first_block + (n - p.start)))
     }
 
     /// Reads the next data block into `buf`; `false` at the end of the file.
     pub fn read_block(&mut self, buf: &mut Vec<u8>) -> Result<bool> {
         loop {
-            let Some(m) = self.mounted.as_mut() else {
-                return Ok(false);
-            };
-            match m.device.read_block(buf)? {
-                Read::Block => {
-                    self.read += 1;
-                    return Ok(true);
+            let part = &self.sections[self.current];
+            let (end, seq) = (part.start + part.file.blocks, part.file.hdr1.sequence);
+            if self.pos < end {
+                if self.mounted.is_none() {
+                    self.switch_to(self.current)?;
                 }
-                Read::Filemark => {}
+                let m = self.mounted.as_mut().expect("mounted");
+                return match m.device.read_block(buf)? {
+                    Read::Block => {
+                        self.pos += 1;
+                        Ok(true)
+                    }
+                    Read::Filemark => Err(vol_err(
+                        &m.volser,
+                        format!(
+                            "file {seq}: a tape mark where data block {} should be",
+                            self.pos
+                        ),
+                    )),
+                };
             }
-            let volser = m.volser.clone();
-            if self.read != self.file.blocks {
-                return Err(vol_err(
-                    &volser,
-                    format!(
-                        "file {}: read {} blocks, the labels count {}",
-                        self.file.hdr1.sequence, self.read, self.file.blocks
-                    ),
-                ));
+            if self.current + 1 < self.sections.len() {
+                self.switch_to(self.current + 1)?;
+                continue;
             }
-            self.sections.push(Section {
-                volser: volser.clone(),
-                section: self.file.hdr1.section,
-                first_block: self.file.first_block,
-                blocks: self.read,
-            });
-            let m = self.mounted.take().expect("checked above");
-            self.changer.dismount(m, Outcome::Read)?;
-            if !self.file.continues() {
+            if !self.discover_next()? {
+                if let Some(m) = self.mounted.take() {
+                    self.changer.dismount(m, Outcome::Read)?;
+                }
                 return Ok(false);
             }
-            let next = self
-                .file
-                .trailer
-                .as_ref()
-                .map(|(_, t2)| t2.next_volser.clone())
-                .unwrap_or_default();
-            if next.is_empty() {
-                return Err(vol_err(
-                    &volser,
-                    format!(
-                        "file {} continues but EOV2 names no next volume",
-                        self.file.hdr1.sequence
-                    ),
-                ));
-            }
-            let mut m = self.changer.mount(&next)?;
-            let info = inspect(&mut *m.device, &next)?;
-            let f = find_file(&info, &next, self.file.hdr1.sequence)?;
-            let expect = (
-                &self.file.hdr1.file_id,
-                &self.file.hdr1.file_set_id,
-                self.file.hdr1.section + 1,
-            );
-            if (&f.hdr1.file_id, &f.hdr1.file_set_id, f.hdr1.section) != expect
-                || f.header_block != 1
-            {
-                return Err(vol_err(
-                    &next,
-                    format!(
-                        "does not continue file {} of {} (section {} expected)",
-                        self.file.hdr1.sequence, volser, expect.2
-                    ),
-                ));
-            }
-            m.device.locate(f.first_block)?;
-            self.file = f;
-            self.read = 0;
-            self.mounted = Some(m);
+            self.position_in_current()?;
         }
     }
 
-    /// Sections read so far.
-    pub fn sections(&self) -> &[Section] {
-        &self.sections
+    /// Sections seen so far.
+    pub fn sections(&self) -> Vec<Section> {
+        self.sections
+            .iter()
+            .map(|p| Section {
+                volser: p.volser.clone(),
+                section: p.file.hdr1.section,
+                first_block: p.file.first_block,
+                blocks: p.file.blocks,
+            })
+            .collect()
     }
 }
