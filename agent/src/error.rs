@@ -78,6 +78,14 @@ pub enum Error {
     /// A key source failed to give or make a key.
     #[error("key {key_id:?}: {reason}")]
     Key { key_id: String, reason: String },
+    /// A tape block of a save set that cannot be used, with where it is.
+    #[error("cartridge {volume} block {block} (segment {segment}): {reason}")]
+    Damaged {
+        volume: String,
+        block: u64,
+        segment: u64,
+        reason: String,
+    },
     /// A save set's records or index that do not decode.
     #[error("save set format: {reason}")]
     Format { reason: String },

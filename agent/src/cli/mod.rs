@@ -2,6 +2,7 @@
 
 mod bench;
 mod library;
+mod saveset;
 mod tape;
 
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "cinta-agent",
     version,
-    about = "cinta agent: virtual tape library, tape files, conformance and benchmarks"
+    about = "cinta agent: encrypted save sets on a virtual tape library or tape drives"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -28,6 +29,11 @@ enum Command {
     /// Write and read tape files; run the tape conformance suite.
     #[command(subcommand)]
     Tape(tape::TapeCmd),
+    /// Key-file key source.
+    #[command(subcommand)]
+    Key(saveset::KeyCmd),
+    #[command(flatten)]
+    Saveset(saveset::Cmd),
     /// Benchmarks (not tests): cinta beside what a user would use instead.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -38,6 +44,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Library(c) => library::run(c),
         Command::Tape(c) => tape::run(c),
         Command::Bench(c) => bench::run(c),
+        Command::Key(c) => saveset::key(c),
+        Command::Saveset(c) => saveset::run(c),
     }
 }
 

@@ -4,6 +4,8 @@
 //! a tag byte and a body (integers big-endian):
 //!
 //! ```text
+//! 'S' u32 n, JSON (n bytes)          save set information (source, level,
+//!                                    start time, host): the first record
 //! 'O' u32 n, meta (n bytes)          an object starts (see Meta)
 //! 'D' u32 n, n bytes                 file or stream content (1 B - 1 MiB)
 //! 'H' u64 n                          a hole of n bytes (sparse file)
@@ -191,6 +193,16 @@ pub fn put_object(m: &Meta, out: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
+/// Appends the save set information record (JSON).
+pub fn put_info(json: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    if json.is_empty() || json.len() > MAX_META {
+        return Err(bad("save set information must be 1 B to 1 MiB"));
+    }
+    out.push(b'S');
+    put_bytes(out, json);
+    Ok(())
+}
+
 /// Appends a data record's header; the caller appends `len` bytes after it.
 pub fn put_data_header(len: usize, out: &mut Vec<u8>) {
     assert!(
@@ -343,6 +355,7 @@ pub fn decode_entry(body: &[u8]) -> Result<Entry> {
 /// One thing read from the stream.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
+    Info(Vec<u8>),
     Object(Meta),
     /// Content bytes (a data record may arrive in several pieces).
     Data(&'a [u8]),
@@ -420,7 +433,7 @@ impl Parser {
                     self.record_start = self.offset;
                     let tag = self.consume(input, 1)[0];
                     self.state = match tag {
-                        b'O' | b'N' | b'D' => State::Len {
+                        b'S' | b'O' | b'N' | b'D' => State::Len {
                             tag,
                             have: 0,
                             buf: [0; 4],
@@ -516,6 +529,7 @@ impl Parser {
                             Event::Object(decode_meta(&mut c).map_err(ctx)?)
                         }
                         b'N' => Event::Entry(decode_entry(&body).map_err(ctx)?),
+                        b'S' => Event::Info(body),
                         b'H' => Event::Hole(u64::from_be_bytes(body[..8].try_into().unwrap())),
                         b'E' => Event::End {
                             digest: body[..32].try_into().unwrap(),
@@ -610,6 +624,7 @@ mod tests {
 
     #[derive(Debug, Clone)]
     enum Rec {
+        Info(Vec<u8>),
         Object(Meta),
         Data(Vec<u8>),
         Hole(u64),
@@ -620,6 +635,7 @@ mod tests {
 
     fn rec() -> impl Strategy<Value = Rec> {
         prop_oneof![
+            proptest::collection::vec(any::<u8>(), 1..50).prop_map(Rec::Info),
             meta().prop_map(Rec::Object),
             proptest::collection::vec(any::<u8>(), 1..400).prop_map(Rec::Data),
             any::<u64>().prop_map(Rec::Hole),
@@ -652,6 +668,7 @@ mod tests {
             let mut stream = Vec::new();
             for r in &recs {
                 match r {
+                    Rec::Info(j) => put_info(j, &mut stream).unwrap(),
                     Rec::Object(m) => put_object(m, &mut stream).unwrap(),
                     Rec::Data(d) => { put_data_header(d.len(), &mut stream); stream.extend_from_slice(d); }
                     Rec::Hole(n) => put_hole(*n, &mut stream),
@@ -670,6 +687,7 @@ mod tests {
                             Some(Rec::Data(v)) if !p.at_boundary() || v.len() < 400 => v.extend_from_slice(d),
                             _ => got.push(Rec::Data(d.to_vec())),
                         },
+                        Event::Info(j) => got.push(Rec::Info(j)),
                         Event::Object(m) => got.push(Rec::Object(m)),
                         Event::Hole(n) => got.push(Rec::Hole(n)),
                         Event::End { digest, flags } => got.push(Rec::End(digest, flags)),

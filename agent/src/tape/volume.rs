@@ -347,7 +347,7 @@ pub enum Target {
 }
 
 /// One section of a written or read tape file.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Section {
     pub volser: String,
     pub section: u16,
@@ -356,7 +356,7 @@ pub struct Section {
 }
 
 /// A tape file, all its sections.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileSummary {
     pub file_id: String,
     pub file_set_id: String,

@@ -1,0 +1,658 @@
+//! `cinta-agent key|save|restore|verify|ls|scan`: encrypted save sets on a virtual tape library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use cinta_agent::keys::FileKeySource;
+use cinta_agent::saveset::catalog::{self, Record};
+use cinta_agent::saveset::dest::{Existing, Restore, Verify};
+use cinta_agent::saveset::read::{RunReport, SaveSet, Sink};
+use cinta_agent::saveset::save::{self, Level, OnChange, Progress, SaveOptions, Source};
+use cinta_agent::saveset::walk::Filter;
+use cinta_agent::tape::label::LabelDate;
+use cinta_agent::tape::volume::{self, Target};
+use cinta_agent::vtl::{state, CartState, Library, Location};
+use clap::{Args, Subcommand};
+
+use super::{human, parse_size, LibArg};
+
+#[derive(Subcommand)]
+pub enum KeyCmd {
+    /// Create a local master key file (mode 0600) for the key-file key source.
+    Init {
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct KeyArg {
+    /// Master key file of the key-file key source (see `key init`).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+}
+
+#[derive(Args)]
+pub struct SaveArgs {
+    #[command(flatten)]
+    lib: LibArg,
+    #[command(flatten)]
+    key: KeyArg,
+    /// Directory tree or file to save.
+    #[arg(long, conflicts_with = "stdin", required_unless_present = "stdin")]
+    source: Option<PathBuf>,
+    /// Save standard input as one object with this name (e.g. a *SAVF).
+    #[arg(long, value_name = "NAME")]
+    stdin: Option<String>,
+    /// Only files matching (globs; `*`, `?`, `**`). Directories are always walked.
+    #[arg(long)]
+    include: Vec<String>,
+    /// Leave out what matches (a directory with everything below it).
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// full, incr (changed since the last save) or cuml (changed since the last full save).
+    #[arg(long, default_value = "full", value_parser = parse_level)]
+    level: Level,
+    /// Compress segments with zstd before encryption.
+    #[arg(long)]
+    compress: bool,
+    /// An object changing while read: retry[:N], warn, or fail.
+    #[arg(long, default_value = "retry:2", value_parser = parse_on_change)]
+    on_change: OnChange,
+    /// Stream bytes per tape block.
+    #[arg(long, default_value = "256K", value_parser = parse_size)]
+    segment_size: u64,
+    /// Append after the last file of the most recently written active cartridge.
+    #[arg(long)]
+    append: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Which save set: by id (catalog) or by where it starts on tape.
+#[derive(Args)]
+pub struct Which {
+    /// Save set id (at least 6 hex digits), looked up in the catalog.
+    #[arg(long, conflicts_with_all = ["volume", "file"], required_unless_present = "volume")]
+    save_set: Option<String>,
+    /// Cartridge the save set starts on (with --file).
+    #[arg(long, requires = "file")]
+    volume: Option<String>,
+    /// Tape file sequence number on that cartridge.
+    #[arg(long)]
+    file: Option<u16>,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Save a tree, a file or standard input as one encrypted save set.
+    Save(SaveArgs),
+    /// Restore a save set, or objects of it, into a directory.
+    Restore {
+        #[command(flatten)]
+        lib: LibArg,
+        #[command(flatten)]
+        key: KeyArg,
+        #[command(flatten)]
+        which: Which,
+        /// Destination directory (objects go below it, under their saved paths).
+        #[arg(
+            long,
+            conflicts_with = "original",
+            required_unless_present = "original"
+        )]
+        to: Option<PathBuf>,
+        /// Restore to the original place (destination /).
+        #[arg(long)]
+        original: bool,
+        /// Objects to restore (globs over saved paths, or a directory); all if none.
+        #[arg(long)]
+        select: Vec<String>,
+        /// An object that exists in the destination: keep or replace.
+        #[arg(long, default_value = "keep", value_parser = parse_existing)]
+        existing: Existing,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read every block of a save set, authenticate it and check every digest; writes nothing.
+    Verify {
+        #[command(flatten)]
+        lib: LibArg,
+        #[command(flatten)]
+        key: KeyArg,
+        #[command(flatten)]
+        which: Which,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List save sets (catalog), or the objects of one (its index on tape).
+    Ls {
+        #[command(flatten)]
+        lib: LibArg,
+        /// List this save set's objects (needs --key-file).
+        #[arg(long)]
+        save_set: Option<String>,
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the catalog from the cartridges: every save set and its objects.
+    Scan {
+        #[command(flatten)]
+        lib: LibArg,
+        #[command(flatten)]
+        key: KeyArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_level(s: &str) -> Result<Level, String> {
+    match s {
+        "full" => Ok(Level::Full),
+        "incr" | "incremental" => Ok(Level::Incremental),
+        "cuml" | "cumulative" => Ok(Level::Cumulative),
+        _ => Err(format!("{s:?}: full, incr or cuml")),
+    }
+}
+
+fn parse_on_change(s: &str) -> Result<OnChange, String> {
+    match s.split_once(':') {
+        None if s == "warn" => Ok(OnChange::Warn),
+        None if s == "fail" => Ok(OnChange::Fail),
+        None if s == "retry" => Ok(OnChange::Retry(2)),
+        Some(("retry", n)) => n
+            .parse()
+            .map(OnChange::Retry)
+            .map_err(|_| format!("{s:?}: retry:N")),
+        _ => Err(format!("{s:?}: retry[:N], warn or fail")),
+    }
+}
+
+fn parse_existing(s: &str) -> Result<Existing, String> {
+    match s {
+        "keep" => Ok(Existing::Keep),
+        "replace" => Ok(Existing::Replace),
+        _ => Err(format!("{s:?}: keep or replace")),
+    }
+}
+
+pub fn key(cmd: KeyCmd) -> anyhow::Result<ExitCode> {
+    let KeyCmd::Init { file } = cmd;
+    let k = FileKeySource::init(&file)?;
+    println!(
+        "created key file {} (fingerprint {}); keep a copy apart from the tapes",
+        file.display(),
+        k.fingerprint()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints progress while `f` runs: a rewritten line on a terminal, a line every 10 s otherwise.
+fn with_progress<T>(quiet: bool, p: &Progress, f: impl FnOnce() -> T) -> T {
+    if quiet {
+        return f();
+    }
+    let tty = std::io::stderr().is_terminal();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let start = Instant::now();
+            let mut last = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                let every = if tty {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_secs(10)
+                };
+                if last.elapsed() < every {
+                    continue;
+                }
+                last = Instant::now();
+                let b = p.bytes.load(Ordering::Relaxed);
+                let rate = b as f64 / start.elapsed().as_secs_f64().max(1e-3);
+                let line = format!(
+                    "{} objects, {} read, {}/s",
+                    p.objects.load(Ordering::Relaxed),
+                    human(b),
+                    human(rate as u64)
+                );
+                if tty {
+                    eprint!("\r{line}   ");
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+            if tty {
+                eprintln!();
+            }
+        });
+        let r = f();
+        done.store(true, Ordering::Relaxed);
+        r
+    })
+}
+
+fn now() -> i64 {
+    state::now() as i64
+}
+
+pub fn save_cmd(a: SaveArgs) -> anyhow::Result<ExitCode> {
+    let l = Library::open(&a.lib.library)?;
+    let mut keys = FileKeySource::open(&a.key.key_file)?;
+    let source = match (a.source, a.stdin) {
+        (Some(root), _) => Source::Tree {
+            root: std::fs::canonicalize(&root)
+                .map_err(|e| anyhow::anyhow!("source {}: {e}", root.display()))?,
+            filter: Filter {
+                include: a.include,
+                exclude: a.exclude,
+            },
+        },
+        (None, Some(name)) => Source::Stdin { name },
+        (None, None) => anyhow::bail!("give --source PATH or --stdin NAME"),
+    };
+    anyhow::ensure!(
+        a.segment_size >= 4096 && a.segment_size <= u64::from(cinta_agent::stream::MAX_PAYLOAD),
+        "--segment-size must be 4 KiB to 8 MiB"
+    );
+    let reference = catalog::reference(l.dir(), &source.describe(), a.level)?;
+    let started = now();
+    let opts = SaveOptions {
+        source,
+        level: a.level,
+        since: reference.as_ref().map(|r| r.1),
+        compression: a.compress,
+        on_change: a.on_change,
+        payload: a.segment_size as u32,
+        date: LabelDate::from_unix(started as u64),
+        started,
+    };
+    let target = if a.append {
+        latest_active(&l)?
+    } else {
+        Target::Scratch
+    };
+    let mut session = l.session()?;
+    let progress = Progress::default();
+    let t = Instant::now();
+    let report = with_progress(a.json, &progress, || {
+        save::save(&mut session, target, &mut keys, &opts, &progress)
+    })?;
+    let secs = t.elapsed().as_secs_f64();
+    let first = &report.file.sections[0];
+    let rec = Record {
+        id: report.save_set.clone(),
+        key_id: report.key_id.clone(),
+        source: opts.source.describe(),
+        level: opts.level,
+        since: opts.since,
+        started,
+        host: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        volume: first.volser.clone(),
+        sequence: report.file.sequence,
+        sections: report.file.sections.clone(),
+        objects: report.objects,
+        bytes: report.bytes,
+        compression: opts.compression,
+    };
+    catalog::put(l.dir(), &rec)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "report": report, "seconds": secs })
+            )?
+        );
+    } else {
+        println!(
+            "saved {} objects, {} in {:.1}s ({:.0} MB/s) as save set {} (key {})",
+            report.objects,
+            human(report.bytes),
+            secs,
+            report.bytes as f64 / secs.max(1e-9) / 1e6,
+            report.save_set,
+            report.key_id
+        );
+        for s in &report.file.sections {
+            println!(
+                "  cartridge {} tape file {} section {}: {} blocks",
+                s.volser, report.file.sequence, s.section, s.blocks
+            );
+        }
+        for w in &report.warnings {
+            println!("  warning: {w}");
+        }
+        if let Some((id, _)) = reference {
+            println!(
+                "  {} save: changes since save set {id}",
+                if opts.level == Level::Incremental {
+                    "incremental"
+                } else {
+                    "cumulative"
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn latest_active(l: &Library) -> anyhow::Result<Target> {
+    let latest = l
+        .list()?
+        .into_iter()
+        .filter(|v| {
+            v.record.state == CartState::Active && !matches!(v.record.location, Location::Ie(_))
+        })
+        .max_by_key(|v| v.record.last_written);
+    Ok(latest.map_or(Target::Scratch, |v| Target::Append(v.record.barcode)))
+}
+
+fn locate(l: &Library, which: &Which) -> anyhow::Result<(String, u16)> {
+    match (&which.save_set, &which.volume, which.file) {
+        (Some(id), _, _) => {
+            let r = catalog::find(l.dir(), id)?;
+            Ok((r.volume, r.sequence))
+        }
+        (None, Some(v), Some(f)) => Ok((v.clone(), f)),
+        _ => anyhow::bail!("give --save-set ID, or --volume and --file"),
+    }
+}
+
+/// Exit status: 0 all objects good, 3 some failed, 1 none could be read.
+fn status(r: &RunReport) -> ExitCode {
+    if r.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else if r.ok > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn print_run(what: &str, r: &RunReport, extra: &[String]) {
+    println!(
+        "{what}: {} objects good, {} failed, {} read",
+        r.ok,
+        r.failed.len(),
+        human(r.bytes)
+    );
+    for d in &r.damaged {
+        println!("  damaged: {d}");
+    }
+    for (p, why) in &r.failed {
+        println!("  FAILED {p}: {why}");
+    }
+    for e in extra {
+        println!("  {e}");
+    }
+}
+
+fn run_on(
+    l: &Library,
+    keys: &mut FileKeySource,
+    which: &Which,
+    sink: &mut dyn Sink,
+) -> anyhow::Result<RunReport> {
+    let (vol, seq) = locate(l, which)?;
+    let mut session = l.session()?;
+    let mut ss = SaveSet::open(&mut session, &vol, seq, keys)?;
+    let index = ss.index()?;
+    Ok(ss.run(index, sink)?)
+}
+
+pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Save(a) => save_cmd(a),
+        Cmd::Restore {
+            lib,
+            key,
+            which,
+            to,
+            original,
+            select,
+            existing,
+            json,
+        } => {
+            let l = Library::open(&lib.library)?;
+            let mut keys = FileKeySource::open(&key.key_file)?;
+            let dest = if original {
+                PathBuf::from("/")
+            } else {
+                to.expect("clap requires --to or --original")
+            };
+            let mut sink = Restore::new(&dest, select, existing)?;
+            let report = run_on(&l, &mut keys, &which, &mut sink)?;
+            sink.finish()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "report": report, "restored": sink.restored, "skipped": sink.skipped, "warnings": sink.warnings })
+                    )?
+                );
+            } else {
+                let mut extra: Vec<String> = sink
+                    .skipped
+                    .iter()
+                    .map(|s| format!("kept existing {s}"))
+                    .collect();
+                extra.extend(sink.warnings.iter().map(|w| format!("warning: {w}")));
+                print_run(
+                    &format!("restored into {}", dest.display()),
+                    &report,
+                    &extra,
+                );
+            }
+            Ok(status(&report))
+        }
+        Cmd::Verify {
+            lib,
+            key,
+            which,
+            json,
+        } => {
+            let l = Library::open(&lib.library)?;
+            let mut keys = FileKeySource::open(&key.key_file)?;
+            let report = run_on(&l, &mut keys, &which, &mut Verify)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_run("verified", &report, &[]);
+            }
+            Ok(status(&report))
+        }
+        Cmd::Ls {
+            lib,
+            save_set,
+            key_file,
+            json,
+        } => {
+            let l = Library::open(&lib.library)?;
+            match save_set {
+                None => {
+                    let all = catalog::all(l.dir())?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&all)?);
+                    } else {
+                        println!(
+                            "{:<32} {:<5} {:>8} {:>10}  {:<7} {:>4}  SOURCE",
+                            "SAVE SET", "LEVEL", "OBJECTS", "BYTES", "VOLUME", "FILE"
+                        );
+                        for r in all {
+                            println!(
+                                "{:<32} {:<5} {:>8} {:>10}  {:<7} {:>4}  {}",
+                                r.id,
+                                format!("{:?}", r.level)
+                                    .to_lowercase()
+                                    .chars()
+                                    .take(5)
+                                    .collect::<String>(),
+                                r.objects,
+                                human(r.bytes),
+                                r.volume,
+                                r.sequence,
+                                r.source
+                            );
+                        }
+                    }
+                }
+                Some(id) => {
+                    let key_file = key_file.ok_or_else(|| {
+                        anyhow::anyhow!("listing a save set's objects needs --key-file")
+                    })?;
+                    let mut keys = FileKeySource::open(&key_file)?;
+                    let r = catalog::find(l.dir(), &id)?;
+                    let mut session = l.session()?;
+                    let mut ss = SaveSet::open(&mut session, &r.volume, r.sequence, &mut keys)?;
+                    let p = u64::from(ss.header().payload);
+                    let mut rows = Vec::new();
+                    for e in ss.index()? {
+                        let e = e?;
+                        let (vol, block) = ss.where_is(e.start / p);
+                        rows.push(serde_json::json!({
+                            "path": String::from_utf8_lossy(&e.meta.path), "kind": e.meta.kind, "size": e.meta.size,
+                            "mode": format!("{:o}", e.meta.mode & 0o7777), "mtime": e.meta.mtime.0,
+                            "digest": cinta_agent::stream::hex(&e.digest), "volume": vol, "block": block, "offset": e.start % p,
+                            "changed_while_saved": e.flags & cinta_agent::saveset::format::FLAG_CHANGED != 0,
+                        }));
+                    }
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&rows)?);
+                    } else {
+                        for r in rows {
+                            println!(
+                                "{:<8} {:>12} {} {}:{}  {}",
+                                r["kind"].as_str().unwrap_or(""),
+                                r["size"],
+                                r["mode"].as_str().unwrap_or(""),
+                                r["volume"].as_str().unwrap_or(""),
+                                r["block"],
+                                r["path"].as_str().unwrap_or("")
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Scan { lib, key, json } => scan(&Library::open(&lib.library)?, &key.key_file, json),
+    }
+}
+
+/// Reads every cartridge's labels; every tape file that is a save set (and
+/// starts on that cartridge) is opened with the key and recorded.
+fn scan(l: &Library, key_file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    let mut keys = FileKeySource::open(key_file)?;
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    let carts: Vec<String> = l
+        .list()?
+        .into_iter()
+        .filter(|v| !matches!(v.record.state, CartState::Error | CartState::Scratch))
+        .map(|v| v.record.barcode)
+        .collect();
+    let mut session = l.session()?;
+    for bc in carts {
+        let files = {
+            use cinta_agent::tape::volume::Changer;
+            let mut m = session.mount(&bc)?;
+            let info = volume::inspect(&mut *m.device, &bc);
+            session.dismount(m, volume::Outcome::Read)?;
+            match info {
+                Ok(i) => i.files,
+                Err(e) => {
+                    problems.push(e.to_string());
+                    continue;
+                }
+            }
+        };
+        for f in files
+            .iter()
+            .filter(|f| f.hdr1.section == 1 && f.hdr1.file_id.starts_with("SS-"))
+        {
+            let r = (|| -> anyhow::Result<Record> {
+                let mut ss = SaveSet::open(&mut session, &bc, f.hdr1.sequence, &mut keys)?;
+                let info = ss.info()?;
+                let (mut objects, mut bytes) = (0u64, 0u64);
+                for e in ss.index()? {
+                    let e = e?;
+                    objects += 1;
+                    bytes += e.meta.size;
+                }
+                let h = ss.header().clone();
+                drop(ss);
+                // The sections, from the labels of the volumes the file runs over.
+                let mut r = cinta_agent::tape::volume::FileReader::open(
+                    &mut session,
+                    &bc,
+                    f.hdr1.sequence,
+                )?;
+                r.total_blocks()?;
+                let sections = r.sections();
+                Ok(Record {
+                    id: h.id_hex(),
+                    key_id: h.key_id.clone(),
+                    source: info.source,
+                    level: info.level,
+                    since: info.since,
+                    started: info.started,
+                    host: info.host,
+                    volume: bc.clone(),
+                    sequence: f.hdr1.sequence,
+                    sections,
+                    objects,
+                    bytes,
+                    compression: h.compression,
+                })
+            })();
+            match r {
+                Ok(r) => {
+                    catalog::put(l.dir(), &r)?;
+                    found.push(r);
+                }
+                Err(e) => problems.push(format!(
+                    "cartridge {bc} tape file {}: {e:#}",
+                    f.hdr1.sequence
+                )),
+            }
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "save_sets": found, "problems": problems })
+            )?
+        );
+    } else {
+        println!("scan found {} save sets", found.len());
+        for r in &found {
+            println!(
+                "  {} {:?} {} objects {} on {} file {}: {}",
+                r.id,
+                r.level,
+                r.objects,
+                human(r.bytes),
+                r.volume,
+                r.sequence,
+                r.source
+            );
+        }
+        for p in &problems {
+            println!("  problem: {p}");
+        }
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}

@@ -1,0 +1,428 @@
+//! Reading a save set: its header and key, trailer and index, and any object by position; restore, verify and list run through here.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read as _, Seek, Write as _};
+
+use serde::Serialize;
+
+use super::format::{self, Entry, Event, Parser, Trailer};
+use crate::error::{Error, Result};
+use crate::keys::KeySource;
+use crate::stream::{Header, Opener};
+use crate::tape::volume::{Changer, FileReader};
+
+/// An open save set.
+pub struct SaveSet<'c, C: Changer + ?Sized> {
+    reader: FileReader<'c, C>,
+    opener: Opener,
+    segments: u64,
+    stream_len: u64,
+    trailer: Trailer,
+    block: Vec<u8>,
+    plain: Vec<u8>,
+    loaded: Option<u64>,
+}
+
+impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
+    /// Opens tape file `sequence` starting on `volser` as a save set, with
+    /// the key its header names.
+    pub fn open(
+        changer: &'c mut C,
+        volser: &str,
+        sequence: u16,
+        keys: &mut dyn KeySource,
+    ) -> Result<Self> {
+        let mut reader = FileReader::open(changer, volser, sequence)?;
+        let mut hb = Vec::new();
+        if !reader.read_block(&mut hb)? {
+            return Err(Error::StreamHeader {
+                reason: format!("tape file {sequence} on {volser} is empty: not a save set"),
+            });
+        }
+        let header = Header::peek(&hb)?;
+        let key = keys.get(&header.key_id)?;
+        let opener = Opener::new(&key.key, &hb)?;
+        drop(key);
+        let total = reader.total_blocks()?;
+        if total < 2 {
+            return Err(Error::StreamHeader {
+                reason: format!("save set {} has no segments: truncated", header.id_hex()),
+            });
+        }
+        let mut ss = SaveSet {
+            reader,
+            opener,
+            segments: total - 1,
+            stream_len: 0,
+            trailer: Trailer {
+                index_offset: 0,
+                entries: 0,
+                index_digest: [0; 32],
+            },
+            block: Vec::new(),
+            plain: Vec::new(),
+            loaded: None,
+        };
+        let last = ss.segments - 1;
+        ss.load(last)?;
+        ss.stream_len = last * ss.payload() + ss.plain.len() as u64;
+        if ss.stream_len < format::TRAILER_LEN as u64 {
+            return Err(Error::Format {
+                reason: "the stream is shorter than its trailer".into(),
+            });
+        }
+        let t = ss.read_range(
+            ss.stream_len - format::TRAILER_LEN as u64,
+            format::TRAILER_LEN,
+        )?;
+        ss.trailer = format::read_trailer(&t)?;
+        if ss.trailer.index_offset > ss.stream_len {
+            return Err(Error::Format {
+                reason: "the trailer points past the end of the stream".into(),
+            });
+        }
+        Ok(ss)
+    }
+
+    pub fn header(&self) -> &Header {
+        self.opener.header()
+    }
+
+    pub fn trailer(&self) -> &Trailer {
+        &self.trailer
+    }
+
+    fn payload(&self) -> u64 {
+        u64::from(self.opener.header().payload)
+    }
+
+    /// Cartridge and block of segment `n`, for messages.
+    pub fn where_is(&self, n: u64) -> (String, u64) {
+        self.reader
+            .locate_block(n + 1)
+            .unwrap_or_else(|| ("?".into(), 0))
+    }
+
+    /// Authenticates segment `n` into the plain buffer.
+    fn load(&mut self, n: u64) -> Result<()> {
+        if self.loaded == Some(n) {
+            return Ok(());
+        }
+        self.loaded = None;
+        let r = (|| -> Result<()> {
+            self.reader.seek(n + 1)?;
+            if !self.reader.read_block(&mut self.block)? {
+                return Err(Error::Format {
+                    reason: "the tape file ended early".into(),
+                });
+            }
+            self.opener
+                .open(n, n + 1 == self.segments, &mut self.block, &mut self.plain)
+        })();
+        match r {
+            Ok(()) => {
+                self.loaded = Some(n);
+                Ok(())
+            }
+            Err(e) => {
+                let (volume, block) = self.where_is(n);
+                let reason = match e {
+                    Error::Segment { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                Err(Error::Damaged {
+                    volume,
+                    block,
+                    segment: n,
+                    reason,
+                })
+            }
+        }
+    }
+
+    fn read_range(&mut self, mut off: u64, len: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let p = self.payload();
+            self.load(off / p)?;
+            let at = (off % p) as usize;
+            let n = (len - out.len()).min(self.plain.len().saturating_sub(at));
+            if n == 0 {
+                return Err(Error::Format {
+                    reason: "a read runs past the end of the stream".into(),
+                });
+            }
+            out.extend_from_slice(&self.plain[at..at + n]);
+            off += n as u64;
+        }
+        Ok(out)
+    }
+
+    /// The save set information record at the start of the stream.
+    pub fn info(&mut self) -> Result<super::save::Info> {
+        let mut parser = Parser::default();
+        let mut seg = 0;
+        while seg < self.segments {
+            self.load(seg)?;
+            let plain = std::mem::take(&mut self.plain);
+            let mut input = &plain[..];
+            let ev = parser.next(&mut input);
+            let info = match ev {
+                Ok(Some(Event::Info(j))) => {
+                    Some(serde_json::from_slice(&j).map_err(|e| Error::Format {
+                        reason: format!("save set information: {e}"),
+                    }))
+                }
+                Ok(Some(other)) => Some(Err(Error::Format {
+                    reason: format!("the stream starts with {other:?}, not save set information"),
+                })),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            };
+            self.plain = plain;
+            if let Some(i) = info {
+                return i;
+            }
+            seg += 1;
+        }
+        Err(Error::Format {
+            reason: "no save set information".into(),
+        })
+    }
+
+    /// Reads the index into a temporary file (memory stays bounded) and
+    /// checks it against the trailer's count and digest.
+    pub fn index(&mut self) -> Result<Index> {
+        let file = tempfile::tempfile().map_err(|e| Error::io("index file", e))?;
+        let mut out = BufWriter::new(file);
+        let mut hasher = blake3::Hasher::new();
+        let mut parser = Parser::at(self.trailer.index_offset);
+        let mut count = 0u64;
+        let p = self.payload();
+        let mut seg = self.trailer.index_offset / p;
+        let mut skip = (self.trailer.index_offset % p) as usize;
+        let end = self.stream_len - format::TRAILER_LEN as u64;
+        'outer: while seg < self.segments {
+            self.load(seg)?;
+            let plain = std::mem::take(&mut self.plain);
+            let from = skip.min(plain.len());
+            let upto = ((end.saturating_sub(seg * p)) as usize).min(plain.len());
+            let mut input = &plain[from..upto.max(from)];
+            hasher.update(input);
+            let r = (|| -> Result<()> {
+                while let Some(ev) = parser.next(&mut input)? {
+                    match ev {
+                        Event::Entry(e) => {
+                            let mut rec = Vec::new();
+                            format::put_entry(&e, &mut rec)?;
+                            out.write_all(&rec)
+                                .map_err(|e| Error::io("index file", e))?;
+                            count += 1;
+                        }
+                        other => {
+                            return Err(Error::Format {
+                                reason: format!("unexpected record in the index: {other:?}"),
+                            })
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            self.plain = plain;
+            r?;
+            skip = 0;
+            if (seg + 1) * p >= end {
+                break 'outer;
+            }
+            seg += 1;
+        }
+        if !parser.at_boundary()
+            || count != self.trailer.entries
+            || *hasher.finalize().as_bytes() != self.trailer.index_digest
+        {
+            return Err(Error::Format { reason: format!("the index does not match its trailer ({count} of {} entries, or its digest differs)", self.trailer.entries) });
+        }
+        let mut file = out
+            .into_inner()
+            .map_err(|e| Error::io("index file", e.into_error()))?;
+        file.rewind().map_err(|e| Error::io("index file", e))?;
+        Ok(Index {
+            reader: BufReader::new(file),
+            left: count,
+        })
+    }
+
+    /// Feeds objects to `sink`, in stream order, positioning on each wanted
+    /// one. A damaged segment fails the objects that touch it; the others
+    /// are still read.
+    pub fn run(&mut self, index: Index, sink: &mut dyn Sink) -> Result<RunReport> {
+        let mut report = RunReport::default();
+        let p = self.payload();
+        let mut bad: BTreeSet<u64> = BTreeSet::new();
+        let mut parser = Parser::default();
+        let mut valid = false; // parser positioned on the stream at parser.offset()
+        for entry in index {
+            let entry = entry?;
+            if !sink.wanted(&entry) {
+                continue;
+            }
+            let (first, last) = (entry.start / p, entry.end.saturating_sub(1) / p);
+            let shown = String::from_utf8_lossy(&entry.meta.path).into_owned();
+            if let Some(&b) = bad.range(first..=last).next() {
+                let (v, blk) = self.where_is(b);
+                report.fail(
+                    &shown,
+                    format!("cartridge {v} block {blk} (segment {b}) is damaged"),
+                );
+                continue;
+            }
+            if !valid || parser.offset() != entry.start {
+                parser = Parser::at(entry.start);
+            }
+            valid = true;
+            sink.begin(&entry)?;
+            let mut hasher = blake3::Hasher::new();
+            let mut started = false;
+            let mut result: Option<std::result::Result<(), String>> = None;
+            while result.is_none() {
+                let off = parser.offset();
+                let seg = off / p;
+                if let Err(e) = self.load(seg) {
+                    bad.insert(seg);
+                    report.damaged.push(e.to_string());
+                    result = Some(Err(e.to_string()));
+                    valid = false;
+                    break;
+                }
+                let plain = std::mem::take(&mut self.plain);
+                let mut input = &plain[((off % p) as usize).min(plain.len())..];
+                if input.is_empty() {
+                    self.plain = plain;
+                    result = Some(Err("the stream ends inside the object".into()));
+                    break;
+                }
+                while result.is_none() {
+                    let ev = match parser.next(&mut input) {
+                        Ok(Some(ev)) => ev,
+                        Ok(None) => break,
+                        Err(e) => {
+                            result = Some(Err(e.to_string()));
+                            valid = false;
+                            break;
+                        }
+                    };
+                    let step = match ev {
+                        Event::Object(m) if !started && m.path == entry.meta.path => {
+                            started = true;
+                            Ok(())
+                        }
+                        Event::Data(d) if started => {
+                            hasher.update(d);
+                            report.bytes += d.len() as u64;
+                            sink.data(d)
+                        }
+                        Event::Hole(n) if started => {
+                            let zeros = [0u8; 65536];
+                            let mut left = n;
+                            while left > 0 {
+                                let k = left.min(65536) as usize;
+                                hasher.update(&zeros[..k]);
+                                left -= k as u64;
+                            }
+                            sink.hole(n)
+                        }
+                        Event::End { digest, .. } if started => {
+                            let got = *hasher.finalize().as_bytes();
+                            result = Some(if got != digest || got != entry.digest {
+                                Err("content digest differs from the one saved".into())
+                            } else {
+                                Ok(())
+                            });
+                            Ok(())
+                        }
+                        other => {
+                            result = Some(Err(format!(
+                                "the stream holds {other:?} where the index says {shown} is"
+                            )));
+                            valid = false;
+                            Ok(())
+                        }
+                    };
+                    if let Err(e) = step {
+                        self.plain = plain;
+                        sink.end(&entry, false)?;
+                        return Err(e);
+                    }
+                }
+                self.plain = plain;
+            }
+            match result.unwrap_or_else(|| Err("not read".into())) {
+                Ok(()) => {
+                    sink.end(&entry, true)?;
+                    report.ok += 1;
+                }
+                Err(why) => {
+                    sink.end(&entry, false)?;
+                    report.fail(&shown, why);
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// The index of a save set, read back from its temporary file.
+pub struct Index {
+    reader: BufReader<File>,
+    left: u64,
+}
+
+impl Iterator for Index {
+    type Item = Result<Entry>;
+    fn next(&mut self) -> Option<Result<Entry>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let mut head = [0u8; 5];
+        Some((|| {
+            self.reader
+                .read_exact(&mut head)
+                .map_err(|e| Error::io("index file", e))?;
+            let n = u32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+            let mut body = vec![0u8; n];
+            self.reader
+                .read_exact(&mut body)
+                .map_err(|e| Error::io("index file", e))?;
+            format::decode_entry(&body)
+        })())
+    }
+}
+
+/// What restore, verify and list do with objects.
+pub trait Sink {
+    /// Whether this object is wanted (not wanted: never read).
+    fn wanted(&mut self, e: &Entry) -> bool;
+    fn begin(&mut self, e: &Entry) -> Result<()>;
+    fn data(&mut self, d: &[u8]) -> Result<()>;
+    fn hole(&mut self, n: u64) -> Result<()>;
+    /// The object ended; `ok` when its digest matched.
+    fn end(&mut self, e: &Entry, ok: bool) -> Result<()>;
+}
+
+/// What a run over objects found.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RunReport {
+    pub ok: u64,
+    pub bytes: u64,
+    pub failed: Vec<(String, String)>,
+    /// Damaged blocks, with cartridge, block and segment.
+    pub damaged: Vec<String>,
+}
+
+impl RunReport {
+    fn fail(&mut self, path: &str, why: String) {
+        self.failed.push((path.to_string(), why));
+    }
+}
