@@ -317,7 +317,7 @@ pub fn save_cmd(a: SaveArgs) -> anyhow::Result<ExitCode> {
             report.objects,
             human(report.bytes),
             secs,
-            report.bytes as f64 / secs.max(1e-9) / 1e6,
+            report.read_bytes as f64 / secs.max(1e-9) / 1e6,
             report.save_set,
             report.key_id
         );

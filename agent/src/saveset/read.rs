@@ -64,6 +64,12 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
             plain: Vec::new(),
             loaded: None,
         };
+        // A valid header whose segments do not open belongs to another save set.
+        if let Err(e) = ss.load(0) {
+            return Err(Error::Format {
+                reason: format!("{e}; the header verifies under its key but the first segment does not: the header belongs to another save set, or the block is damaged"),
+            });
+        }
         let last = ss.segments - 1;
         ss.load(last)?;
         ss.stream_len = last * ss.payload() + ss.plain.len() as u64;

@@ -106,7 +106,10 @@ pub struct SaveReport {
     pub key_id: String,
     pub file: FileSummary,
     pub objects: u64,
+    /// Logical size of the objects (sparse files at their full size).
     pub bytes: u64,
+    /// Content bytes actually read (holes excluded).
+    pub read_bytes: u64,
     pub stream_bytes: u64,
     pub segments: u64,
     /// Objects that changed while read (kept, flagged).
@@ -177,7 +180,8 @@ pub fn save<C: Changer + ?Sized>(
         key_id: produced.key_id,
         file,
         objects: produced.objects,
-        bytes: produced.bytes,
+        bytes: produced.logical,
+        read_bytes: produced.bytes,
         stream_bytes: produced.stream_bytes,
         segments: produced.segments,
         changed: produced.changed,
@@ -223,6 +227,7 @@ struct Produced {
     key_id: String,
     objects: u64,
     bytes: u64,
+    logical: u64,
     stream_bytes: u64,
     segments: u64,
     changed: Vec<String>,
@@ -239,6 +244,7 @@ struct Saver<'a> {
     buf: Vec<u8>,
     rec: Vec<u8>,
     bytes: u64,
+    logical: u64,
     changed: Vec<String>,
     warnings: Vec<String>,
 }
@@ -281,6 +287,7 @@ impl<'a> Saver<'a> {
             buf: vec![0; MAX_DATA],
             rec: Vec::with_capacity(256),
             bytes: 0,
+            logical: 0,
             changed: Vec::new(),
             warnings: Vec::new(),
         })
@@ -326,6 +333,7 @@ impl<'a> Saver<'a> {
             .write_all(&rec)
             .map_err(|e| Error::io("index spill file", e))?;
         self.entries += 1;
+        self.logical += e.meta.size;
         self.progress.objects.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -434,11 +442,13 @@ impl<'a> Saver<'a> {
             if changed {
                 let shown = abs.display().to_string();
                 match self.opts.on_change {
-                    OnChange::Fail => return Err(Error::Format {
-                        reason: format!(
+                    OnChange::Fail => {
+                        return Err(Error::Format {
+                            reason: format!(
                             "{shown} changed while it was saved (save-while-active policy: fail)"
                         ),
-                    }),
+                        })
+                    }
                     OnChange::Retry(n) if attempt < n => {
                         attempt += 1;
                         format::put_end(&digest, FLAG_CHANGED, &mut self.rec);
@@ -645,6 +655,7 @@ impl<'a> Saver<'a> {
             key_id: self.seg.sealer.header().key_id.clone(),
             objects: self.entries,
             bytes: self.bytes,
+            logical: self.logical,
             stream_bytes: self.seg.offset,
             segments: self.seg.sealer.segments(),
             changed: self.changed,

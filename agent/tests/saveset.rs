@@ -1,0 +1,714 @@
+//! Save, restore and verify through the real binary: mixed trees, spanning, tampering, incrementals, path safety.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use cinta_agent::tape::label::{self, Label};
+use cinta_agent::tape::vcart::{index_path, Cartridge};
+use cinta_agent::tape::{Read, TapeDevice};
+
+fn agent(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cinta-agent"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = agent(args);
+    assert!(
+        o.status.success(),
+        "{args:?} failed ({:?}): {}{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+struct Rig {
+    _t: tempfile::TempDir,
+    dir: PathBuf,
+    lib: String,
+    key: String,
+}
+
+impl Rig {
+    fn new(capacity: &str, carts: u32) -> Rig {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().to_path_buf();
+        let lib = dir.join("lib").display().to_string();
+        let key = dir.join("master.key").display().to_string();
+        ok(&[
+            "library",
+            "create",
+            &lib,
+            "--slots",
+            "10",
+            "--drives",
+            "1",
+            "--capacity",
+            capacity,
+            "--early-warning",
+            "1M",
+        ]);
+        ok(&[
+            "library",
+            "add",
+            &lib,
+            "--prefix",
+            "SS",
+            "--count",
+            &carts.to_string(),
+        ]);
+        ok(&["key", "init", "--file", &key]);
+        Rig {
+            _t: t,
+            dir,
+            lib,
+            key,
+        }
+    }
+    fn p(&self, s: &str) -> PathBuf {
+        self.dir.join(s)
+    }
+    fn save(&self, source: &Path, extra: &[&str]) -> serde_json::Value {
+        let mut a = vec![
+            "save",
+            &self.lib,
+            "--key-file",
+            &self.key,
+            "--source",
+            source.to_str().unwrap(),
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        let v: serde_json::Value = serde_json::from_str(&ok(&a)).unwrap();
+        v["report"].clone()
+    }
+    fn restore(&self, id: &str, to: &Path, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let mut a = vec![
+            "restore",
+            &self.lib,
+            "--key-file",
+            &self.key,
+            "--save-set",
+            id,
+            "--to",
+            to.to_str().unwrap(),
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        let o = agent(&a);
+        let v = serde_json::from_slice(&o.stdout).unwrap_or_else(
+            |_| serde_json::json!({ "stderr": String::from_utf8_lossy(&o.stderr) }),
+        );
+        (o.status.code(), v)
+    }
+    fn verify(&self, id: &str) -> (Option<i32>, String) {
+        let o = agent(&[
+            "verify",
+            &self.lib,
+            "--key-file",
+            &self.key,
+            "--save-set",
+            id,
+        ]);
+        (
+            o.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+    fn objects(&self, id: &str) -> Vec<serde_json::Value> {
+        serde_json::from_str::<Vec<serde_json::Value>>(&ok(&[
+            "ls",
+            &self.lib,
+            "--save-set",
+            id,
+            "--key-file",
+            &self.key,
+            "--json",
+        ]))
+        .unwrap()
+    }
+    fn image(&self, volser: &str) -> PathBuf {
+        self.dir
+            .join("lib/cartridges")
+            .join(format!("{volser}.tap"))
+    }
+}
+
+fn pattern(seed: u64, n: usize) -> Vec<u8> {
+    cinta_agent::tape::conformance::pattern(seed, n)
+}
+
+/// A tree with every kind of object the issue names.
+fn mixed_tree(root: &Path) {
+    let d = root.join("data");
+    std::fs::create_dir_all(d.join("sub/deeper")).unwrap();
+    std::fs::write(d.join("empty"), b"").unwrap();
+    std::fs::write(d.join("small.txt"), b"hello\n").unwrap();
+    std::fs::write(d.join("large.bin"), pattern(1, 9_000_000)).unwrap();
+    let f = std::fs::File::create(d.join("sparse.img")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"island", 20 << 20).unwrap();
+    std::fs::hard_link(d.join("small.txt"), d.join("sub/hardlink.txt")).unwrap();
+    std::os::unix::fs::symlink("../small.txt", d.join("sub/link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", d.join("dangling")).unwrap();
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::write(
+        d.join(std::ffi::OsStr::from_bytes(b"latin1-\xe9t\xe9")),
+        b"bytes name",
+    )
+    .unwrap();
+    std::fs::write(d.join("unicode-ñandú-日本.txt"), b"unicode name").unwrap();
+    let mut deep = d.join("sub/deeper");
+    for i in 0..40 {
+        deep = deep.join(format!("level-{i:02}-with-a-longer-name"));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("bottom.txt"), b"deep").unwrap();
+    xattr::set(d.join("small.txt"), "user.cinta.note", b"kept").unwrap();
+    std::fs::set_permissions(
+        d.join("large.bin"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(d.join("large.bin"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+}
+
+/// Compares two trees: names, kinds, content, mode, mtime, xattrs, link targets.
+fn same_tree(a: &Path, b: &Path) {
+    let list = |root: &Path| -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(p) = stack.pop() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                let e = e.unwrap().path();
+                if std::fs::symlink_metadata(&e).unwrap().is_dir() {
+                    stack.push(e.clone());
+                }
+                v.push(e.strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+        v.sort();
+        v
+    };
+    let (la, lb) = (list(a), list(b));
+    assert_eq!(la, lb, "the trees hold different names");
+    for rel in la {
+        let (pa, pb) = (a.join(&rel), b.join(&rel));
+        let (ma, mb) = (
+            std::fs::symlink_metadata(&pa).unwrap(),
+            std::fs::symlink_metadata(&pb).unwrap(),
+        );
+        assert_eq!(ma.file_type(), mb.file_type(), "{rel:?} kind");
+        assert_eq!(ma.mode(), mb.mode(), "{rel:?} mode");
+        assert_eq!((ma.uid(), ma.gid()), (mb.uid(), mb.gid()), "{rel:?} owner");
+        if ma.is_symlink() {
+            assert_eq!(
+                std::fs::read_link(&pa).unwrap(),
+                std::fs::read_link(&pb).unwrap(),
+                "{rel:?} target"
+            );
+            continue;
+        }
+        assert_eq!(
+            (ma.mtime(), ma.mtime_nsec()),
+            (mb.mtime(), mb.mtime_nsec()),
+            "{rel:?} mtime"
+        );
+        if ma.is_file() {
+            assert_eq!(
+                std::fs::read(&pa).unwrap(),
+                std::fs::read(&pb).unwrap(),
+                "{rel:?} content"
+            );
+        }
+        let xa: Vec<_> = xattr::list(&pa).unwrap().collect();
+        let xb: Vec<_> = xattr::list(&pb).unwrap().collect();
+        assert_eq!(xa, xb, "{rel:?} xattrs");
+    }
+}
+
+#[test]
+fn a_mixed_tree_spanning_cartridges_round_trips() {
+    let r = Rig::new("8M", 6);
+    mixed_tree(&r.p("src"));
+    let rep = r.save(&r.p("src/data"), &["--segment-size", "64K"]);
+    let id = rep["save_set"].as_str().unwrap().to_string();
+    assert!(
+        rep["file"]["sections"].as_array().unwrap().len() >= 2,
+        "9 MB on 8 MiB cartridges spans: {rep}"
+    );
+    let (code, out) = r.verify(&id);
+    assert_eq!(code, Some(0), "{out}");
+    let to = r.p("restored");
+    let (code, v) = r.restore(&id, &to, &[]);
+    assert_eq!(code, Some(0), "{v}");
+    let src = std::fs::canonicalize(r.p("src/data")).unwrap();
+    let back = to.join(src.strip_prefix("/").unwrap());
+    same_tree(&src, &back);
+    // Sparse stays sparse; the hard link is one file.
+    let sp = std::fs::metadata(back.join("sparse.img")).unwrap();
+    assert_eq!(sp.len(), 64 << 20);
+    assert!(
+        sp.blocks() * 512 < 1 << 20,
+        "sparse file restored dense: {} blocks",
+        sp.blocks()
+    );
+    assert_eq!(
+        std::fs::metadata(back.join("small.txt")).unwrap().ino(),
+        std::fs::metadata(back.join("sub/hardlink.txt"))
+            .unwrap()
+            .ino()
+    );
+    // One object alone, by position.
+    let one = r.p("one");
+    let (code, v) = r.restore(&id, &one, &["--select", "**/bottom.txt"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["restored"], 1, "{v}");
+    // Existing files are kept unless replacing is asked.
+    let (code, v) = r.restore(&id, &one, &["--select", "**/bottom.txt"]);
+    assert_eq!(
+        (code, v["skipped"].as_array().unwrap().len()),
+        (Some(0), 1),
+        "{v}"
+    );
+}
+
+#[test]
+fn stdin_is_one_object() {
+    let r = Rig::new("64M", 2);
+    let data = pattern(7, 3_000_001);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cinta-agent"))
+        .args([
+            "save",
+            &r.lib,
+            "--key-file",
+            &r.key,
+            "--stdin",
+            "QSYS.LIB/PAYROLL.LIB/NIGHT.SAVF",
+            "--json",
+            "--compress",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["report"]["save_set"].as_str().unwrap();
+    let to = r.p("savf");
+    let (code, rep) = r.restore(id, &to, &[]);
+    assert_eq!(code, Some(0), "{rep}");
+    assert_eq!(
+        std::fs::read(to.join("QSYS.LIB/PAYROLL.LIB/NIGHT.SAVF")).unwrap(),
+        data
+    );
+}
+
+/// Reads every block and filemark of a cartridge image.
+fn read_image(path: &Path) -> Vec<Option<Vec<u8>>> {
+    let mut c = Cartridge::open(path, "T", u64::MAX / 4, 0).unwrap();
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    loop {
+        match c.read_block(&mut buf) {
+            Ok(Read::Block) => out.push(Some(buf.clone())),
+            Ok(Read::Filemark) => out.push(None),
+            Err(cinta_agent::Error::EndOfData { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    out
+}
+
+fn write_image(path: &Path, objs: &[Option<Vec<u8>>]) {
+    std::fs::remove_file(path).unwrap();
+    let _ = std::fs::remove_file(index_path(path));
+    let mut c = Cartridge::create(path, "T", u64::MAX / 4, 0).unwrap();
+    for o in objs {
+        match o {
+            Some(b) => c.write_block(b).unwrap(),
+            None => c.write_filemark().unwrap(),
+        };
+    }
+    c.unload().unwrap();
+}
+
+/// Makes the EOF1 block count agree with the data blocks again, as a
+/// careless copy or a deliberate tamperer would.
+fn fix_counts(objs: &mut [Option<Vec<u8>>]) {
+    let marks: Vec<usize> = objs
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.is_none())
+        .map(|(i, _)| i)
+        .collect();
+    // VOL1 HDR1 HDR2 TM data TM EOF1 EOF2 TM TM: data lies between marks[0] and marks[1].
+    let blocks = (marks[1] - marks[0] - 1) as u64;
+    let eof1 = marks[1] + 1;
+    if let Ok(Label::File1(mut l)) = label::decode(objs[eof1].as_ref().unwrap()) {
+        l.block_count = blocks;
+        objs[eof1] = Some(label::encode(&Label::File1(l)).unwrap().to_vec());
+    }
+}
+
+struct Tampered {
+    rig: Rig,
+    id: String,
+    /// Logical block of each object's first segment.
+    at: std::collections::BTreeMap<String, u64>,
+}
+
+/// One save set of files a, big1, b, big2, c on one cartridge, 64 KiB segments.
+fn tampered_rig() -> Tampered {
+    let rig = Rig::new("64M", 3);
+    let d = rig.p("t");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("a"), b"first small file").unwrap();
+    std::fs::write(d.join("big1"), pattern(11, 1_000_000)).unwrap();
+    std::fs::write(d.join("b"), b"second small file").unwrap();
+    std::fs::write(d.join("big2"), pattern(12, 1_000_000)).unwrap();
+    std::fs::write(d.join("c"), b"third small file").unwrap();
+    let rep = rig.save(&d, &["--segment-size", "64K"]);
+    let id = rep["save_set"].as_str().unwrap().to_string();
+    let mut at = std::collections::BTreeMap::new();
+    for o in rig.objects(&id) {
+        let name = o["path"]
+            .as_str()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string();
+        at.insert(name, o["block"].as_u64().unwrap());
+    }
+    Tampered { rig, id, at }
+}
+
+fn failed_names(v: &str) -> Vec<String> {
+    v.lines()
+        .filter_map(|l| l.trim().strip_prefix("FAILED "))
+        .map(|l| {
+            l.split(':')
+                .next()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+fn tamper(t: &Tampered, f: impl FnOnce(&mut Vec<Option<Vec<u8>>>)) -> (Option<i32>, String) {
+    let img = t.rig.image("SS0001");
+    let mut objs = read_image(&img);
+    f(&mut objs);
+    write_image(&img, &objs);
+    t.rig.verify(&t.id)
+}
+
+#[test]
+fn a_flipped_bit_fails_only_the_object_it_touches() {
+    let t = tampered_rig();
+    let blk = t.at["big1"] as usize + 5;
+    let (code, out) = tamper(&t, |o| {
+        let b = o[blk].as_mut().unwrap();
+        b[100] ^= 0x04;
+    });
+    assert_eq!(code, Some(3), "partial: {out}");
+    assert_eq!(failed_names(&out), vec!["big1"], "{out}");
+    assert!(
+        out.contains(&format!("cartridge SS0001 block {blk}"))
+            && out.contains("does not authenticate"),
+        "{out}"
+    );
+    assert!(
+        out.contains("5 objects good") || out.contains("objects good"),
+        "{out}"
+    );
+}
+
+#[test]
+fn swapped_blocks_fail_the_objects_they_hold() {
+    let t = tampered_rig();
+    let (x, y) = (t.at["big2"] as usize + 2, t.at["big2"] as usize + 3);
+    let (code, out) = tamper(&t, |o| o.swap(x, y));
+    assert_eq!(code, Some(3), "{out}");
+    assert_eq!(failed_names(&out), vec!["big2"], "{out}");
+    assert!(out.contains(&format!("block {x}")), "{out}");
+}
+
+#[test]
+fn dropped_and_duplicated_blocks_are_detected() {
+    for dup in [false, true] {
+        let t = tampered_rig();
+        let k = t.at["big1"] as usize + 3;
+        let (code, out) = tamper(&t, |o| {
+            if dup {
+                let copy = o[k].clone();
+                o.insert(k, copy);
+            } else {
+                o.remove(k);
+            }
+            fix_counts(o);
+        });
+        assert_ne!(code, Some(0), "dup={dup}: {out}");
+        assert!(out.contains("does not authenticate"), "dup={dup}: {out}");
+    }
+}
+
+#[test]
+fn truncation_wrong_key_and_a_foreign_header_are_named() {
+    // Truncated: the last blocks are gone (labels made consistent).
+    let t = tampered_rig();
+    let (code, out) = tamper(&t, |o| {
+        let marks: Vec<usize> = o
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| x.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        o.remove(marks[1] - 1);
+        o.remove(marks[1] - 2);
+        fix_counts(o);
+    });
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("truncated"), "{out}");
+    // The wrong key.
+    let t = tampered_rig();
+    let other = t.rig.p("other.key");
+    ok(&["key", "init", "--file", other.to_str().unwrap()]);
+    let o = agent(&[
+        "verify",
+        &t.rig.lib,
+        "--key-file",
+        other.to_str().unwrap(),
+        "--save-set",
+        &t.id,
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("made with key file"),
+        "{e}"
+    );
+    // A header block taken from another save set under the same key file.
+    let t = tampered_rig();
+    let d2 = t.rig.p("t2");
+    std::fs::create_dir_all(&d2).unwrap();
+    std::fs::write(d2.join("x"), b"another save set").unwrap();
+    t.rig.save(&d2, &["--append"]);
+    let (code, out) = tamper(&t, |o| {
+        let headers: Vec<usize> = o
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| x.as_ref().is_some_and(|b| b.starts_with(b"CINTASS1")))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(headers.len(), 2);
+        o[headers[0]] = o[headers[1]].clone();
+    });
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("header belongs to another save set"), "{out}");
+}
+
+#[test]
+fn incremental_and_cumulative_saves_hold_only_changes() {
+    let r = Rig::new("64M", 4);
+    let d = r.p("inc");
+    std::fs::create_dir_all(d.join("s")).unwrap();
+    for i in 0..5 {
+        std::fs::write(d.join(format!("s/f{i}")), pattern(i, 10_000)).unwrap();
+    }
+    let full = r.save(&d, &[]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(d.join("s/f1"), b"changed").unwrap();
+    std::fs::write(d.join("s/new"), b"added").unwrap();
+    let inc = r.save(&d, &["--level", "incr"]);
+    let names = |id: &str| -> Vec<String> {
+        r.objects(id)
+            .iter()
+            .filter(|o| o["kind"] == "file")
+            .map(|o| {
+                o["path"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    assert_eq!(names(inc["save_set"].as_str().unwrap()), vec!["f1", "new"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(d.join("s/f3"), b"changed too").unwrap();
+    let inc2 = r.save(&d, &["--level", "incr"]);
+    assert_eq!(names(inc2["save_set"].as_str().unwrap()), vec!["f3"]);
+    let cuml = r.save(&d, &["--level", "cuml"]);
+    assert_eq!(
+        names(cuml["save_set"].as_str().unwrap()),
+        vec!["f1", "f3", "new"]
+    );
+    // Full, then the cumulative, replacing: the tree as it is now.
+    let to = r.p("back");
+    assert_eq!(
+        r.restore(full["save_set"].as_str().unwrap(), &to, &[]).0,
+        Some(0)
+    );
+    assert_eq!(
+        r.restore(
+            cuml["save_set"].as_str().unwrap(),
+            &to,
+            &["--existing", "replace"]
+        )
+        .0,
+        Some(0)
+    );
+    let src = std::fs::canonicalize(&d).unwrap();
+    same_tree(&src, &to.join(src.strip_prefix("/").unwrap()));
+}
+
+#[test]
+fn a_restore_never_writes_outside_its_destination() {
+    let r = Rig::new("64M", 2);
+    let d = r.p("safe");
+    std::fs::create_dir_all(d.join("etc")).unwrap();
+    std::fs::write(d.join("etc/passwd"), b"not the real one").unwrap();
+    let rep = r.save(&d, &[]);
+    let id = rep["save_set"].as_str().unwrap();
+    // The destination holds a symlink, on the way to the object, pointing outside.
+    let to = r.p("dest");
+    let outside = r.p("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let src = std::fs::canonicalize(&d).unwrap();
+    let first = src.strip_prefix("/").unwrap().components().next().unwrap();
+    std::fs::create_dir_all(&to).unwrap();
+    std::os::unix::fs::symlink(&outside, to.join(first)).unwrap();
+    let o = agent(&[
+        "restore",
+        &r.lib,
+        "--key-file",
+        &r.key,
+        "--save-set",
+        id,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("is a symlink or not a directory"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "something was written outside the destination"
+    );
+}
+
+#[test]
+fn an_object_changing_while_saved_follows_the_policy() {
+    let r = Rig::new("256M", 3);
+    let d = r.p("swa");
+    std::fs::create_dir_all(&d).unwrap();
+    let busy = d.join("busy.db");
+    std::fs::write(&busy, pattern(3, 64 << 20)).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s2 = stop.clone();
+    let b2 = busy.clone();
+    let writer = std::thread::spawn(move || {
+        let f = std::fs::OpenOptions::new().write(true).open(&b2).unwrap();
+        let mut i = 0u64;
+        while !s2.load(std::sync::atomic::Ordering::Relaxed) {
+            std::os::unix::fs::FileExt::write_all_at(&f, &i.to_le_bytes(), (i * 4096) % (64 << 20))
+                .unwrap();
+            i += 1;
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    });
+    let fail = agent(&[
+        "save",
+        &r.lib,
+        "--key-file",
+        &r.key,
+        "--source",
+        d.to_str().unwrap(),
+        "--on-change",
+        "fail",
+    ]);
+    let warn = agent(&[
+        "save",
+        &r.lib,
+        "--key-file",
+        &r.key,
+        "--source",
+        d.to_str().unwrap(),
+        "--on-change",
+        "warn",
+        "--json",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let e = String::from_utf8_lossy(&fail.stderr);
+    assert!(
+        !fail.status.success() && e.contains("changed while it was saved"),
+        "{e}"
+    );
+    // The failed save left no catalog entry and no readable tape file.
+    assert!(
+        warn.status.success(),
+        "{}",
+        String::from_utf8_lossy(&warn.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&warn.stdout).unwrap();
+    assert_eq!(v["report"]["changed"].as_array().unwrap().len(), 1, "{v}");
+    let all: Vec<serde_json::Value> = serde_json::from_str(&ok(&["ls", &r.lib, "--json"])).unwrap();
+    assert_eq!(all.len(), 1, "only the kept save is in the catalog");
+    let objs = r.objects(v["report"]["save_set"].as_str().unwrap());
+    assert!(
+        objs.iter().any(|o| o["changed_while_saved"] == true),
+        "{objs:?}"
+    );
+}
+
+#[test]
+fn scan_rebuilds_the_catalog_from_the_cartridges() {
+    let r = Rig::new("8M", 6);
+    mixed_tree(&r.p("src"));
+    let a = r.save(&r.p("src/data"), &["--segment-size", "64K"]);
+    std::fs::write(r.p("x"), b"x").unwrap();
+    let b = r.save(&r.p("x"), &["--append"]);
+    let before: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&["ls", &r.lib, "--json"])).unwrap();
+    std::fs::remove_dir_all(r.dir.join("lib/catalog")).unwrap();
+    let out = ok(&["scan", &r.lib, "--key-file", &r.key]);
+    assert!(out.contains("scan found 2 save sets"), "{out}");
+    let after: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(&["ls", &r.lib, "--json"])).unwrap();
+    assert_eq!(before, after);
+    for id in [
+        a["save_set"].as_str().unwrap(),
+        b["save_set"].as_str().unwrap(),
+    ] {
+        assert_eq!(r.verify(id).0, Some(0));
+    }
+}
