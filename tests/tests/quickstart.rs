@@ -24,6 +24,14 @@ fn readme_quickstart_runs() {
     assert!(stdout.contains("EOV -> CT0002"), "{stdout}");
     assert!(stdout.contains("identical:"), "{stdout}");
     assert!(stdout.contains("imported CT0001 into slot"), "{stdout}");
+    assert!(
+        stdout.contains("verified: ") && stdout.contains("0 failed"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("restored tree identical to the source"),
+        "{stdout}"
+    );
 }
 
 #[test]

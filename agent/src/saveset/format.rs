@@ -311,6 +311,11 @@ fn decode_meta(c: &mut Cursor<'_>) -> Result<Meta> {
     let mut xattrs = Vec::with_capacity(n.min(64));
     for _ in 0..n {
         let kl = usize::from(c.u16()?);
+        if kl == 0 || kl > 255 {
+            return Err(bad(format!(
+                "an extended attribute name of {kl} bytes (1-255)"
+            )));
+        }
         let k = c.take(kl)?.to_vec();
         xattrs.push((k, c.bytes()?));
     }
@@ -718,6 +723,42 @@ mod tests {
             fuzz_parse(&bytes);
             let _ = decode_entry(&bytes);
         }
+    }
+
+    #[test]
+    fn what_decodes_encodes_again() {
+        // Found by the index_decoder fuzz target: an empty attribute name decoded.
+        let m = Meta {
+            kind: Kind::File,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: (0, 0),
+            atime: (0, 0),
+            size: 0,
+            sparse: false,
+            path: b"a".to_vec(),
+            target: vec![],
+            xattrs: vec![(b"n".to_vec(), vec![])],
+        };
+        let e = Entry {
+            start: 0,
+            end: 1,
+            digest: [0; 32],
+            flags: 0,
+            meta: m,
+        };
+        let mut rec = Vec::new();
+        put_entry(&e, &mut rec).unwrap();
+        let body = &mut rec[5..];
+        let at = body.len() - 4 - 1 - 2; // name length field of the one attribute
+        body[at..at + 2].copy_from_slice(&0u16.to_be_bytes());
+        body.copy_within(at + 3.., at + 2);
+        let n = body.len();
+        assert!(decode_entry(&body[..n - 1])
+            .unwrap_err()
+            .to_string()
+            .contains("extended attribute name"));
     }
 
     #[test]

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): cinta save and restore beside tar | openssl enc,
+# restic, borg and dd, on the same data, in one run, with ratios.
+#
+#   bash deploy/bench-saveset.sh [--dir DIR] [--large-gib N] [--small N] [--tmpfs]
+#
+# --dir    where data, archives and restores go (default /var/tmp/cinta-bench)
+# --tmpfs  run in /dev/shm instead (the disk is not the limit there)
+# Installs restic, borgbackup, openssl and time from Debian if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=/var/tmp/cinta-bench; large_gib=4; small=100000
+while [ $# -gt 0 ]; do
+  case $1 in
+    --dir) dir=$2; shift 2;; --large-gib) large_gib=$2; shift 2;; --small) small=$2; shift 2;;
+    --tmpfs) dir=/dev/shm/cinta-bench; shift;;
+    *) echo "unknown argument $1" >&2; exit 2;;
+  esac
+done
+
+need=()
+for c in restic borg openssl; do command -v $c >/dev/null || need+=("$c"); done
+[ -x /usr/bin/time ] || need+=(time)
+if [ ${#need[@]} -gt 0 ]; then
+  pkgs=$(printf '%s\n' "${need[@]}" | sed 's/^borg$/borgbackup/')
+  sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null
+fi
+cargo build --release --locked -q -p cinta-agent
+agent=$PWD/target/release/cinta-agent
+
+rm -rf "$dir"; mkdir -p "$dir"
+data=$dir/data
+echo "== data set: $large_gib GiB of large files, $small small files (1-16 KiB) in $dir"
+mkdir -p "$data/large" "$data/small"
+for i in $(seq 1 "$large_gib"); do
+  openssl enc -aes-128-ctr -nosalt -pass pass:"$i" -pbkdf2 < /dev/zero 2>/dev/null | head -c $((1 << 30)) > "$data/large/part-$i.bin"
+done
+python3 - "$data/small" "$small" <<'PY'
+import os, random, sys
+root, n = sys.argv[1], int(sys.argv[2]); random.seed(1)
+for i in range(n):
+    d = os.path.join(root, f"d{i // 1000:03d}")
+    if i % 1000 == 0: os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:06d}"), "wb") as f: f.write(os.urandom(random.randint(1024, 16384)))
+PY
+sync
+
+drop() { sync; if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi; }
+# run NAME CMD...: times a shell command (with a final sync), prints "seconds maxrss_kib"
+run() { drop; /usr/bin/time -f "%e %M" -o "$dir/.time" bash -c "$1; sync" >/dev/null 2>"$dir/.err" || { cat "$dir/.err" >&2; return 1; }; cat "$dir/.time"; }
+
+results=()
+record() { results+=("$1|$2|$3|$4|$5"); }   # set|tool|phase|seconds|rss
+
+for set in large small; do
+  src=$data/$set
+  bytes=$(du -sb "$src" | cut -f1); files=$(find "$src" -type f | wc -l)
+  echo "== $set: $((bytes / 1000000)) MB, $files files"
+  # cinta
+  rm -rf "$dir/lib" "$dir/key" "$dir/r"; "$agent" library create "$dir/lib" --slots 4 --drives 1 --capacity 1T >/dev/null
+  "$agent" library add "$dir/lib" --prefix BN --count 2 >/dev/null; "$agent" key init --file "$dir/key" >/dev/null
+  read -r s m < <(run "'$agent' save '$dir/lib' --key-file '$dir/key' --source '$src' --json > '$dir/save.json'"); record $set cinta save "$s" "$m"
+  id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["report"]["save_set"])' "$dir/save.json")
+  read -r s m < <(run "'$agent' restore '$dir/lib' --key-file '$dir/key' --save-set $id --to '$dir/r' --json"); record $set cinta restore "$s" "$m"
+  rm -rf "$dir/lib" "$dir/r"
+  # tar | openssl enc -aes-256-ctr
+  read -r s m < <(run "tar -cf - -C '$data' $set | openssl enc -aes-256-ctr -pbkdf2 -pass pass:bench > '$dir/t.enc'"); record $set "tar|openssl" save "$s" "$m"
+  mkdir -p "$dir/r"
+  read -r s m < <(run "openssl enc -d -aes-256-ctr -pbkdf2 -pass pass:bench < '$dir/t.enc' | tar -xf - -C '$dir/r'"); record $set "tar|openssl" restore "$s" "$m"
+  rm -rf "$dir/t.enc" "$dir/r"
+  # restic
+  export RESTIC_PASSWORD=bench RESTIC_REPOSITORY=$dir/restic
+  restic init -q >/dev/null
+  read -r s m < <(run "restic backup -q '$src'"); record $set restic save "$s" "$m"
+  read -r s m < <(run "restic restore -q latest --target '$dir/r'"); record $set restic restore "$s" "$m"
+  rm -rf "$dir/restic" "$dir/r"
+  # borg
+  export BORG_PASSPHRASE=bench BORG_REPO=$dir/borg BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+  borg init -e repokey >/dev/null 2>&1
+  read -r s m < <(run "borg create '::a' '$src'"); record $set borg save "$s" "$m"
+  mkdir -p "$dir/r"
+  read -r s m < <(run "cd '$dir/r' && borg extract '::a'"); record $set borg restore "$s" "$m"
+  rm -rf "$dir/borg" "$dir/r"
+  # dd of the same byte count
+  read -r s m < <(run "dd if=/dev/zero of='$dir/dd.bin' bs=1M count=$((bytes / 1048576 + 1)) conv=fdatasync status=none"); record $set dd save "$s" "$m"
+  read -r s m < <(run "dd if='$dir/dd.bin' of=/dev/null bs=1M status=none"); record $set dd restore "$s" "$m"
+  rm -f "$dir/dd.bin"
+  echo "$set $bytes $files" >> "$dir/.sets"
+done
+
+python3 - "$dir/.sets" "${results[@]}" <<'PY'
+import sys
+sets = {l.split()[0]: (int(l.split()[1]), int(l.split()[2])) for l in open(sys.argv[1])}
+rows = [r.split("|") for r in sys.argv[2:]]
+t = {(s, tool, ph): (float(sec), int(rss)) for s, tool, ph, sec, rss in rows}
+print(f"\n{'set':<6} {'tool':<12} {'phase':<8} {'MB/s':>8} {'files/s':>9} {'peak RSS':>10} {'cinta/x':>8}")
+for (s, tool, ph), (sec, rss) in t.items():
+    b, n = sets[s]
+    c = t[(s, "cinta", ph)][0]
+    print(f"{s:<6} {tool:<12} {ph:<8} {b / sec / 1e6:>8.0f} {n / sec:>9.0f} {rss / 1024:>8.0f} MiB {sec / c:>8.2f}")
+print("\ncinta/x: how many times faster cinta is than x (>1: cinta faster). dd writes and reads one file of the same size.")
+PY
+rm -rf "$dir"
