@@ -156,28 +156,34 @@ pub fn save<C: Changer + ?Sized>(
     };
     let mut w = FileWriter::begin(changer, target, spec)?;
     w.write_block(&header_block)?;
-    let (tx, rx) = sync_channel::<Vec<u8>>(8);
+    // The reader thread reads, hashes and encodes; this thread seals and writes.
+    let (tx, rx) = sync_channel::<(Vec<u8>, bool)>(8);
     let (pool_tx, pool_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let mut sealer = sealer;
+    let payload = sealer.header().payload;
+    let mut sealed = Vec::new();
     let produced = std::thread::scope(|s| {
-        let producer = s.spawn(move || Saver::new(sealer, tx, pool_rx, opts, progress)?.run());
+        let producer = s.spawn(move || Saver::new(payload, tx, pool_rx, opts, progress)?.run());
         let written = (|| -> Result<()> {
-            for block in rx.iter() {
-                w.write_block(&block)?;
-                let _ = pool_tx.send(block);
+            for (plain, last) in rx.iter() {
+                sealer.seal(&plain, last, &mut sealed)?;
+                w.write_block(&sealed)?;
+                let _ = pool_tx.send(plain);
             }
             Ok(())
         })();
         drop(rx);
-        let produced = producer.join().map_err(|_| Error::Format {
-            reason: "the save's reader thread panicked".into(),
-        })?;
+        let produced = producer.join().map_err(|_| Error::Format { reason: "the save's reader thread panicked".into() })?;
         // A tape error is the cause when both fail (the reader then only saw the channel close).
         written.and(produced)
     })?;
+    if sealer.segments() != produced.segments {
+        return Err(Error::Format { reason: "the save stopped before its last segment".into() });
+    }
     let file = w.finish()?;
     Ok(SaveReport {
         save_set: id_hex,
-        key_id: produced.key_id,
+        key_id: sealer.header().key_id.clone(),
         file,
         objects: produced.objects,
         bytes: produced.logical,
@@ -189,24 +195,23 @@ pub fn save<C: Changer + ?Sized>(
     })
 }
 
-/// Stream bytes to sealed segments to the channel.
+/// Stream bytes cut into segment payloads, sent to the sealing and writing thread.
 struct Segments {
-    sealer: Sealer,
     buf: Vec<u8>,
     payload: usize,
     offset: u64,
-    tx: SyncSender<Vec<u8>>,
+    sent: u64,
+    tx: SyncSender<(Vec<u8>, bool)>,
     pool: Receiver<Vec<u8>>,
 }
 
 impl Segments {
     fn seal(&mut self, last: bool) -> Result<()> {
-        let mut out = self.pool.try_recv().unwrap_or_default();
-        self.sealer.seal(&self.buf, last, &mut out)?;
-        self.buf.clear();
-        self.tx.send(out).map_err(|_| Error::Format {
-            reason: "the tape writer stopped".into(),
-        })
+        let mut next = self.pool.try_recv().unwrap_or_else(|_| Vec::with_capacity(self.payload));
+        next.clear();
+        let full = std::mem::replace(&mut self.buf, next);
+        self.sent += 1;
+        self.tx.send((full, last)).map_err(|_| Error::Format { reason: "the tape writer stopped".into() })
     }
 
     fn write(&mut self, mut b: &[u8]) -> Result<()> {
@@ -224,7 +229,6 @@ impl Segments {
 }
 
 struct Produced {
-    key_id: String,
     objects: u64,
     bytes: u64,
     logical: u64,
@@ -262,23 +266,16 @@ fn times(md: &std::fs::Metadata) -> ((i64, u32), (i64, u32)) {
 
 impl<'a> Saver<'a> {
     fn new(
-        sealer: Sealer,
-        tx: SyncSender<Vec<u8>>,
+        payload: u32,
+        tx: SyncSender<(Vec<u8>, bool)>,
         pool: Receiver<Vec<u8>>,
         opts: &'a SaveOptions,
         progress: &'a Progress,
     ) -> Result<Self> {
-        let payload = sealer.header().payload as usize;
+        let payload = payload as usize;
         let spill = tempfile::tempfile().map_err(|e| Error::io("index spill file", e))?;
         Ok(Saver {
-            seg: Segments {
-                sealer,
-                buf: Vec::with_capacity(payload),
-                payload,
-                offset: 0,
-                tx,
-                pool,
-            },
+            seg: Segments { buf: Vec::with_capacity(payload), payload, offset: 0, sent: 0, tx, pool },
             spill: BufWriter::new(spill),
             entries: 0,
             links: HashMap::new(),
@@ -652,12 +649,11 @@ impl<'a> Saver<'a> {
         self.seg.write(&rec)?;
         self.seg.seal(true)?;
         Ok(Produced {
-            key_id: self.seg.sealer.header().key_id.clone(),
             objects: self.entries,
             bytes: self.bytes,
             logical: self.logical,
             stream_bytes: self.seg.offset,
-            segments: self.seg.sealer.segments(),
+            segments: self.seg.sent,
             changed: self.changed,
             warnings: self.warnings,
         })
