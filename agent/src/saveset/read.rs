@@ -1,6 +1,5 @@
 //! Reading a save set: its header and key, trailer and index, and any object by position; restore, verify and list run through here.
 
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read as _, Seek, Write as _};
 
@@ -12,14 +11,55 @@ use crate::keys::KeySource;
 use crate::stream::{Header, Opener};
 use crate::tape::volume::{Changer, FileReader};
 
-/// An open save set.
-pub struct SaveSet<'c, C: Changer + ?Sized> {
+/// Where a save set's segments come from: its tape file and its key.
+struct Source<'c, C: Changer + ?Sized> {
     reader: FileReader<'c, C>,
     opener: Opener,
     segments: u64,
+    block: Vec<u8>,
+}
+
+impl<C: Changer + ?Sized> Source<'_, C> {
+    /// Cartridge and block of segment `n`, for messages.
+    fn where_is(&self, n: u64) -> (String, u64) {
+        self.reader
+            .locate_block(n + 1)
+            .unwrap_or_else(|| ("?".into(), 0))
+    }
+
+    /// Reads and authenticates segment `n` into `out`; errors name the cartridge and block.
+    fn load(&mut self, n: u64, out: &mut Vec<u8>) -> Result<()> {
+        let r = (|| -> Result<()> {
+            self.reader.seek(n + 1)?;
+            if !self.reader.read_block(&mut self.block)? {
+                return Err(Error::Format {
+                    reason: "the tape file ended early".into(),
+                });
+            }
+            self.opener
+                .open(n, n + 1 == self.segments, &mut self.block, out)
+        })();
+        r.map_err(|e| {
+            let (volume, block) = self.where_is(n);
+            let reason = match e {
+                Error::Segment { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            Error::Damaged {
+                volume,
+                block,
+                segment: n,
+                reason,
+            }
+        })
+    }
+}
+
+/// An open save set.
+pub struct SaveSet<'c, C: Changer + ?Sized> {
+    src: Source<'c, C>,
     stream_len: u64,
     trailer: Trailer,
-    block: Vec<u8>,
     plain: Vec<u8>,
     loaded: Option<u64>,
 }
@@ -50,17 +90,20 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
                 reason: format!("save set {} has no segments: truncated", header.id_hex()),
             });
         }
-        let mut ss = SaveSet {
+        let src = Source {
             reader,
             opener,
             segments: total - 1,
+            block: Vec::new(),
+        };
+        let mut ss = SaveSet {
+            src,
             stream_len: 0,
             trailer: Trailer {
                 index_offset: 0,
                 entries: 0,
                 index_digest: [0; 32],
             },
-            block: Vec::new(),
             plain: Vec::new(),
             loaded: None,
         };
@@ -70,7 +113,7 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
                 reason: format!("{e}; the header verifies under its key but the first segment does not: the header belongs to another save set, or the block is damaged"),
             });
         }
-        let last = ss.segments - 1;
+        let last = ss.src.segments - 1;
         ss.load(last)?;
         ss.stream_len = last * ss.payload() + ss.plain.len() as u64;
         if ss.stream_len < format::TRAILER_LEN as u64 {
@@ -92,7 +135,7 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
     }
 
     pub fn header(&self) -> &Header {
-        self.opener.header()
+        self.src.opener.header()
     }
 
     pub fn trailer(&self) -> &Trailer {
@@ -100,14 +143,12 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
     }
 
     fn payload(&self) -> u64 {
-        u64::from(self.opener.header().payload)
+        u64::from(self.src.opener.header().payload)
     }
 
     /// Cartridge and block of segment `n`, for messages.
     pub fn where_is(&self, n: u64) -> (String, u64) {
-        self.reader
-            .locate_block(n + 1)
-            .unwrap_or_else(|| ("?".into(), 0))
+        self.src.where_is(n)
     }
 
     /// Authenticates segment `n` into the plain buffer.
@@ -116,35 +157,9 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
             return Ok(());
         }
         self.loaded = None;
-        let r = (|| -> Result<()> {
-            self.reader.seek(n + 1)?;
-            if !self.reader.read_block(&mut self.block)? {
-                return Err(Error::Format {
-                    reason: "the tape file ended early".into(),
-                });
-            }
-            self.opener
-                .open(n, n + 1 == self.segments, &mut self.block, &mut self.plain)
-        })();
-        match r {
-            Ok(()) => {
-                self.loaded = Some(n);
-                Ok(())
-            }
-            Err(e) => {
-                let (volume, block) = self.where_is(n);
-                let reason = match e {
-                    Error::Segment { reason, .. } => reason,
-                    other => other.to_string(),
-                };
-                Err(Error::Damaged {
-                    volume,
-                    block,
-                    segment: n,
-                    reason,
-                })
-            }
-        }
+        self.src.load(n, &mut self.plain)?;
+        self.loaded = Some(n);
+        Ok(())
     }
 
     fn read_range(&mut self, mut off: u64, len: usize) -> Result<Vec<u8>> {
@@ -169,7 +184,7 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
     pub fn info(&mut self) -> Result<super::save::Info> {
         let mut parser = Parser::default();
         let mut seg = 0;
-        while seg < self.segments {
+        while seg < self.src.segments {
             self.load(seg)?;
             let plain = std::mem::take(&mut self.plain);
             let mut input = &plain[..];
@@ -209,7 +224,7 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
         let mut seg = self.trailer.index_offset / p;
         let mut skip = (self.trailer.index_offset % p) as usize;
         let end = self.stream_len - format::TRAILER_LEN as u64;
-        'outer: while seg < self.segments {
+        'outer: while seg < self.src.segments {
             self.load(seg)?;
             let plain = std::mem::take(&mut self.plain);
             let from = skip.min(plain.len());
@@ -261,121 +276,223 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
 
     /// Feeds objects to `sink`, in stream order, positioning on each wanted
     /// one. A damaged segment fails the objects that touch it; the others
-    /// are still read.
-    pub fn run(&mut self, index: Index, sink: &mut dyn Sink) -> Result<RunReport> {
-        let mut report = RunReport::default();
+    /// are still read. A second thread reads and authenticates segments
+    /// ahead while this one parses, checks digests and writes.
+    pub fn run(&mut self, index: Index, sink: &mut dyn Sink) -> Result<RunReport>
+    where
+        C: Send,
+    {
         let p = self.payload();
-        let mut bad: BTreeSet<u64> = BTreeSet::new();
-        let mut parser = Parser::default();
-        let mut valid = false; // parser positioned on the stream at parser.offset()
-        for entry in index {
-            let entry = entry?;
-            if !sink.wanted(&entry) {
+        let segments = self.src.segments;
+        let (req_tx, req_rx) = std::sync::mpsc::channel::<(u64, u64)>();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, u64, Result<Vec<u8>>)>(6);
+        let (pool_tx, pool_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let src = &mut self.src;
+        std::thread::scope(|sc| {
+            sc.spawn(move || prefetch(src, segments, req_rx, tx, pool_rx));
+            let mut feed = Feed {
+                req: req_tx,
+                rx,
+                pool: pool_tx,
+                generation: 0,
+                expect: None,
+                plain: Vec::new(),
+            };
+            walk_objects(&mut feed, p, index, sink)
+        })
+    }
+}
+
+/// Reads segments from `start` on, sequentially, until asked to start
+/// elsewhere or the channel closes.
+fn prefetch<C: Changer + ?Sized>(
+    src: &mut Source<'_, C>,
+    segments: u64,
+    req: std::sync::mpsc::Receiver<(u64, u64)>,
+    tx: std::sync::mpsc::SyncSender<(u64, u64, Result<Vec<u8>>)>,
+    pool: std::sync::mpsc::Receiver<Vec<u8>>,
+) {
+    use std::sync::mpsc::TryRecvError;
+    let mut cur: Option<(u64, u64)> = None;
+    loop {
+        let asked = match cur {
+            Some(_) => match req.try_recv() {
+                Ok(r) => Some(r),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => return,
+            },
+            None => match req.recv() {
+                Ok(r) => Some(r),
+                Err(_) => return,
+            },
+        };
+        if asked.is_some() {
+            cur = asked;
+        }
+        let Some((generation, n)) = cur else { continue };
+        if n >= segments {
+            cur = None;
+            continue;
+        }
+        let mut out = pool.try_recv().unwrap_or_default();
+        let r = src.load(n, &mut out).map(|()| out);
+        if tx.send((generation, n, r)).is_err() {
+            return;
+        }
+        cur = Some((generation, n + 1));
+    }
+}
+
+/// The consuming side of the prefetcher.
+struct Feed {
+    req: std::sync::mpsc::Sender<(u64, u64)>,
+    rx: std::sync::mpsc::Receiver<(u64, u64, Result<Vec<u8>>)>,
+    pool: std::sync::mpsc::Sender<Vec<u8>>,
+    generation: u64,
+    expect: Option<u64>,
+    plain: Vec<u8>,
+}
+
+impl Feed {
+    /// Segment `n`'s stream bytes into `self.plain`.
+    fn fetch(&mut self, n: u64) -> Result<()> {
+        if self.expect != Some(n) {
+            self.generation += 1;
+            self.req
+                .send((self.generation, n))
+                .map_err(|_| Error::Format {
+                    reason: "the segment reader stopped".into(),
+                })?;
+        }
+        loop {
+            let (g, m, r) = self.rx.recv().map_err(|_| Error::Format {
+                reason: "the segment reader stopped".into(),
+            })?;
+            if g != self.generation {
+                if let Ok(b) = r {
+                    let _ = self.pool.send(b);
+                }
                 continue;
             }
-            let (first, last) = (entry.start / p, entry.end.saturating_sub(1) / p);
-            let shown = String::from_utf8_lossy(&entry.meta.path).into_owned();
-            if let Some(&b) = bad.range(first..=last).next() {
-                let (v, blk) = self.where_is(b);
-                report.fail(
-                    &shown,
-                    format!("cartridge {v} block {blk} (segment {b}) is damaged"),
-                );
-                continue;
+            debug_assert_eq!(m, n);
+            self.expect = Some(n + 1);
+            let b = r?;
+            let old = std::mem::replace(&mut self.plain, b);
+            let _ = self.pool.send(old);
+            return Ok(());
+        }
+    }
+}
+
+fn walk_objects(feed: &mut Feed, p: u64, index: Index, sink: &mut dyn Sink) -> Result<RunReport> {
+    let mut report = RunReport::default();
+    let mut bad: std::collections::BTreeMap<u64, String> = std::collections::BTreeMap::new();
+    let mut parser = Parser::default();
+    let mut valid = false; // the parser stands on the stream at parser.offset()
+    for entry in index {
+        let entry = entry?;
+        if !sink.wanted(&entry) {
+            continue;
+        }
+        let (first, last) = (entry.start / p, entry.end.saturating_sub(1) / p);
+        let shown = String::from_utf8_lossy(&entry.meta.path).into_owned();
+        if let Some((_, why)) = bad.range(first..=last).next() {
+            report.fail(&shown, why.clone());
+            continue;
+        }
+        if !valid || parser.offset() != entry.start {
+            parser = Parser::at(entry.start);
+        }
+        valid = true;
+        sink.begin(&entry)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut started = false;
+        let mut result: Option<std::result::Result<(), String>> = None;
+        while result.is_none() {
+            let off = parser.offset();
+            let seg = off / p;
+            if let Err(e) = feed.fetch(seg) {
+                let why = e.to_string();
+                bad.insert(seg, why.clone());
+                report.damaged.push(why.clone());
+                result = Some(Err(why));
+                valid = false;
+                break;
             }
-            if !valid || parser.offset() != entry.start {
-                parser = Parser::at(entry.start);
+            let plain = std::mem::take(&mut feed.plain);
+            let mut input = &plain[((off % p) as usize).min(plain.len())..];
+            if input.is_empty() {
+                feed.plain = plain;
+                result = Some(Err("the stream ends inside the object".into()));
+                break;
             }
-            valid = true;
-            sink.begin(&entry)?;
-            let mut hasher = blake3::Hasher::new();
-            let mut started = false;
-            let mut result: Option<std::result::Result<(), String>> = None;
             while result.is_none() {
-                let off = parser.offset();
-                let seg = off / p;
-                if let Err(e) = self.load(seg) {
-                    bad.insert(seg);
-                    report.damaged.push(e.to_string());
-                    result = Some(Err(e.to_string()));
-                    valid = false;
-                    break;
-                }
-                let plain = std::mem::take(&mut self.plain);
-                let mut input = &plain[((off % p) as usize).min(plain.len())..];
-                if input.is_empty() {
-                    self.plain = plain;
-                    result = Some(Err("the stream ends inside the object".into()));
-                    break;
-                }
-                while result.is_none() {
-                    let ev = match parser.next(&mut input) {
-                        Ok(Some(ev)) => ev,
-                        Ok(None) => break,
-                        Err(e) => {
-                            result = Some(Err(e.to_string()));
-                            valid = false;
-                            break;
-                        }
-                    };
-                    let step = match ev {
-                        Event::Object(m) if !started && m.path == entry.meta.path => {
-                            started = true;
-                            Ok(())
-                        }
-                        Event::Data(d) if started => {
-                            hasher.update(d);
-                            report.bytes += d.len() as u64;
-                            sink.data(d)
-                        }
-                        Event::Hole(n) if started => {
-                            let zeros = [0u8; 65536];
-                            let mut left = n;
-                            while left > 0 {
-                                let k = left.min(65536) as usize;
-                                hasher.update(&zeros[..k]);
-                                left -= k as u64;
-                            }
-                            sink.hole(n)
-                        }
-                        Event::End { digest, .. } if started => {
-                            let got = *hasher.finalize().as_bytes();
-                            result = Some(if got != digest || got != entry.digest {
-                                Err("content digest differs from the one saved".into())
-                            } else {
-                                Ok(())
-                            });
-                            Ok(())
-                        }
-                        other => {
-                            result = Some(Err(format!(
-                                "the stream holds {other:?} where the index says {shown} is"
-                            )));
-                            valid = false;
-                            Ok(())
-                        }
-                    };
-                    if let Err(e) = step {
-                        self.plain = plain;
-                        sink.end(&entry, false)?;
-                        return Err(e);
+                let ev = match parser.next(&mut input) {
+                    Ok(Some(ev)) => ev,
+                    Ok(None) => break,
+                    Err(e) => {
+                        result = Some(Err(e.to_string()));
+                        valid = false;
+                        break;
                     }
-                }
-                self.plain = plain;
-            }
-            match result.unwrap_or_else(|| Err("not read".into())) {
-                Ok(()) => {
-                    sink.end(&entry, true)?;
-                    report.ok += 1;
-                }
-                Err(why) => {
+                };
+                let step = match ev {
+                    Event::Object(m) if !started && m.path == entry.meta.path => {
+                        started = true;
+                        Ok(())
+                    }
+                    Event::Data(d) if started => {
+                        hasher.update(d);
+                        report.bytes += d.len() as u64;
+                        sink.data(d)
+                    }
+                    Event::Hole(n) if started => {
+                        let zeros = [0u8; 65536];
+                        let mut left = n;
+                        while left > 0 {
+                            let k = left.min(65536) as usize;
+                            hasher.update(&zeros[..k]);
+                            left -= k as u64;
+                        }
+                        sink.hole(n)
+                    }
+                    Event::End { digest, .. } if started => {
+                        let got = *hasher.finalize().as_bytes();
+                        result = Some(if got != digest || got != entry.digest {
+                            Err("content digest differs from the one saved".into())
+                        } else {
+                            Ok(())
+                        });
+                        Ok(())
+                    }
+                    other => {
+                        result = Some(Err(format!(
+                            "the stream holds {other:?} where the index says {shown} is"
+                        )));
+                        valid = false;
+                        Ok(())
+                    }
+                };
+                if let Err(e) = step {
+                    feed.plain = plain;
                     sink.end(&entry, false)?;
-                    report.fail(&shown, why);
+                    return Err(e);
                 }
+            }
+            feed.plain = plain;
+        }
+        match result.unwrap_or_else(|| Err("not read".into())) {
+            Ok(()) => {
+                sink.end(&entry, true)?;
+                report.ok += 1;
+            }
+            Err(why) => {
+                sink.end(&entry, false)?;
+                report.fail(&shown, why);
             }
         }
-        Ok(report)
     }
+    Ok(report)
 }
 
 /// The index of a save set, read back from its temporary file.

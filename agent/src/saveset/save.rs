@@ -173,12 +173,16 @@ pub fn save<C: Changer + ?Sized>(
             Ok(())
         })();
         drop(rx);
-        let produced = producer.join().map_err(|_| Error::Format { reason: "the save's reader thread panicked".into() })?;
+        let produced = producer.join().map_err(|_| Error::Format {
+            reason: "the save's reader thread panicked".into(),
+        })?;
         // A tape error is the cause when both fail (the reader then only saw the channel close).
         written.and(produced)
     })?;
     if sealer.segments() != produced.segments {
-        return Err(Error::Format { reason: "the save stopped before its last segment".into() });
+        return Err(Error::Format {
+            reason: "the save stopped before its last segment".into(),
+        });
     }
     let file = w.finish()?;
     Ok(SaveReport {
@@ -207,11 +211,16 @@ struct Segments {
 
 impl Segments {
     fn seal(&mut self, last: bool) -> Result<()> {
-        let mut next = self.pool.try_recv().unwrap_or_else(|_| Vec::with_capacity(self.payload));
+        let mut next = self
+            .pool
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(self.payload));
         next.clear();
         let full = std::mem::replace(&mut self.buf, next);
         self.sent += 1;
-        self.tx.send((full, last)).map_err(|_| Error::Format { reason: "the tape writer stopped".into() })
+        self.tx.send((full, last)).map_err(|_| Error::Format {
+            reason: "the tape writer stopped".into(),
+        })
     }
 
     fn write(&mut self, mut b: &[u8]) -> Result<()> {
@@ -275,7 +284,14 @@ impl<'a> Saver<'a> {
         let payload = payload as usize;
         let spill = tempfile::tempfile().map_err(|e| Error::io("index spill file", e))?;
         Ok(Saver {
-            seg: Segments { buf: Vec::with_capacity(payload), payload, offset: 0, sent: 0, tx, pool },
+            seg: Segments {
+                buf: Vec::with_capacity(payload),
+                payload,
+                offset: 0,
+                sent: 0,
+                tx,
+                pool,
+            },
             spill: BufWriter::new(spill),
             entries: 0,
             links: HashMap::new(),
