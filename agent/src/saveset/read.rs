@@ -296,6 +296,7 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
                 pool: pool_tx,
                 generation: 0,
                 expect: None,
+                current: None,
                 plain: Vec::new(),
             };
             walk_objects(&mut feed, p, index, sink)
@@ -350,12 +351,18 @@ struct Feed {
     pool: std::sync::mpsc::Sender<Vec<u8>>,
     generation: u64,
     expect: Option<u64>,
+    /// The segment `plain` holds.
+    current: Option<u64>,
     plain: Vec<u8>,
 }
 
 impl Feed {
     /// Segment `n`'s stream bytes into `self.plain`.
     fn fetch(&mut self, n: u64) -> Result<()> {
+        if self.current == Some(n) {
+            return Ok(());
+        }
+        self.current = None;
         if self.expect != Some(n) {
             self.generation += 1;
             self.req
@@ -379,6 +386,7 @@ impl Feed {
             let b = r?;
             let old = std::mem::replace(&mut self.plain, b);
             let _ = self.pool.send(old);
+            self.current = Some(n);
             return Ok(());
         }
     }
