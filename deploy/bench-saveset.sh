@@ -48,7 +48,12 @@ for i in range(n):
 PY
 sync
 
-drop() { sync; if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi; }
+drop() {
+  sync; if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi
+  # On tmpfs in a VM, the first touch of fresh memory costs more than the copy:
+  # touch and free as much as a tool will write, so every tool starts equal.
+  case $dir in /dev/shm/*) dd if=/dev/zero of="$dir/.warm" bs=1M count=$((${warm_mb:-0} + 1)) status=none; rm -f "$dir/.warm";; esac
+}
 # run NAME CMD...: times a shell command (with a final sync), prints "seconds maxrss_kib"
 run() { drop; /usr/bin/time -f "%e %M" -o "$dir/.time" bash -c "$1; sync" >/dev/null 2>"$dir/.err" || { cat "$dir/.err" >&2; return 1; }; cat "$dir/.time"; }
 
@@ -59,6 +64,7 @@ for set in large small; do
   src=$data/$set
   bytes=$(du -sb "$src" | cut -f1); files=$(find "$src" -type f | wc -l)
   echo "== $set: $((bytes / 1000000)) MB, $files files"
+  warm_mb=$((bytes * 2 / 1048576))
   # cinta
   rm -rf "$dir/lib" "$dir/key" "$dir/r"; "$agent" library create "$dir/lib" --slots 4 --drives 1 --capacity 1T >/dev/null
   "$agent" library add "$dir/lib" --prefix BN --count 2 >/dev/null; "$agent" key init --file "$dir/key" >/dev/null

@@ -216,8 +216,20 @@ fn with_progress<T>(quiet: bool, p: &Progress, f: impl FnOnce() -> T) -> T {
                 last = Instant::now();
                 let b = p.bytes.load(Ordering::Relaxed);
                 let rate = b as f64 / start.elapsed().as_secs_f64().max(1e-3);
+                let total = p.total.load(Ordering::Relaxed);
+                let eta = if total > b && rate > 0.0 {
+                    let left = ((total - b) as f64 / rate) as u64;
+                    format!(
+                        ", {:.0}%, ETA {}:{:02}",
+                        b as f64 * 100.0 / total as f64,
+                        left / 60,
+                        left % 60
+                    )
+                } else {
+                    String::new()
+                };
                 let line = format!(
-                    "{} objects, {} read, {}/s",
+                    "{} objects, {}, {}/s{eta}",
                     p.objects.load(Ordering::Relaxed),
                     human(b),
                     human(rate as u64)
@@ -282,7 +294,16 @@ pub fn save_cmd(a: SaveArgs) -> anyhow::Result<ExitCode> {
     let progress = Progress::default();
     let t = Instant::now();
     let report = with_progress(a.json, &progress, || {
-        save::save(&mut session, target, &mut keys, &opts, &progress)
+        std::thread::scope(|s| {
+            if !a.json {
+                s.spawn(|| {
+                    progress
+                        .total
+                        .store(save::estimate(&opts.source, opts.since), Ordering::Relaxed)
+                });
+            }
+            save::save(&mut session, target, &mut keys, &opts, &progress)
+        })
     })?;
     let secs = t.elapsed().as_secs_f64();
     let first = &report.file.sections[0];
@@ -400,12 +421,17 @@ fn run_on(
     keys: &mut FileKeySource,
     which: &Which,
     sink: &mut dyn Sink,
+    quiet: bool,
 ) -> anyhow::Result<RunReport> {
     let (vol, seq) = locate(l, which)?;
     let mut session = l.session()?;
     let mut ss = SaveSet::open(&mut session, &vol, seq, keys)?;
     let index = ss.index()?;
-    Ok(ss.run(index, sink)?)
+    let progress = Progress::default();
+    progress.total.store(index.content_bytes, Ordering::Relaxed);
+    Ok(with_progress(quiet, &progress, || {
+        ss.run(index, sink, &progress)
+    })?)
 }
 
 pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
@@ -429,7 +455,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 to.expect("clap requires --to or --original")
             };
             let mut sink = Restore::new(&dest, select, existing)?;
-            let report = run_on(&l, &mut keys, &which, &mut sink)?;
+            let report = run_on(&l, &mut keys, &which, &mut sink, json)?;
             sink.finish()?;
             if json {
                 println!(
@@ -461,7 +487,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         } => {
             let l = Library::open(&lib.library)?;
             let mut keys = FileKeySource::open(&key.key_file)?;
-            let report = run_on(&l, &mut keys, &which, &mut Verify)?;
+            let report = run_on(&l, &mut keys, &which, &mut Verify, json)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

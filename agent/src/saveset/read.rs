@@ -220,6 +220,7 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
         let mut hasher = blake3::Hasher::new();
         let mut parser = Parser::at(self.trailer.index_offset);
         let mut count = 0u64;
+        let mut content = 0u64;
         let p = self.payload();
         let mut seg = self.trailer.index_offset / p;
         let mut skip = (self.trailer.index_offset % p) as usize;
@@ -240,6 +241,9 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
                             out.write_all(&rec)
                                 .map_err(|e| Error::io("index file", e))?;
                             count += 1;
+                            if e.meta.kind.has_content() {
+                                content += e.meta.size;
+                            }
                         }
                         other => {
                             return Err(Error::Format {
@@ -271,6 +275,7 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
         Ok(Index {
             reader: BufReader::new(file),
             left: count,
+            content_bytes: content,
         })
     }
 
@@ -278,7 +283,12 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
     /// one. A damaged segment fails the objects that touch it; the others
     /// are still read. A second thread reads and authenticates segments
     /// ahead while this one parses, checks digests and writes.
-    pub fn run(&mut self, index: Index, sink: &mut dyn Sink) -> Result<RunReport>
+    pub fn run(
+        &mut self,
+        index: Index,
+        sink: &mut dyn Sink,
+        progress: &super::save::Progress,
+    ) -> Result<RunReport>
     where
         C: Send,
     {
@@ -299,7 +309,7 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
                 current: None,
                 plain: Vec::new(),
             };
-            walk_objects(&mut feed, p, index, sink)
+            walk_objects(&mut feed, p, index, sink, progress)
         })
     }
 }
@@ -392,7 +402,14 @@ impl Feed {
     }
 }
 
-fn walk_objects(feed: &mut Feed, p: u64, index: Index, sink: &mut dyn Sink) -> Result<RunReport> {
+fn walk_objects(
+    feed: &mut Feed,
+    p: u64,
+    index: Index,
+    sink: &mut dyn Sink,
+    progress: &super::save::Progress,
+) -> Result<RunReport> {
+    use std::sync::atomic::Ordering;
     let mut report = RunReport::default();
     let mut bad: std::collections::BTreeMap<u64, String> = std::collections::BTreeMap::new();
     let mut parser = Parser::default();
@@ -452,6 +469,7 @@ fn walk_objects(feed: &mut Feed, p: u64, index: Index, sink: &mut dyn Sink) -> R
                     Event::Data(d) if started => {
                         hasher.update(d);
                         report.bytes += d.len() as u64;
+                        progress.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
                         sink.data(d)
                     }
                     Event::Hole(n) if started => {
@@ -493,6 +511,7 @@ fn walk_objects(feed: &mut Feed, p: u64, index: Index, sink: &mut dyn Sink) -> R
             Ok(()) => {
                 sink.end(&entry, true)?;
                 report.ok += 1;
+                progress.objects.fetch_add(1, Ordering::Relaxed);
             }
             Err(why) => {
                 sink.end(&entry, false)?;
@@ -507,6 +526,8 @@ fn walk_objects(feed: &mut Feed, p: u64, index: Index, sink: &mut dyn Sink) -> R
 pub struct Index {
     reader: BufReader<File>,
     left: u64,
+    /// Bytes of content the index's objects hold.
+    pub content_bytes: u64,
 }
 
 impl Iterator for Index {

@@ -97,6 +97,25 @@ pub struct Info {
 pub struct Progress {
     pub bytes: AtomicU64,
     pub objects: AtomicU64,
+    /// Bytes expected in all, when known (0: not known yet).
+    pub total: AtomicU64,
+}
+
+/// Sums the bytes a tree source will read (metadata only), for an ETA.
+pub fn estimate(source: &Source, since: Option<i64>) -> u64 {
+    let Source::Tree { root, filter } = source else {
+        return 0;
+    };
+    let mut total = 0u64;
+    let _ = walk::walk(root, filter, &mut |abs, _| {
+        if let Ok(md) = std::fs::symlink_metadata(abs) {
+            if md.is_file() && since.is_none_or(|t| md.mtime() > t || md.ctime() > t) {
+                total += md.blocks().saturating_mul(512).min(md.len());
+            }
+        }
+        Ok(())
+    });
+    total
 }
 
 /// What a save did.
