@@ -458,7 +458,7 @@ fn swapped_blocks_fail_the_objects_they_hold() {
 }
 
 #[test]
-fn dropped_and_duplicated_blocks_are_detected() {
+fn dropped_and_duplicated_blocks_are_found_and_only_the_lost_one_fails() {
     for dup in [false, true] {
         let t = tampered_rig();
         let k = t.at["big1"] as usize + 3;
@@ -471,8 +471,20 @@ fn dropped_and_duplicated_blocks_are_detected() {
             }
             fix_counts(o);
         });
-        assert_ne!(code, Some(0), "dup={dup}: {out}");
-        assert!(out.contains("does not authenticate"), "dup={dup}: {out}");
+        assert_eq!(code, Some(3), "dup={dup}: {out}");
+        if dup {
+            // Nothing is lost: every object reads; the extra block is reported.
+            assert!(
+                failed_names(&out).is_empty() && out.contains("1 block(s) more"),
+                "{out}"
+            );
+        } else {
+            assert_eq!(failed_names(&out), vec!["big1"], "{out}");
+            assert!(
+                out.contains("1 block(s) fewer") && out.contains("blocks were dropped"),
+                "{out}"
+            );
+        }
     }
 }
 

@@ -387,9 +387,10 @@ fn locate(l: &Library, which: &Which) -> anyhow::Result<(String, u16)> {
     }
 }
 
-/// Exit status: 0 all objects good, 3 some failed, 1 none could be read.
+/// Exit status: 0 all objects good and no block damaged, 3 some objects
+/// failed or blocks were damaged, 1 no object could be read.
 fn status(r: &RunReport) -> ExitCode {
-    if r.failed.is_empty() {
+    if r.failed.is_empty() && r.damaged.is_empty() {
         ExitCode::SUCCESS
     } else if r.ok > 0 {
         ExitCode::from(3)
@@ -429,9 +430,9 @@ fn run_on(
     let index = ss.index()?;
     let progress = Progress::default();
     progress.total.store(index.content_bytes, Ordering::Relaxed);
-    Ok(with_progress(quiet, &progress, || {
-        ss.run(index, sink, &progress)
-    })?)
+    let mut report = with_progress(quiet, &progress, || ss.run(index, sink, &progress))?;
+    report.damaged.splice(0..0, ss.anomalies.iter().cloned());
+    Ok(report)
 }
 
 pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {

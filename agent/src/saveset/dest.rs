@@ -47,6 +47,9 @@ pub struct Restore {
     existing: Existing,
     owners: bool,
     current: Option<Current>,
+    /// The last parent directory opened, by its stored path: consecutive
+    /// objects mostly share one.
+    parent: Option<(Vec<u8>, OwnedFd)>,
     dirs: Vec<Meta>,
     pub restored: u64,
     pub skipped: Vec<String>,
@@ -81,6 +84,7 @@ impl Restore {
             existing,
             owners: nix::unistd::geteuid().is_root(),
             current: None,
+            parent: None,
             dirs: Vec::new(),
             restored: 0,
             skipped: Vec::new(),
@@ -100,9 +104,37 @@ impl Restore {
 
     /// Opens the directory that will hold `path`, creating missing
     /// directories, following no symlink. Returns it and the last name.
-    fn parent_of(&self, path: &[u8]) -> Result<(OwnedFd, Vec<u8>)> {
-        let mut parts: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
-        let name = parts.pop().unwrap_or_default().to_vec();
+    fn parent_of(&mut self, path: &[u8]) -> Result<(OwnedFd, Vec<u8>)> {
+        let cut = path.iter().rposition(|&b| b == b'/');
+        let (dir_path, name) = match cut {
+            Some(i) => (&path[..i], path[i + 1..].to_vec()),
+            None => (&path[..0], path.to_vec()),
+        };
+        if let Some((p, fd)) = &self.parent {
+            if p.as_slice() == dir_path {
+                return Ok((
+                    fd.try_clone()
+                        .map_err(|e| Error::io(self.root_name.clone(), e))?,
+                    name,
+                ));
+            }
+        }
+        let dir = self.open_dirs(path, dir_path)?;
+        self.parent = Some((
+            dir_path.to_vec(),
+            dir.try_clone()
+                .map_err(|e| Error::io(self.root_name.clone(), e))?,
+        ));
+        Ok((dir, name))
+    }
+
+    /// Opens (creating) the directories of `dir_path`, following no symlink.
+    fn open_dirs(&self, path: &[u8], dir_path: &[u8]) -> Result<OwnedFd> {
+        let parts: Vec<&[u8]> = if dir_path.is_empty() {
+            Vec::new()
+        } else {
+            dir_path.split(|&b| b == b'/').collect()
+        };
         let mut dir = self
             .root
             .try_clone()
@@ -135,7 +167,7 @@ impl Restore {
             };
             dir = next;
         }
-        Ok((dir, name))
+        Ok(dir)
     }
 
     fn exists(&self, path: &[u8]) -> bool {

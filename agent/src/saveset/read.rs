@@ -17,6 +17,10 @@ struct Source<'c, C: Changer + ?Sized> {
     opener: Opener,
     segments: u64,
     block: Vec<u8>,
+    /// Blocks found beyond (positive) or short of (negative) where the
+    /// segments should be: blocks duplicated or dropped on the way. Segments
+    /// are looked for at their place, then shifted by this.
+    shift: i64,
 }
 
 impl<C: Changer + ?Sized> Source<'_, C> {
@@ -27,18 +31,28 @@ impl<C: Changer + ?Sized> Source<'_, C> {
             .unwrap_or_else(|| ("?".into(), 0))
     }
 
+    /// Reads tape data block `block` and opens it as segment `n`.
+    fn try_block(&mut self, n: u64, block: u64, out: &mut Vec<u8>) -> Result<()> {
+        self.reader.seek(block)?;
+        if !self.reader.read_block(&mut self.block)? {
+            return Err(Error::Format {
+                reason: "the tape file ended early".into(),
+            });
+        }
+        self.opener
+            .open(n, n + 1 == self.segments, &mut self.block, out)
+    }
+
     /// Reads and authenticates segment `n` into `out`; errors name the cartridge and block.
     fn load(&mut self, n: u64, out: &mut Vec<u8>) -> Result<()> {
-        let r = (|| -> Result<()> {
-            self.reader.seek(n + 1)?;
-            if !self.reader.read_block(&mut self.block)? {
-                return Err(Error::Format {
-                    reason: "the tape file ended early".into(),
-                });
+        let r = self.try_block(n, n + 1, out);
+        if r.is_err() && self.shift != 0 {
+            if let Some(b) = (n + 1).checked_add_signed(self.shift).filter(|&b| b >= 1) {
+                if self.try_block(n, b, out).is_ok() {
+                    return Ok(());
+                }
             }
-            self.opener
-                .open(n, n + 1 == self.segments, &mut self.block, out)
-        })();
+        }
         r.map_err(|e| {
             let (volume, block) = self.where_is(n);
             let reason = match e {
@@ -58,6 +72,8 @@ impl<C: Changer + ?Sized> Source<'_, C> {
 /// An open save set.
 pub struct SaveSet<'c, C: Changer + ?Sized> {
     src: Source<'c, C>,
+    /// What opening found wrong that did not stop it (dropped or extra blocks).
+    pub anomalies: Vec<String>,
     stream_len: u64,
     trailer: Trailer,
     plain: Vec<u8>,
@@ -95,9 +111,11 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
             opener,
             segments: total - 1,
             block: Vec::new(),
+            shift: 0,
         };
         let mut ss = SaveSet {
             src,
+            anomalies: Vec::new(),
             stream_len: 0,
             trailer: Trailer {
                 index_offset: 0,
@@ -113,8 +131,31 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
                 reason: format!("{e}; the header verifies under its key but the first segment does not: the header belongs to another save set, or the block is damaged"),
             });
         }
-        let last = ss.src.segments - 1;
-        ss.load(last)?;
+        let mut last = ss.src.segments - 1;
+        if let Err(e) = ss.load(last) {
+            // Blocks dropped or duplicated on the way shift the last segment
+            // to another block: find which segment the last block holds.
+            let blocks = ss.src.segments;
+            let found = (1..=8i64).flat_map(|k| [k, -k]).find_map(|k| {
+                let s = blocks.checked_add_signed(k).filter(|&s| s >= 1)?;
+                ss.src.segments = s;
+                let mut out = Vec::new();
+                ss.src.try_block(s - 1, blocks, &mut out).ok().map(|()| s)
+            });
+            let Some(s) = found else {
+                ss.src.segments = blocks;
+                return Err(e);
+            };
+            ss.src.shift = blocks as i64 - s as i64;
+            ss.anomalies.push(if ss.src.shift < 0 {
+                format!("the tape file holds {} block(s) fewer than its {s} segments: blocks were dropped", -ss.src.shift)
+            } else {
+                format!("the tape file holds {} block(s) more than its {s} segments: blocks were duplicated or inserted", ss.src.shift)
+            });
+            last = s - 1;
+            ss.loaded = None;
+            ss.load(last)?;
+        }
         ss.stream_len = last * ss.payload() + ss.plain.len() as u64;
         if ss.stream_len < format::TRAILER_LEN as u64 {
             return Err(Error::Format {
