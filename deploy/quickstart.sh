@@ -67,7 +67,8 @@ id=$("$agent" ls "$lib" --json | python3 -c 'import json,sys; print(json.load(sy
 step "verify it (every block authenticated, every digest checked), list it, restore it elsewhere"
 "$agent" verify "$lib" --key-file "$demo/master.key" --save-set "$id"
 "$agent" ls "$lib"
-"$agent" ls "$lib" --save-set "$id" --key-file "$demo/master.key" | head -8
+"$agent" ls "$lib" --save-set "$id" --key-file "$demo/master.key" > "$demo/objects.txt"
+head -8 "$demo/objects.txt"
 "$agent" restore "$lib" --key-file "$demo/master.key" --save-set "$id" --to "$demo/restored"
 diff -r "$demo/sample/home" "$demo/restored$(cd "$demo/sample/home" && pwd -P)" && echo "restored tree identical to the source"
 

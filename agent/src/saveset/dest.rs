@@ -37,6 +37,10 @@ struct Current {
     tmp: Vec<u8>,
     file: Option<File>,
     pos: u64,
+    /// End of the last data written.
+    written: u64,
+    /// The file has no name yet (O_TMPFILE) rather than a temporary one.
+    anonymous: bool,
 }
 
 /// A restore into a directory.
@@ -47,6 +51,10 @@ pub struct Restore {
     existing: Existing,
     owners: bool,
     current: Option<Current>,
+    /// Suffix of temporary names (".cinta-PID").
+    tmp_suffix: String,
+    /// The restoring user's (uid, gid): new files already belong to it.
+    ids: (u32, u32),
     /// The last parent directory opened, by its stored path: consecutive
     /// objects mostly share one.
     parent: Option<(Vec<u8>, OwnedFd)>,
@@ -54,6 +62,14 @@ pub struct Restore {
     pub restored: u64,
     pub skipped: Vec<String>,
     pub warnings: Vec<String>,
+}
+
+/// A stored path's directory part and last name.
+fn split(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&path[..0], path),
+    }
 }
 
 fn shown(p: &[u8]) -> String {
@@ -85,6 +101,11 @@ impl Restore {
             owners: nix::unistd::geteuid().is_root(),
             current: None,
             parent: None,
+            tmp_suffix: format!(".cinta-{}", std::process::id()),
+            ids: (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
             dirs: Vec::new(),
             restored: 0,
             skipped: Vec::new(),
@@ -105,11 +126,8 @@ impl Restore {
     /// Opens the directory that will hold `path`, creating missing
     /// directories, following no symlink. Returns it and the last name.
     fn parent_of(&mut self, path: &[u8]) -> Result<(OwnedFd, Vec<u8>)> {
-        let cut = path.iter().rposition(|&b| b == b'/');
-        let (dir_path, name) = match cut {
-            Some(i) => (&path[..i], path[i + 1..].to_vec()),
-            None => (&path[..0], path.to_vec()),
-        };
+        let (dir_path, name) = split(path);
+        let name = name.to_vec();
         if let Some((p, fd)) = &self.parent {
             if p.as_slice() == dir_path {
                 return Ok((
@@ -171,6 +189,12 @@ impl Restore {
     }
 
     fn exists(&self, path: &[u8]) -> bool {
+        let (dir_path, name) = split(path);
+        if let Some((p, fd)) = &self.parent {
+            if p.as_slice() == dir_path {
+                return fstatat(fd, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok();
+            }
+        }
         match self.parent_of_existing(path) {
             Some((dir, name)) => {
                 fstatat(&dir, name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
@@ -196,7 +220,9 @@ impl Restore {
     }
 
     fn apply_owner_xattrs(&mut self, fd: impl AsFd, m: &Meta) {
-        if self.owners {
+        // New files belong to the restoring user already; change only what differs.
+        let mine = self.ids == (m.uid, m.gid);
+        if self.owners && !mine {
             if let Err(e) = fchown(
                 fd.as_fd(),
                 Some(Uid::from_raw(m.uid)),
@@ -217,6 +243,38 @@ impl Restore {
                     ));
                 }
             }
+        }
+    }
+
+    /// Links an unnamed file under its name; replacing goes through a
+    /// temporary name so the old file stays until the new one is whole.
+    fn name_anonymous(&self, f: &File, c: &Current, m: &Meta) -> Result<()> {
+        let link = |dir: &OwnedFd, name: &[u8]| -> nix::Result<()> {
+            match linkat(f, "", dir, name, AtFlags::AT_EMPTY_PATH) {
+                // Without CAP_DAC_READ_SEARCH, through /proc.
+                Err(Errno::ENOENT) | Err(Errno::EPERM) => {
+                    use std::os::fd::AsRawFd;
+                    let proc = format!("/proc/self/fd/{}", f.as_raw_fd());
+                    linkat(
+                        nix::fcntl::AT_FDCWD,
+                        proc.as_str(),
+                        dir,
+                        name,
+                        AtFlags::AT_SYMLINK_FOLLOW,
+                    )
+                }
+                r => r,
+            }
+        };
+        match link(&c.parent, &c.name) {
+            Ok(()) => Ok(()),
+            Err(Errno::EEXIST) if self.existing == Existing::Replace => {
+                let _ = unlinkat(&c.parent, c.tmp.as_slice(), UnlinkatFlags::NoRemoveDir);
+                link(&c.parent, &c.tmp).map_err(|e| self.err(&m.path, e))?;
+                renameat(&c.parent, c.tmp.as_slice(), &c.parent, c.name.as_slice())
+                    .map_err(|e| self.err(&m.path, e))
+            }
+            Err(e) => Err(self.err(&m.path, e)),
         }
     }
 
@@ -261,13 +319,9 @@ impl Sink for Restore {
     fn begin(&mut self, e: &Entry) -> Result<()> {
         let m = &e.meta;
         let (parent, name) = self.parent_of(&m.path)?;
-        let tmp = [
-            b".".as_slice(),
-            &name,
-            format!(".cinta-{}", std::process::id()).as_bytes(),
-        ]
-        .concat();
+        let tmp = [b".".as_slice(), &name, self.tmp_suffix.as_bytes()].concat();
         let mut file = None;
+        let mut anonymous = false;
         match m.kind {
             Kind::Dir => {
                 match mkdirat(&parent, name.as_slice(), Mode::from_bits_truncate(0o700)) {
@@ -287,18 +341,39 @@ impl Sink for Restore {
                 self.dirs.push(m.clone());
             }
             Kind::File | Kind::Stream => {
-                let _ = unlinkat(&parent, tmp.as_slice(), UnlinkatFlags::NoRemoveDir);
-                let fd = openat(
+                // An unnamed file in the directory: it gets its name only
+                // once its digest matched, and vanishes if the restore stops.
+                let anon = openat(
                     &parent,
-                    tmp.as_slice(),
-                    OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_WRONLY
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
+                    ".",
+                    OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
                     Mode::from_bits_truncate(0o600),
-                )
-                .map_err(|e| self.err(&m.path, e))?;
+                );
+                let fd = match anon {
+                    Ok(fd) => {
+                        anonymous = true;
+                        fd
+                    }
+                    // No O_TMPFILE on this file system: a temporary name, renamed at the end.
+                    Err(_) => {
+                        let flags = OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_WRONLY
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_CLOEXEC;
+                        let mode = Mode::from_bits_truncate(0o600);
+                        match openat(&parent, tmp.as_slice(), flags, mode) {
+                            // A temporary name left by an earlier run that stopped: replace it.
+                            Err(Errno::EEXIST) => {
+                                let _ =
+                                    unlinkat(&parent, tmp.as_slice(), UnlinkatFlags::NoRemoveDir);
+                                openat(&parent, tmp.as_slice(), flags, mode)
+                            }
+                            r => r,
+                        }
+                        .map_err(|e| self.err(&m.path, e))?
+                    }
+                };
                 file = Some(File::from(fd));
             }
             Kind::Symlink | Kind::HardLink => {}
@@ -309,6 +384,8 @@ impl Sink for Restore {
             tmp,
             file,
             pos: 0,
+            written: 0,
+            anonymous,
         });
         Ok(())
     }
@@ -320,6 +397,7 @@ impl Sink for Restore {
                 .map_err(|e| Error::io(format!("writing {}", shown(&c.name)), e))?;
         }
         c.pos += d.len() as u64;
+        c.written = c.pos;
         Ok(())
     }
 
@@ -330,12 +408,12 @@ impl Sink for Restore {
     }
 
     fn end(&mut self, e: &Entry, ok: bool) -> Result<()> {
-        let Some(c) = self.current.take() else {
+        let Some(mut c) = self.current.take() else {
             return Ok(());
         };
         let m = &e.meta;
         if !ok {
-            if c.file.is_some() {
+            if c.file.is_some() && !c.anonymous {
                 let _ = unlinkat(&c.parent, c.tmp.as_slice(), UnlinkatFlags::NoRemoveDir);
             }
             return Ok(());
@@ -343,14 +421,21 @@ impl Sink for Restore {
         match m.kind {
             Kind::Dir => {}
             Kind::File | Kind::Stream => {
-                let mut f = c.file.expect("a file was opened");
-                f.set_len(c.pos).map_err(|e| self.err(&m.path, e))?;
+                let mut f = c.file.take().expect("a file was opened");
+                if c.pos > c.written {
+                    // A hole at the end: the length comes from set_len.
+                    f.set_len(c.pos).map_err(|e| self.err(&m.path, e))?;
+                }
                 f.flush().map_err(|e| self.err(&m.path, e))?;
                 self.apply_owner_xattrs(&f, m);
                 let _ = fchmod(&f, Mode::from_bits_truncate(m.mode & 0o7777));
                 let _ = futimens(&f, &ts(m.atime), &ts(m.mtime));
-                renameat(&c.parent, c.tmp.as_slice(), &c.parent, c.name.as_slice())
-                    .map_err(|e| self.err(&m.path, e))?;
+                if c.anonymous {
+                    self.name_anonymous(&f, &c, m)?;
+                } else {
+                    renameat(&c.parent, c.tmp.as_slice(), &c.parent, c.name.as_slice())
+                        .map_err(|e| self.err(&m.path, e))?;
+                }
             }
             Kind::Symlink => {
                 let _ = unlinkat(&c.parent, c.tmp.as_slice(), UnlinkatFlags::NoRemoveDir);

@@ -777,6 +777,11 @@ impl<'c, C: Changer + ?Sized> FileReader<'c, C> {
 
     /// Positions so the next read returns data block `n` (counted across volumes).
     pub fn seek(&mut self, n: u64) -> Result<()> {
+        // Already there: reading on needs no positioning.
+        let p = &self.sections[self.current];
+        if n == self.pos && self.mounted.is_some() && n >= p.start && n < p.start + p.file.blocks {
+            return Ok(());
+        }
         loop {
             if let Some(i) = self
                 .sections
