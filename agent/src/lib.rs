@@ -1,5 +1,6 @@
 //! cinta agent library: the tape layer, the virtual tape library and the encrypted save-set stream.
 pub mod error;
+pub mod io;
 pub mod keys;
 pub mod saveset;
 pub mod stream;

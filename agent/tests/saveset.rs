@@ -144,6 +144,11 @@ impl Rig {
     }
 }
 
+/// The last component of a stored path.
+fn base(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or(path).to_string()
+}
+
 fn pattern(seed: u64, n: usize) -> Vec<u8> {
     cinta_agent::tape::conformance::pattern(seed, n)
 }
@@ -406,15 +411,7 @@ fn tampered_rig() -> Tampered {
 fn failed_names(v: &str) -> Vec<String> {
     v.lines()
         .filter_map(|l| l.trim().strip_prefix("FAILED "))
-        .map(|l| {
-            l.split(':')
-                .next()
-                .unwrap()
-                .rsplit('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
+        .map(|l| base(l.split(':').next().unwrap()))
         .collect()
 }
 
@@ -559,15 +556,7 @@ fn incremental_and_cumulative_saves_hold_only_changes() {
         r.objects(id)
             .iter()
             .filter(|o| o["kind"] == "file")
-            .map(|o| {
-                o["path"]
-                    .as_str()
-                    .unwrap()
-                    .rsplit('/')
-                    .next()
-                    .unwrap()
-                    .to_string()
-            })
+            .map(|o| base(o["path"].as_str().unwrap()))
             .collect()
     };
     assert_eq!(names(inc["save_set"].as_str().unwrap()), vec!["f1", "new"]);

@@ -120,7 +120,7 @@ pub fn run(cmd: TapeCmd) -> anyhow::Result<ExitCode> {
             let mut buf = vec![0u8; block_size as usize];
             let mut total = 0u64;
             loop {
-                let n = fill(&mut *src, &mut buf).context("reading the input")?;
+                let n = cinta_agent::io::fill(&mut *src, &mut buf).context("reading the input")?;
                 if n == 0 {
                     break;
                 }
@@ -241,18 +241,4 @@ pub fn run(cmd: TapeCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Reads until `buf` is full or the input ends; returns the bytes read.
-fn fill(src: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match src.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }

@@ -584,7 +584,7 @@ impl<'a> Saver<'a> {
         while done < limit {
             let want = (limit - done).min(MAX_DATA as u64) as usize;
             let mut buf = std::mem::take(&mut self.buf);
-            let n = fill(r, &mut buf[..want]).map_err(io(what));
+            let n = crate::io::fill(r, &mut buf[..want]).map_err(io(what));
             let n = match n {
                 Ok(n) => n,
                 Err(e) => {
@@ -693,17 +693,4 @@ impl<'a> Saver<'a> {
             warnings: self.warnings,
         })
     }
-}
-
-fn fill(r: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
