@@ -135,6 +135,9 @@ pub enum Cmd {
         /// List this save set's objects (needs --key-file).
         #[arg(long)]
         save_set: Option<String>,
+        /// Only save sets with data on this cartridge.
+        #[arg(long, conflicts_with = "save_set")]
+        volume: Option<String>,
         #[arg(long)]
         key_file: Option<PathBuf>,
         #[arg(long)]
@@ -499,13 +502,21 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Ls {
             lib,
             save_set,
+            volume,
             key_file,
             json,
         } => {
             let l = Library::open(&lib.library)?;
             match save_set {
                 None => {
-                    let all = catalog::all(l.dir())?;
+                    let all: Vec<Record> = catalog::all(l.dir())?
+                        .into_iter()
+                        .filter(|r| {
+                            volume
+                                .as_deref()
+                                .is_none_or(|v| r.sections.iter().any(|s| s.volser == v))
+                        })
+                        .collect();
                     if json {
                         println!("{}", serde_json::to_string_pretty(&all)?);
                     } else {
