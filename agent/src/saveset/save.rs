@@ -107,11 +107,9 @@ pub fn estimate(source: &Source, since: Option<i64>) -> u64 {
         return 0;
     };
     let mut total = 0u64;
-    let _ = walk::walk(root, filter, &mut |abs, _| {
-        if let Ok(md) = std::fs::symlink_metadata(abs) {
-            if md.is_file() && since.is_none_or(|t| md.mtime() > t || md.ctime() > t) {
-                total += md.blocks().saturating_mul(512).min(md.len());
-            }
+    let _ = walk::walk(root, filter, &mut |_, _, md| {
+        if md.is_file() && since.is_none_or(|t| md.mtime() > t || md.ctime() > t) {
+            total += md.blocks().saturating_mul(512).min(md.len());
         }
         Ok(())
     });
@@ -343,7 +341,7 @@ impl<'a> Saver<'a> {
         match &self.opts.source {
             Source::Tree { root, filter } => {
                 let root = std::fs::canonicalize(root).map_err(io(root))?;
-                walk::walk(&root, filter, &mut |abs, _rel| self.object(abs))?;
+                walk::walk(&root, filter, &mut |abs, _rel, md| self.object(abs, md))?;
             }
             Source::Stdin { name } => self.stdin(name)?,
         }
@@ -397,12 +395,7 @@ impl<'a> Saver<'a> {
         out
     }
 
-    fn object(&mut self, abs: &Path) -> Result<()> {
-        let md = match std::fs::symlink_metadata(abs) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(abs.display().to_string(), e)),
-        };
+    fn object(&mut self, abs: &Path, md: &std::fs::Metadata) -> Result<()> {
         let ft = md.file_type();
         let kind = if ft.is_dir() {
             Kind::Dir
@@ -428,7 +421,7 @@ impl<'a> Saver<'a> {
             // The root directory itself is not an object.
             return Ok(());
         }
-        let (mtime, atime) = times(&md);
+        let (mtime, atime) = times(md);
         let mut meta = Meta {
             kind,
             mode: md.mode(),
@@ -466,7 +459,7 @@ impl<'a> Saver<'a> {
             format::put_object(&meta, &mut self.rec)?;
             self.emit_record()?;
             let (digest, changed, size) = if meta.kind == Kind::File {
-                self.file_content(abs, &md)?
+                self.file_content(abs, md)?
             } else {
                 (*blake3::hash(b"").as_bytes(), false, 0)
             };

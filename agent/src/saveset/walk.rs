@@ -59,15 +59,16 @@ pub fn stored_path(abs: &Path) -> Vec<u8> {
         .to_vec()
 }
 
+/// What [`walk`] calls for each entry: absolute path, path relative to the root, metadata.
+pub type Visit<'a> = dyn FnMut(&Path, &[u8], &std::fs::Metadata) -> Result<()> + 'a;
+
 /// Walks a tree depth-first in name order, without following symlinks,
-/// calling `visit` with each entry's absolute path and its path relative
-/// to the root; the root itself comes first.
-pub fn walk(
-    root: &Path,
-    filter: &Filter,
-    visit: &mut dyn FnMut(&Path, &[u8]) -> Result<()>,
-) -> Result<()> {
-    visit(root, b"")?;
+/// calling `visit` with each entry's absolute path, its path relative to
+/// the root and its metadata (not following symlinks); the root comes first.
+pub fn walk(root: &Path, filter: &Filter, visit: &mut Visit<'_>) -> Result<()> {
+    let root_md =
+        std::fs::symlink_metadata(root).map_err(|e| Error::io(root.display().to_string(), e))?;
+    visit(root, b"", &root_md)?;
     // A stack of directories still to list; each holds its sorted entries.
     let mut stack: Vec<(PathBuf, Vec<u8>, std::vec::IntoIter<std::ffi::OsString>)> = Vec::new();
     let list = |dir: &Path| -> Result<std::vec::IntoIter<std::ffi::OsString>> {
@@ -110,11 +111,11 @@ pub fn walk(
             Err(e) => return Err(Error::io(path.display().to_string(), e)),
         };
         if md.is_dir() {
-            visit(&path, &r)?;
+            visit(&path, &r, &md)?;
             let names = list(&path)?;
             stack.push((path, r, names));
         } else if filter.included(&r) {
-            visit(&path, &r)?;
+            visit(&path, &r, &md)?;
         }
     }
     Ok(())
