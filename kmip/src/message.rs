@@ -422,6 +422,22 @@ impl Response {
     }
 }
 
+/// The fuzz target's body for requests: whatever decodes is parsed as a
+/// request; an unusable one must still yield a response that encodes.
+pub fn fuzz_request(bytes: &[u8]) {
+    if let Ok(item) = Item::decode(bytes) {
+        match Request::parse(&item) {
+            Ok(r) => {
+                let again = Request::parse(&r.to_item()).expect("a parsed request parses again");
+                assert_eq!(again.items.len(), r.items.len());
+            }
+            Err(e) => {
+                let _ = Response::to_invalid(&e, 0).to_item().to_bytes();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
