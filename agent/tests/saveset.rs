@@ -659,38 +659,22 @@ fn an_object_changing_while_saved_follows_the_policy() {
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
     });
-    let fail = agent(&[
-        "save",
-        &r.lib,
-        "--key-file",
-        &r.key,
-        "--source",
-        d.to_str().unwrap(),
-        "--on-change",
-        "fail",
-    ]);
-    let retry = agent(&[
-        "save",
-        &r.lib,
-        "--key-file",
-        &r.key,
-        "--source",
-        d.to_str().unwrap(),
-        "--on-change",
-        "retry:1",
-        "--json",
-    ]);
-    let warn = agent(&[
-        "save",
-        &r.lib,
-        "--key-file",
-        &r.key,
-        "--source",
-        d.to_str().unwrap(),
-        "--on-change",
-        "warn",
-        "--json",
-    ]);
+    let save_with = |policy: &str| {
+        agent(&[
+            "save",
+            &r.lib,
+            "--key-file",
+            &r.key,
+            "--source",
+            d.to_str().unwrap(),
+            "--on-change",
+            policy,
+            "--json",
+        ])
+    };
+    let fail = save_with("fail");
+    let retry = save_with("retry:1");
+    let warn = save_with("warn");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
     let e = String::from_utf8_lossy(&fail.stderr);
