@@ -162,36 +162,45 @@ fn read_tape_mark(
     }
 }
 
-/// Reads the whole label structure of a volume: VOL1 (its serial must be
-/// `expected`), every tape file with its block count, and where a new file
-/// would go. Fails, naming the cartridge and block, on anything that is not
-/// a well-formed labelled volume.
-pub fn inspect(dev: &mut dyn TapeDevice, expected: &str) -> Result<VolumeInfo> {
+/// Reads the VOL1 label at the beginning of the medium (leaving the
+/// position after it). `name` is how errors name the cartridge; when
+/// `expected` is given, the volume serial must be it.
+pub fn read_vol1(dev: &mut dyn TapeDevice, name: &str, expected: Option<&str>) -> Result<Vol1> {
     let mut buf = Vec::new();
     dev.rewind()?;
     let vol1 = match next(dev, &mut buf)? {
         Some(Read::Block) if buf.starts_with(b"VOL1") => match label::decode(&buf) {
             Ok(Label::Vol1(v)) => v,
             Ok(_) => unreachable!("a VOL1 identifier decodes to a VOL1 label"),
-            Err(e) => return Err(vol_err(expected, format!("unreadable VOL1: {e}"))),
+            Err(e) => return Err(vol_err(name, format!("unreadable VOL1: {e}"))),
         },
         Some(_) => {
             return Err(vol_err(
-                expected,
+                name,
                 "not labelled: the first block is not a VOL1 label",
             ))
         }
-        None => return Err(vol_err(expected, "not labelled: the cartridge is blank")),
+        None => return Err(vol_err(name, "not labelled: the cartridge is blank")),
     };
-    if vol1.volser != expected {
+    if let Some(want) = expected.filter(|w| *w != vol1.volser) {
         return Err(vol_err(
-            expected,
+            name,
             format!(
-                "label mismatch: barcode is {expected} but the VOL1 label says {}",
+                "label mismatch: barcode is {want} but the VOL1 label says {}",
                 vol1.volser
             ),
         ));
     }
+    Ok(vol1)
+}
+
+/// Reads the whole label structure of a volume: VOL1 (its serial must be
+/// `expected`), every tape file with its block count, and where a new file
+/// would go. Fails, naming the cartridge and block, on anything that is not
+/// a well-formed labelled volume.
+pub fn inspect(dev: &mut dyn TapeDevice, expected: &str) -> Result<VolumeInfo> {
+    let mut buf = Vec::new();
+    let vol1 = read_vol1(dev, expected, Some(expected))?;
     let mut info = VolumeInfo {
         vol1,
         files: Vec::new(),

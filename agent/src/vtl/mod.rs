@@ -24,10 +24,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::tape::label::{self, Label};
+use crate::tape::label;
 use crate::tape::vcart::{self, Cartridge};
 use crate::tape::volume::{self, VolumeInfo};
-use crate::tape::{Read, TapeDevice};
 pub use session::Session;
 pub use state::{CartRecord, CartState, LibraryConfig, Location};
 
@@ -535,24 +534,8 @@ impl Library {
             other => other,
         })?;
         let used = probe.used();
-        probe.rewind()?;
-        let mut buf = Vec::new();
-        let vol1 = match probe.read_block(&mut buf) {
-            Ok(Read::Block) if buf.starts_with(b"VOL1") => match label::decode(&buf) {
-                Ok(Label::Vol1(v)) => v,
-                _ => return Err(self.err(format!("{name}: damaged VOL1 label"))),
-            },
-            _ => return Err(self.err(format!("{name}: not a labelled cartridge (no VOL1 label)"))),
-        };
+        let vol1 = volume::read_vol1(&mut probe, &name, barcode)?;
         drop(probe);
-        if let Some(b) = barcode {
-            if b != vol1.volser {
-                return Err(self.err(format!(
-                    "{name}: label mismatch: barcode is {b} but the VOL1 label says {}",
-                    vol1.volser
-                )));
-            }
-        }
         let bc = vol1.volser.clone();
         if !valid_barcode(&bc) {
             return Err(self.err(format!(

@@ -6,9 +6,8 @@ use super::lock::{self, Lock};
 use super::state::{self, CartState, Location};
 use super::Library;
 use crate::error::{Error, Result};
-use crate::tape::label::{self, Label};
-use crate::tape::volume::{Changer, Mounted, Outcome};
-use crate::tape::{Read, TapeDevice};
+use crate::tape::volume::{self, Changer, Mounted, Outcome};
+use crate::tape::TapeDevice;
 
 /// A job holding one drive of a library.
 pub struct Session<'l> {
@@ -57,33 +56,8 @@ impl<'l> Session<'l> {
 
     /// Checks the VOL1 label against the barcode as the cartridge loads.
     fn check_label(&self, dev: &mut dyn TapeDevice, barcode: &str) -> Result<()> {
-        dev.rewind()?;
-        let mut buf = Vec::new();
-        let found = match dev.read_block(&mut buf) {
-            Ok(Read::Block) if buf.starts_with(b"VOL1") => match label::decode(&buf) {
-                Ok(Label::Vol1(v)) => v.volser,
-                _ => {
-                    return Err(self
-                        .lib
-                        .err(format!("cartridge {barcode}: damaged VOL1 label")))
-                }
-            },
-            _ => {
-                return Err(self
-                    .lib
-                    .err(format!("cartridge {barcode}: not labelled (no VOL1 label)")))
-            }
-        };
-        dev.rewind()?;
-        if found != barcode {
-            return Err(Error::Volume {
-                volser: barcode.into(),
-                reason: format!(
-                    "label mismatch: barcode is {barcode} but the VOL1 label says {found}"
-                ),
-            });
-        }
-        Ok(())
+        volume::read_vol1(dev, barcode, Some(barcode))?;
+        dev.rewind()
     }
 }
 
