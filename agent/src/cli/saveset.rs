@@ -310,16 +310,15 @@ pub fn save_cmd(a: SaveArgs) -> anyhow::Result<ExitCode> {
     })?;
     let secs = t.elapsed().as_secs_f64();
     let first = &report.file.sections[0];
+    let info = report.info.clone();
     let rec = Record {
         id: report.save_set.clone(),
         key_id: report.key_id.clone(),
-        source: opts.source.describe(),
-        level: opts.level,
-        since: opts.since,
-        started,
-        host: nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        source: info.source,
+        level: info.level,
+        since: info.since,
+        started: info.started,
+        host: info.host,
         volume: first.volser.clone(),
         sequence: report.file.sequence,
         sections: report.file.sections.clone(),

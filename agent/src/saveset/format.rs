@@ -178,6 +178,17 @@ fn encode_meta(m: &Meta, out: &mut Vec<u8>) -> Result<()> {
     Ok(())
 }
 
+/// Feeds `n` zero bytes to a digest: holes count as zeros in an object's digest.
+pub fn hash_zeros(hasher: &mut blake3::Hasher, n: u64) {
+    static ZEROS: [u8; 65536] = [0; 65536];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(ZEROS.len() as u64) as usize;
+        hasher.update(&ZEROS[..k]);
+        left -= k as u64;
+    }
+}
+
 /// Appends an object record.
 pub fn put_object(m: &Meta, out: &mut Vec<u8>) -> Result<()> {
     let mut body = Vec::with_capacity(64 + m.path.len());

@@ -514,13 +514,7 @@ fn walk_objects(
                         sink.data(d)
                     }
                     Event::Hole(n) if started => {
-                        let zeros = [0u8; 65536];
-                        let mut left = n;
-                        while left > 0 {
-                            let k = left.min(65536) as usize;
-                            hasher.update(&zeros[..k]);
-                            left -= k as u64;
-                        }
+                        format::hash_zeros(&mut hasher, n);
                         sink.hole(n)
                     }
                     Event::End { digest, .. } if started => {

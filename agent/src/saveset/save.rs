@@ -120,6 +120,8 @@ pub fn estimate(source: &Source, since: Option<i64>) -> u64 {
 #[derive(Debug, Clone, Serialize)]
 pub struct SaveReport {
     pub save_set: String,
+    /// What was saved, how, when, where (as recorded on tape).
+    pub info: Info,
     pub key_id: String,
     pub file: FileSummary,
     pub objects: u64,
@@ -153,6 +155,15 @@ pub fn save<C: Changer + ?Sized>(
             reason: format!("segment payload {} out of range", opts.payload),
         });
     }
+    let info = Info {
+        source: opts.source.describe(),
+        level: opts.level,
+        since: opts.since,
+        started: opts.started,
+        host: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
     let id = random::<16>()?;
     let id_hex = stream::hex(&id);
     let key = keys.create(&id_hex)?;
@@ -179,8 +190,10 @@ pub fn save<C: Changer + ?Sized>(
     let mut sealer = sealer;
     let payload = sealer.header().payload;
     let mut sealed = Vec::new();
+    let info_ref = &info;
     let produced = std::thread::scope(|s| {
-        let producer = s.spawn(move || Saver::new(payload, tx, pool_rx, opts, progress)?.run());
+        let producer =
+            s.spawn(move || Saver::new(payload, tx, pool_rx, opts, info_ref, progress)?.run());
         let written = (|| -> Result<()> {
             for (plain, last) in rx.iter() {
                 sealer.seal(&plain, last, &mut sealed)?;
@@ -204,6 +217,7 @@ pub fn save<C: Changer + ?Sized>(
     let file = w.finish()?;
     Ok(SaveReport {
         save_set: id_hex,
+        info,
         key_id: sealer.header().key_id.clone(),
         file,
         objects: produced.objects,
@@ -270,6 +284,7 @@ struct Saver<'a> {
     entries: u64,
     links: HashMap<(u64, u64), Vec<u8>>,
     opts: &'a SaveOptions,
+    info: &'a Info,
     progress: &'a Progress,
     buf: Vec<u8>,
     rec: Vec<u8>,
@@ -296,6 +311,7 @@ impl<'a> Saver<'a> {
         tx: SyncSender<(Vec<u8>, bool)>,
         pool: Receiver<Vec<u8>>,
         opts: &'a SaveOptions,
+        info: &'a Info,
         progress: &'a Progress,
     ) -> Result<Self> {
         let payload = payload as usize;
@@ -313,6 +329,7 @@ impl<'a> Saver<'a> {
             entries: 0,
             links: HashMap::new(),
             opts,
+            info,
             progress,
             buf: vec![0; MAX_DATA],
             rec: Vec::with_capacity(256),
@@ -324,17 +341,8 @@ impl<'a> Saver<'a> {
     }
 
     fn run(mut self) -> Result<Produced> {
-        let info = Info {
-            source: self.opts.source.describe(),
-            level: self.opts.level,
-            since: self.opts.since,
-            started: self.opts.started,
-            host: nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        };
         format::put_info(
-            &serde_json::to_vec(&info).expect("info serializes"),
+            &serde_json::to_vec(&self.info).expect("info serializes"),
             &mut self.rec,
         )?;
         self.emit_record()?;
@@ -555,13 +563,7 @@ impl<'a> Saver<'a> {
     fn hole(&mut self, n: u64, hasher: &mut blake3::Hasher) -> Result<()> {
         format::put_hole(n, &mut self.rec);
         self.emit_record()?;
-        let zeros = [0u8; 65536];
-        let mut left = n;
-        while left > 0 {
-            let k = left.min(zeros.len() as u64) as usize;
-            hasher.update(&zeros[..k]);
-            left -= k as u64;
-        }
+        format::hash_zeros(hasher, n);
         Ok(())
     }
 
