@@ -137,7 +137,7 @@ impl Restore {
                 ));
             }
         }
-        let dir = self.open_dirs(path, dir_path)?;
+        let dir = self.open_dirs(path, dir_path, true)?;
         self.parent = Some((
             dir_path.to_vec(),
             dir.try_clone()
@@ -146,8 +146,9 @@ impl Restore {
         Ok((dir, name))
     }
 
-    /// Opens (creating) the directories of `dir_path`, following no symlink.
-    fn open_dirs(&self, path: &[u8], dir_path: &[u8]) -> Result<OwnedFd> {
+    /// Opens the directories of `dir_path` (creating missing ones if
+    /// `create`), following no symlink.
+    fn open_dirs(&self, path: &[u8], dir_path: &[u8], create: bool) -> Result<OwnedFd> {
         let parts: Vec<&[u8]> = if dir_path.is_empty() {
             Vec::new()
         } else {
@@ -161,7 +162,7 @@ impl Restore {
             let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
             let next = match openat(&dir, c, flags, Mode::empty()) {
                 Ok(fd) => fd,
-                Err(Errno::ENOENT) => {
+                Err(Errno::ENOENT) if create => {
                     match mkdirat(&dir, c, Mode::from_bits_truncate(0o755)) {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => {
@@ -188,35 +189,16 @@ impl Restore {
         Ok(dir)
     }
 
+    /// Whether `path` exists in the destination (without creating anything).
     fn exists(&self, path: &[u8]) -> bool {
         let (dir_path, name) = split(path);
-        if let Some((p, fd)) = &self.parent {
-            if p.as_slice() == dir_path {
-                return fstatat(fd, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok();
-            }
+        let stat = |dir: &OwnedFd| fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok();
+        match &self.parent {
+            Some((p, fd)) if p.as_slice() == dir_path => stat(fd),
+            _ => self
+                .open_dirs(path, dir_path, false)
+                .is_ok_and(|d| stat(&d)),
         }
-        match self.parent_of_existing(path) {
-            Some((dir, name)) => {
-                fstatat(&dir, name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
-            }
-            None => false,
-        }
-    }
-
-    fn parent_of_existing(&self, path: &[u8]) -> Option<(OwnedFd, Vec<u8>)> {
-        let mut parts: Vec<&[u8]> = path.split(|&b| b == b'/').collect();
-        let name = parts.pop()?.to_vec();
-        let mut dir = self.root.try_clone().ok()?;
-        for c in parts {
-            dir = openat(
-                &dir,
-                c,
-                OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .ok()?;
-        }
-        Some((dir, name))
     }
 
     fn apply_owner_xattrs(&mut self, fd: impl AsFd, m: &Meta) {
