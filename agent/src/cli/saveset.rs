@@ -625,15 +625,8 @@ fn scan(l: &Library, key_file: &std::path::Path, json: bool) -> anyhow::Result<E
                     bytes += e.meta.size;
                 }
                 let h = ss.header().clone();
+                let sections = ss.sections();
                 drop(ss);
-                // The sections, from the labels of the volumes the file runs over.
-                let mut r = cinta_agent::tape::volume::FileReader::open(
-                    &mut session,
-                    &bc,
-                    f.hdr1.sequence,
-                )?;
-                r.total_blocks()?;
-                let sections = r.sections();
                 Ok(Record {
                     id: h.id_hex(),
                     key_id: h.key_id.clone(),

@@ -187,6 +187,12 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
         u64::from(self.src.opener.header().payload)
     }
 
+    /// The tape file's sections, one per cartridge (all known once opened:
+    /// opening follows the file to its last segment).
+    pub fn sections(&self) -> Vec<crate::tape::volume::Section> {
+        self.src.reader.sections()
+    }
+
     /// Cartridge and block of segment `n`, for messages.
     pub fn where_is(&self, n: u64) -> (String, u64) {
         self.src.where_is(n)
