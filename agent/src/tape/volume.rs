@@ -660,22 +660,14 @@ impl<'c, C: Changer + ?Sized> FileReader<'c, C> {
     /// Mounts `volser` and positions at the first data block of tape file
     /// `sequence`, which must start on that volume.
     pub fn open(changer: &'c mut C, volser: &str, sequence: u16) -> Result<Self> {
-        let mut m = changer.mount(volser)?;
-        let info = match inspect(&mut *m.device, volser) {
-            Ok(i) => i,
-            Err(e) => {
-                let _ = changer.dismount(m, Outcome::Read);
-                return Err(e);
-            }
-        };
         let mut r = FileReader {
             changer,
-            mounted: Some(m),
+            mounted: None,
             sections: Vec::new(),
             current: 0,
             pos: 0,
         };
-        let file = find_file(&info, volser, sequence)?;
+        let file = r.mount_file(volser, sequence)?;
         if file.hdr1.section != 1 {
             return Err(vol_err(
                 volser,
@@ -705,17 +697,23 @@ impl<'c, C: Changer + ?Sized> FileReader<'c, C> {
         self.mounted.as_mut().expect("mounted").device.locate(block)
     }
 
+    /// Gives back the mounted volume, mounts `volser` and finds tape file
+    /// `sequence` on it.
+    fn mount_file(&mut self, volser: &str, sequence: u16) -> Result<TapeFile> {
+        if let Some(m) = self.mounted.take() {
+            self.changer.dismount(m, Outcome::Read)?;
+        }
+        let mut m = self.changer.mount(volser)?;
+        let info = inspect(&mut *m.device, volser);
+        self.mounted = Some(m);
+        find_file(&info?, volser, sequence)
+    }
+
     /// Mounts section `i` (known) and positions at `self.pos` in it.
     fn switch_to(&mut self, i: usize) -> Result<()> {
         if self.current != i || self.mounted.is_none() {
-            if let Some(m) = self.mounted.take() {
-                self.changer.dismount(m, Outcome::Read)?;
-            }
             let volser = self.sections[i].volser.clone();
-            let mut m = self.changer.mount(&volser)?;
-            let info = inspect(&mut *m.device, &volser);
-            self.mounted = Some(m);
-            let f = find_file(&info?, &volser, self.sections[0].file.hdr1.sequence)?;
+            let f = self.mount_file(&volser, self.sections[0].file.hdr1.sequence)?;
             if f != self.sections[i].file {
                 return Err(vol_err(
                     &volser,
@@ -747,13 +745,7 @@ impl<'c, C: Changer + ?Sized> FileReader<'c, C> {
                 format!("file {seq} continues but EOV2 names no next volume"),
             ));
         }
-        if let Some(m) = self.mounted.take() {
-            self.changer.dismount(m, Outcome::Read)?;
-        }
-        let mut m = self.changer.mount(&next)?;
-        let info = inspect(&mut *m.device, &next);
-        self.mounted = Some(m);
-        let f = find_file(&info?, &next, seq)?;
+        let f = self.mount_file(&next, seq)?;
         let want = (
             &last.file.hdr1.file_id,
             &last.file.hdr1.file_set_id,
