@@ -102,17 +102,4 @@ impl Error {
             source,
         }
     }
-
-    /// Whether retrying the same operation later can succeed (a busy drive,
-    /// an interrupted system call), as opposed to bad data or a full medium.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::Busy { .. } => true,
-            Error::Io { source, .. } => matches!(
-                source.kind(),
-                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-            ),
-            _ => false,
-        }
-    }
 }

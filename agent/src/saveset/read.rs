@@ -179,10 +179,6 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
         self.src.opener.header()
     }
 
-    pub fn trailer(&self) -> &Trailer {
-        &self.trailer
-    }
-
     fn payload(&self) -> u64 {
         u64::from(self.src.opener.header().payload)
     }

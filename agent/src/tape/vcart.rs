@@ -273,11 +273,6 @@ impl<S: Storage> Cartridge<S> {
         self.eod
     }
 
-    /// Capacity in bytes.
-    pub fn capacity(&self) -> u64 {
-        self.capacity
-    }
-
     /// Blocks and filemarks recorded.
     pub fn objects(&self) -> u64 {
         self.eod_obj

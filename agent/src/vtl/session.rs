@@ -41,11 +41,6 @@ impl<'l> Session<'l> {
         })
     }
 
-    /// The drive this job holds.
-    pub fn drive(&self) -> u32 {
-        self.drive
-    }
-
     fn hold(&mut self, barcode: &str) -> Result<()> {
         if !self.held.contains_key(barcode) {
             let l = self.lib.lock_cartridge(barcode)?;
