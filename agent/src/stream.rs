@@ -285,7 +285,7 @@ impl Sealer {
                 ),
             });
         }
-        if self.next > 0 && self.next % SEGMENTS_PER_PART == 0 {
+        if self.next > 0 && self.next.is_multiple_of(SEGMENTS_PER_PART) {
             self.key = self.keys.part(self.next / SEGMENTS_PER_PART);
         }
         out.clear();

@@ -129,7 +129,44 @@ pub enum ResultReason {
     ApplicationNamespaceNotSupported = 0x0F,
     KeyFormatTypeNotSupported = 0x10,
     KeyCompressionTypeNotSupported = 0x11,
+    /// KMIP 1.2.
+    KeyValueNotPresent = 0x13,
+    /// KMIP 1.4.
+    ObjectAlreadyExists = 0x18,
+    /// KMIP 2.0.
+    AttributeNotFound = 0x21,
+    /// KMIP 2.0.
+    AttributeReadOnly = 0x22,
+    /// KMIP 2.0.
+    AttributeSingleValued = 0x23,
+    /// KMIP 2.0.
+    ObjectDestroyed = 0x36,
+    /// KMIP 2.0.
+    ServerLimitExceeded = 0x3A,
+    /// KMIP 2.0.
+    WrongKeyLifecycleState = 0x43,
     GeneralFailure = 0x100,
+}
+
+impl ResultReason {
+    /// The reason as `v` can say it: reasons a version lacks become the
+    /// nearest one it has (a 1.0 client is told Permission Denied where 2.0
+    /// says Wrong Key Lifecycle State).
+    pub fn in_version(self, v: Version) -> ResultReason {
+        use ResultReason::*;
+        let minor = if v.major >= 2 { 99 } else { v.minor };
+        match self {
+            KeyValueNotPresent if minor < 2 => PermissionDenied,
+            ObjectAlreadyExists if minor < 4 => IllegalOperation,
+            AttributeNotFound if minor < 99 => ItemNotFound,
+            AttributeReadOnly | WrongKeyLifecycleState | ObjectDestroyed if minor < 99 => {
+                PermissionDenied
+            }
+            AttributeSingleValued if minor < 99 => IllegalOperation,
+            ServerLimitExceeded if minor < 99 => IllegalOperation,
+            r => r,
+        }
+    }
 }
 
 /// What a batch does when an item fails (Batch Error Continuation Option).
@@ -405,6 +442,7 @@ impl Response {
                 Value::Enumeration(it.status as u32),
             ));
             if let Some(r) = it.reason {
+                let r = r.in_version(self.version);
                 b.push(Item::new(tag::RESULT_REASON, Value::Enumeration(r as u32)));
             }
             if let Some(msg) = &it.message {

@@ -206,7 +206,7 @@ pub fn frame_len(header: &[u8; HEADER]) -> Result<usize, Error> {
         });
     }
     let len = u32::from_be_bytes(header[4..8].try_into().unwrap()) as usize;
-    if len % 8 != 0 {
+    if !len.is_multiple_of(8) {
         return Err(Error::Invalid {
             tag,
             offset: 0,
@@ -270,7 +270,7 @@ impl<'a> Decoder<'a> {
         let raw = self.take(body, full, "an item value")?;
         let (value, pad_from) = match ty {
             0x01 => {
-                if len % 8 != 0 {
+                if !len.is_multiple_of(8) {
                     return Err(bad(format!(
                         "structure length {len} is not a multiple of 8"
                     )));
@@ -326,7 +326,7 @@ impl<'a> Decoder<'a> {
                 }
             }
             0x04 => {
-                if len % 8 != 0 || len == 0 {
+                if !len.is_multiple_of(8) || len == 0 {
                     return Err(bad(format!(
                         "big integer length {len} is not a positive multiple of 8"
                     )));

@@ -478,7 +478,7 @@ impl<S: Storage> Cartridge<S> {
     }
 
     fn wrote(&mut self, span: u64, filemark: bool) -> Written {
-        if filemark || self.obj % CHECKPOINT_EVERY == 0 {
+        if filemark || self.obj.is_multiple_of(CHECKPOINT_EVERY) {
             self.marks.push(Mark {
                 obj: self.obj,
                 off: self.pos,

@@ -1,0 +1,791 @@
+//! The keystore: one SQLite file holding managed objects (key material wrapped under the master key), client certificates, device groups and the master key's verifier.
+//!
+//! Opening never writes before the file has passed SQLite's integrity check
+//! and the master key has opened the verifier, so a damaged keystore or a
+//! wrong master key is refused and left as it was. Writes commit with
+//! `synchronous=FULL`: a key handed to a client is on disk first.
+
+use std::path::{Path, PathBuf};
+
+use cinta_kmip::spec::{state, tag};
+use cinta_kmip::ttlv::Value;
+use ring::rand::{SecureRandom, SystemRandom};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use zeroize::Zeroizing;
+
+use crate::attrs::Attrs;
+use crate::error::{Error, Result};
+use crate::master::{KdfParams, MasterKey, Source};
+
+const FORMAT: &str = "cinta-keymgr keystore 1";
+const VERIFIER_AAD: &[u8] = b"cinta-keymgr master key verifier";
+
+const SCHEMA: &str = "
+CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE groups (
+    name TEXT PRIMARY KEY,
+    auto_accept INTEGER NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE TABLE clients (
+    fingerprint TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'rejected')),
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL
+);
+CREATE TABLE objects (
+    seq INTEGER PRIMARY KEY,
+    uid TEXT NOT NULL UNIQUE,
+    grp TEXT NOT NULL,
+    object_type INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    attrs BLOB NOT NULL,
+    material BLOB,
+    backed_up INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX objects_by_group ON objects (grp, seq);
+CREATE TABLE names (
+    seq INTEGER NOT NULL REFERENCES objects (seq) ON DELETE CASCADE,
+    name TEXT NOT NULL
+);
+CREATE INDEX names_by_name ON names (name);
+";
+
+/// A managed object as stored (material still wrapped).
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub seq: i64,
+    pub uid: String,
+    pub group: String,
+    pub attrs: Attrs,
+    pub wrapped: Option<Vec<u8>>,
+    pub backed_up: bool,
+}
+
+impl Object {
+    pub fn object_type(&self) -> u32 {
+        self.attrs.int("Object Type").unwrap_or(0) as u32
+    }
+    pub fn state(&self) -> i32 {
+        self.attrs.int("State").unwrap_or(0) as i32
+    }
+    pub fn name_values(&self) -> Vec<String> {
+        self.attrs
+            .all("Name")
+            .filter_map(|n| match &n.child(tag::NAME_VALUE)?.value {
+                Value::TextString(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A client certificate the server has seen.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Client {
+    pub fingerprint: String,
+    pub subject: String,
+    pub group: String,
+    pub status: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+/// A device group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Group {
+    pub name: String,
+    pub auto_accept: bool,
+    pub clients: i64,
+    pub objects: i64,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    master: MasterKey,
+    rng: SystemRandom,
+}
+
+fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |source| Error::Sql {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn tune(conn: &Connection, path: &Path) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sql(path))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql(path))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sql(path))?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(sql(path))?;
+    Ok(())
+}
+
+fn meta(conn: &Connection, k: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0))
+        .optional()
+}
+
+fn set_meta(conn: &Connection, k: &str, v: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = ?2",
+        [k, v],
+    )
+    .map(|_| ())
+}
+
+/// Master key, KDF parameters (for a passphrase) and verifier for a source.
+fn fresh_master(
+    source: &Source,
+    rng: &SystemRandom,
+) -> Result<(MasterKey, Option<KdfParams>, Vec<u8>)> {
+    let kdf = if source.needs_kdf() {
+        Some(KdfParams::fresh(rng)?)
+    } else {
+        None
+    };
+    let mk = source.derive(kdf.as_ref())?;
+    let verifier = mk.wrap(VERIFIER_AAD, &[0u8; 32], rng)?;
+    Ok((mk, kdf, verifier))
+}
+
+fn write_master(
+    conn: &Connection,
+    mk: &MasterKey,
+    kdf: Option<&KdfParams>,
+    verifier: &[u8],
+) -> rusqlite::Result<()> {
+    set_meta(conn, "master_id", mk.id())?;
+    set_meta(conn, "verifier", &crate::master::hex(verifier))?;
+    match kdf {
+        Some(k) => set_meta(conn, "kdf", &k.encode()),
+        None => conn
+            .execute("DELETE FROM meta WHERE k = 'kdf'", [])
+            .map(|_| ()),
+    }
+}
+
+impl Store {
+    /// Makes a new keystore at `path` (which must not exist) with the
+    /// default group `default_group`, and returns the master key's id.
+    pub fn create(path: &Path, source: &Source, default_group: &str, now: i64) -> Result<String> {
+        if path.exists() {
+            return Err(Error::Keystore {
+                path: path.to_owned(),
+                message: "already exists; it is never overwritten (restore a backup with `cinta-keymgr restore`)".into(),
+            });
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
+        let rng = SystemRandom::new();
+        let (mk, kdf, verifier) = fresh_master(source, &rng)?;
+        let tmp = path.with_extension("creating");
+        let _ = std::fs::remove_file(&tmp);
+        {
+            let mut conn = Connection::open(&tmp).map_err(sql(path))?;
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(sql(path))?;
+            let tx = conn.transaction().map_err(sql(path))?;
+            tx.execute_batch(SCHEMA).map_err(sql(path))?;
+            set_meta(&tx, "format", FORMAT).map_err(sql(path))?;
+            set_meta(&tx, "created", &now.to_string()).map_err(sql(path))?;
+            write_master(&tx, &mk, kdf.as_ref(), &verifier).map_err(sql(path))?;
+            tx.execute(
+                "INSERT INTO groups (name, auto_accept, created) VALUES (?1, 0, ?2)",
+                params![default_group, now],
+            )
+            .map_err(sql(path))?;
+            tx.commit().map_err(sql(path))?;
+        }
+        // Made whole under another name, then renamed: a crash leaves no half keystore.
+        std::fs::rename(&tmp, path)
+            .map_err(|e| Error::io(format!("rename to {}", path.display()), e))?;
+        if let Some(dir) = path.parent() {
+            if let Ok(d) = std::fs::File::open(if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            }) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(mk.id().to_string())
+    }
+
+    /// Opens an existing keystore, checking it and the master key before any write.
+    pub fn open(path: &Path, source: &Source) -> Result<Store> {
+        let bad = |message: String| Error::Keystore {
+            path: path.to_owned(),
+            message,
+        };
+        if !path.exists() {
+            return Err(bad(
+                "does not exist; make it with `cinta-keymgr init`".into()
+            ));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| bad(format!("cannot open: {e}")))?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| {
+                bad(format!(
+                    "is damaged or not a keystore ({e}); it was left as it is"
+                ))
+            })?;
+        if check != "ok" {
+            return Err(bad(format!(
+                "failed its integrity check ({check}); it was left as it is"
+            )));
+        }
+        let format =
+            meta(&conn, "format").map_err(|e| bad(format!("is not a cinta keystore ({e})")))?;
+        if format.as_deref() != Some(FORMAT) {
+            return Err(bad(format!(
+                "is not a cinta keystore (format {:?}, expected {FORMAT:?})",
+                format.unwrap_or_default()
+            )));
+        }
+        let get = |k: &str| -> Result<String> {
+            meta(&conn, k)
+                .map_err(sql(path))?
+                .ok_or_else(|| bad(format!("has no {k}")))
+        };
+        let expected = get("master_id")?;
+        let verifier = crate::master::unhex(&get("verifier")?)
+            .ok_or_else(|| bad("verifier is not hex".into()))?;
+        let kdf = match meta(&conn, "kdf").map_err(sql(path))? {
+            Some(s) => Some(
+                KdfParams::decode(&s)
+                    .ok_or_else(|| bad(format!("unreadable KDF parameters {s:?}")))?,
+            ),
+            None => None,
+        };
+        if kdf.is_some() != source.needs_kdf() {
+            return Err(Error::MasterKey(format!(
+                "keystore {} was made with a master key {}, but the configuration gives a {}",
+                path.display(),
+                if kdf.is_some() { "passphrase" } else { "file" },
+                if source.needs_kdf() {
+                    "passphrase"
+                } else {
+                    "key file"
+                },
+            )));
+        }
+        let master = source.derive(kdf.as_ref())?;
+        if master.unwrap(VERIFIER_AAD, &verifier).is_none() {
+            return Err(Error::WrongMasterKey {
+                path: path.to_owned(),
+                expected,
+                given: master.id().to_string(),
+            });
+        }
+        tune(&conn, path)?;
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+            master,
+            rng: SystemRandom::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn master_id(&self) -> &str {
+        self.master.id()
+    }
+
+    pub fn begin(&mut self) -> Result<Tx<'_>> {
+        let tx = self.conn.transaction().map_err(sql(&self.path))?;
+        Ok(Tx {
+            tx,
+            master: &self.master,
+            rng: &self.rng,
+            path: &self.path,
+        })
+    }
+
+    /// Records that a client certificate connected; an unknown one is added
+    /// as pending in `default_group`, or accepted if that group auto-accepts.
+    pub fn client_seen(
+        &mut self,
+        fingerprint: &str,
+        subject: &str,
+        default_group: &str,
+        now: i64,
+    ) -> Result<Client> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(sql(&path))?;
+        let known = client_row(&tx, fingerprint).map_err(sql(&path))?;
+        let c = match known {
+            Some(mut c) => {
+                tx.execute(
+                    "UPDATE clients SET last_seen = ?2, subject = ?3 WHERE fingerprint = ?1",
+                    params![fingerprint, now, subject],
+                )
+                .map_err(sql(&path))?;
+                c.last_seen = now;
+                c
+            }
+            None => {
+                let auto: bool = tx
+                    .query_row(
+                        "SELECT auto_accept FROM groups WHERE name = ?1",
+                        [default_group],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql(&path))?
+                    .unwrap_or(false);
+                let status = if auto { "accepted" } else { "pending" };
+                tx.execute(
+                    "INSERT INTO clients (fingerprint, subject, grp, status, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                    params![fingerprint, subject, default_group, status, now],
+                )
+                .map_err(sql(&path))?;
+                Client {
+                    fingerprint: fingerprint.into(),
+                    subject: subject.into(),
+                    group: default_group.into(),
+                    status: status.into(),
+                    first_seen: now,
+                    last_seen: now,
+                }
+            }
+        };
+        tx.commit().map_err(sql(&path))?;
+        Ok(c)
+    }
+
+    /// Looks a client up by fingerprint (or a unique prefix of at least 8 hex digits).
+    pub fn client(&self, fingerprint: &str) -> Result<Client> {
+        let fp = fingerprint.to_ascii_lowercase().replace(':', "");
+        let mut stmt = self
+            .conn
+            .prepare("SELECT fingerprint, subject, grp, status, first_seen, last_seen FROM clients WHERE fingerprint LIKE ?1 || '%'")
+            .map_err(sql(&self.path))?;
+        let rows: Vec<Client> = stmt
+            .query_map([&fp], row_client)
+            .and_then(|r| r.collect())
+            .map_err(sql(&self.path))?;
+        match rows.len() {
+            _ if fp.len() < 8 => Err(Error::Invalid(
+                "give at least 8 hex digits of the fingerprint".into(),
+            )),
+            0 => Err(Error::NotFound(format!(
+                "no client with fingerprint {fingerprint}"
+            ))),
+            1 => Ok(rows.into_iter().next().expect("one")),
+            n => Err(Error::Invalid(format!(
+                "{n} clients match {fingerprint}; give more digits"
+            ))),
+        }
+    }
+
+    pub fn clients(&self) -> Result<Vec<Client>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT fingerprint, subject, grp, status, first_seen, last_seen FROM clients ORDER BY first_seen, fingerprint")
+            .map_err(sql(&self.path))?;
+        let r = stmt
+            .query_map([], row_client)
+            .and_then(|r| r.collect())
+            .map_err(sql(&self.path));
+        r
+    }
+
+    /// Sets a client's status (and group, if given).
+    pub fn set_client(
+        &mut self,
+        fingerprint: &str,
+        status: &str,
+        group: Option<&str>,
+    ) -> Result<Client> {
+        let c = self.client(fingerprint)?;
+        let group = group.unwrap_or(&c.group).to_string();
+        if !self.group_exists(&group)? {
+            return Err(Error::NotFound(format!(
+                "no device group '{group}' (make it with `cinta-keymgr groups add`)"
+            )));
+        }
+        self.conn
+            .execute(
+                "UPDATE clients SET status = ?2, grp = ?3 WHERE fingerprint = ?1",
+                params![c.fingerprint, status, group],
+            )
+            .map_err(sql(&self.path))?;
+        self.client(&c.fingerprint)
+    }
+
+    pub fn group_exists(&self, name: &str) -> Result<bool> {
+        self.conn
+            .query_row("SELECT 1 FROM groups WHERE name = ?1", [name], |_| Ok(()))
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(sql(&self.path))
+    }
+
+    pub fn add_group(&mut self, name: &str, auto_accept: bool, now: i64) -> Result<()> {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(Error::Invalid(format!(
+                "group name '{name}': use 1-64 letters, digits, - _ ."
+            )));
+        }
+        if self.group_exists(name)? {
+            return Err(Error::Invalid(format!(
+                "device group '{name}' already exists"
+            )));
+        }
+        self.conn
+            .execute(
+                "INSERT INTO groups (name, auto_accept, created) VALUES (?1, ?2, ?3)",
+                params![name, auto_accept, now],
+            )
+            .map_err(sql(&self.path))?;
+        Ok(())
+    }
+
+    pub fn set_group_auto_accept(&mut self, name: &str, auto_accept: bool) -> Result<()> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE groups SET auto_accept = ?2 WHERE name = ?1",
+                params![name, auto_accept],
+            )
+            .map_err(sql(&self.path))?;
+        if n == 0 {
+            return Err(Error::NotFound(format!("no device group '{name}'")));
+        }
+        Ok(())
+    }
+
+    pub fn groups(&self) -> Result<Vec<Group>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, auto_accept,
+                    (SELECT count(*) FROM clients c WHERE c.grp = g.name),
+                    (SELECT count(*) FROM objects o WHERE o.grp = g.name)
+                 FROM groups g ORDER BY name",
+            )
+            .map_err(sql(&self.path))?;
+        let r = stmt
+            .query_map([], |r| {
+                Ok(Group {
+                    name: r.get(0)?,
+                    auto_accept: r.get(1)?,
+                    clients: r.get(2)?,
+                    objects: r.get(3)?,
+                })
+            })
+            .and_then(|r| r.collect())
+            .map_err(sql(&self.path));
+        r
+    }
+
+    /// Every object, for the admin CLI (optionally one group's).
+    pub fn objects(&mut self, group: Option<&str>) -> Result<Vec<Object>> {
+        let tx = self.begin()?;
+        tx.select(
+            "SELECT seq, uid, grp, attrs, material, backed_up FROM objects WHERE (?1 IS NULL OR grp = ?1) ORDER BY seq",
+            params![group],
+        )
+    }
+
+    /// Re-wraps every key under a new master key in one transaction.
+    pub fn rotate(&mut self, new: &Source) -> Result<usize> {
+        let (mk, kdf, verifier) = fresh_master(new, &self.rng)?;
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(sql(&path))?;
+        let rows: Vec<(i64, String, Vec<u8>)> = {
+            let mut stmt = tx
+                .prepare("SELECT seq, uid, material FROM objects WHERE material IS NOT NULL")
+                .map_err(sql(&path))?;
+            let r = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .and_then(|r| r.collect())
+                .map_err(sql(&path))?;
+            r
+        };
+        for (seq, uid, wrapped) in &rows {
+            let plain = self.master.unwrap(uid.as_bytes(), wrapped).ok_or_else(|| Error::Keystore {
+                path: path.clone(),
+                message: format!("object {uid} does not unwrap under the current master key; nothing was changed"),
+            })?;
+            let rewrapped = mk.wrap(uid.as_bytes(), &plain, &self.rng)?;
+            tx.execute(
+                "UPDATE objects SET material = ?2 WHERE seq = ?1",
+                params![seq, rewrapped],
+            )
+            .map_err(sql(&path))?;
+        }
+        write_master(&tx, &mk, kdf.as_ref(), &verifier).map_err(sql(&path))?;
+        tx.commit().map_err(sql(&path))?;
+        self.master = mk;
+        Ok(rows.len())
+    }
+
+    /// Copies the keystore, consistent, to `dest` (SQLite `VACUUM INTO`).
+    pub fn snapshot(&self, dest: &Path) -> Result<()> {
+        let d = dest
+            .to_str()
+            .ok_or_else(|| Error::Invalid(format!("{} is not UTF-8", dest.display())))?;
+        self.conn
+            .execute("VACUUM INTO ?1", [d])
+            .map_err(sql(&self.path))?;
+        Ok(())
+    }
+
+    /// Marks as backed up every object whose uid is in `uids`.
+    pub fn mark_backed_up(&mut self, uids: &[String]) -> Result<()> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(sql(&path))?;
+        for u in uids {
+            tx.execute("UPDATE objects SET backed_up = 1 WHERE uid = ?1", [u])
+                .map_err(sql(&path))?;
+        }
+        tx.commit().map_err(sql(&path))
+    }
+
+    /// Marks everything in this (copy of a) keystore as backed up; returns the uids.
+    pub fn mark_all_backed_up(&mut self) -> Result<Vec<String>> {
+        self.conn
+            .execute("UPDATE objects SET backed_up = 1", [])
+            .map_err(sql(&self.path))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT uid FROM objects")
+            .map_err(sql(&self.path))?;
+        let r = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|r| r.collect())
+            .map_err(sql(&self.path));
+        r
+    }
+
+    pub fn count_objects(&self) -> Result<i64> {
+        self.conn
+            .query_row("SELECT count(*) FROM objects", [], |r| r.get(0))
+            .map_err(sql(&self.path))
+    }
+}
+
+fn row_client(r: &rusqlite::Row<'_>) -> rusqlite::Result<Client> {
+    Ok(Client {
+        fingerprint: r.get(0)?,
+        subject: r.get(1)?,
+        group: r.get(2)?,
+        status: r.get(3)?,
+        first_seen: r.get(4)?,
+        last_seen: r.get(5)?,
+    })
+}
+
+fn client_row(conn: &Connection, fp: &str) -> rusqlite::Result<Option<Client>> {
+    conn.query_row(
+        "SELECT fingerprint, subject, grp, status, first_seen, last_seen FROM clients WHERE fingerprint = ?1",
+        [fp],
+        row_client,
+    )
+    .optional()
+}
+
+/// An objects row: seq, uid, group, attributes, wrapped material, backed up.
+type Row = (i64, String, String, Vec<u8>, Option<Vec<u8>>, bool);
+
+/// One transaction on the keystore: a request message runs in one.
+pub struct Tx<'a> {
+    tx: rusqlite::Transaction<'a>,
+    master: &'a MasterKey,
+    rng: &'a SystemRandom,
+    path: &'a Path,
+}
+
+impl Tx<'_> {
+    fn select(&self, q: &str, p: impl rusqlite::Params) -> Result<Vec<Object>> {
+        let mut stmt = self.tx.prepare_cached(q).map_err(sql(self.path))?;
+        let rows: Vec<Row> = stmt
+            .query_map(p, |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
+            .and_then(|r| r.collect())
+            .map_err(sql(self.path))?;
+        rows.into_iter()
+            .map(|(seq, uid, group, attrs, wrapped, backed_up)| {
+                let attrs = Attrs::from_blob(&attrs).ok_or_else(|| Error::Keystore {
+                    path: self.path.to_owned(),
+                    message: format!("object {uid}: unreadable attributes"),
+                })?;
+                Ok(Object {
+                    seq,
+                    uid,
+                    group,
+                    attrs,
+                    wrapped,
+                    backed_up,
+                })
+            })
+            .collect()
+    }
+
+    /// The object `uid` if it is in `group`.
+    pub fn load(&self, uid: &str, group: &str) -> Result<Option<Object>> {
+        Ok(self
+            .select(
+                "SELECT seq, uid, grp, attrs, material, backed_up FROM objects WHERE uid = ?1 AND grp = ?2",
+                params![uid, group],
+            )?
+            .pop())
+    }
+
+    /// Objects of `group`, newest first; only those with Name `name` if given.
+    pub fn candidates(&self, group: &str, name: Option<&str>) -> Result<Vec<Object>> {
+        match name {
+            Some(n) => self.select(
+                "SELECT o.seq, o.uid, o.grp, o.attrs, o.material, o.backed_up FROM objects o
+                 WHERE o.grp = ?1 AND o.seq IN (SELECT seq FROM names WHERE name = ?2) ORDER BY o.seq DESC",
+                params![group, n],
+            ),
+            None => self.select(
+                "SELECT seq, uid, grp, attrs, material, backed_up FROM objects WHERE grp = ?1 ORDER BY seq DESC",
+                params![group],
+            ),
+        }
+    }
+
+    /// A fresh unique identifier (random, so a restored keystore never reissues one).
+    pub fn new_uid(&self) -> Result<String> {
+        let mut b = [0u8; 16];
+        self.rng
+            .fill(&mut b)
+            .map_err(|_| Error::MasterKey("no randomness".into()))?;
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h = crate::master::hex(&b);
+        Ok(format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        ))
+    }
+
+    /// Fresh random bytes (key material).
+    pub fn random(&self, n: usize) -> Result<Zeroizing<Vec<u8>>> {
+        let mut b = Zeroizing::new(vec![0u8; n]);
+        self.rng
+            .fill(&mut b)
+            .map_err(|_| Error::MasterKey("no randomness".into()))?;
+        Ok(b)
+    }
+
+    /// Stores a new object with its material; fills in `obj.seq`.
+    pub fn insert(&self, obj: &mut Object, material: &[u8]) -> Result<()> {
+        let wrapped = self.master.wrap(obj.uid.as_bytes(), material, self.rng)?;
+        self.tx
+            .execute(
+                "INSERT INTO objects (uid, grp, object_type, state, attrs, material, backed_up) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
+                params![obj.uid, obj.group, obj.object_type(), obj.state(), obj.attrs.to_blob(), wrapped],
+            )
+            .map_err(sql(self.path))?;
+        obj.seq = self.tx.last_insert_rowid();
+        obj.wrapped = Some(wrapped);
+        self.write_names(obj)
+    }
+
+    fn write_names(&self, obj: &Object) -> Result<()> {
+        self.tx
+            .execute("DELETE FROM names WHERE seq = ?1", [obj.seq])
+            .map_err(sql(self.path))?;
+        for n in obj.name_values() {
+            self.tx
+                .execute(
+                    "INSERT INTO names (seq, name) VALUES (?1, ?2)",
+                    params![obj.seq, n],
+                )
+                .map_err(sql(self.path))?;
+        }
+        Ok(())
+    }
+
+    /// Writes back an object's attributes (state, names, dates...).
+    pub fn update(&self, obj: &Object) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE objects SET object_type = ?2, state = ?3, attrs = ?4 WHERE seq = ?1",
+                params![obj.seq, obj.object_type(), obj.state(), obj.attrs.to_blob()],
+            )
+            .map_err(sql(self.path))?;
+        self.write_names(obj)
+    }
+
+    /// Erases an object's key material for good.
+    pub fn erase_material(&self, obj: &mut Object) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE objects SET material = NULL WHERE seq = ?1",
+                [obj.seq],
+            )
+            .map_err(sql(self.path))?;
+        obj.wrapped = None;
+        Ok(())
+    }
+
+    /// The plaintext key material of an object.
+    pub fn material(&self, obj: &Object) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let Some(w) = &obj.wrapped else {
+            return Ok(None);
+        };
+        self.master
+            .unwrap(obj.uid.as_bytes(), w)
+            .map(Some)
+            .ok_or_else(|| Error::Keystore {
+                path: self.path.to_owned(),
+                message: format!(
+                    "object {}: key material does not authenticate under the master key",
+                    obj.uid
+                ),
+            })
+    }
+
+    pub fn commit(self) -> Result<()> {
+        self.tx.commit().map_err(sql(self.path))
+    }
+
+    pub fn rollback(self) -> Result<()> {
+        self.tx.rollback().map_err(sql(self.path))
+    }
+}
+
+/// True for states in which key material may no longer be served.
+pub fn is_destroyed(s: i32) -> bool {
+    s == state::DESTROYED || s == state::DESTROYED_COMPROMISED
+}

@@ -1,0 +1,708 @@
+//! The key server as clients and administrators meet it: lifecycle at every version, onboarding and groups, batches, malformed frames, restart, keystore damage, backup, restore, rotation, audit.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use cinta_kmip::message::Version;
+use cinta_kmip::spec::{operation as op, revocation_reason_code as rrc, tag};
+use cinta_kmip::ttlv::{Item, Value};
+use cinta_kmip_client::Client;
+use common::Kms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+const VERSIONS: [Version; 6] = [
+    Version::new(1, 0),
+    Version::new(1, 1),
+    Version::new(1, 2),
+    Version::new(1, 3),
+    Version::new(1, 4),
+    Version::new(2, 0),
+];
+
+#[test]
+fn key_lifecycle_at_every_version() {
+    let kms = Kms::serving();
+    let mut first = kms.accepted("agent", "default", Version::new(1, 0));
+    drop(first.locate_by_name("warm-up"));
+    for v in VERSIONS {
+        let mut c = Client::new(kms.client_config("agent", v)).unwrap();
+        let name = format!("saveset-{v}");
+        let uid = c
+            .create_aes256(&name, &[("x-saveset", "0a1b2c"), ("x-host", "lpar1")])
+            .unwrap();
+        // Pre-Active keys may not protect data yet.
+        let e = c.check_encrypt(&uid).unwrap_err().to_string();
+        assert!(e.contains("Pre-Active"), "{v}: {e}");
+        c.activate(&uid).unwrap();
+        c.check_encrypt(&uid).unwrap();
+        let key = c.get_key(&uid).unwrap();
+        assert_eq!(key.len(), 32, "{v}");
+        assert_eq!(c.locate_by_name(&name).unwrap(), vec![uid.clone()], "{v}");
+        // A second activation is a lifecycle error, named as such.
+        let e = c.activate(&uid).unwrap_err().to_string();
+        let want = if v.major >= 2 {
+            "WrongKeyLifecycleState"
+        } else {
+            "PermissionDenied"
+        };
+        assert!(e.contains(want) && e.contains("Active"), "{v}: {e}");
+        // An active key cannot be destroyed before it is revoked.
+        let e = c.destroy(&uid).unwrap_err().to_string();
+        assert!(e.contains("revoke it"), "{v}: {e}");
+        c.revoke(&uid, rrc::CESSATION_OF_OPERATION).unwrap();
+        let e = c.check_encrypt(&uid).unwrap_err().to_string();
+        assert!(e.contains("Deactivated"), "{v}: {e}");
+        // Still readable for restores after deactivation.
+        assert_eq!(*c.get_key(&uid).unwrap(), *key);
+        c.destroy(&uid).unwrap();
+        let e = c.get_key(&uid).unwrap_err().to_string();
+        assert!(e.contains("destroyed"), "{v}: {e}");
+        // Attributes as the version spells them, custom ones included (1.x names, 2.0 vendor attributes).
+        let p = c.call(op::GET_ATTRIBUTES, vec![uid_item(&uid)]).unwrap();
+        let text = format!("{p:?}");
+        assert!(
+            text.contains("0a1b2c") && text.contains("lpar1"),
+            "{v}: {text}"
+        );
+        if v.major >= 2 {
+            assert!(p.iter().any(|i| i.tag == tag::ATTRIBUTES), "{v}: {p:?}");
+        } else {
+            assert!(
+                p.iter().filter(|i| i.tag == tag::ATTRIBUTE).count() >= 8,
+                "{v}: {p:?}"
+            );
+        }
+    }
+}
+
+fn uid_item(uid: &str) -> Item {
+    Item::new(tag::UNIQUE_IDENTIFIER, Value::TextString(uid.into()))
+}
+
+#[test]
+fn compromise_revokes_any_state_and_rekey_links_the_pair() {
+    let kms = Kms::serving();
+    let mut c = kms.accepted("agent", "default", Version::new(1, 4));
+    let uid = c.create_active_aes256("rotating", &[]).unwrap();
+    let p = c.call(op::REKEY, vec![uid_item(&uid)]).unwrap();
+    let new = match &p[0].value {
+        Value::TextString(s) => s.clone(),
+        v => panic!("{v:?}"),
+    };
+    assert_ne!(new, uid);
+    assert_ne!(*c.get_key(&new).unwrap(), *c.get_key(&uid).unwrap());
+    let old_attrs = format!(
+        "{:?}",
+        c.call(op::GET_ATTRIBUTES, vec![uid_item(&uid)]).unwrap()
+    );
+    let new_attrs = format!(
+        "{:?}",
+        c.call(op::GET_ATTRIBUTES, vec![uid_item(&new)]).unwrap()
+    );
+    assert!(
+        old_attrs.contains(&new),
+        "old key links its replacement: {old_attrs}"
+    );
+    assert!(
+        new_attrs.contains(&uid) && new_attrs.contains("rotating"),
+        "{new_attrs}"
+    );
+    assert_eq!(
+        c.locate_by_name("rotating").unwrap(),
+        vec![new.clone(), uid.clone()],
+        "newest first"
+    );
+    // Key compromise revokes a Pre-Active key too; the result is Compromised then Destroyed Compromised.
+    let pre = c.create_aes256("leaked", &[]).unwrap();
+    c.revoke(&pre, rrc::KEY_COMPROMISE).unwrap();
+    let e = c.check_encrypt(&pre).unwrap_err().to_string();
+    assert!(e.contains("Compromised"), "{e}");
+    c.destroy(&pre).unwrap();
+    let s = format!(
+        "{:?}",
+        c.call(
+            op::GET_ATTRIBUTES,
+            vec![
+                uid_item(&pre),
+                Item::new(tag::ATTRIBUTE_NAME, Value::TextString("State".into()))
+            ]
+        )
+        .unwrap()
+    );
+    assert!(s.contains("Enumeration(6)"), "Destroyed Compromised: {s}");
+}
+
+#[test]
+fn batches_use_the_id_placeholder_and_undo_rolls_back() {
+    let kms = Kms::serving();
+    let mut c = kms.accepted("agent", "default", Version::new(1, 2));
+    let attrs = |name: &str| {
+        let a = |n: &str, v: Item| {
+            let mut v = v;
+            v.tag = tag::ATTRIBUTE_VALUE;
+            Item::new(
+                tag::ATTRIBUTE,
+                Value::Structure(vec![
+                    Item::new(tag::ATTRIBUTE_NAME, Value::TextString(n.into())),
+                    v,
+                ]),
+            )
+        };
+        vec![
+            Item::new(tag::OBJECT_TYPE, Value::Enumeration(2)),
+            Item::new(
+                tag::TEMPLATE_ATTRIBUTE,
+                Value::Structure(vec![
+                    a(
+                        "Cryptographic Algorithm",
+                        Item::new(0, Value::Enumeration(3)),
+                    ),
+                    a("Cryptographic Length", Item::new(0, Value::Integer(256))),
+                    a(
+                        "Name",
+                        Item::new(
+                            0,
+                            Value::Structure(vec![
+                                Item::new(tag::NAME_VALUE, Value::TextString(name.into())),
+                                Item::new(tag::NAME_TYPE, Value::Enumeration(1)),
+                            ]),
+                        ),
+                    ),
+                ]),
+            ),
+        ]
+    };
+    // Create, Activate, Get with no identifiers after the first: the placeholder carries it.
+    let a = c
+        .batch(vec![
+            (op::CREATE, attrs("batched")),
+            (op::ACTIVATE, vec![]),
+            (op::GET, vec![]),
+        ])
+        .unwrap();
+    assert!(
+        a.iter()
+            .all(|x| x.status == cinta_kmip::message::ResultStatus::Success),
+        "{a:?}"
+    );
+    assert!(
+        format!("{:?}", a[2].payload).contains("KeyMaterial")
+            || a[2].payload.iter().any(|i| i.tag == tag::SYMMETRIC_KEY)
+    );
+    // 33 items is one too many.
+    let many: Vec<_> = (0..33).map(|_| (op::QUERY, vec![])).collect();
+    let e = c.batch(many).unwrap();
+    assert!(
+        e[0].message.as_deref().unwrap_or("").contains("32"),
+        "{e:?}"
+    );
+    // Undo: a Create then a failing Activate of an unknown object leave nothing behind.
+    let mut req = cinta_kmip::message::Request {
+        version: Version::new(1, 2),
+        max_response_size: None,
+        batch_order: Some(true),
+        on_error: cinta_kmip::message::OnError::Undo,
+        authentication: None,
+        items: vec![],
+    };
+    for (o, p) in [
+        (op::CREATE, attrs("undone")),
+        (op::ACTIVATE, vec![uid_item("no-such-key")]),
+    ] {
+        req.items.push(cinta_kmip::message::RequestItem {
+            operation: o as u32,
+            id: None,
+            payload: Some(Item::new(tag::REQUEST_PAYLOAD, Value::Structure(p))),
+        });
+    }
+    let resp = raw_exchange(&kms, "agent", &req.to_item().to_bytes());
+    let text = format!("{resp:?}");
+    assert!(
+        text.contains("Enumeration(3)") && text.contains("no object 'no-such-key'"),
+        "undone + failure: {text}"
+    );
+    assert!(
+        c.locate_by_name("undone").unwrap().is_empty(),
+        "the undone Create left no key"
+    );
+}
+
+fn tls_config(kms: &Kms, name: &str, tls12_only: bool) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(kms.pki.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<_> = CertificateDer::pem_file_iter(kms.pki.join(format!("{name}.pem")))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(kms.pki.join(format!("{name}.key"))).unwrap();
+    let b = rustls::ClientConfig::builder_with_provider(provider);
+    let b = if tls12_only {
+        b.with_protocol_versions(&[&rustls::version::TLS12])
+    } else {
+        b.with_safe_default_protocol_versions()
+    };
+    Arc::new(
+        b.unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap(),
+    )
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn raw_connect(kms: &Kms, name: &str, tls12_only: bool) -> Tls {
+    let tcp = TcpStream::connect(&kms.addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let conn = rustls::ClientConnection::new(
+        tls_config(kms, name, tls12_only),
+        ServerName::try_from("127.0.0.1").unwrap(),
+    )
+    .unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+fn read_message(s: &mut Tls) -> std::io::Result<Item> {
+    let mut h = [0u8; 8];
+    s.read_exact(&mut h)?;
+    let n = cinta_kmip::ttlv::frame_len(&h).unwrap();
+    let mut m = vec![0u8; n];
+    m[..8].copy_from_slice(&h);
+    s.read_exact(&mut m[8..])?;
+    Ok(Item::decode(&m).unwrap())
+}
+
+fn raw_exchange(kms: &Kms, name: &str, bytes: &[u8]) -> Item {
+    let mut s = raw_connect(kms, name, false);
+    s.write_all(bytes).unwrap();
+    read_message(&mut s).unwrap()
+}
+
+fn closed(s: &mut Tls) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+#[test]
+fn malformed_frames_get_errors_or_closed_connections_and_others_keep_being_served() {
+    let kms = Kms::serving();
+    let mut good = kms.accepted("good", "default", Version::new(1, 4));
+    kms.issue("bad");
+    let mut bad = Client::new(kms.client_config("bad", Version::new(1, 4))).unwrap();
+    let _ = bad.locate_by_name("x");
+    kms.admin_ok(&["clients", "accept", &kms.fingerprint("bad")[..16]]);
+    let uid = good.create_active_aes256("steady", &[]).unwrap();
+
+    // Unframeable: a 2 GiB length, a message that is not a structure, a length not a multiple of 8.
+    for header in [
+        [0x42, 0x00, 0x78, 0x01, 0x80, 0x00, 0x00, 0x00],
+        [0x42, 0x00, 0x78, 0x02, 0x00, 0x00, 0x00, 0x04],
+        [0x42, 0x00, 0x78, 0x01, 0x00, 0x00, 0x00, 0x05],
+    ] {
+        let mut s = raw_connect(&kms, "bad", true);
+        s.write_all(&header).unwrap();
+        s.flush().unwrap();
+        assert!(closed(&mut s), "{header:02x?} closes the connection");
+        assert_eq!(*good.get_key(&uid).unwrap(), *good.get_key(&uid).unwrap());
+    }
+
+    // Framed but wrong inside: an error response each, and the connection goes on.
+    let mut s = raw_connect(&kms, "bad", true);
+    let depth_bomb = {
+        let mut i = Item::new(tag::REQUEST_PAYLOAD, Value::Structure(vec![]));
+        for _ in 0..40 {
+            i = Item::new(tag::REQUEST_PAYLOAD, Value::Structure(vec![i]));
+        }
+        Item::new(tag::REQUEST_MESSAGE, Value::Structure(vec![i])).to_bytes()
+    };
+    let mut wrong_type = Item::new(
+        tag::REQUEST_MESSAGE,
+        Value::Structure(vec![Item::new(tag::REQUEST_HEADER, Value::Integer(7))]),
+    )
+    .to_bytes();
+    let mut bad_inner_len = wrong_type.clone();
+    bad_inner_len[15] = 0x09; // the inner item claims 9 bytes where 8 are
+    let not_a_request = Item::new(tag::RESPONSE_MESSAGE, Value::Structure(vec![])).to_bytes();
+    for (what, msg) in [
+        ("depth bomb", depth_bomb),
+        ("wrong type", std::mem::take(&mut wrong_type)),
+        ("bad inner length", bad_inner_len),
+        ("not a request", not_a_request),
+    ] {
+        s.write_all(&msg).unwrap();
+        let r = read_message(&mut s).unwrap_or_else(|e| panic!("{what}: no answer: {e}"));
+        let t = format!("{r:?}");
+        assert!(
+            r.tag == tag::RESPONSE_MESSAGE && t.contains("Enumeration(4)"),
+            "{what}: Invalid Message expected: {t}"
+        );
+    }
+    // The same connection still serves a valid request.
+    let q = cinta_kmip::message::Request {
+        version: Version::new(1, 4),
+        max_response_size: None,
+        batch_order: None,
+        on_error: cinta_kmip::message::OnError::Stop,
+        authentication: None,
+        items: vec![cinta_kmip::message::RequestItem {
+            operation: op::GET as u32,
+            id: None,
+            payload: Some(Item::new(
+                tag::REQUEST_PAYLOAD,
+                Value::Structure(vec![uid_item(&uid)]),
+            )),
+        }],
+    };
+    s.write_all(&q.to_item().to_bytes()).unwrap();
+    let r = format!("{:?}", read_message(&mut s).unwrap());
+    assert!(
+        r.contains(&uid) && !r.contains("Enumeration(4)"),
+        "served after the errors: {r}"
+    );
+    // A client that never finishes its message does not hold anyone up.
+    let mut slow = raw_connect(&kms, "bad", false);
+    slow.write_all(&[0x42, 0x00, 0x78, 0x01, 0x00, 0x00, 0x01, 0x00])
+        .unwrap();
+    slow.flush().unwrap();
+    assert_eq!(good.get_key(&uid).unwrap().len(), 32);
+    let audit = kms.admin_ok(&["audit", "--tail", "0"]);
+    assert!(
+        audit.contains("invalid") && audit.contains("unframeable"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn onboarding_pending_accepted_groups_and_auto_accept() {
+    let kms = Kms::serving();
+    kms.issue("lib1");
+    let mut lib = Client::new(kms.client_config("lib1", Version::new(1, 2))).unwrap();
+    let e = lib.create_aes256("x", &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("PermissionDenied") && e.contains("pending") && e.contains("clients accept"),
+        "{e}"
+    );
+    let list = kms.admin_ok(&["clients", "list"]);
+    assert!(
+        list.contains("pending") && list.contains("CN=lib1"),
+        "{list}"
+    );
+    // An unknown group is refused by name; then made and used.
+    let fp = kms.fingerprint("lib1");
+    let o = kms.admin(&["clients", "accept", &fp, "--group", "LTO"]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no device group 'LTO'")
+    );
+    kms.admin_ok(&["groups", "add", "LTO"]);
+    kms.admin_ok(&["clients", "accept", &fp, "--group", "LTO"]);
+    let lto_key = lib.create_active_aes256("lto-key", &[]).unwrap();
+
+    let mut agent = kms.accepted("agent", "default", Version::new(1, 2));
+    let agent_key = agent.create_active_aes256("agent-key", &[]).unwrap();
+    // Each group sees only its own keys: another group's key is "not found", never "denied".
+    let e = agent.get_key(&lto_key).unwrap_err().to_string();
+    assert!(e.contains("ItemNotFound"), "{e}");
+    assert!(agent.locate_by_name("lto-key").unwrap().is_empty());
+    assert!(lib.locate_by_name("agent-key").unwrap().is_empty());
+    assert_eq!(lib.get_key(&lto_key).unwrap().len(), 32);
+    assert!(lib.get_key(&agent_key).is_err());
+
+    // Rejecting cuts the client off at its next request.
+    kms.admin_ok(&["clients", "reject", &fp[..12]]);
+    let e = lib.get_key(&lto_key).unwrap_err().to_string();
+    assert!(e.contains("rejected"), "{e}");
+
+    // Auto-accept: a new certificate is served at once.
+    kms.admin_ok(&["groups", "set", "default", "--auto-accept", "true"]);
+    kms.issue("agent2");
+    let mut a2 = Client::new(kms.client_config("agent2", Version::new(2, 0))).unwrap();
+    assert_eq!(a2.get_key(&agent_key).unwrap().len(), 32);
+    let groups = kms.admin_ok(&["groups", "list"]);
+    assert!(groups.contains("LTO") && groups.contains("yes"), "{groups}");
+    // The audit trail names client, operation, object and result.
+    let audit = kms.admin_ok(&["--json", "audit", "--tail", "0"]);
+    let recs: Vec<serde_json::Value> = serde_json::from_str(&audit).unwrap();
+    assert!(
+        recs.iter()
+            .any(|r| r["result"] == "refused" && r["operation"] == "Create"),
+        "{audit}"
+    );
+    assert!(recs.iter().any(|r| r["result"] == "success"
+        && r["operation"] == "Get"
+        && r["object"] == lto_key.as_str()
+        && r["group"] == "LTO"));
+}
+
+#[test]
+fn restart_keeps_keys_and_damaged_keystores_or_wrong_master_keys_are_refused_untouched() {
+    let mut kms = Kms::serving();
+    let mut c = kms.accepted("agent", "default", Version::new(1, 4));
+    let active = c
+        .create_active_aes256("kept", &[("x-saveset", "s1")])
+        .unwrap();
+    let key = c.get_key(&active).unwrap();
+    let destroyed = c.create_aes256("gone", &[]).unwrap();
+    c.destroy(&destroyed).unwrap();
+    drop(c);
+    kms.stop();
+    kms.start();
+    let mut c = Client::new(kms.client_config("agent", Version::new(1, 4))).unwrap();
+    assert_eq!(*c.get_key(&active).unwrap(), *key, "same key after restart");
+    c.check_encrypt(&active).unwrap();
+    assert!(c
+        .get_key(&destroyed)
+        .unwrap_err()
+        .to_string()
+        .contains("destroyed"));
+    drop(c);
+    kms.stop();
+
+    let ks = kms.dir.path().join("keystore.db");
+    let before = std::fs::read(&ks).unwrap();
+    // A wrong master key: refused, named, keystore unchanged.
+    std::fs::rename(
+        kms.dir.path().join("master.key"),
+        kms.dir.path().join("master.key.good"),
+    )
+    .unwrap();
+    kms.admin_ok(&[
+        "master-key",
+        "new",
+        "--out",
+        kms.dir.path().join("master.key").to_str().unwrap(),
+    ]);
+    let o = kms.admin(&["serve"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("master key does not open keystore"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&ks).unwrap(), before, "not written");
+    std::fs::rename(
+        kms.dir.path().join("master.key.good"),
+        kms.dir.path().join("master.key"),
+    )
+    .unwrap();
+
+    // A damaged keystore: refused, named, unchanged.
+    let mut bad = before.clone();
+    let mid = bad.len() / 2;
+    for b in &mut bad[mid..mid + 64] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&ks, &bad).unwrap();
+    let o = kms.admin(&["serve"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("left as it is"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&ks).unwrap(), bad, "not written");
+    // Not a keystore at all.
+    std::fs::write(&ks, b"hello, this is not SQLite").unwrap();
+    let o = kms.admin(&["keys", "list"]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("keystore"),
+        "{o:?}"
+    );
+    // init never overwrites.
+    let o = kms.admin(&["init"]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("never overwritten")
+    );
+    assert_eq!(std::fs::read(&ks).unwrap(), b"hello, this is not SQLite");
+}
+
+#[test]
+fn backup_restore_rotation_and_serving_only_backed_up_keys() {
+    let mut kms = Kms::new("require_backup = true");
+    kms.start();
+    let pass = kms.dir.path().join("backup.pass");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let mut c = kms.accepted("agent", "default", Version::new(1, 4));
+    let k1 = c.create_active_aes256("k1", &[]).unwrap();
+    let e = c.get_key(&k1).unwrap_err().to_string();
+    assert!(e.contains("not served until a keystore backup"), "{e}");
+    let out = kms.dir.path().join("ks.backup");
+    let o = kms.admin_ok(&[
+        "backup",
+        "--out",
+        out.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    assert!(o.contains("backed up 1 objects"), "{o}");
+    let key1 = c.get_key(&k1).unwrap();
+    let raw = std::fs::read(&out).unwrap();
+    assert!(
+        !raw.windows(key1.len()).any(|w| w == &key1[..]),
+        "no key bytes in the clear"
+    );
+    assert!(
+        !raw.windows(2).any(|w| w == b"k1"),
+        "names are not in the clear either"
+    );
+    // After the backup: k1 is destroyed and k2 made.
+    c.revoke(&k1, rrc::SUPERSEDED).unwrap();
+    c.destroy(&k1).unwrap();
+    let k2 = c.create_active_aes256("k2", &[]).unwrap();
+    drop(c);
+
+    // Restore refuses while serving, then brings the backup's state back.
+    let o = kms.admin(&[
+        "restore",
+        "--from",
+        out.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("in use by cinta-keymgr serve"),
+        "{o:?}"
+    );
+    kms.stop();
+    let wrong = kms.dir.path().join("wrong.pass");
+    std::fs::write(&wrong, "not the right passphrase\n").unwrap();
+    let o = kms.admin(&[
+        "restore",
+        "--from",
+        out.to_str().unwrap(),
+        "--passphrase-file",
+        wrong.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success()
+            && String::from_utf8_lossy(&o.stderr).contains("wrong backup passphrase"),
+        "{o:?}"
+    );
+    let mut cut = raw.clone();
+    cut.truncate(raw.len() - 20);
+    let cutp = kms.dir.path().join("cut.backup");
+    std::fs::write(&cutp, &cut).unwrap();
+    let o = kms.admin(&[
+        "restore",
+        "--from",
+        cutp.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success(), "a cut backup does not restore");
+    let o = kms.admin_ok(&[
+        "restore",
+        "--from",
+        out.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    assert!(
+        o.contains("restored 1 objects") && o.contains("before-restore"),
+        "{o}"
+    );
+
+    // Rotate the master key, point the config at it, serve: keys still open.
+    let newkey = kms.dir.path().join("master2.key");
+    kms.admin_ok(&["master-key", "new", "--out", newkey.to_str().unwrap()]);
+    let o = kms.admin_ok(&[
+        "master-key",
+        "rotate",
+        "--new-file",
+        newkey.to_str().unwrap(),
+    ]);
+    assert!(o.contains("re-wrapped 1 keys"), "{o}");
+    let cfg = std::fs::read_to_string(&kms.config)
+        .unwrap()
+        .replace("file = \"master.key\"", "file = \"master2.key\"");
+    std::fs::write(&kms.config, cfg).unwrap();
+    kms.start();
+    let mut c = Client::new(kms.client_config("agent", Version::new(1, 4))).unwrap();
+    assert_eq!(
+        *c.get_key(&k1).unwrap(),
+        *key1,
+        "k1 is back, same bytes, under the new master key"
+    );
+    assert!(
+        c.get_key(&k2)
+            .unwrap_err()
+            .to_string()
+            .contains("ItemNotFound"),
+        "k2 came after the backup"
+    );
+    let list = kms.admin_ok(&["keys", "list"]);
+    assert!(list.contains(&k1) && list.contains("Active"), "{list}");
+}
+
+#[test]
+fn rsa_server_certificate_and_tls12_clients() {
+    let mut kms = Kms::new("trace = true");
+    let rsa = kms.dir.path().join("rsa.key");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&rsa)
+        .status()
+        .expect("openssl");
+    assert!(ok.success());
+    kms.admin_ok(&[
+        "pki",
+        "issue",
+        kms.pki.to_str().unwrap(),
+        "server",
+        "--server",
+        "--host",
+        "127.0.0.1",
+        "--key",
+        rsa.to_str().unwrap(),
+    ]);
+    kms.start();
+    kms.accepted("agent", "default", Version::new(1, 2));
+    let mut s = raw_connect(&kms, "agent", true);
+    let q = cinta_kmip::message::Request {
+        version: Version::new(1, 1),
+        max_response_size: None,
+        batch_order: None,
+        on_error: cinta_kmip::message::OnError::Stop,
+        authentication: None,
+        items: vec![cinta_kmip::message::RequestItem {
+            operation: op::QUERY as u32,
+            id: None,
+            payload: Some(Item::new(
+                tag::REQUEST_PAYLOAD,
+                Value::Structure(vec![
+                    Item::new(tag::QUERY_FUNCTION, Value::Enumeration(1)),
+                    Item::new(tag::QUERY_FUNCTION, Value::Enumeration(4)),
+                ]),
+            )),
+        }],
+    };
+    s.write_all(&q.to_item().to_bytes()).unwrap();
+    let r = read_message(&mut s).unwrap();
+    assert_eq!(
+        s.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let t = format!("{r:?}");
+    assert!(
+        t.contains("LIBRARY-LTO") && t.contains("Enumeration(30)"),
+        "Discover Versions offered at 1.1, namespaces listed: {t}"
+    );
+    let log = std::fs::read_to_string(&kms.log).unwrap();
+    assert!(
+        log.contains("ttlv=42007801"),
+        "hex trace of the request: {log}"
+    );
+}
