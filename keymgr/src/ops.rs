@@ -354,12 +354,11 @@ impl Cx<'_, '_> {
                 for a in i.children() {
                     match a.tag {
                         t if t == tag::ATTRIBUTE => out.push(attrs::from_v1(a)?.0),
-                        t if t == tag::NAME => {
-                            return Err(Fault::new(
-                                Reason::FeatureNotSupported,
-                                "templates (a Name inside Template-Attribute) are not supported; send the attributes",
-                            ))
-                        }
+                        // A Name here names a Template object in 1.x; this
+                        // server keeps no templates, and clients that send
+                        // one (kmip-protocol's `TemplateAttribute::named`)
+                        // mean the new object's name, so it becomes that.
+                        t if t == tag::NAME => out.push(attrs::make("Name", a.clone())?),
                         t => {
                             return Err(Fault::invalid(format!(
                                 "unexpected tag {t:#08x} in Template-Attribute"
