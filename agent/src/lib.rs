@@ -2,6 +2,7 @@
 pub mod error;
 pub mod io;
 pub mod keys;
+pub mod kmip_keys;
 pub mod saveset;
 pub mod stream;
 pub mod tape;

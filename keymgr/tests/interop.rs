@@ -1,7 +1,5 @@
 //! Independent KMIP clients against the running server: PyKMIP 0.11's ProxyKmipClient at 1.0, 1.1, 1.2, 1.4 and 2.0, and the kmip-protocol crate's requests and response parser over a TLS stream of ours.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -9,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use cinta_kmip::message::Version;
-use common::Kms;
+use cinta_tests::keymgr::Kms;
 use kmip_protocol::types::common::{
     AttributeName, CryptographicAlgorithm, CryptographicUsageMask, ObjectType,
     RevocationReasonCode, UniqueIdentifier,

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub mod keymgr;
+
 /// Path of a binary of this workspace, built by `cargo build --workspace --bins`
 /// (tests/run.sh does it before running the tests).
 pub fn binary(name: &str) -> PathBuf {

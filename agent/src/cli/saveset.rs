@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cinta_agent::keys::FileKeySource;
+use cinta_agent::keys::{FileKeySource, KeySource};
+use cinta_agent::kmip_keys::KmipKeySource;
 use cinta_agent::saveset::catalog::{self, Record};
 use cinta_agent::saveset::dest::{Existing, Restore, Verify};
 use cinta_agent::saveset::read::{RunReport, SaveSet, Sink};
@@ -28,11 +29,34 @@ pub enum KeyCmd {
     },
 }
 
+/// Where data keys come from: a local key file, or the key manager over KMIP.
 #[derive(Args)]
+#[group(required = true, multiple = false)]
 pub struct KeyArg {
     /// Master key file of the key-file key source (see `key init`).
     #[arg(long, value_name = "FILE")]
-    pub key_file: PathBuf,
+    pub key_file: Option<PathBuf>,
+    /// KMIP key source: a TOML file naming the key manager (server, cert, key, ca).
+    #[arg(long, value_name = "FILE")]
+    pub kmip: Option<PathBuf>,
+}
+
+impl KeyArg {
+    pub fn open(&self) -> anyhow::Result<Box<dyn KeySource>> {
+        open_keys(self.key_file.as_deref(), self.kmip.as_deref())
+    }
+}
+
+/// The key source the flags name.
+fn open_keys(
+    key_file: Option<&std::path::Path>,
+    kmip: Option<&std::path::Path>,
+) -> anyhow::Result<Box<dyn KeySource>> {
+    Ok(match (key_file, kmip) {
+        (Some(f), None) => Box::new(FileKeySource::open(f)?),
+        (None, Some(k)) => Box::new(KmipKeySource::open(k)?),
+        _ => anyhow::bail!("give one key source: --key-file FILE or --kmip FILE"),
+    })
 }
 
 #[derive(Args)]
@@ -132,16 +156,33 @@ pub enum Cmd {
     Ls {
         #[command(flatten)]
         lib: LibArg,
-        /// List this save set's objects (needs --key-file).
+        /// List this save set's objects (needs --key-file or --kmip).
         #[arg(long)]
         save_set: Option<String>,
         /// Only save sets with data on this cartridge.
         #[arg(long, conflicts_with = "save_set")]
         volume: Option<String>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "kmip")]
         key_file: Option<PathBuf>,
         #[arg(long)]
+        kmip: Option<PathBuf>,
+        #[arg(long)]
         json: bool,
+    },
+    /// Expire a save set: drop it from the catalog; with --shred also destroy
+    /// its key on the key manager, so no copy of it (vaulted tapes included)
+    /// can ever be read again.
+    Expire {
+        #[command(flatten)]
+        lib: LibArg,
+        /// Save set id (or a unique prefix).
+        #[arg(long)]
+        save_set: String,
+        /// Destroy the save set's key (crypto-shredding; needs --kmip).
+        #[arg(long, requires = "kmip")]
+        shred: bool,
+        #[arg(long)]
+        kmip: Option<PathBuf>,
     },
     /// Rebuild the catalog from the cartridges: every save set and its objects.
     Scan {
@@ -259,7 +300,7 @@ fn now() -> i64 {
 
 pub fn save_cmd(a: SaveArgs) -> anyhow::Result<ExitCode> {
     let l = Library::open(&a.lib.library)?;
-    let mut keys = FileKeySource::open(&a.key.key_file)?;
+    let mut keys = a.key.open()?;
     let source = match (a.source, a.stdin) {
         (Some(root), _) => Source::Tree {
             root: std::fs::canonicalize(&root)
@@ -305,7 +346,7 @@ pub fn save_cmd(a: SaveArgs) -> anyhow::Result<ExitCode> {
                         .store(save::estimate(&opts.source, opts.since), Ordering::Relaxed)
                 });
             }
-            save::save(&mut session, target, &mut keys, &opts, &progress)
+            save::save(&mut session, target, &mut *keys, &opts, &progress)
         })
     })?;
     let secs = t.elapsed().as_secs_f64();
@@ -421,7 +462,7 @@ fn print_run(what: &str, r: &RunReport, extra: &[String]) {
 
 fn run_on(
     l: &Library,
-    keys: &mut FileKeySource,
+    keys: &mut dyn KeySource,
     which: &Which,
     sink: &mut dyn Sink,
     quiet: bool,
@@ -451,14 +492,14 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let l = Library::open(&lib.library)?;
-            let mut keys = FileKeySource::open(&key.key_file)?;
+            let mut keys = key.open()?;
             let dest = if original {
                 PathBuf::from("/")
             } else {
                 to.expect("clap requires --to or --original")
             };
             let mut sink = Restore::new(&dest, select, existing)?;
-            let report = run_on(&l, &mut keys, &which, &mut sink, json)?;
+            let report = run_on(&l, &mut *keys, &which, &mut sink, json)?;
             sink.finish()?;
             if json {
                 println!(
@@ -489,8 +530,8 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let l = Library::open(&lib.library)?;
-            let mut keys = FileKeySource::open(&key.key_file)?;
-            let report = run_on(&l, &mut keys, &which, &mut Verify, json)?;
+            let mut keys = key.open()?;
+            let report = run_on(&l, &mut *keys, &which, &mut Verify, json)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -503,6 +544,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             save_set,
             volume,
             key_file,
+            kmip,
             json,
         } => {
             let l = Library::open(&lib.library)?;
@@ -542,13 +584,13 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     }
                 }
                 Some(id) => {
-                    let key_file = key_file.ok_or_else(|| {
-                        anyhow::anyhow!("listing a save set's objects needs --key-file")
-                    })?;
-                    let mut keys = FileKeySource::open(&key_file)?;
+                    if key_file.is_none() && kmip.is_none() {
+                        anyhow::bail!("listing a save set's objects needs --key-file or --kmip");
+                    }
+                    let mut keys = open_keys(key_file.as_deref(), kmip.as_deref())?;
                     let r = catalog::find(l.dir(), &id)?;
                     let mut session = l.session()?;
-                    let mut ss = SaveSet::open(&mut session, &r.volume, r.sequence, &mut keys)?;
+                    let mut ss = SaveSet::open(&mut session, &r.volume, r.sequence, &mut *keys)?;
                     let p = u64::from(ss.header().payload);
                     let mut rows = Vec::new();
                     for e in ss.index()? {
@@ -580,14 +622,49 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Scan { lib, key, json } => scan(&Library::open(&lib.library)?, &key.key_file, json),
+        Cmd::Expire {
+            lib,
+            save_set,
+            shred,
+            kmip,
+        } => {
+            let l = Library::open(&lib.library)?;
+            let r = catalog::find(l.dir(), &save_set)?;
+            if shred {
+                let kmip = kmip.expect("clap requires --kmip with --shred");
+                if !r.key_id.starts_with(cinta_agent::kmip_keys::PREFIX) {
+                    anyhow::bail!(
+                        "save set {} is encrypted with key {} from a key file; one save set's key cannot be destroyed alone (crypto-shredding needs the key manager)",
+                        r.id,
+                        r.key_id
+                    );
+                }
+                KmipKeySource::open(&kmip)?.shred(&r.key_id)?;
+                println!(
+                    "destroyed key {} of save set {}: its data on every copy is unreadable",
+                    r.key_id, r.id
+                );
+            }
+            catalog::remove(l.dir(), &r.id)?;
+            println!(
+                "expired save set {} (cartridges {})",
+                r.id,
+                r.sections
+                    .iter()
+                    .map(|s| s.volser.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Scan { lib, key, json } => scan(&Library::open(&lib.library)?, &key, json),
     }
 }
 
 /// Reads every cartridge's labels; every tape file that is a save set (and
 /// starts on that cartridge) is opened with the key and recorded.
-fn scan(l: &Library, key_file: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    let mut keys = FileKeySource::open(key_file)?;
+fn scan(l: &Library, key: &KeyArg, json: bool) -> anyhow::Result<ExitCode> {
+    let mut keys = key.open()?;
     let mut found = Vec::new();
     let mut problems = Vec::new();
     let carts: Vec<String> = l
@@ -616,7 +693,7 @@ fn scan(l: &Library, key_file: &std::path::Path, json: bool) -> anyhow::Result<E
             .filter(|f| f.hdr1.section == 1 && f.hdr1.file_id.starts_with("SS-"))
         {
             let r = (|| -> anyhow::Result<Record> {
-                let mut ss = SaveSet::open(&mut session, &bc, f.hdr1.sequence, &mut keys)?;
+                let mut ss = SaveSet::open(&mut session, &bc, f.hdr1.sequence, &mut *keys)?;
                 let info = ss.info()?;
                 let (mut objects, mut bytes) = (0u64, 0u64);
                 for e in ss.index()? {

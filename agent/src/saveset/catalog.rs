@@ -36,6 +36,12 @@ fn dir(library: &Path) -> PathBuf {
     library.join("catalog")
 }
 
+/// Removes a record (the save set is expired; its tape file stays until the cartridge is reused).
+pub fn remove(library: &Path, id: &str) -> Result<()> {
+    let p = dir(library).join(format!("{id}.json"));
+    std::fs::remove_file(&p).map_err(|e| Error::io(p.display().to_string(), e))
+}
+
 /// Writes (or replaces) a record.
 pub fn put(library: &Path, r: &Record) -> Result<()> {
     let d = dir(library);

@@ -1,7 +1,5 @@
 //! A real cinta-keymgr per test: its own directory, throwaway PKI, keystore, config and port on 127.0.0.1.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -10,7 +8,9 @@ use std::time::Duration;
 use cinta_kmip::message::Version;
 use cinta_kmip_client::{Client, Config};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_cinta-keymgr");
+fn bin() -> PathBuf {
+    crate::binary("cinta-keymgr")
+}
 
 pub struct Kms {
     pub dir: tempfile::TempDir,
@@ -34,7 +34,7 @@ pub fn admin_ok(config: &Path, args: &[&str]) -> String {
 }
 
 pub fn admin(config: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
+    Command::new(bin())
         .arg("--config")
         .arg(config)
         .args(args)
@@ -99,7 +99,7 @@ impl Kms {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .arg("--config")
             .arg(&self.config)
             .arg("serve")
