@@ -704,3 +704,212 @@ fn rsa_server_certificate_and_tls12_clients() {
         "hex trace of the request: {log}"
     );
 }
+
+/// A 1.x Attribute structure.
+fn attr(name: &str, mut v: Item) -> Item {
+    v.tag = tag::ATTRIBUTE_VALUE;
+    Item::new(
+        tag::ATTRIBUTE,
+        Value::Structure(vec![
+            Item::new(tag::ATTRIBUTE_NAME, Value::TextString(name.into())),
+            v,
+        ]),
+    )
+}
+
+fn v(x: Value) -> Item {
+    Item::new(0, x)
+}
+
+fn asi(ns: &str, data: &str) -> Item {
+    v(Value::Structure(vec![
+        Item::new(tag::APPLICATION_NAMESPACE, Value::TextString(ns.into())),
+        Item::new(tag::APPLICATION_DATA, Value::TextString(data.into())),
+    ]))
+}
+
+#[test]
+fn tape_library_profile_custom_attributes_locate_and_attribute_edits() {
+    let kms = Kms::serving();
+    let mut c = kms.accepted("library", "default", Version::new(1, 2));
+    // As a tape library does: keys tagged with LIBRARY-LTO and the key identifier it writes on tape.
+    let mut uids = Vec::new();
+    for i in 0..5 {
+        let mut attrs = vec![
+            attr("Cryptographic Algorithm", v(Value::Enumeration(3))),
+            attr("Cryptographic Length", v(Value::Integer(256))),
+            attr(
+                "Application Specific Information",
+                asi("LIBRARY-LTO", &format!("KAD{i:04}")),
+            ),
+            attr(
+                "Alternative Name",
+                v(Value::Structure(vec![
+                    Item::new(
+                        tag::ALTERNATIVE_NAME_VALUE,
+                        Value::TextString(format!("lto-{i}")),
+                    ),
+                    Item::new(tag::ALTERNATIVE_NAME_TYPE, Value::Enumeration(1)),
+                ])),
+            ),
+        ];
+        // 30 custom attributes of text, integer and date-time type.
+        for j in 0..10 {
+            attrs.push(attr(
+                &format!("x-text-{j}"),
+                v(Value::TextString(format!("t{i}-{j}"))),
+            ));
+            attrs.push(attr(&format!("x-int-{j}"), v(Value::Integer(i * 100 + j))));
+            attrs.push(attr(
+                &format!("x-date-{j}"),
+                v(Value::DateTime(1_700_000_000 + i as i64)),
+            ));
+        }
+        let p = c
+            .call(
+                op::CREATE,
+                vec![
+                    Item::new(tag::OBJECT_TYPE, Value::Enumeration(2)),
+                    Item::new(tag::TEMPLATE_ATTRIBUTE, Value::Structure(attrs)),
+                ],
+            )
+            .unwrap();
+        uids.push(match &p[1].value {
+            Value::TextString(s) => s.clone(),
+            x => panic!("{x:?}"),
+        });
+    }
+    // All 30 come back with their types.
+    let p = c
+        .call(op::GET_ATTRIBUTES, vec![uid_item(&uids[2])])
+        .unwrap();
+    let customs = p.iter().filter(|a| format!("{a:?}").contains("x-")).count();
+    assert_eq!(customs, 30, "{p:?}");
+    let t = format!("{p:?}");
+    assert!(
+        t.contains("Integer(209)") && t.contains("DateTime(1700000002)") && t.contains("t2-9"),
+        "{t}"
+    );
+    let locate = |c: &mut Client, filters: Vec<Item>| -> Vec<String> {
+        c.call(op::LOCATE, filters)
+            .unwrap()
+            .iter()
+            .filter(|i| i.tag == tag::UNIQUE_IDENTIFIER)
+            .map(|i| match &i.value {
+                Value::TextString(s) => s.clone(),
+                _ => unreachable!(),
+            })
+            .collect()
+    };
+    // By application specific information, by custom attribute (integer), by a date range.
+    assert_eq!(
+        locate(
+            &mut c,
+            vec![attr(
+                "Application Specific Information",
+                asi("LIBRARY-LTO", "KAD0003")
+            )]
+        ),
+        vec![uids[3].clone()]
+    );
+    assert_eq!(
+        locate(&mut c, vec![attr("x-int-4", v(Value::Integer(104)))]),
+        vec![uids[1].clone()]
+    );
+    let range = locate(
+        &mut c,
+        vec![
+            attr("x-date-0", v(Value::DateTime(1_700_000_001))),
+            attr("x-date-0", v(Value::DateTime(1_700_000_003))),
+        ],
+    );
+    assert_eq!(
+        range,
+        vec![uids[3].clone(), uids[2].clone(), uids[1].clone()],
+        "inclusive range, newest first"
+    );
+    // By object type and state, with Maximum Items and Offset Items.
+    let all = locate(
+        &mut c,
+        vec![
+            attr("State", v(Value::Enumeration(1))),
+            attr("Object Type", v(Value::Enumeration(2))),
+        ],
+    );
+    assert_eq!(all.len(), 5);
+    let page = locate(
+        &mut c,
+        vec![
+            Item::new(tag::MAXIMUM_ITEMS, Value::Integer(2)),
+            Item::new(tag::OFFSET_ITEMS, Value::Integer(1)),
+            attr("Object Type", v(Value::Enumeration(2))),
+        ],
+    );
+    assert_eq!(page, all[1..3].to_vec());
+
+    // Add, modify, delete: a name added, a custom attribute changed, one removed; server attributes refused.
+    let u = &uids[0];
+    let name = v(Value::Structure(vec![
+        Item::new(tag::NAME_VALUE, Value::TextString("renamed".into())),
+        Item::new(tag::NAME_TYPE, Value::Enumeration(1)),
+    ]));
+    c.call(op::ADD_ATTRIBUTE, vec![uid_item(u), attr("Name", name)])
+        .unwrap();
+    assert_eq!(c.locate_by_name("renamed").unwrap(), vec![u.clone()]);
+    c.call(
+        op::MODIFY_ATTRIBUTE,
+        vec![
+            uid_item(u),
+            attr("x-text-0", v(Value::TextString("changed".into()))),
+        ],
+    )
+    .unwrap();
+    c.call(
+        op::DELETE_ATTRIBUTE,
+        vec![
+            uid_item(u),
+            Item::new(tag::ATTRIBUTE_NAME, Value::TextString("x-int-0".into())),
+        ],
+    )
+    .unwrap();
+    let t = format!(
+        "{:?}",
+        c.call(op::GET_ATTRIBUTES, vec![uid_item(u)]).unwrap()
+    );
+    assert!(t.contains("changed") && !t.contains("x-int-0\""), "{t}");
+    let e = c
+        .call(
+            op::MODIFY_ATTRIBUTE,
+            vec![uid_item(u), attr("State", v(Value::Enumeration(2)))],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot be changed by a client"), "{e}");
+    let e = c
+        .call(
+            op::ADD_ATTRIBUTE,
+            vec![
+                uid_item(u),
+                attr("Cryptographic Length", v(Value::Integer(128))),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot be changed"), "{e}");
+    // Query lists the namespaces a tape library looks for.
+    let q = format!(
+        "{:?}",
+        c.call(
+            op::QUERY,
+            vec![
+                Item::new(tag::QUERY_FUNCTION, Value::Enumeration(4)),
+                Item::new(tag::QUERY_FUNCTION, Value::Enumeration(2))
+            ]
+        )
+        .unwrap()
+    );
+    assert!(
+        q.contains("LIBRARY-LTO") && q.contains("Enumeration(7)"),
+        "{q}"
+    );
+}
