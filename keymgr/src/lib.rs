@@ -18,6 +18,7 @@ pub mod store;
 pub use error::{Error, Result};
 pub mod audit;
 pub mod backup;
+pub mod bench;
 pub mod lock;
 pub mod pki;
 pub mod server;

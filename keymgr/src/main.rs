@@ -1,7 +1,7 @@
 //! `cinta-keymgr`: the KMIP key server and its administration: serve, init, clients, groups, keys, backup, restore, master-key rotation, audit, and a throwaway PKI.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -68,6 +68,30 @@ enum Cmd {
     /// A throwaway PKI for trials and tests (ECDSA P-256).
     #[command(subcommand)]
     Pki(PkiCmd),
+    /// Load a KMIP server (this one or another) and report round trips per second and latency.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// host:port of the KMIP server.
+    #[arg(long)]
+    server: String,
+    #[arg(long)]
+    cert: PathBuf,
+    #[arg(long)]
+    key: PathBuf,
+    #[arg(long)]
+    ca: PathBuf,
+    #[arg(long, value_enum, default_value = "create-get")]
+    mode: cinta_keymgr::bench::Mode,
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// KMIP version, e.g. 1.2 or 2.0.
+    #[arg(long, default_value = "1.2")]
+    version: String,
 }
 
 #[derive(Subcommand)]
@@ -229,6 +253,7 @@ fn run(cli: Cli) -> Result<()> {
     let json = cli.json;
     match cli.cmd {
         Cmd::Pki(p) => return pki_cmd(p),
+        Cmd::Bench(b) => return bench(b, json),
         Cmd::MasterKey(MasterCmd::New { out }) => {
             if out.exists() {
                 bail!(
@@ -415,7 +440,9 @@ fn run(cli: Cli) -> Result<()> {
             });
             Ok(())
         }
-        Cmd::Pki(_) | Cmd::MasterKey(MasterCmd::New { .. }) => unreachable!("handled above"),
+        Cmd::Pki(_) | Cmd::Bench(_) | Cmd::MasterKey(MasterCmd::New { .. }) => {
+            unreachable!("handled above")
+        }
     }
 }
 
@@ -568,7 +595,7 @@ fn keys(cfg: &Config, k: KeyCmd, json: bool) -> Result<()> {
                 authentication: None,
                 items,
             };
-            let (resp, _) = ops::run(&mut s, &req, &caller, server::now());
+            let resp = ops::run_alone(&mut s, &req, &caller, server::now()).items;
             if let Some(f) = resp.iter().find(|r| r.message.is_some()) {
                 bail!(
                     "{} not destroyed: {}",
@@ -622,6 +649,37 @@ fn show_value(i: &Item) -> String {
     }
 }
 
+fn bench(b: BenchArgs, json: bool) -> Result<()> {
+    let version = match b
+        .version
+        .split_once('.')
+        .map(|(a, c)| (a.parse::<i32>(), c.parse::<i32>()))
+    {
+        Some((Ok(a), Ok(c))) => Version::new(a, c),
+        _ => bail!("--version {}: give major.minor, e.g. 1.2", b.version),
+    };
+    let r = cinta_keymgr::bench::run(&cinta_keymgr::bench::Plan {
+        server: b.server,
+        cert: b.cert,
+        key: b.key,
+        ca: b.ca,
+        version,
+        connections: b.connections,
+        duration: Duration::from_secs(b.seconds),
+        mode: b.mode,
+    })?;
+    print(json, &r, || {
+        println!(
+            "{:?} over {} connection(s): {} round trips in {:.1} s = {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
+            r.mode, r.connections, r.round_trips, r.seconds, r.per_second, r.p50_ms, r.p99_ms, r.max_ms, r.errors
+        )
+    });
+    if r.errors > 0 {
+        bail!("{} round trips failed", r.errors);
+    }
+    Ok(())
+}
+
 fn pki_cmd(p: PkiCmd) -> Result<()> {
     match p {
         PkiCmd::Init { dir, name } => {
@@ -653,18 +711,21 @@ fn serve(cfg: Config) -> Result<()> {
     let store = open(&cfg)?;
     tracing::info!(keystore = %cfg.keystore.display(), master_key = store.master_id(), "keystore open");
     let audit = Audit::open(&cfg.audit_path())?;
-    let shared = Arc::new(Shared {
-        store: Mutex::new(store),
-        audit: Mutex::new(audit),
+    let (keystore, keystore_thread) = server::spawn_keystore(server::Keystore {
+        store,
+        audit,
         default_group: cfg.default_group.clone(),
         require_backup: cfg.require_backup,
+    });
+    let shared = Arc::new(Shared {
+        keystore,
         trace: cfg.trace,
         idle: Duration::from_secs(cfg.idle_timeout_secs),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .with_context(|| format!("listen on {}", cfg.listen))?;
@@ -685,7 +746,12 @@ fn serve(cfg: Config) -> Result<()> {
             tracing::info!("signal received");
         };
         server::serve(&cfg, listener, shared, stop).await?;
-        tracing::info!("stopped");
-        Ok(())
-    })
+        Ok::<_, anyhow::Error>(())
+    });
+    // Dropping the runtime drops every connection and with them the
+    // keystore queue; the keystore thread finishes its group and ends.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    let _ = keystore_thread.join();
+    tracing::info!("stopped");
+    served
 }

@@ -155,13 +155,16 @@ pub fn stretch(secret: &[u8], kdf: &KdfParams) -> Result<[u8; 32]> {
     Ok(out)
 }
 
-/// A 256-bit key that wraps other keys.
+/// A 256-bit key that wraps other keys and authenticates keystore rows.
 pub struct MasterKey {
     key: LessSafeKey,
+    /// HMAC-SHA256 key derived from the master key, for row integrity.
+    mac: ring::hmac::Key,
     id: String,
 }
 
 const ID_CONTEXT: &[u8] = b"cinta-keymgr master key id v1";
+const MAC_CONTEXT: &[u8] = b"cinta-keymgr row mac key v1";
 
 impl MasterKey {
     pub fn new(bytes: [u8; 32]) -> MasterKey {
@@ -171,7 +174,31 @@ impl MasterKey {
         ctx.update(&*bytes);
         let id = hex(&ctx.finish().as_ref()[..8]);
         let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &*bytes).expect("32-byte key"));
-        MasterKey { key, id }
+        let mut m = ring::digest::Context::new(&ring::digest::SHA256);
+        m.update(MAC_CONTEXT);
+        m.update(&*bytes);
+        let mac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, m.finish().as_ref());
+        MasterKey { key, mac, id }
+    }
+
+    /// The MAC of a keystore row: `table` and each field, length-prefixed.
+    pub fn row_mac(&self, table: &str, fields: &[&[u8]]) -> Vec<u8> {
+        let mut ctx = ring::hmac::Context::with_key(&self.mac);
+        for f in std::iter::once(table.as_bytes()).chain(fields.iter().copied()) {
+            ctx.update(&(f.len() as u64).to_be_bytes());
+            ctx.update(f);
+        }
+        ctx.sign().as_ref().to_vec()
+    }
+
+    /// Whether `mac` is the row's MAC (constant time).
+    pub fn row_ok(&self, table: &str, fields: &[&[u8]], mac: &[u8]) -> bool {
+        let mut ctx = Vec::new();
+        for f in std::iter::once(table.as_bytes()).chain(fields.iter().copied()) {
+            ctx.extend_from_slice(&(f.len() as u64).to_be_bytes());
+            ctx.extend_from_slice(f);
+        }
+        ring::hmac::verify(&self.mac, &ctx, mac).is_ok()
     }
 
     /// A short public fingerprint naming this key (not secret).

@@ -127,35 +127,22 @@ pub fn op_name(code: u32) -> &'static str {
     cinta_kmip::spec::operation_name(code as i32).unwrap_or("Unknown")
 }
 
-/// Runs a request's batch on the store in one transaction.
+/// A batch's answers and audit outcomes; `undo` asks the caller to roll back what it did.
+pub struct Batch {
+    pub items: Vec<ResponseItem>,
+    pub outcomes: Vec<Outcome>,
+    pub undo: bool,
+}
+
+/// Runs a request's batch on `tx`, inside a transaction (or savepoint) the
+/// caller opened and will end.
 ///
-/// Returns the response items and an audit outcome per item. Stop ends the
-/// batch at the first failure; Undo also rolls back what the batch did and
-/// reports the earlier items as undone.
-pub fn run(
-    store: &mut Store,
-    req: &Request,
-    caller: &Caller,
-    now: i64,
-) -> (Vec<ResponseItem>, Vec<Outcome>) {
+/// Stop ends the batch at the first failure; Undo also asks the caller to
+/// roll back (`Batch::undo`) and reports the earlier items as undone.
+pub fn run(tx: &Tx<'_>, req: &Request, caller: &Caller, now: i64) -> Batch {
     let v = cinta_kmip::message::answer_version(req.version);
-    let tx = match store.begin() {
-        Ok(t) => t,
-        Err(e) => {
-            let items: Vec<ResponseItem> = req
-                .items
-                .iter()
-                .map(|i| ResponseItem::failure(Some(i), Reason::GeneralFailure, e.to_string()))
-                .collect();
-            let out = req
-                .items
-                .iter()
-                .map(|i| outcome(i, None, Some(&Fault::internal(""))));
-            return (items, out.collect());
-        }
-    };
     let mut cx = Cx {
-        tx: &tx,
+        tx,
         v,
         caller,
         now,
@@ -165,8 +152,7 @@ pub fn run(
     let mut outs = Vec::with_capacity(req.items.len());
     let mut undo = false;
     for it in &req.items {
-        let r = cx.dispatch(it);
-        match r {
+        match cx.dispatch(it) {
             Ok(done) => {
                 outs.push(outcome(it, done.uid.as_deref(), None));
                 if let Some(u) = done.uid {
@@ -188,7 +174,6 @@ pub fn run(
             }
         }
     }
-    let end = if undo { tx.rollback() } else { tx.commit() };
     if undo {
         for (i, o) in items.iter_mut().zip(outs.iter_mut()) {
             if i.status == ResultStatus::Success {
@@ -198,18 +183,51 @@ pub fn run(
             }
         }
     }
-    if let Err(e) = end {
-        // Nothing this batch did is durable: say so for every item.
-        for (i, o) in items.iter_mut().zip(outs.iter_mut()) {
-            i.status = ResultStatus::OperationFailed;
-            i.reason = Some(Reason::GeneralFailure);
-            i.message = Some(format!("the keystore could not commit: {e}"));
-            i.payload = None;
-            o.result = "failure";
-            o.reason = Some("keystore commit failed".into());
-        }
+    Batch {
+        items,
+        outcomes: outs,
+        undo,
     }
-    (items, outs)
+}
+
+/// Marks every item of a batch failed: its transaction did not commit.
+pub fn fail_all(b: &mut Batch, why: &str) {
+    for (i, o) in b.items.iter_mut().zip(b.outcomes.iter_mut()) {
+        i.status = ResultStatus::OperationFailed;
+        i.reason = Some(Reason::GeneralFailure);
+        i.message = Some(format!("the keystore could not commit: {why}"));
+        i.payload = None;
+        o.result = "failure";
+        o.reason = Some(format!("keystore commit failed: {why}"));
+    }
+}
+
+/// Runs one request in a transaction of its own (the admin CLI's way).
+pub fn run_alone(store: &mut Store, req: &Request, caller: &Caller, now: i64) -> Batch {
+    if let Err(e) = store.exec("BEGIN IMMEDIATE") {
+        let mut b = Batch {
+            items: req
+                .items
+                .iter()
+                .map(|i| ResponseItem::success(i, vec![]))
+                .collect(),
+            outcomes: req.items.iter().map(|i| outcome(i, None, None)).collect(),
+            undo: false,
+        };
+        fail_all(&mut b, &e.to_string());
+        return b;
+    }
+    let mut b = run(&store.tx(), req, caller, now);
+    let end = if b.undo {
+        store.exec("ROLLBACK")
+    } else {
+        store.exec("COMMIT")
+    };
+    if let Err(e) = end {
+        let _ = store.exec("ROLLBACK");
+        fail_all(&mut b, &e.to_string());
+    }
+    b
 }
 
 fn outcome(it: &RequestItem, uid: Option<&str>, f: Option<&Fault>) -> Outcome {

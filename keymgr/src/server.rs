@@ -6,20 +6,21 @@
 //! are never affected: each runs on its own task, and only keystore access is
 //! shared (one SQLite connection behind a mutex, used off the async threads).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cinta_kmip::message::{answer_version, Request, Response, ResponseItem, Version};
 use cinta_kmip::ttlv::{self, Item};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit::{Audit, Record};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fault::Reason;
+use crate::ops::Batch;
 use crate::ops::{self, Caller};
 use crate::store::Store;
 use crate::tls::Identity;
@@ -31,14 +32,61 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stopping server waits for connections to finish their message.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
-/// What every connection shares.
+/// What every connection shares: the keystore thread's queue and settings.
 pub struct Shared {
-    pub store: Mutex<Store>,
-    pub audit: Mutex<Audit>,
-    pub default_group: String,
-    pub require_backup: bool,
+    pub keystore: mpsc::Sender<Job>,
     pub trace: bool,
     pub idle: Duration,
+}
+
+/// Work for the keystore thread.
+pub enum Job {
+    /// A client certificate connected.
+    Seen {
+        id: Identity,
+        reply: oneshot::Sender<Result<crate::store::Client>>,
+    },
+    /// A framed message to answer.
+    Message {
+        id: Identity,
+        msg: Vec<u8>,
+        reply: oneshot::Sender<Vec<u8>>,
+    },
+}
+
+/// Request messages committed together at most (one fsync for all of them).
+pub const GROUP_MAX: usize = 64;
+
+/// The keystore side: owned by one thread that takes every waiting message,
+/// runs each in a savepoint of one transaction, commits once, then answers
+/// them all. Concurrent clients share fsyncs; none sees another's failure.
+pub struct Keystore {
+    pub store: Store,
+    pub audit: Audit,
+    pub default_group: String,
+    pub require_backup: bool,
+}
+
+/// Starts the keystore thread; it ends when every sender is gone.
+pub fn spawn_keystore(ks: Keystore) -> (mpsc::Sender<Job>, std::thread::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Job>(4 * GROUP_MAX);
+    let h = std::thread::Builder::new()
+        .name("keystore".into())
+        .spawn(move || {
+            let mut ks = ks;
+            while let Some(first) = rx.blocking_recv() {
+                let mut jobs = vec![first];
+                while jobs.len() < GROUP_MAX {
+                    match rx.try_recv() {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
+                }
+                ks.process(jobs);
+            }
+        })
+        .expect("spawn the keystore thread");
+    (tx, h)
 }
 
 pub fn now() -> i64 {
@@ -108,17 +156,19 @@ async fn connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Shared>) 
         .cloned()
         .ok_or_else(|| Error::Tls(format!("{peer}: no client certificate")))?;
     let id = Identity::of(&cert);
-    {
-        let s = shared.clone();
-        let who = id.clone();
-        let c = tokio::task::spawn_blocking(move || {
-            let mut store = s.store.lock().unwrap_or_else(|p| p.into_inner());
-            store.client_seen(&who.fingerprint, &who.subject, &s.default_group, now())
+    let (reply, answer) = oneshot::channel();
+    shared
+        .keystore
+        .send(Job::Seen {
+            id: id.clone(),
+            reply,
         })
         .await
-        .map_err(|e| Error::Tls(e.to_string()))??;
-        tracing::info!(%peer, client = %id.fingerprint, subject = %id.subject, group = %c.group, status = %c.status, "client connected");
-    }
+        .map_err(|_| Error::Busy("the keystore thread has stopped".into()))?;
+    let c = answer
+        .await
+        .map_err(|_| Error::Busy("the keystore thread has stopped".into()))??;
+    tracing::info!(%peer, client = %id.fingerprint, subject = %id.subject, group = %c.group, status = %c.status, "client connected");
     let mut header = [0u8; ttlv::HEADER];
     loop {
         match tokio::time::timeout(shared.idle, tls.read_exact(&mut header)).await {
@@ -131,7 +181,16 @@ async fn connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Shared>) 
             Ok(n) => n,
             Err(e) => {
                 // Cannot be framed: nothing after it can be trusted to start a message.
-                audit_invalid(&shared, &id, &format!("unframeable message: {e}"));
+                // The keystore thread audits it; nothing is answered.
+                let (reply, _) = oneshot::channel();
+                let _ = shared
+                    .keystore
+                    .send(Job::Message {
+                        id: id.clone(),
+                        msg: unframeable_marker(&e.to_string()),
+                        reply,
+                    })
+                    .await;
                 return Err(Error::Tls(format!(
                     "{peer}: closing, message cannot be framed: {e}"
                 )));
@@ -146,11 +205,19 @@ async fn connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Shared>) 
         if shared.trace {
             tracing::info!(client = %id.fingerprint, dir = "request", ttlv = %crate::master::hex(&msg), "trace");
         }
-        let s = shared.clone();
-        let who = id.clone();
-        let out = tokio::task::spawn_blocking(move || answer(&s, &who, &msg))
+        let (reply, answer) = oneshot::channel();
+        shared
+            .keystore
+            .send(Job::Message {
+                id: id.clone(),
+                msg,
+                reply,
+            })
             .await
-            .map_err(|e| Error::Tls(e.to_string()))?;
+            .map_err(|_| Error::Busy("the keystore thread has stopped".into()))?;
+        let out = answer
+            .await
+            .map_err(|_| Error::Busy("the keystore thread has stopped".into()))?;
         if shared.trace {
             tracing::info!(client = %id.fingerprint, dir = "response", ttlv = %crate::master::hex(&out), "trace");
         }
@@ -163,121 +230,259 @@ async fn connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Shared>) 
     }
 }
 
-fn audit_invalid(shared: &Shared, id: &Identity, why: &str) {
-    let r = Record {
-        time: now(),
+/// A marker message the keystore thread audits as unframeable (it is never a valid TTLV item: tag 0).
+fn unframeable_marker(why: &str) -> Vec<u8> {
+    let mut m = b"\0\0\0unframeable:".to_vec();
+    m.extend_from_slice(why.as_bytes());
+    m
+}
+
+fn record(
+    t: i64,
+    id: &Identity,
+    group: &str,
+    operation: &str,
+    object: Option<String>,
+    result: &str,
+    reason: Option<String>,
+) -> Record {
+    Record {
+        time: t,
         client: id.fingerprint.clone(),
         subject: id.subject.clone(),
-        group: String::new(),
-        operation: "(message)".into(),
-        object: None,
-        result: "invalid".into(),
-        reason: Some(why.to_string()),
-    };
-    let mut a = shared.audit.lock().unwrap_or_else(|p| p.into_inner());
-    if let Err(e) = a.write(&[r]) {
-        tracing::error!(error = %e, "audit write failed");
+        group: group.to_string(),
+        operation: operation.to_string(),
+        object,
+        result: result.to_string(),
+        reason,
     }
 }
 
-/// One framed message in, one encoded response out (blocking: uses the keystore).
-pub fn answer(shared: &Shared, id: &Identity, msg: &[u8]) -> Vec<u8> {
-    let t = now();
-    let item = match Item::decode(msg) {
-        Ok(i) => i,
-        Err(e) => {
-            audit_invalid(shared, id, &format!("undecodable message: {e}"));
-            let inv = cinta_kmip::message::Invalid {
-                reason: Reason::InvalidMessage,
-                message: format!("the message does not decode: {e}"),
-                version: None,
+/// What the keystore thread does with one message before the commit.
+enum Work {
+    /// Answered already (unreadable, or the client may not be served).
+    Done(Vec<u8>),
+    /// Ran in the group transaction; answered after the commit.
+    Ran {
+        req: Request,
+        batch: Batch,
+        group: String,
+    },
+}
+
+impl Keystore {
+    fn process(&mut self, jobs: Vec<Job>) {
+        let t = now();
+        let mut records = Vec::new();
+        let mut pending: Vec<(Identity, Work, oneshot::Sender<Vec<u8>>)> = Vec::new();
+        // First sightings of certificates commit on their own, before the group.
+        let mut messages = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            match job {
+                Job::Seen { id, reply } => {
+                    let _ = reply.send(self.store.client_seen(
+                        &id.fingerprint,
+                        &id.subject,
+                        &self.default_group,
+                        t,
+                    ));
+                }
+                Job::Message { id, msg, reply } => messages.push((id, msg, reply)),
+            }
+        }
+        let open = !messages.is_empty() && self.store.exec("BEGIN").is_ok();
+        for (id, msg, reply) in messages {
+            let w = self.work(&id, &msg, t, open, &mut records);
+            pending.push((id, w, reply));
+        }
+        if open {
+            if let Err(e) = self.store.exec("COMMIT") {
+                let _ = self.store.exec("ROLLBACK");
+                for (_, w, _) in pending.iter_mut() {
+                    if let Work::Ran { batch, .. } = w {
+                        ops::fail_all(batch, &e.to_string());
+                    }
+                }
+            }
+        }
+        for (id, w, reply) in pending {
+            let out = match w {
+                Work::Done(b) => b,
+                Work::Ran { req, batch, group } => {
+                    for o in batch.outcomes {
+                        records.push(record(
+                            t,
+                            &id,
+                            &group,
+                            o.operation,
+                            o.object,
+                            o.result,
+                            o.reason,
+                        ));
+                    }
+                    encode(&req, answer_version(req.version), t, batch.items)
+                }
             };
-            return Response::to_invalid(&inv, t).to_item().to_bytes();
+            let _ = reply.send(out);
         }
-    };
-    let req = match Request::parse(&item) {
-        Ok(r) => r,
-        Err(inv) => {
-            audit_invalid(shared, id, &inv.message);
-            return Response::to_invalid(&inv, t).to_item().to_bytes();
-        }
-    };
-    let v = answer_version(req.version);
-    let mut store = shared.store.lock().unwrap_or_else(|p| p.into_inner());
-    let client = store.client(&id.fingerprint);
-    let (items, records) = match client {
-        Ok(c) if c.status == "accepted" => {
-            let caller = Caller {
-                group: c.group.clone(),
-                require_backup: shared.require_backup,
-            };
-            let (items, outs) = ops::run(&mut store, &req, &caller, t);
-            drop(store);
-            let recs = outs
-                .into_iter()
-                .map(|o| Record {
-                    time: t,
-                    client: id.fingerprint.clone(),
-                    subject: id.subject.clone(),
-                    group: c.group.clone(),
-                    operation: o.operation.to_string(),
-                    object: o.object,
-                    result: o.result.to_string(),
-                    reason: o.reason,
-                })
-                .collect::<Vec<_>>();
-            (items, recs)
-        }
-        other => {
-            drop(store);
-            let (group, why) = match other {
-                Ok(c) if c.status == "pending" => (
-                    c.group,
-                    format!(
-                        "client certificate {} ({}) is pending approval: an administrator runs `cinta-keymgr clients accept {}`",
-                        id.fingerprint, id.subject, &id.fingerprint[..16]
-                    ),
-                ),
-                Ok(c) => (c.group, format!("client certificate {} was rejected by an administrator", id.fingerprint)),
-                Err(e) => (String::new(), format!("client certificate {} is not known: {e}", id.fingerprint)),
-            };
-            let items: Vec<ResponseItem> = req
-                .items
-                .iter()
-                .map(|i| ResponseItem::failure(Some(i), Reason::PermissionDenied, why.clone()))
-                .collect();
-            let recs = req
-                .items
-                .iter()
-                .map(|i| Record {
-                    time: t,
-                    client: id.fingerprint.clone(),
-                    subject: id.subject.clone(),
-                    group: group.clone(),
-                    operation: ops::op_name(i.operation).into(),
-                    object: None,
-                    result: "refused".into(),
-                    reason: Some(why.clone()),
-                })
-                .collect();
-            (items, recs)
-        }
-    };
-    {
-        let mut a = shared.audit.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = a.write(&records) {
+        if let Err(e) = self.audit.write(&records) {
             tracing::error!(error = %e, "audit write failed");
         }
     }
-    let resp = Response {
+
+    /// Reads a message and runs it (in a savepoint) if its client is accepted.
+    fn work(
+        &mut self,
+        id: &Identity,
+        msg: &[u8],
+        t: i64,
+        open: bool,
+        records: &mut Vec<Record>,
+    ) -> Work {
+        if let Some(why) = msg.strip_prefix(b"\0\0\0unframeable:") {
+            records.push(record(
+                t,
+                id,
+                "",
+                "(message)",
+                None,
+                "invalid",
+                Some(format!(
+                    "unframeable message: {}",
+                    String::from_utf8_lossy(why)
+                )),
+            ));
+            return Work::Done(Vec::new());
+        }
+        let invalid = |records: &mut Vec<Record>, inv: cinta_kmip::message::Invalid| {
+            records.push(record(
+                t,
+                id,
+                "",
+                "(message)",
+                None,
+                "invalid",
+                Some(inv.message.clone()),
+            ));
+            Work::Done(Response::to_invalid(&inv, t).to_item().to_bytes())
+        };
+        let item = match Item::decode(msg) {
+            Ok(i) => i,
+            Err(e) => {
+                return invalid(
+                    records,
+                    cinta_kmip::message::Invalid {
+                        reason: Reason::InvalidMessage,
+                        message: format!("the message does not decode: {e}"),
+                        version: None,
+                    },
+                )
+            }
+        };
+        let req = match Request::parse(&item) {
+            Ok(r) => r,
+            Err(inv) => return invalid(records, inv),
+        };
+        let v = answer_version(req.version);
+        let client = match self.store.client_exact(&id.fingerprint) {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) => Err(Error::NotFound("never seen".into())),
+            Err(e) => Err(e),
+        };
+        match client {
+            Ok(c) if c.status == "accepted" && open => {
+                let caller = Caller {
+                    group: c.group.clone(),
+                    require_backup: self.require_backup,
+                };
+                let batch = if self.store.exec("SAVEPOINT m").is_ok() {
+                    let b = ops::run(&self.store.tx(), &req, &caller, t);
+                    let end = if b.undo {
+                        "ROLLBACK TO m; RELEASE m"
+                    } else {
+                        "RELEASE m"
+                    };
+                    if let Err(e) = self.store.exec(end) {
+                        let mut b = b;
+                        ops::fail_all(&mut b, &e.to_string());
+                        b
+                    } else {
+                        b
+                    }
+                } else {
+                    let mut b = ops::run(
+                        &self.store.tx(),
+                        &Request {
+                            items: vec![],
+                            ..req.clone()
+                        },
+                        &caller,
+                        t,
+                    );
+                    b.items = req
+                        .items
+                        .iter()
+                        .map(|i| {
+                            ResponseItem::failure(Some(i), Reason::GeneralFailure, "keystore busy")
+                        })
+                        .collect();
+                    b
+                };
+                Work::Ran {
+                    req,
+                    batch,
+                    group: c.group,
+                }
+            }
+            other => {
+                let (group, why) = match other {
+                    Ok(c) if c.status == "pending" => (
+                        c.group,
+                        format!(
+                            "client certificate {} ({}) is pending approval: an administrator runs `cinta-keymgr clients accept {}`",
+                            id.fingerprint,
+                            id.subject,
+                            &id.fingerprint[..16]
+                        ),
+                    ),
+                    Ok(c) if c.status == "rejected" => (c.group, format!("client certificate {} was rejected by an administrator", id.fingerprint)),
+                    Ok(c) => (c.group, "the keystore could not open a transaction".to_string()),
+                    Err(e) => (String::new(), format!("client certificate {} is not known: {e}", id.fingerprint)),
+                };
+                let items = req
+                    .items
+                    .iter()
+                    .map(|i| ResponseItem::failure(Some(i), Reason::PermissionDenied, why.clone()))
+                    .collect();
+                for i in &req.items {
+                    records.push(record(
+                        t,
+                        id,
+                        &group,
+                        ops::op_name(i.operation),
+                        None,
+                        "refused",
+                        Some(why.clone()),
+                    ));
+                }
+                Work::Done(encode(&req, v, t, items))
+            }
+        }
+    }
+}
+
+/// Encodes a response, or a Response Too Large one if it exceeds the request's limit.
+fn encode(req: &Request, v: Version, t: i64, items: Vec<ResponseItem>) -> Vec<u8> {
+    let bytes = Response {
         version: v,
         time_stamp: t,
         items,
-    };
-    let bytes = resp.to_item().to_bytes();
+    }
+    .to_item()
+    .to_bytes();
     match req.max_response_size {
         Some(max) if max >= 0 && bytes.len() > max as usize => {
-            too_large(&req, v, t, bytes.len(), max)
+            too_large(req, v, t, bytes.len(), max)
         }
         _ => bytes,
     }

@@ -25,7 +25,8 @@ CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE groups (
     name TEXT PRIMARY KEY,
     auto_accept INTEGER NOT NULL,
-    created INTEGER NOT NULL
+    created INTEGER NOT NULL,
+    mac BLOB NOT NULL
 );
 CREATE TABLE clients (
     fingerprint TEXT PRIMARY KEY,
@@ -33,7 +34,8 @@ CREATE TABLE clients (
     grp TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'rejected')),
     first_seen INTEGER NOT NULL,
-    last_seen INTEGER NOT NULL
+    last_seen INTEGER NOT NULL,
+    mac BLOB NOT NULL
 );
 CREATE TABLE objects (
     seq INTEGER PRIMARY KEY,
@@ -43,7 +45,8 @@ CREATE TABLE objects (
     state INTEGER NOT NULL,
     attrs BLOB NOT NULL,
     material BLOB,
-    backed_up INTEGER NOT NULL DEFAULT 0
+    backed_up INTEGER NOT NULL DEFAULT 0,
+    mac BLOB NOT NULL
 );
 CREATE INDEX objects_by_group ON objects (grp, seq);
 CREATE TABLE names (
@@ -51,6 +54,7 @@ CREATE TABLE names (
     name TEXT NOT NULL
 );
 CREATE INDEX names_by_name ON names (name);
+CREATE INDEX names_by_object ON names (seq);
 ";
 
 /// A managed object as stored (material still wrapped).
@@ -124,6 +128,10 @@ fn tune(conn: &Connection, path: &Path) -> Result<()> {
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(sql(path))?;
     conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(sql(path))?;
+    // Keystores made before this index existed get it now (checked first, so
+    // a damaged or foreign file is never written).
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS names_by_object ON names (seq);")
         .map_err(sql(path))?;
     Ok(())
 }
@@ -200,8 +208,8 @@ impl Store {
             set_meta(&tx, "created", &now.to_string()).map_err(sql(path))?;
             write_master(&tx, &mk, kdf.as_ref(), &verifier).map_err(sql(path))?;
             tx.execute(
-                "INSERT INTO groups (name, auto_accept, created) VALUES (?1, 0, ?2)",
-                params![default_group, now],
+                "INSERT INTO groups (name, auto_accept, created, mac) VALUES (?1, 0, ?2, ?3)",
+                params![default_group, now, group_mac(&mk, default_group, false)],
             )
             .map_err(sql(path))?;
             tx.commit().map_err(sql(path))?;
@@ -292,6 +300,7 @@ impl Store {
                 given: master.id().to_string(),
             });
         }
+        verify_all(&conn, &master, path)?;
         tune(&conn, path)?;
         Ok(Store {
             conn,
@@ -309,14 +318,26 @@ impl Store {
         self.master.id()
     }
 
-    pub fn begin(&mut self) -> Result<Tx<'_>> {
-        let tx = self.conn.transaction().map_err(sql(&self.path))?;
-        Ok(Tx {
-            tx,
+    /// Object access on the connection; the caller frames it with
+    /// [`Store::exec`] (`BEGIN`, `SAVEPOINT m`, `COMMIT`...), so many request
+    /// messages can share one transaction and one fsync (group commit).
+    pub fn tx(&self) -> Tx<'_> {
+        Tx {
+            tx: &self.conn,
             master: &self.master,
             rng: &self.rng,
             path: &self.path,
-        })
+        }
+    }
+
+    /// Runs transaction-control SQL (BEGIN, COMMIT, ROLLBACK, SAVEPOINT...).
+    pub fn exec(&self, sql_text: &str) -> Result<()> {
+        self.conn.execute_batch(sql_text).map_err(sql(&self.path))
+    }
+
+    /// Whether a transaction is open (after a failed COMMIT, for instance).
+    pub fn in_transaction(&self) -> bool {
+        !self.conn.is_autocommit()
     }
 
     /// Records that a client certificate connected; an unknown one is added
@@ -331,30 +352,46 @@ impl Store {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(sql(&path))?;
         let known = client_row(&tx, fingerprint).map_err(sql(&path))?;
+        let known = match known {
+            Some((c, mac)) => Some(checked_client(&self.master, &path, c, &mac)?),
+            None => None,
+        };
         let c = match known {
             Some(mut c) => {
                 tx.execute(
-                    "UPDATE clients SET last_seen = ?2, subject = ?3 WHERE fingerprint = ?1",
-                    params![fingerprint, now, subject],
+                    "UPDATE clients SET last_seen = ?2, subject = ?3, mac = ?4 WHERE fingerprint = ?1",
+                    params![fingerprint, now, subject, client_mac(&self.master, fingerprint, subject, &c.group, &c.status)],
                 )
                 .map_err(sql(&path))?;
                 c.last_seen = now;
+                c.subject = subject.to_string();
                 c
             }
             None => {
-                let auto: bool = tx
+                let row: Option<(bool, Vec<u8>)> = tx
                     .query_row(
-                        "SELECT auto_accept FROM groups WHERE name = ?1",
+                        "SELECT auto_accept, mac FROM groups WHERE name = ?1",
                         [default_group],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()
-                    .map_err(sql(&path))?
-                    .unwrap_or(false);
+                    .map_err(sql(&path))?;
+                let auto = match row {
+                    Some((auto, mac)) => {
+                        if !self
+                            .master
+                            .row_ok("groups", &group_fields(default_group, auto), &mac)
+                        {
+                            return Err(altered(&path, &format!("device group '{default_group}'")));
+                        }
+                        auto
+                    }
+                    None => false,
+                };
                 let status = if auto { "accepted" } else { "pending" };
                 tx.execute(
-                    "INSERT INTO clients (fingerprint, subject, grp, status, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                    params![fingerprint, subject, default_group, status, now],
+                    "INSERT INTO clients (fingerprint, subject, grp, status, first_seen, last_seen, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+                    params![fingerprint, subject, default_group, status, now, client_mac(&self.master, fingerprint, subject, default_group, status)],
                 )
                 .map_err(sql(&path))?;
                 Client {
@@ -371,17 +408,35 @@ impl Store {
         Ok(c)
     }
 
+    /// Looks a client up by its exact fingerprint (the server's per-message check).
+    pub fn client_exact(&self, fingerprint: &str) -> Result<Option<Client>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT fingerprint, subject, grp, status, first_seen, last_seen, mac FROM clients WHERE fingerprint = ?1")
+            .map_err(sql(&self.path))?;
+        let row = st
+            .query_row([fingerprint], row_client)
+            .optional()
+            .map_err(sql(&self.path))?;
+        row.map(|(c, mac)| checked_client(&self.master, &self.path, c, &mac))
+            .transpose()
+    }
+
     /// Looks a client up by fingerprint (or a unique prefix of at least 8 hex digits).
     pub fn client(&self, fingerprint: &str) -> Result<Client> {
         let fp = fingerprint.to_ascii_lowercase().replace(':', "");
         let mut stmt = self
             .conn
-            .prepare("SELECT fingerprint, subject, grp, status, first_seen, last_seen FROM clients WHERE fingerprint LIKE ?1 || '%'")
+            .prepare("SELECT fingerprint, subject, grp, status, first_seen, last_seen, mac FROM clients WHERE fingerprint LIKE ?1 || '%'")
             .map_err(sql(&self.path))?;
-        let rows: Vec<Client> = stmt
+        let rows: Vec<(Client, Vec<u8>)> = stmt
             .query_map([&fp], row_client)
             .and_then(|r| r.collect())
             .map_err(sql(&self.path))?;
+        let rows = rows
+            .into_iter()
+            .map(|(c, mac)| checked_client(&self.master, &self.path, c, &mac))
+            .collect::<Result<Vec<Client>>>()?;
         match rows.len() {
             _ if fp.len() < 8 => Err(Error::Invalid(
                 "give at least 8 hex digits of the fingerprint".into(),
@@ -399,13 +454,15 @@ impl Store {
     pub fn clients(&self) -> Result<Vec<Client>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT fingerprint, subject, grp, status, first_seen, last_seen FROM clients ORDER BY first_seen, fingerprint")
+            .prepare("SELECT fingerprint, subject, grp, status, first_seen, last_seen, mac FROM clients ORDER BY first_seen, fingerprint")
             .map_err(sql(&self.path))?;
-        let r = stmt
+        let rows: Vec<(Client, Vec<u8>)> = stmt
             .query_map([], row_client)
             .and_then(|r| r.collect())
-            .map_err(sql(&self.path));
-        r
+            .map_err(sql(&self.path))?;
+        rows.into_iter()
+            .map(|(c, mac)| checked_client(&self.master, &self.path, c, &mac))
+            .collect()
     }
 
     /// Sets a client's status (and group, if given).
@@ -424,8 +481,13 @@ impl Store {
         }
         self.conn
             .execute(
-                "UPDATE clients SET status = ?2, grp = ?3 WHERE fingerprint = ?1",
-                params![c.fingerprint, status, group],
+                "UPDATE clients SET status = ?2, grp = ?3, mac = ?4 WHERE fingerprint = ?1",
+                params![
+                    c.fingerprint,
+                    status,
+                    group,
+                    client_mac(&self.master, &c.fingerprint, &c.subject, &group, status)
+                ],
             )
             .map_err(sql(&self.path))?;
         self.client(&c.fingerprint)
@@ -457,8 +519,13 @@ impl Store {
         }
         self.conn
             .execute(
-                "INSERT INTO groups (name, auto_accept, created) VALUES (?1, ?2, ?3)",
-                params![name, auto_accept, now],
+                "INSERT INTO groups (name, auto_accept, created, mac) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    name,
+                    auto_accept,
+                    now,
+                    group_mac(&self.master, name, auto_accept)
+                ],
             )
             .map_err(sql(&self.path))?;
         Ok(())
@@ -468,8 +535,12 @@ impl Store {
         let n = self
             .conn
             .execute(
-                "UPDATE groups SET auto_accept = ?2 WHERE name = ?1",
-                params![name, auto_accept],
+                "UPDATE groups SET auto_accept = ?2, mac = ?3 WHERE name = ?1",
+                params![
+                    name,
+                    auto_accept,
+                    group_mac(&self.master, name, auto_accept)
+                ],
             )
             .map_err(sql(&self.path))?;
         if n == 0 {
@@ -504,9 +575,8 @@ impl Store {
 
     /// Every object, for the admin CLI (optionally one group's).
     pub fn objects(&mut self, group: Option<&str>) -> Result<Vec<Object>> {
-        let tx = self.begin()?;
-        tx.select(
-            "SELECT seq, uid, grp, attrs, material, backed_up FROM objects WHERE (?1 IS NULL OR grp = ?1) ORDER BY seq",
+        self.tx().select(
+            "SELECT seq, uid, grp, attrs, material, backed_up, mac FROM objects WHERE (?1 IS NULL OR grp = ?1) ORDER BY seq",
             params![group],
         )
     }
@@ -516,32 +586,80 @@ impl Store {
         let (mk, kdf, verifier) = fresh_master(new, &self.rng)?;
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(sql(&path))?;
-        let rows: Vec<(i64, String, Vec<u8>)> = {
+        verify_all(&tx, &self.master, &path)?;
+        let rows: Vec<RotateRow> = {
             let mut stmt = tx
-                .prepare("SELECT seq, uid, material FROM objects WHERE material IS NOT NULL")
+                .prepare("SELECT seq, uid, grp, attrs, material FROM objects")
                 .map_err(sql(&path))?;
             let r = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
                 .and_then(|r| r.collect())
                 .map_err(sql(&path))?;
             r
         };
-        for (seq, uid, wrapped) in &rows {
-            let plain = self.master.unwrap(uid.as_bytes(), wrapped).ok_or_else(|| Error::Keystore {
-                path: path.clone(),
-                message: format!("object {uid} does not unwrap under the current master key; nothing was changed"),
-            })?;
-            let rewrapped = mk.wrap(uid.as_bytes(), &plain, &self.rng)?;
+        let mut keys = 0;
+        for (seq, uid, grp, attrs, wrapped) in &rows {
+            let rewrapped = match wrapped {
+                Some(w) => {
+                    let plain = self.master.unwrap(uid.as_bytes(), w).ok_or_else(|| Error::Keystore {
+                        path: path.clone(),
+                        message: format!("object {uid} does not unwrap under the current master key; nothing was changed"),
+                    })?;
+                    keys += 1;
+                    Some(mk.wrap(uid.as_bytes(), &plain, &self.rng)?)
+                }
+                None => None,
+            };
+            let mac = object_mac(&mk, uid, grp, attrs, rewrapped.as_deref());
             tx.execute(
-                "UPDATE objects SET material = ?2 WHERE seq = ?1",
-                params![seq, rewrapped],
+                "UPDATE objects SET material = ?2, mac = ?3 WHERE seq = ?1",
+                params![seq, rewrapped, mac],
+            )
+            .map_err(sql(&path))?;
+        }
+        let clients: Vec<(Client, Vec<u8>)> = {
+            let mut st = tx
+                .prepare("SELECT fingerprint, subject, grp, status, first_seen, last_seen, mac FROM clients")
+                .map_err(sql(&path))?;
+            let r = st
+                .query_map([], row_client)
+                .and_then(|r| r.collect())
+                .map_err(sql(&path))?;
+            r
+        };
+        for (c, _) in clients {
+            tx.execute(
+                "UPDATE clients SET mac = ?2 WHERE fingerprint = ?1",
+                params![
+                    c.fingerprint,
+                    client_mac(&mk, &c.fingerprint, &c.subject, &c.group, &c.status)
+                ],
+            )
+            .map_err(sql(&path))?;
+        }
+        let groups: Vec<(String, bool)> = {
+            let mut st = tx
+                .prepare("SELECT name, auto_accept FROM groups")
+                .map_err(sql(&path))?;
+            let r = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|r| r.collect())
+                .map_err(sql(&path))?;
+            r
+        };
+        for (name, auto) in groups {
+            tx.execute(
+                "UPDATE groups SET mac = ?2 WHERE name = ?1",
+                params![name, group_mac(&mk, &name, auto)],
             )
             .map_err(sql(&path))?;
         }
         write_master(&tx, &mk, kdf.as_ref(), &verifier).map_err(sql(&path))?;
         tx.commit().map_err(sql(&path))?;
         self.master = mk;
-        Ok(rows.len())
+        Ok(keys)
     }
 
     /// Copies the keystore, consistent, to `dest` (SQLite `VACUUM INTO`).
@@ -589,32 +707,160 @@ impl Store {
     }
 }
 
-fn row_client(r: &rusqlite::Row<'_>) -> rusqlite::Result<Client> {
-    Ok(Client {
-        fingerprint: r.get(0)?,
-        subject: r.get(1)?,
-        group: r.get(2)?,
-        status: r.get(3)?,
-        first_seen: r.get(4)?,
-        last_seen: r.get(5)?,
-    })
+fn row_client(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Client, Vec<u8>)> {
+    Ok((
+        Client {
+            fingerprint: r.get(0)?,
+            subject: r.get(1)?,
+            group: r.get(2)?,
+            status: r.get(3)?,
+            first_seen: r.get(4)?,
+            last_seen: r.get(5)?,
+        },
+        r.get(6)?,
+    ))
 }
 
-fn client_row(conn: &Connection, fp: &str) -> rusqlite::Result<Option<Client>> {
+/// Every row carries an HMAC under a key derived from the master key, over
+/// the fields that decide what is served to whom (not the last-seen times
+/// or the backed-up flag): a row altered on disk, by damage or by hand, is
+/// refused instead of trusted.
+fn altered(path: &Path, what: &str) -> Error {
+    Error::Keystore {
+        path: path.to_owned(),
+        message: format!(
+            "{what} fails its integrity check (altered or damaged); nothing was changed"
+        ),
+    }
+}
+
+fn client_mac(m: &MasterKey, fp: &str, subject: &str, group: &str, status: &str) -> Vec<u8> {
+    m.row_mac(
+        "clients",
+        &[
+            fp.as_bytes(),
+            subject.as_bytes(),
+            group.as_bytes(),
+            status.as_bytes(),
+        ],
+    )
+}
+
+fn checked_client(m: &MasterKey, path: &Path, c: Client, mac: &[u8]) -> Result<Client> {
+    let f = [
+        c.fingerprint.as_bytes(),
+        c.subject.as_bytes(),
+        c.group.as_bytes(),
+        c.status.as_bytes(),
+    ];
+    if m.row_ok("clients", &f, mac) {
+        Ok(c)
+    } else {
+        Err(altered(path, &format!("client {}", c.fingerprint)))
+    }
+}
+
+fn group_fields(name: &str, auto_accept: bool) -> [&[u8]; 2] {
+    [name.as_bytes(), if auto_accept { b"1" } else { b"0" }]
+}
+
+fn group_mac(m: &MasterKey, name: &str, auto_accept: bool) -> Vec<u8> {
+    m.row_mac("groups", &group_fields(name, auto_accept))
+}
+
+fn object_fields<'a>(
+    uid: &'a str,
+    group: &'a str,
+    attrs: &'a [u8],
+    material: Option<&'a [u8]>,
+) -> [&'a [u8]; 4] {
+    [
+        uid.as_bytes(),
+        group.as_bytes(),
+        attrs,
+        match material {
+            Some(m) => m,
+            None => b"",
+        },
+    ]
+}
+
+fn object_mac(
+    m: &MasterKey,
+    uid: &str,
+    group: &str,
+    attrs: &[u8],
+    material: Option<&[u8]>,
+) -> Vec<u8> {
+    m.row_mac("objects", &object_fields(uid, group, attrs, material))
+}
+
+/// Checks every row of the keystore (at open, before anything is written).
+fn verify_all(conn: &Connection, m: &MasterKey, path: &Path) -> Result<()> {
+    let mut st = conn
+        .prepare("SELECT uid, grp, attrs, material, mac FROM objects")
+        .map_err(sql(path))?;
+    let mut rows = st.query([]).map_err(sql(path))?;
+    while let Some(r) = rows.next().map_err(sql(path))? {
+        let uid: String = r.get(0).map_err(sql(path))?;
+        let grp: String = r.get(1).map_err(sql(path))?;
+        let attrs: Vec<u8> = r.get(2).map_err(sql(path))?;
+        let material: Option<Vec<u8>> = r.get(3).map_err(sql(path))?;
+        let mac: Vec<u8> = r.get(4).map_err(sql(path))?;
+        if !m.row_ok(
+            "objects",
+            &object_fields(&uid, &grp, &attrs, material.as_deref()),
+            &mac,
+        ) {
+            return Err(altered(path, &format!("object {uid}")));
+        }
+    }
+    let mut st = conn
+        .prepare(
+            "SELECT fingerprint, subject, grp, status, first_seen, last_seen, mac FROM clients",
+        )
+        .map_err(sql(path))?;
+    let clients: Vec<(Client, Vec<u8>)> = st
+        .query_map([], row_client)
+        .and_then(|r| r.collect())
+        .map_err(sql(path))?;
+    for (c, mac) in clients {
+        checked_client(m, path, c, &mac)?;
+    }
+    let mut st = conn
+        .prepare("SELECT name, auto_accept, mac FROM groups")
+        .map_err(sql(path))?;
+    let groups: Vec<(String, bool, Vec<u8>)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .and_then(|r| r.collect())
+        .map_err(sql(path))?;
+    for (name, auto, mac) in groups {
+        if !m.row_ok("groups", &group_fields(&name, auto), &mac) {
+            return Err(altered(path, &format!("device group '{name}'")));
+        }
+    }
+    Ok(())
+}
+
+fn client_row(conn: &Connection, fp: &str) -> rusqlite::Result<Option<(Client, Vec<u8>)>> {
     conn.query_row(
-        "SELECT fingerprint, subject, grp, status, first_seen, last_seen FROM clients WHERE fingerprint = ?1",
+        "SELECT fingerprint, subject, grp, status, first_seen, last_seen, mac FROM clients WHERE fingerprint = ?1",
         [fp],
         row_client,
     )
     .optional()
 }
 
-/// An objects row: seq, uid, group, attributes, wrapped material, backed up.
-type Row = (i64, String, String, Vec<u8>, Option<Vec<u8>>, bool);
+/// What rotation re-wraps: seq, uid, group, attributes, wrapped material.
+type RotateRow = (i64, String, String, Vec<u8>, Option<Vec<u8>>);
 
-/// One transaction on the keystore: a request message runs in one.
+/// An objects row: seq, uid, group, attributes, wrapped material, backed up, MAC.
+type Row = (i64, String, String, Vec<u8>, Option<Vec<u8>>, bool, Vec<u8>);
+
+/// Object reads and writes on the keystore's connection, inside whatever
+/// transaction the caller opened.
 pub struct Tx<'a> {
-    tx: rusqlite::Transaction<'a>,
+    tx: &'a Connection,
     master: &'a MasterKey,
     rng: &'a SystemRandom,
     path: &'a Path,
@@ -632,12 +878,20 @@ impl Tx<'_> {
                     r.get(3)?,
                     r.get(4)?,
                     r.get(5)?,
+                    r.get(6)?,
                 ))
             })
             .and_then(|r| r.collect())
             .map_err(sql(self.path))?;
         rows.into_iter()
-            .map(|(seq, uid, group, attrs, wrapped, backed_up)| {
+            .map(|(seq, uid, group, attrs, wrapped, backed_up, mac)| {
+                if !self.master.row_ok(
+                    "objects",
+                    &object_fields(&uid, &group, &attrs, wrapped.as_deref()),
+                    &mac,
+                ) {
+                    return Err(altered(self.path, &format!("object {uid}")));
+                }
                 let attrs = Attrs::from_blob(&attrs).ok_or_else(|| Error::Keystore {
                     path: self.path.to_owned(),
                     message: format!("object {uid}: unreadable attributes"),
@@ -658,7 +912,7 @@ impl Tx<'_> {
     pub fn load(&self, uid: &str, group: &str) -> Result<Option<Object>> {
         Ok(self
             .select(
-                "SELECT seq, uid, grp, attrs, material, backed_up FROM objects WHERE uid = ?1 AND grp = ?2",
+                "SELECT seq, uid, grp, attrs, material, backed_up, mac FROM objects WHERE uid = ?1 AND grp = ?2",
                 params![uid, group],
             )?
             .pop())
@@ -668,12 +922,12 @@ impl Tx<'_> {
     pub fn candidates(&self, group: &str, name: Option<&str>) -> Result<Vec<Object>> {
         match name {
             Some(n) => self.select(
-                "SELECT o.seq, o.uid, o.grp, o.attrs, o.material, o.backed_up FROM objects o
+                "SELECT o.seq, o.uid, o.grp, o.attrs, o.material, o.backed_up, o.mac FROM objects o
                  WHERE o.grp = ?1 AND o.seq IN (SELECT seq FROM names WHERE name = ?2) ORDER BY o.seq DESC",
                 params![group, n],
             ),
             None => self.select(
-                "SELECT seq, uid, grp, attrs, material, backed_up FROM objects WHERE grp = ?1 ORDER BY seq DESC",
+                "SELECT seq, uid, grp, attrs, material, backed_up, mac FROM objects WHERE grp = ?1 ORDER BY seq DESC",
                 params![group],
             ),
         }
@@ -711,10 +965,12 @@ impl Tx<'_> {
     pub fn insert(&self, obj: &mut Object, material: &[u8]) -> Result<()> {
         let wrapped = self.master.wrap(obj.uid.as_bytes(), material, self.rng)?;
         self.tx
-            .execute(
-                "INSERT INTO objects (uid, grp, object_type, state, attrs, material, backed_up) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
-                params![obj.uid, obj.group, obj.object_type(), obj.state(), obj.attrs.to_blob(), wrapped],
-            )
+            .prepare_cached("INSERT INTO objects (uid, grp, object_type, state, attrs, material, backed_up, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)")
+            .and_then(|mut st| {
+                let blob = obj.attrs.to_blob();
+                let mac = object_mac(self.master, &obj.uid, &obj.group, &blob, Some(&wrapped));
+                st.execute(params![obj.uid, obj.group, obj.object_type(), obj.state(), blob, wrapped, mac])
+            })
             .map_err(sql(self.path))?;
         obj.seq = self.tx.last_insert_rowid();
         obj.wrapped = Some(wrapped);
@@ -723,14 +979,13 @@ impl Tx<'_> {
 
     fn write_names(&self, obj: &Object) -> Result<()> {
         self.tx
-            .execute("DELETE FROM names WHERE seq = ?1", [obj.seq])
+            .prepare_cached("DELETE FROM names WHERE seq = ?1")
+            .and_then(|mut st| st.execute([obj.seq]))
             .map_err(sql(self.path))?;
         for n in obj.name_values() {
             self.tx
-                .execute(
-                    "INSERT INTO names (seq, name) VALUES (?1, ?2)",
-                    params![obj.seq, n],
-                )
+                .prepare_cached("INSERT INTO names (seq, name) VALUES (?1, ?2)")
+                .and_then(|mut st| st.execute(params![obj.seq, n]))
                 .map_err(sql(self.path))?;
         }
         Ok(())
@@ -739,10 +994,14 @@ impl Tx<'_> {
     /// Writes back an object's attributes (state, names, dates...).
     pub fn update(&self, obj: &Object) -> Result<()> {
         self.tx
-            .execute(
-                "UPDATE objects SET object_type = ?2, state = ?3, attrs = ?4 WHERE seq = ?1",
-                params![obj.seq, obj.object_type(), obj.state(), obj.attrs.to_blob()],
+            .prepare_cached(
+                "UPDATE objects SET object_type = ?2, state = ?3, attrs = ?4, mac = ?5 WHERE seq = ?1",
             )
+            .and_then(|mut st| {
+                let blob = obj.attrs.to_blob();
+                let mac = object_mac(self.master, &obj.uid, &obj.group, &blob, obj.wrapped.as_deref());
+                st.execute(params![obj.seq, obj.object_type(), obj.state(), blob, mac])
+            })
             .map_err(sql(self.path))?;
         self.write_names(obj)
     }
@@ -750,10 +1009,17 @@ impl Tx<'_> {
     /// Erases an object's key material for good.
     pub fn erase_material(&self, obj: &mut Object) -> Result<()> {
         self.tx
-            .execute(
-                "UPDATE objects SET material = NULL WHERE seq = ?1",
-                [obj.seq],
-            )
+            .prepare_cached("UPDATE objects SET material = NULL, mac = ?2 WHERE seq = ?1")
+            .and_then(|mut st| {
+                let mac = object_mac(
+                    self.master,
+                    &obj.uid,
+                    &obj.group,
+                    &obj.attrs.to_blob(),
+                    None,
+                );
+                st.execute(params![obj.seq, mac])
+            })
             .map_err(sql(self.path))?;
         obj.wrapped = None;
         Ok(())
@@ -774,14 +1040,6 @@ impl Tx<'_> {
                     obj.uid
                 ),
             })
-    }
-
-    pub fn commit(self) -> Result<()> {
-        self.tx.commit().map_err(sql(self.path))
-    }
-
-    pub fn rollback(self) -> Result<()> {
-        self.tx.rollback().map_err(sql(self.path))
     }
 }
 

@@ -444,7 +444,7 @@ fn restart_keeps_keys_and_damaged_keystores_or_wrong_master_keys_are_refused_unt
     let mut kms = Kms::serving();
     let mut c = kms.accepted("agent", "default", Version::new(1, 4));
     let active = c
-        .create_active_aes256("kept", &[("x-saveset", "s1")])
+        .create_active_aes256("kept", &[("x-saveset", "saveset-0a1b2c3d")])
         .unwrap();
     let key = c.get_key(&active).unwrap();
     let destroyed = c.create_aes256("gone", &[]).unwrap();
@@ -490,20 +490,49 @@ fn restart_keeps_keys_and_damaged_keystores_or_wrong_master_keys_are_refused_unt
     )
     .unwrap();
 
-    // A damaged keystore: refused, named, unchanged.
+    // A damaged keystore (a byte of a key's attributes flipped): refused, named, unchanged.
     let mut bad = before.clone();
-    let mid = bad.len() / 2;
-    for b in &mut bad[mid..mid + 64] {
-        *b ^= 0x5a;
-    }
+    let at = bad
+        .windows(16)
+        .position(|w| w == b"saveset-0a1b2c3d")
+        .expect("the attribute value is in the file");
+    bad[at + 8] ^= 0x01;
     std::fs::write(&ks, &bad).unwrap();
     let o = kms.admin(&["serve"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        !o.status.success() && err.contains("left as it is"),
+        !o.status.success() && err.contains(&format!("object {active} fails its integrity check")),
         "{err}"
     );
     assert_eq!(std::fs::read(&ks).unwrap(), bad, "not written");
+    // Tampering by hand (a pending client set to accepted with SQL) is caught the same way.
+    std::fs::write(&ks, &before).unwrap();
+    kms.start();
+    kms.issue("intruder");
+    let mut intruder = Client::new(kms.client_config("intruder", Version::new(1, 4))).unwrap();
+    assert!(intruder
+        .get_key(&active)
+        .unwrap_err()
+        .to_string()
+        .contains("pending"));
+    drop(intruder);
+    kms.stop();
+    {
+        let db = rusqlite::Connection::open(&ks).unwrap();
+        let n = db
+            .execute(
+                "UPDATE clients SET status = 'accepted' WHERE subject LIKE '%intruder%'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let o = kms.admin(&["serve"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("fails its integrity check"),
+        "{err}"
+    );
     // Not a keystore at all.
     std::fs::write(&ks, b"hello, this is not SQLite").unwrap();
     let o = kms.admin(&["keys", "list"]);
@@ -652,6 +681,7 @@ fn rsa_server_certificate_and_tls12_clients() {
             "-out",
         ])
         .arg(&rsa)
+        .stderr(std::process::Stdio::null())
         .status()
         .expect("openssl");
     assert!(ok.success());
@@ -912,4 +942,104 @@ fn tape_library_profile_custom_attributes_locate_and_attribute_edits() {
         q.contains("LIBRARY-LTO") && q.contains("Enumeration(7)"),
         "{q}"
     );
+}
+
+#[test]
+fn lifecycle_dates_move_states_and_protect_stop_ends_protection() {
+    let kms = Kms::serving();
+    let mut c = kms.accepted("agent", "default", Version::new(1, 4));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let create = |c: &mut Client, extra: Vec<Item>| -> String {
+        let mut attrs = vec![
+            attr("Cryptographic Algorithm", v(Value::Enumeration(3))),
+            attr("Cryptographic Length", v(Value::Integer(128))),
+        ];
+        attrs.extend(extra);
+        match &c
+            .call(
+                op::CREATE,
+                vec![
+                    Item::new(tag::OBJECT_TYPE, Value::Enumeration(2)),
+                    Item::new(tag::TEMPLATE_ATTRIBUTE, Value::Structure(attrs)),
+                ],
+            )
+            .unwrap()[1]
+            .value
+        {
+            Value::TextString(s) => s.clone(),
+            x => panic!("{x:?}"),
+        }
+    };
+    let state = |c: &mut Client, u: &str| -> String {
+        format!(
+            "{:?}",
+            c.call(
+                op::GET_ATTRIBUTES,
+                vec![
+                    uid_item(u),
+                    Item::new(tag::ATTRIBUTE_NAME, Value::TextString("State".into()))
+                ]
+            )
+            .unwrap()
+        )
+    };
+    // An Activation Date already passed: Active from the start.
+    let a = create(
+        &mut c,
+        vec![attr("Activation Date", v(Value::DateTime(now - 60)))],
+    );
+    assert!(state(&mut c, &a).contains("Enumeration(2)"));
+    c.check_encrypt(&a).unwrap();
+    // One in the future: Pre-Active until then.
+    let b = create(
+        &mut c,
+        vec![attr("Activation Date", v(Value::DateTime(now + 3600)))],
+    );
+    assert!(state(&mut c, &b).contains("Enumeration(1)"));
+    // A Deactivation Date set in the past deactivates at the next look.
+    c.call(
+        op::ADD_ATTRIBUTE,
+        vec![
+            uid_item(&a),
+            attr("Deactivation Date", v(Value::DateTime(now - 1))),
+        ],
+    )
+    .unwrap();
+    assert!(state(&mut c, &a).contains("Enumeration(3)"));
+    assert!(c
+        .check_encrypt(&a)
+        .unwrap_err()
+        .to_string()
+        .contains("Deactivated"));
+    // A Protect Stop Date passed: still Active, still decrypts, no longer encrypts.
+    let p = create(
+        &mut c,
+        vec![attr("Protect Stop Date", v(Value::DateTime(now - 1)))],
+    );
+    c.activate(&p).unwrap();
+    let e = c.check_encrypt(&p).unwrap_err().to_string();
+    assert!(e.contains("Protect Stop Date"), "{e}");
+    c.call(
+        op::CHECK,
+        vec![
+            uid_item(&p),
+            Item::new(tag::CRYPTOGRAPHIC_USAGE_MASK, Value::Integer(8)),
+        ],
+    )
+    .unwrap();
+    // Usage outside the key's mask is refused.
+    let e = c
+        .call(
+            op::CHECK,
+            vec![
+                uid_item(&p),
+                Item::new(tag::CRYPTOGRAPHIC_USAGE_MASK, Value::Integer(1)),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("does not permit usage"), "{e}");
 }
