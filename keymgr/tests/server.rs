@@ -1043,3 +1043,41 @@ fn lifecycle_dates_move_states_and_protect_stop_ends_protection() {
         .to_string();
     assert!(e.contains("does not permit usage"), "{e}");
 }
+
+#[test]
+fn a_passphrase_master_key_stretched_with_argon2id() {
+    let mut kms = Kms::new("");
+    let d = kms.dir.path().to_path_buf();
+    std::fs::remove_file(d.join("keystore.db")).unwrap();
+    std::fs::write(d.join("pass"), "a long operator passphrase\n").unwrap();
+    let cfg = std::fs::read_to_string(&kms.config)
+        .unwrap()
+        .replace("file = \"master.key\"", "passphrase_file = \"pass\"");
+    std::fs::write(&kms.config, cfg).unwrap();
+    kms.admin_ok(&["init"]);
+    let raw = std::fs::read(d.join("keystore.db")).unwrap();
+    assert!(
+        !raw.windows(9).any(|w| w == b"operator "),
+        "the passphrase is not stored"
+    );
+    kms.start();
+    let mut c = kms.accepted("agent", "default", Version::new(2, 0));
+    let k = c.create_active_aes256("under-passphrase", &[]).unwrap();
+    let key = c.get_key(&k).unwrap();
+    drop(c);
+    kms.stop();
+    std::fs::write(d.join("pass"), "a long operator passphrasE\n").unwrap();
+    let o = kms.admin(&["keys", "list"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("master key does not open keystore"),
+        "{err}"
+    );
+    std::fs::write(d.join("pass"), "short\n").unwrap();
+    let o = kms.admin(&["keys", "list"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("shorter than 12"));
+    std::fs::write(d.join("pass"), "a long operator passphrase\n").unwrap();
+    kms.start();
+    let mut c = Client::new(kms.client_config("agent", Version::new(2, 0))).unwrap();
+    assert_eq!(*c.get_key(&k).unwrap(), *key);
+}

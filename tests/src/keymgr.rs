@@ -124,6 +124,16 @@ impl Kms {
         self.child = Some(child);
     }
 
+    /// Keeps the current port across restarts (rewrites `listen` in the config).
+    pub fn pin_port(&self) {
+        let cfg = std::fs::read_to_string(&self.config).unwrap();
+        let cfg = cfg.replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{}\"", self.addr),
+        );
+        std::fs::write(&self.config, cfg).unwrap();
+    }
+
     pub fn serving() -> Kms {
         let mut k = Kms::new("");
         k.start();

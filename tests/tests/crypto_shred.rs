@@ -194,3 +194,57 @@ fn save_restore_with_kmip_keys_then_shred_makes_every_copy_unreadable() {
         serde_json::from_str(&ok(&["library", "list", lib, "--json"])).unwrap();
     assert_eq!(before, after, "no cartridge touched");
 }
+
+#[test]
+fn a_save_waits_out_a_brief_key_manager_outage() {
+    let mut kms = Kms::serving();
+    kms.accepted("agent", "default", Version::new(1, 4));
+    kms.pin_port();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let kmip = kmip_file(&kms, w, 30);
+    let lib = w.join("lib");
+    let lib = lib.to_str().unwrap();
+    ok(&[
+        "library",
+        "create",
+        lib,
+        "--name",
+        "t",
+        "--slots",
+        "2",
+        "--drives",
+        "1",
+        "--ie-ports",
+        "1",
+        "--capacity",
+        "16M",
+        "--early-warning",
+        "1M",
+    ]);
+    ok(&["library", "add", lib, "--prefix", "CT", "--count", "1"]);
+    std::fs::write(w.join("file.dat"), vec![1u8; 100_000]).unwrap();
+    kms.stop();
+    let save = Command::new(cinta_tests::binary("cinta-agent"))
+        .args([
+            "save",
+            lib,
+            "--kmip",
+            &kmip,
+            "--source",
+            w.join("file.dat").to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The agent is retrying by now (its first attempt fails at once); bring the key manager back.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    kms.start();
+    let out = save.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("retrying"), "the wait was logged: {err}");
+    let ls: serde_json::Value = serde_json::from_str(&ok(&["ls", lib, "--json"])).unwrap();
+    let id = ls[0]["id"].as_str().unwrap();
+    ok(&["verify", lib, "--kmip", &kmip, "--save-set", id]);
+}
