@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # The main job of this release: create a virtual tape library, write a data
 # stream that spans cartridges, read it back, prove it identical, show the
-# library and the cartridges' labels, then save a tree encrypted, verify it
-# and restore it.
+# library and the cartridges' labels, save a tree encrypted, verify it and
+# restore it; then start the key manager, onboard the agent, save with a key
+# from it, restore, and crypto-shred the save set.
 #
-#   bash deploy/quickstart.sh            # builds cinta-agent (release) first
-#   CINTA_AGENT=path/to/cinta-agent CINTA_DEMO_DIR=/tmp/x CINTA_DEMO_MB=24 bash deploy/quickstart.sh
+#   bash deploy/quickstart.sh            # builds cinta-agent and cinta-keymgr (release) first
+#   CINTA_AGENT=path/to/cinta-agent CINTA_KEYMGR=path/to/cinta-keymgr CINTA_DEMO_DIR=/tmp/x CINTA_DEMO_MB=24 bash deploy/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 agent=${CINTA_AGENT:-}
-if [ -z "$agent" ]; then
-  cargo build --release --locked -p cinta-agent
-  agent=target/release/cinta-agent
+km=${CINTA_KEYMGR:-}
+if [ -z "$agent" ] || [ -z "$km" ]; then
+  cargo build --release --locked -p cinta-agent -p cinta-keymgr
+  agent=${agent:-target/release/cinta-agent}
+  km=${km:-target/release/cinta-keymgr}
 fi
 demo=${CINTA_DEMO_DIR:-${TMPDIR:-/tmp}/cinta-demo}
 mb=${CINTA_DEMO_MB:-200}
@@ -77,5 +80,61 @@ step "send the first cartridge to the vault and bring it back"
 "$agent" library remove "$lib" CT0001 --to "$demo/vault-CT0001.tap"
 "$agent" library insert "$lib" "$demo/vault-CT0001.tap" --barcode CT0001
 "$agent" library import "$lib" CT0001
-rm -rf "$demo/data.bin" "$demo/data.out" "$demo/vault-CT0001.tap" "$demo/restored"
-printf '\nquickstart done: library in %s\n' "$lib"
+step "the key manager: a throwaway PKI, a new keystore, KMIP over mutual TLS"
+"$km" pki init "$demo/pki" >/dev/null
+"$km" pki issue "$demo/pki" keymgr --server --host 127.0.0.1 >/dev/null
+"$km" pki issue "$demo/pki" agent --client >/dev/null
+"$km" master-key new --out "$demo/keymgr-master.key"
+cat > "$demo/keymgr.toml" <<CONF
+listen = "127.0.0.1:0"
+keystore = "keymgr/keystore.db"
+[tls]
+cert = "pki/keymgr.pem"
+key = "pki/keymgr.key"
+client_ca = "pki/ca.pem"
+[master_key]
+file = "keymgr-master.key"
+CONF
+kmc=(-c "$demo/keymgr.toml")
+"$km" "${kmc[@]}" init
+"$km" "${kmc[@]}" serve > "$demo/keymgr.out" 2> "$demo/keymgr.log" &
+kpid=$!
+trap 'kill $kpid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q "listening on" "$demo/keymgr.out" && break; sleep 0.1; done
+addr=$(sed -n 's/^cinta-keymgr listening on //p' "$demo/keymgr.out")
+echo "cinta-keymgr serving on $addr"
+cat > "$demo/kmip.toml" <<CONF
+server = "$addr"
+cert = "pki/agent.pem"
+key = "pki/agent.key"
+ca = "pki/ca.pem"
+CONF
+
+step "an unknown agent certificate is pending: no key until an administrator accepts it"
+if "$agent" save "$lib" --kmip "$demo/kmip.toml" --source "$demo/sample/home/payroll/reports" --append 2> "$demo/pending.err"; then
+  echo "quickstart: a pending client was served" >&2; exit 1
+fi
+grep -o 'pending approval[^"]*' "$demo/pending.err" | head -1
+"$km" "${kmc[@]}" clients list
+fp=$("$km" "${kmc[@]}" --json clients list | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["fingerprint"][:16])')
+"$km" "${kmc[@]}" clients accept "$fp"
+
+step "save with a fresh key from the key manager, restore with it"
+"$agent" save "$lib" --kmip "$demo/kmip.toml" --source "$demo/sample/home/payroll/reports" --append
+id2=$("$agent" ls "$lib" --json | python3 -c 'import json,sys; r=[x for x in json.load(sys.stdin) if x["key_id"].startswith("kmip:")]; print(r[-1]["id"])')
+"$km" "${kmc[@]}" keys list
+"$agent" restore "$lib" --kmip "$demo/kmip.toml" --save-set "$id2" --to "$demo/restored-kmip"
+diff -r "$demo/sample/home/payroll/reports" "$demo/restored-kmip$(cd "$demo/sample/home/payroll/reports" && pwd -P)" && echo "restored with the key manager's key: identical"
+
+step "expire it with --shred: the key is destroyed, so no copy of it can be read again"
+"$agent" expire "$lib" --save-set "$id2" --shred --kmip "$demo/kmip.toml"
+"$km" "${kmc[@]}" keys list
+if "$agent" restore "$lib" --kmip "$demo/kmip.toml" --save-set "$id2" --to "$demo/after-shred" 2> "$demo/shred.err"; then
+  echo "quickstart: a shredded save set was restored" >&2; exit 1
+fi
+"$agent" scan "$lib" --kmip "$demo/kmip.toml" > "$demo/scan.out" 2>&1 || true
+grep -i "destroyed" "$demo/scan.out" | head -1
+"$km" "${kmc[@]}" audit --tail 6
+
+rm -rf "$demo/data.bin" "$demo/data.out" "$demo/vault-CT0001.tap" "$demo/restored" "$demo/restored-kmip"
+printf '\nquickstart done: library in %s, key manager log in %s\n' "$lib" "$demo/keymgr.log"

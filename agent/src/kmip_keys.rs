@@ -171,3 +171,25 @@ impl KeySource for KmipKeySource {
         Ok(key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses_and_key_ids_are_checked() {
+        let c: KmipConfig = toml::from_str(include_str!("../../deploy/agent-kmip.toml")).unwrap();
+        assert_eq!(c.version, "1.4");
+        assert_eq!(c.retry_secs, 30);
+        assert!(toml::from_str::<KmipConfig>(
+            "server = \"a:1\"\ncert = \"c\"\nkey = \"k\"\nca = \"ca\"\ncolour = 1"
+        )
+        .is_err());
+        assert_eq!(uid("kmip:abc").unwrap(), "abc");
+        assert!(uid("file:00:11")
+            .unwrap_err()
+            .to_string()
+            .contains("another key source"));
+        assert!(uid("kmip:").is_err());
+    }
+}

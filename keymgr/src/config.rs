@@ -165,6 +165,14 @@ file = "mk"
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../../deploy/keymgr.toml");
+        let c = Config::parse(text, Path::new("/etc/cinta/keymgr.toml")).unwrap();
+        assert_eq!(c.listen.port(), DEFAULT_PORT);
+        assert!(c.master_key.file.is_some());
+    }
+
+    #[test]
     fn unknown_fields_and_two_master_keys_are_refused() {
         let e = Config::parse(&format!("colour = 1\n{OK}"), Path::new("k.toml")).unwrap_err();
         assert!(e.to_string().contains("colour"), "{e}");

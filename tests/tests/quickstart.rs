@@ -9,6 +9,7 @@ fn readme_quickstart_runs() {
     let out = Command::new("bash")
         .arg(cinta_tests::repo().join("deploy/quickstart.sh"))
         .env("CINTA_AGENT", cinta_tests::binary("cinta-agent"))
+        .env("CINTA_KEYMGR", cinta_tests::binary("cinta-keymgr"))
         .env("CINTA_DEMO_DIR", &demo)
         .env("CINTA_DEMO_MB", "150")
         .output()
@@ -32,6 +33,14 @@ fn readme_quickstart_runs() {
         stdout.contains("restored tree identical to the source"),
         "{stdout}"
     );
+    // The key manager part: pending, accepted, a KMIP-keyed save restored, then shredded.
+    assert!(stdout.contains("pending approval"), "{stdout}");
+    assert!(
+        stdout.contains("restored with the key manager's key: identical"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("destroyed key kmip:"), "{stdout}");
+    assert!(stdout.contains("Destroyed"), "{stdout}");
 }
 
 #[test]
