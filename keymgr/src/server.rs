@@ -258,6 +258,11 @@ fn record(
     }
 }
 
+/// The audit record of a message that could not be read as a request.
+fn invalid_record(t: i64, id: &Identity, why: String) -> Record {
+    record(t, id, "", "(message)", None, "invalid", Some(why))
+}
+
 /// What the keystore thread does with one message before the commit.
 enum Work {
     /// Answered already (unreadable, or the client may not be served).
@@ -340,30 +345,15 @@ impl Keystore {
         records: &mut Vec<Record>,
     ) -> Work {
         if let Some(why) = msg.strip_prefix(b"\0\0\0unframeable:") {
-            records.push(record(
+            records.push(invalid_record(
                 t,
                 id,
-                "",
-                "(message)",
-                None,
-                "invalid",
-                Some(format!(
-                    "unframeable message: {}",
-                    String::from_utf8_lossy(why)
-                )),
+                format!("unframeable message: {}", String::from_utf8_lossy(why)),
             ));
             return Work::Done(Vec::new());
         }
         let invalid = |records: &mut Vec<Record>, inv: cinta_kmip::message::Invalid| {
-            records.push(record(
-                t,
-                id,
-                "",
-                "(message)",
-                None,
-                "invalid",
-                Some(inv.message.clone()),
-            ));
+            records.push(invalid_record(t, id, inv.message.clone()));
             Work::Done(Response::to_invalid(&inv, t).to_item().to_bytes())
         };
         let item = match Item::decode(msg) {

@@ -4,10 +4,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
 
 use cinta_kmip::message::Version;
-use cinta_tests::keymgr::Kms;
+use cinta_tests::keymgr::{tls_client_config, Kms};
 use kmip_protocol::types::common::{
     AttributeName, CryptographicAlgorithm, CryptographicUsageMask, ObjectType,
     RevocationReasonCode, UniqueIdentifier,
@@ -18,8 +17,7 @@ use kmip_protocol::types::request::{
 use kmip_protocol::types::response::{
     ManagedObject, ResponseMessage, ResponsePayload, ResultStatus,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 
 /// The test environment's Python with PyKMIP (made by tests/python/setup.sh).
 fn python() -> PathBuf {
@@ -109,25 +107,11 @@ fn pykmip_proxy_client_runs_the_lifecycle_at_every_version() {
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 fn connect(kms: &Kms, name: &str) -> Tls {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(kms.pki.join("ca.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let chain: Vec<_> = CertificateDer::pem_file_iter(kms.pki.join(format!("{name}.pem")))
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(kms.pki.join(format!("{name}.key"))).unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    let conn =
-        rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("127.0.0.1").unwrap())
-            .unwrap();
+    let conn = rustls::ClientConnection::new(
+        tls_client_config(kms, name, false),
+        ServerName::try_from("127.0.0.1").unwrap(),
+    )
+    .unwrap();
     rustls::StreamOwned::new(conn, TcpStream::connect(&kms.addr).unwrap())
 }
 

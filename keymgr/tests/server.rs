@@ -2,15 +2,13 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 
 use cinta_kmip::message::Version;
 use cinta_kmip::spec::{operation as op, revocation_reason_code as rrc, tag};
 use cinta_kmip::ttlv::{Item, Value};
 use cinta_kmip_client::Client;
-use cinta_tests::keymgr::Kms;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use cinta_tests::keymgr::{tls_client_config, Kms};
+use rustls::pki_types::ServerName;
 
 const VERSIONS: [Version; 6] = [
     Version::new(1, 0),
@@ -229,31 +227,6 @@ fn batches_use_the_id_placeholder_and_undo_rolls_back() {
     );
 }
 
-fn tls_config(kms: &Kms, name: &str, tls12_only: bool) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(kms.pki.join("ca.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let chain: Vec<_> = CertificateDer::pem_file_iter(kms.pki.join(format!("{name}.pem")))
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(kms.pki.join(format!("{name}.key"))).unwrap();
-    let b = rustls::ClientConfig::builder_with_provider(provider);
-    let b = if tls12_only {
-        b.with_protocol_versions(&[&rustls::version::TLS12])
-    } else {
-        b.with_safe_default_protocol_versions()
-    };
-    Arc::new(
-        b.unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)
-            .unwrap(),
-    )
-}
-
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 fn raw_connect(kms: &Kms, name: &str, tls12_only: bool) -> Tls {
@@ -261,7 +234,7 @@ fn raw_connect(kms: &Kms, name: &str, tls12_only: bool) -> Tls {
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .unwrap();
     let conn = rustls::ClientConnection::new(
-        tls_config(kms, name, tls12_only),
+        tls_client_config(kms, name, tls12_only),
         ServerName::try_from("127.0.0.1").unwrap(),
     )
     .unwrap();
@@ -584,13 +557,16 @@ fn backup_restore_rotation_and_serving_only_backed_up_keys() {
     drop(c);
 
     // Restore refuses while serving, then brings the backup's state back.
-    let o = kms.admin(&[
-        "restore",
-        "--from",
-        out.to_str().unwrap(),
-        "--passphrase-file",
-        pass.to_str().unwrap(),
-    ]);
+    let restore = |kms: &Kms, from: &std::path::Path, pass: &std::path::Path| {
+        kms.admin(&[
+            "restore",
+            "--from",
+            from.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ])
+    };
+    let o = restore(&kms, &out, &pass);
     assert!(
         !o.status.success()
             && String::from_utf8_lossy(&o.stderr).contains("in use by cinta-keymgr serve"),
@@ -599,13 +575,7 @@ fn backup_restore_rotation_and_serving_only_backed_up_keys() {
     kms.stop();
     let wrong = kms.dir.path().join("wrong.pass");
     std::fs::write(&wrong, "not the right passphrase\n").unwrap();
-    let o = kms.admin(&[
-        "restore",
-        "--from",
-        out.to_str().unwrap(),
-        "--passphrase-file",
-        wrong.to_str().unwrap(),
-    ]);
+    let o = restore(&kms, &out, &wrong);
     assert!(
         !o.status.success()
             && String::from_utf8_lossy(&o.stderr).contains("wrong backup passphrase"),
@@ -615,21 +585,11 @@ fn backup_restore_rotation_and_serving_only_backed_up_keys() {
     cut.truncate(raw.len() - 20);
     let cutp = kms.dir.path().join("cut.backup");
     std::fs::write(&cutp, &cut).unwrap();
-    let o = kms.admin(&[
-        "restore",
-        "--from",
-        cutp.to_str().unwrap(),
-        "--passphrase-file",
-        pass.to_str().unwrap(),
-    ]);
+    let o = restore(&kms, &cutp, &pass);
     assert!(!o.status.success(), "a cut backup does not restore");
-    let o = kms.admin_ok(&[
-        "restore",
-        "--from",
-        out.to_str().unwrap(),
-        "--passphrase-file",
-        pass.to_str().unwrap(),
-    ]);
+    let o = restore(&kms, &out, &pass);
+    assert!(o.status.success(), "{o:?}");
+    let o = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
         o.contains("restored 1 objects") && o.contains("before-restore"),
         "{o}"

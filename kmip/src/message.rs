@@ -9,30 +9,8 @@
 
 use crate::ttlv::{Item, Value};
 
-/// Tags of the message envelope (KMIP 1.0 §9.1.3.1, unchanged through 2.0).
-pub mod tag {
-    pub const AUTHENTICATION: u32 = 0x42_000C;
-    pub const BATCH_COUNT: u32 = 0x42_000D;
-    pub const BATCH_ERROR_CONTINUATION_OPTION: u32 = 0x42_000E;
-    pub const BATCH_ITEM: u32 = 0x42_000F;
-    pub const BATCH_ORDER_OPTION: u32 = 0x42_0010;
-    pub const MAXIMUM_RESPONSE_SIZE: u32 = 0x42_0050;
-    pub const OPERATION: u32 = 0x42_005C;
-    pub const PROTOCOL_VERSION: u32 = 0x42_0069;
-    pub const PROTOCOL_VERSION_MAJOR: u32 = 0x42_006A;
-    pub const PROTOCOL_VERSION_MINOR: u32 = 0x42_006B;
-    pub const REQUEST_HEADER: u32 = 0x42_0077;
-    pub const REQUEST_MESSAGE: u32 = 0x42_0078;
-    pub const REQUEST_PAYLOAD: u32 = 0x42_0079;
-    pub const RESPONSE_HEADER: u32 = 0x42_007A;
-    pub const RESPONSE_MESSAGE: u32 = 0x42_007B;
-    pub const RESPONSE_PAYLOAD: u32 = 0x42_007C;
-    pub const RESULT_MESSAGE: u32 = 0x42_007D;
-    pub const RESULT_REASON: u32 = 0x42_007E;
-    pub const RESULT_STATUS: u32 = 0x42_007F;
-    pub const TIME_STAMP: u32 = 0x42_0092;
-    pub const UNIQUE_BATCH_ITEM_ID: u32 = 0x42_0093;
-}
+/// Tags (the envelope's among them) come from the specification tables.
+pub use crate::spec::tag;
 
 /// Most items in one batch: KMIP servers commonly cap batches, and 32 is
 /// what cinta's clients and tape libraries need (a key and its attributes

@@ -2088,40 +2088,6 @@ mod tests {
     }
 
     #[test]
-    fn envelope_tags_agree_with_message() {
-        use crate::message::tag as m;
-        let pairs = [
-            (m::AUTHENTICATION, tag::AUTHENTICATION),
-            (m::BATCH_COUNT, tag::BATCH_COUNT),
-            (
-                m::BATCH_ERROR_CONTINUATION_OPTION,
-                tag::BATCH_ERROR_CONTINUATION_OPTION,
-            ),
-            (m::BATCH_ITEM, tag::BATCH_ITEM),
-            (m::BATCH_ORDER_OPTION, tag::BATCH_ORDER_OPTION),
-            (m::MAXIMUM_RESPONSE_SIZE, tag::MAXIMUM_RESPONSE_SIZE),
-            (m::OPERATION, tag::OPERATION),
-            (m::PROTOCOL_VERSION, tag::PROTOCOL_VERSION),
-            (m::PROTOCOL_VERSION_MAJOR, tag::PROTOCOL_VERSION_MAJOR),
-            (m::PROTOCOL_VERSION_MINOR, tag::PROTOCOL_VERSION_MINOR),
-            (m::REQUEST_HEADER, tag::REQUEST_HEADER),
-            (m::REQUEST_MESSAGE, tag::REQUEST_MESSAGE),
-            (m::REQUEST_PAYLOAD, tag::REQUEST_PAYLOAD),
-            (m::RESPONSE_HEADER, tag::RESPONSE_HEADER),
-            (m::RESPONSE_MESSAGE, tag::RESPONSE_MESSAGE),
-            (m::RESPONSE_PAYLOAD, tag::RESPONSE_PAYLOAD),
-            (m::RESULT_MESSAGE, tag::RESULT_MESSAGE),
-            (m::RESULT_REASON, tag::RESULT_REASON),
-            (m::RESULT_STATUS, tag::RESULT_STATUS),
-            (m::TIME_STAMP, tag::TIME_STAMP),
-            (m::UNIQUE_BATCH_ITEM_ID, tag::UNIQUE_BATCH_ITEM_ID),
-        ];
-        for (a, b) in pairs {
-            assert_eq!(a, b, "{:?}", tag::name(b));
-        }
-    }
-
-    #[test]
     fn every_attribute_found_by_name_and_tag() {
         let mut names = HashSet::new();
         for a in ATTRIBUTES {

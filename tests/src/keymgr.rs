@@ -225,3 +225,36 @@ impl Drop for Kms {
         }
     }
 }
+
+/// A rustls client configuration for client certificate NAME of `kms`'s PKI
+/// (TLS 1.2 only if asked), for tests that speak raw TLS.
+pub fn tls_client_config(
+    kms: &Kms,
+    name: &str,
+    tls12_only: bool,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(kms.pki.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain: Vec<_> = CertificateDer::pem_file_iter(kms.pki.join(format!("{name}.pem")))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(kms.pki.join(format!("{name}.key"))).unwrap();
+    let b = rustls::ClientConfig::builder_with_provider(provider);
+    let b = if tls12_only {
+        b.with_protocol_versions(&[&rustls::version::TLS12])
+    } else {
+        b.with_safe_default_protocol_versions()
+    };
+    std::sync::Arc::new(
+        b.unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap(),
+    )
+}

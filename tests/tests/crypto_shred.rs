@@ -40,13 +40,22 @@ fn kmip_file(kms: &Kms, dir: &Path, retry: u64) -> String {
     p.to_str().unwrap().to_string()
 }
 
-#[test]
-fn save_restore_with_kmip_keys_then_shred_makes_every_copy_unreadable() {
-    let mut kms = Kms::serving();
-    kms.accepted("agent", "default", Version::new(1, 4));
-    let work = tempfile::tempdir().unwrap();
-    let w = work.path();
-    let kmip = kmip_file(&kms, w, 1);
+/// `scan` finds the save set on tape and cannot open it: its key is destroyed.
+fn scan_finds_only_a_destroyed_key(lib: &str, kmip: &str, what: &str) {
+    let o = agent(&["scan", lib, "--kmip", kmip]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        !o.status.success() && text.contains("destroyed"),
+        "{what} after shredding: {text}"
+    );
+}
+
+/// A virtual library in `w` with `count` scratch cartridges of `capacity`.
+fn library(w: &Path, capacity: &str, count: u32) -> String {
     let lib = w.join("lib");
     let lib = lib.to_str().unwrap();
     ok(&[
@@ -62,11 +71,31 @@ fn save_restore_with_kmip_keys_then_shred_makes_every_copy_unreadable() {
         "--ie-ports",
         "1",
         "--capacity",
-        "64M",
+        capacity,
         "--early-warning",
-        "2M",
+        "1M",
     ]);
-    ok(&["library", "add", lib, "--prefix", "CT", "--count", "2"]);
+    ok(&[
+        "library",
+        "add",
+        lib,
+        "--prefix",
+        "CT",
+        "--count",
+        &count.to_string(),
+    ]);
+    lib.to_string()
+}
+
+#[test]
+fn save_restore_with_kmip_keys_then_shred_makes_every_copy_unreadable() {
+    let mut kms = Kms::serving();
+    kms.accepted("agent", "default", Version::new(1, 4));
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let kmip = kmip_file(&kms, w, 1);
+    let lib = library(w, "64M", 2);
+    let lib = lib.as_str();
     let src = w.join("src");
     std::fs::create_dir_all(src.join("payroll")).unwrap();
     std::fs::write(src.join("payroll/ledger.dat"), vec![7u8; 300_000]).unwrap();
@@ -140,16 +169,7 @@ fn save_restore_with_kmip_keys_then_shred_makes_every_copy_unreadable() {
     assert_eq!(ls.as_array().unwrap().len(), 0, "gone from the catalog");
 
     // The tape is still there, but nothing on it can be read: scan finds the save set and cannot open it.
-    let o = agent(&["scan", lib, "--kmip", &kmip]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        !o.status.success() && text.contains("destroyed"),
-        "scan after shredding: {text}"
-    );
+    scan_finds_only_a_destroyed_key(lib, &kmip, "the library's cartridge");
     // Nor can the vaulted copy, brought back in place of the library's cartridge.
     ok(&["library", "export", lib, &vol]);
     ok(&[
@@ -169,16 +189,7 @@ fn save_restore_with_kmip_keys_then_shred_makes_every_copy_unreadable() {
         &vol,
     ]);
     ok(&["library", "import", lib, &vol]);
-    let o = agent(&["scan", lib, "--kmip", &kmip]);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(
-        !o.status.success() && text.contains("destroyed"),
-        "vaulted copy after shredding: {text}"
-    );
+    scan_finds_only_a_destroyed_key(lib, &kmip, "the vaulted copy");
 
     // With the key manager away, a save fails before writing anything.
     kms.stop();
@@ -203,26 +214,8 @@ fn a_save_waits_out_a_brief_key_manager_outage() {
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     let kmip = kmip_file(&kms, w, 30);
-    let lib = w.join("lib");
-    let lib = lib.to_str().unwrap();
-    ok(&[
-        "library",
-        "create",
-        lib,
-        "--name",
-        "t",
-        "--slots",
-        "2",
-        "--drives",
-        "1",
-        "--ie-ports",
-        "1",
-        "--capacity",
-        "16M",
-        "--early-warning",
-        "1M",
-    ]);
-    ok(&["library", "add", lib, "--prefix", "CT", "--count", "1"]);
+    let lib = library(w, "16M", 1);
+    let lib = lib.as_str();
     std::fs::write(w.join("file.dat"), vec![1u8; 100_000]).unwrap();
     kms.stop();
     let save = Command::new(cinta_tests::binary("cinta-agent"))
