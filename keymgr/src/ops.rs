@@ -1293,3 +1293,94 @@ fn matches_all(a: &Attrs, filters: &[Attr]) -> bool {
     }
     true
 }
+
+/// The fuzz target's body: a request message run on a keystore made once
+/// (with three keys in it) inside a transaction that is always rolled back.
+/// Whatever the bytes, no panic, and the response encodes.
+pub fn fuzz_operations(bytes: &[u8]) {
+    use std::sync::{Mutex, OnceLock};
+    static STORE: OnceLock<Mutex<Store>> = OnceLock::new();
+    let store = STORE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("cinta-keymgr-fuzz-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("keystore.db");
+        let source = crate::master::Source::Key(zeroize::Zeroizing::new([7u8; 32]));
+        Store::create(&path, &source, "default", 1_700_000_000).expect("make the fuzz keystore");
+        let mut s = Store::open(&path, &source).expect("open the fuzz keystore");
+        let caller = Caller {
+            group: "default".into(),
+            require_backup: false,
+        };
+        let create = |name: &str| -> Item {
+            let a = |n: &str, mut v: Item| {
+                v.tag = tag::ATTRIBUTE_VALUE;
+                Item::new(
+                    tag::ATTRIBUTE,
+                    Value::Structure(vec![Item::new(tag::ATTRIBUTE_NAME, Value::TextString(n.into())), v]),
+                )
+            };
+            Item::new(
+                tag::REQUEST_PAYLOAD,
+                Value::Structure(vec![
+                    Item::new(tag::OBJECT_TYPE, en(ot::SYMMETRIC_KEY)),
+                    Item::new(
+                        tag::TEMPLATE_ATTRIBUTE,
+                        Value::Structure(vec![
+                            a("Cryptographic Algorithm", Item::new(0, en(alg::AES))),
+                            a("Cryptographic Length", Item::new(0, Value::Integer(256))),
+                            a(
+                                "Name",
+                                Item::new(
+                                    0,
+                                    Value::Structure(vec![
+                                        Item::new(tag::NAME_VALUE, Value::TextString(name.into())),
+                                        Item::new(tag::NAME_TYPE, Value::Enumeration(1)),
+                                    ]),
+                                ),
+                            ),
+                        ]),
+                    ),
+                ]),
+            )
+        };
+        for n in ["k1", "k2", "k3"] {
+            let req = Request {
+                version: Version::new(1, 4),
+                max_response_size: None,
+                batch_order: None,
+                on_error: OnError::Stop,
+                authentication: None,
+                items: vec![RequestItem {
+                    operation: op::CREATE as u32,
+                    id: None,
+                    payload: Some(create(n)),
+                }],
+            };
+            run_alone(&mut s, &req, &caller, 1_700_000_000);
+        }
+        Mutex::new(s)
+    });
+    let Ok(item) = Item::decode(bytes) else {
+        return;
+    };
+    let Ok(req) = Request::parse(&item) else {
+        return;
+    };
+    let s = store.lock().unwrap_or_else(|p| p.into_inner());
+    let caller = Caller {
+        group: "default".into(),
+        require_backup: false,
+    };
+    if s.exec("BEGIN").is_err() {
+        return;
+    }
+    let b = run(&s.tx(), &req, &caller, 1_700_000_000);
+    let _ = s.exec("ROLLBACK");
+    let resp = cinta_kmip::message::Response {
+        version: cinta_kmip::message::answer_version(req.version),
+        time_stamp: 0,
+        items: b.items,
+    };
+    let bytes = resp.to_item().to_bytes();
+    assert!(Item::decode(&bytes).is_ok(), "a response that does not decode");
+}
