@@ -129,15 +129,15 @@ fn uid(key_id: &str) -> Result<&str> {
 impl KeySource for KmipKeySource {
     fn create(&mut self, save_set: &str) -> Result<DataKey> {
         let name = format!("cinta-saveset-{save_set}");
-        let uid = self
+        // Create, Activate and Get in one round trip.
+        let (uid, bytes) = self
             .client
-            .create_active_aes256(
+            .create_active_key(
                 &name,
                 &[("x-cinta-save-set", save_set), ("x-cinta-host", &self.host)],
             )
             .map_err(|e| err(&name, e))?;
         let key_id = format!("{PREFIX}{uid}");
-        let bytes = self.client.get_key(&uid).map_err(|e| err(&key_id, e))?;
         let mut key = DataKey {
             id: key_id.clone(),
             key: [0u8; 32],

@@ -1316,7 +1316,10 @@ pub fn fuzz_operations(bytes: &[u8]) {
                 v.tag = tag::ATTRIBUTE_VALUE;
                 Item::new(
                     tag::ATTRIBUTE,
-                    Value::Structure(vec![Item::new(tag::ATTRIBUTE_NAME, Value::TextString(n.into())), v]),
+                    Value::Structure(vec![
+                        Item::new(tag::ATTRIBUTE_NAME, Value::TextString(n.into())),
+                        v,
+                    ]),
                 )
             };
             Item::new(
@@ -1382,5 +1385,8 @@ pub fn fuzz_operations(bytes: &[u8]) {
         items: b.items,
     };
     let bytes = resp.to_item().to_bytes();
-    assert!(Item::decode(&bytes).is_ok(), "a response that does not decode");
+    assert!(
+        Item::decode(&bytes).is_ok(),
+        "a response that does not decode"
+    );
 }

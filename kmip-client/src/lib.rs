@@ -343,6 +343,46 @@ impl Client {
 
     /// Creates an AES-256 key named `name` with text custom attributes (`x-...`, 1.x only).
     pub fn create_aes256(&mut self, name: &str, custom: &[(&str, &str)]) -> Result<String> {
+        let payload = self.create_payload(name, custom);
+        let p = self.call(op::CREATE, payload)?;
+        uid_of(&p)
+    }
+
+    /// Create, Activate and Get of a new AES-256 key in one request message
+    /// (the ID placeholder carries the new key from item to item): one round
+    /// trip for a save's key.
+    pub fn create_active_key(
+        &mut self,
+        name: &str,
+        custom: &[(&str, &str)],
+    ) -> Result<(String, Zeroizing<Vec<u8>>)> {
+        let payload = self.create_payload(name, custom);
+        let answers = self.batch(vec![
+            (op::CREATE, payload),
+            (op::ACTIVATE, vec![]),
+            (op::GET, vec![]),
+        ])?;
+        for (a, o) in answers.iter().zip([op::CREATE, op::ACTIVATE, op::GET]) {
+            if a.status != ResultStatus::Success {
+                return Err(Error::Failed {
+                    operation: cinta_kmip::spec::operation_name(o).unwrap_or("operation"),
+                    reason: reason_name(a.reason),
+                    message: a.message.clone().unwrap_or_default(),
+                });
+            }
+        }
+        if answers.len() != 3 {
+            return Err(Error::Protocol(format!(
+                "{} answers to a batch of 3",
+                answers.len()
+            )));
+        }
+        let uid = uid_of(&answers[0].payload)?;
+        let key = key_of(&answers[2].payload, &uid)?;
+        Ok((uid, key))
+    }
+
+    fn create_payload(&self, name: &str, custom: &[(&str, &str)]) -> Vec<Item> {
         let mut attrs = vec![
             self.attr(
                 "Cryptographic Algorithm",
@@ -379,20 +419,16 @@ impl Client {
                 attrs.push(self.attr(k, Item::new(0, Value::TextString((*v).into()))));
             }
         }
-        let p = self.call(
-            op::CREATE,
-            vec![
-                Item::new(
-                    tag::OBJECT_TYPE,
-                    Value::Enumeration(ot::SYMMETRIC_KEY as u32),
-                ),
-                self.wrap_attrs(attrs),
-            ],
-        )?;
-        uid_of(&p)
+        vec![
+            Item::new(
+                tag::OBJECT_TYPE,
+                Value::Enumeration(ot::SYMMETRIC_KEY as u32),
+            ),
+            self.wrap_attrs(attrs),
+        ]
     }
 
-    /// Creates and activates an AES-256 key in one batch (the ID placeholder carries the new key to Activate).
+    /// Creates then activates an AES-256 key (two round trips).
     pub fn create_active_aes256(&mut self, name: &str, custom: &[(&str, &str)]) -> Result<String> {
         let uid = self.create_aes256(name, custom)?;
         self.activate(&uid)?;
@@ -406,20 +442,8 @@ impl Client {
     /// The raw key bytes of a symmetric key.
     pub fn get_key(&mut self, uid: &str) -> Result<Zeroizing<Vec<u8>>> {
         let p = self.call(op::GET, vec![uid_item(uid)])?;
-        let km = p
-            .iter()
-            .find(|i| i.tag == tag::SYMMETRIC_KEY)
-            .and_then(|s| s.child(tag::KEY_BLOCK))
-            .and_then(|b| b.child(tag::KEY_VALUE))
-            .and_then(|v| v.child(tag::KEY_MATERIAL));
-        match km.map(|k| &k.value) {
-            Some(Value::ByteString(b)) => Ok(Zeroizing::new(b.clone())),
-            _ => Err(Error::Protocol(format!(
-                "Get {uid}: no raw symmetric key in the answer"
-            ))),
-        }
+        key_of(&p, uid)
     }
-
     /// Identifiers of objects named `name`, newest first.
     pub fn locate_by_name(&mut self, name: &str) -> Result<Vec<String>> {
         let f = self.name_attr(name);
@@ -529,5 +553,21 @@ fn reason_name(r: Option<u32>) -> String {
             .map(|a| format!("{a:?}"))
             .unwrap_or_else(|| format!("reason {x:#x}")),
         None => "no reason given".into(),
+    }
+}
+
+/// The raw key bytes in a Get answer.
+fn key_of(p: &[Item], uid: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let km = p
+        .iter()
+        .find(|i| i.tag == tag::SYMMETRIC_KEY)
+        .and_then(|s| s.child(tag::KEY_BLOCK))
+        .and_then(|b| b.child(tag::KEY_VALUE))
+        .and_then(|v| v.child(tag::KEY_MATERIAL));
+    match km.map(|k| &k.value) {
+        Some(Value::ByteString(b)) => Ok(Zeroizing::new(b.clone())),
+        _ => Err(Error::Protocol(format!(
+            "Get {uid}: no raw symmetric key in the answer"
+        ))),
     }
 }
