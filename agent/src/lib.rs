@@ -1,4 +1,5 @@
 //! cinta agent library: the tape layer, the virtual tape library and the encrypted save-set stream.
+pub mod daemon;
 pub mod error;
 pub mod io;
 pub mod keys;

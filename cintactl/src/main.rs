@@ -1,23 +1,279 @@
-//! `cintactl`: cinta operator console.
-//!
-//! This release ships the binary and its version only; its services arrive
-//! with their issues (see ARCHITECTURE.md). It accepts `--help` and
-//! `--version` and refuses anything else with a clear message.
+//! `cintactl`: the operations console: agents, jobs, run a control group now, cancel; `--json` for scripts.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// cinta operator console.
-///
-/// Not yet functional in this release: only --help and --version.
+use anyhow::{bail, Context, Result};
+use cinta_proto::v1 as pb;
+use clap::{Parser, Subcommand};
+use pb::console_service_client::ConsoleServiceClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// cinta operations console.
 #[derive(Parser)]
 #[command(name = "cintactl", version, about)]
-struct Cli {}
+struct Cli {
+    /// host:port of cinta-controller.
+    #[arg(
+        long,
+        global = true,
+        env = "CINTA_CONTROLLER",
+        default_value = "127.0.0.1:7443"
+    )]
+    controller: String,
+    /// Name to check the controller's certificate against (default: its host).
+    #[arg(long, global = true, env = "CINTA_SERVER_NAME")]
+    server_name: Option<String>,
+    /// This console's certificate, key and the CA of the controller's certificate.
+    #[arg(long, global = true, env = "CINTA_CERT")]
+    cert: Option<PathBuf>,
+    #[arg(long, global = true, env = "CINTA_KEY")]
+    key: Option<PathBuf>,
+    #[arg(long, global = true, env = "CINTA_CA")]
+    ca: Option<PathBuf>,
+    /// JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Agents: name, role, connected, libraries, usage.
+    Agents,
+    /// Jobs, most recent first.
+    Jobs {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// One job with its save sets.
+    Job { id: String },
+    /// Run a control group now on the LPAR its target names.
+    Run {
+        control_group: String,
+        /// Wait for the job to finish; exit 0 if it succeeded, 1 if not.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Cancel a queued or running job.
+    Cancel { id: String },
+}
 
 fn main() {
-    let _cli = Cli::parse();
-    eprintln!(
-        "cintactl {}: no service in this release yet; see ARCHITECTURE.md",
-        env!("CARGO_PKG_VERSION")
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("cintactl: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn client(cli: &Cli) -> Result<ConsoleServiceClient<Channel>> {
+    let (Some(cert), Some(key), Some(ca)) = (&cli.cert, &cli.key, &cli.ca) else {
+        bail!("give --cert, --key and --ca (or CINTA_CERT, CINTA_KEY, CINTA_CA): the controller speaks mutual TLS only");
+    };
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("read {}", p.display()));
+    let host = cli.server_name.clone().unwrap_or_else(|| {
+        cli.controller
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_default()
+    });
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(ca)?))
+        .identity(Identity::from_pem(read(cert)?, read(key)?))
+        .domain_name(host);
+    let ch = Channel::from_shared(format!("https://{}", cli.controller))?
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connect to the controller at {}", cli.controller))?;
+    Ok(ConsoleServiceClient::new(ch))
+}
+
+fn when(t: i64) -> String {
+    if t == 0 {
+        return "-".into();
+    }
+    let (d, s) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let z = d + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+fn job_json(j: &pb::Job) -> serde_json::Value {
+    serde_json::json!({
+        "id": j.id, "control_group": j.control_group, "agent": j.agent, "state": j.state,
+        "created": j.created, "started": j.started, "finished": j.finished, "message": j.message,
+        "entries_done": j.entries_done, "entries_total": j.entries_total, "bytes": j.bytes,
+        "save_sets": j.save_sets.iter().map(|s| serde_json::json!({
+            "id": s.id, "source": s.source, "key_id": s.key_id, "volumes": s.volumes, "objects": s.objects, "bytes": s.bytes,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_job(j: &pb::Job) {
+    println!(
+        "job {} ({}) on {}: {} [{}/{} entries, {} bytes] created {} started {} finished {}",
+        j.id,
+        j.control_group,
+        j.agent,
+        j.state,
+        j.entries_done,
+        j.entries_total,
+        j.bytes,
+        when(j.created),
+        when(j.started),
+        when(j.finished)
     );
-    std::process::exit(2);
+    if !j.message.is_empty() {
+        println!("  {}", j.message);
+    }
+    for s in &j.save_sets {
+        println!(
+            "  save set {}  {}  {} objects, {} bytes, on {}  key {}",
+            s.id,
+            s.source,
+            s.objects,
+            s.bytes,
+            s.volumes.join(","),
+            s.key_id
+        );
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let mut c = client(&cli).await?;
+    match &cli.cmd {
+        Cmd::Agents => {
+            let a = c
+                .list_agents(pb::ListAgentsRequest {})
+                .await?
+                .into_inner()
+                .agents;
+            if cli.json {
+                let v: Vec<_> = a
+                    .iter()
+                    .map(|a| serde_json::json!({
+                        "name": a.name, "host": a.host, "role": a.role, "version": a.version, "connected": a.connected,
+                        "last_seen": a.last_seen,
+                        "libraries": a.libraries.iter().map(|l| serde_json::json!({"name": l.name, "drives": l.drives, "slots": l.slots, "scratch": l.scratch})).collect::<Vec<_>>(),
+                        "usage": a.usage.iter().map(|u| serde_json::json!({"what": u.what, "percent_used": u.percent_used})).collect::<Vec<_>>(),
+                    }))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{:<10} {:<12} {:<10} {:<21} LIBRARIES",
+                    "AGENT", "ROLE", "STATE", "LAST SEEN"
+                );
+                for a in a {
+                    let libs: Vec<String> = a
+                        .libraries
+                        .iter()
+                        .map(|l| format!("{} ({} scratch)", l.name, l.scratch))
+                        .collect();
+                    println!(
+                        "{:<10} {:<12} {:<10} {:<21} {}",
+                        a.name,
+                        a.role,
+                        if a.connected { "connected" } else { "away" },
+                        when(a.last_seen),
+                        libs.join(", ")
+                    );
+                }
+            }
+        }
+        Cmd::Jobs { limit } => {
+            let jobs = c
+                .list_jobs(pb::ListJobsRequest { limit: *limit })
+                .await?
+                .into_inner()
+                .jobs;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&jobs.iter().map(job_json).collect::<Vec<_>>())?
+                );
+            } else {
+                for j in &jobs {
+                    print_job(j);
+                }
+            }
+        }
+        Cmd::Job { id } => {
+            let j = c
+                .get_job(pb::GetJobRequest { id: id.clone() })
+                .await?
+                .into_inner();
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&job_json(&j))?);
+            } else {
+                print_job(&j);
+            }
+        }
+        Cmd::Run {
+            control_group,
+            wait,
+        } => {
+            let mut j = c
+                .run_control_group(pb::RunControlGroupRequest {
+                    control_group: control_group.clone(),
+                })
+                .await?
+                .into_inner();
+            if !cli.json {
+                println!("queued job {} ({}) for {}", j.id, j.control_group, j.agent);
+            }
+            if *wait {
+                while j.state == "queued" || j.state == "running" {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    j = c
+                        .get_job(pb::GetJobRequest { id: j.id.clone() })
+                        .await?
+                        .into_inner();
+                }
+            }
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&job_json(&j))?);
+            } else if *wait {
+                print_job(&j);
+            }
+            if *wait && j.state != "succeeded" {
+                return Ok(1);
+            }
+        }
+        Cmd::Cancel { id } => {
+            let j = c
+                .cancel_job(pb::CancelJobRequest { id: id.clone() })
+                .await?
+                .into_inner();
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&job_json(&j))?);
+            } else {
+                print_job(&j);
+            }
+        }
+    }
+    Ok(0)
 }

@@ -1,23 +1,113 @@
-//! `cinta-controller`: cinta controller: coordinates agents, keeps the catalog, runs the nightly close.
-//!
-//! This release ships the binary and its version only; its services arrive
-//! with their issues (see ARCHITECTURE.md). It accepts `--help` and
-//! `--version` and refuses anything else with a clear message.
+//! `cinta-controller`: serves AgentService and ConsoleService over gRPC with mutual TLS, gRPC health checking and server reflection; drains on SIGTERM.
 
-use clap::Parser;
+use std::path::PathBuf;
 
-/// cinta controller: coordinates agents, keeps the catalog, runs the nightly close.
-///
-/// Not yet functional in this release: only --help and --version.
+use anyhow::{Context, Result};
+use cinta_controller::catalog::SqliteCatalog;
+use cinta_controller::config::Config;
+use cinta_controller::service::{Agents, Console, State};
+use cinta_proto::v1::agent_service_server::AgentServiceServer;
+use cinta_proto::v1::console_service_server::ConsoleServiceServer;
+use clap::{Parser, Subcommand};
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+/// cinta controller: coordinates agents, keeps the catalog, runs control groups.
 #[derive(Parser)]
 #[command(name = "cinta-controller", version, about)]
-struct Cli {}
+struct Cli {
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "CINTA_CONTROLLER_CONFIG",
+        default_value = "/etc/cinta/controller.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve agents and consoles over gRPC (mutual TLS) until SIGTERM or Ctrl-C.
+    Serve,
+}
 
 fn main() {
-    let _cli = Cli::parse();
-    eprintln!(
-        "cinta-controller {}: no service in this release yet; see ARCHITECTURE.md",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if let Err(e) = run(cli) {
+        eprintln!("cinta-controller: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let cfg = Config::load(&cli.config)?;
+    match cli.cmd {
+        Cmd::Serve => serve(cfg),
+    }
+}
+
+fn serve(cfg: Config) -> Result<()> {
+    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("read {}", p.display()));
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            read(&cfg.tls.cert)?,
+            read(&cfg.tls.key)?,
+        ))
+        .client_ca_root(Certificate::from_pem(read(&cfg.tls.client_ca)?));
+    let catalog = SqliteCatalog::open(&cfg.catalog)?;
+    let listen = cfg.listen;
+    let state = State::new(cfg, Box::new(catalog));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<AgentServiceServer<Agents>>().await;
+        health.set_serving::<ConsoleServiceServer<Console>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cinta_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        println!("cinta-controller listening on {addr}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tracing::info!(%addr, "serving gRPC over mutual TLS");
+        let stop = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            tracing::info!("signal received: draining");
+        };
+        Server::builder()
+            .tls_config(tls)?
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(AgentServiceServer::new(Agents(state.clone())))
+            .add_service(ConsoleServiceServer::new(Console(state)))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                stop,
+            )
+            .await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
 }

@@ -37,6 +37,12 @@ enum Command {
     /// Benchmarks (not tests): cinta beside what a user would use instead.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Keep a session with the controller and run the jobs it assigns.
+    Serve {
+        /// Agent configuration (name, controller, certificates, libraries, key source).
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -46,6 +52,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(c) => bench::run(c),
         Command::Key(c) => saveset::key(c),
         Command::Saveset(c) => saveset::run(c),
+        Command::Serve { config } => {
+            let cfg = cinta_agent::daemon::AgentConfig::load(&config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    r = cinta_agent::daemon::run(cfg) => r.map_err(anyhow::Error::from),
+                    _ = term.recv() => Ok(()),
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -1,0 +1,371 @@
+//! `cinta-agent serve`: the agent's session with the controller: register, heartbeat, take assigned jobs exactly once, run them, report.
+//!
+//! Async lives here only. A job's saves run as child processes of this
+//! binary (`cinta-agent save ... --json`, one per control-group entry), so a
+//! save that fails or crashes never takes the session down, and the child
+//! dies with the agent (PR_SET_PDEATHSIG). The controller offers a job until
+//! this session accepts it and never again, so a reconnect does not run a
+//! job twice; if the agent dies mid-job, its next registration fails the job
+//! and no save set of it is in the catalog (saves record only when complete).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cinta_proto::v1 as pb;
+use pb::agent_service_client::AgentServiceClient;
+use serde::Deserialize;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::error::{Error, Result};
+
+/// `cinta-agent serve --config FILE`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This LPAR's name (the CN of `cert`).
+    pub name: String,
+    /// host:port of cinta-controller.
+    pub controller: String,
+    /// Name to check the controller's certificate against (default: the host of `controller`).
+    pub server_name: Option<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    /// Key source for saves: a key file, or a KMIP configuration (one of the two).
+    pub key_file: Option<PathBuf>,
+    pub kmip: Option<PathBuf>,
+    #[serde(rename = "library")]
+    pub libraries: Vec<LibraryRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LibraryRef {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+fn bad(path: &Path, m: impl std::fmt::Display) -> Error {
+    Error::Key {
+        key_id: String::new(),
+        reason: format!("{}: {m}", path.display()),
+    }
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> Result<AgentConfig> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::io(path.display().to_string(), e))?;
+        let mut c: AgentConfig = toml::from_str(&text).map_err(|e| bad(path, e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut c.cert);
+        fix(&mut c.key);
+        fix(&mut c.ca);
+        if let Some(p) = c.key_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = c.kmip.as_mut() {
+            fix(p);
+        }
+        for l in &mut c.libraries {
+            fix(&mut l.path);
+        }
+        if c.key_file.is_some() == c.kmip.is_some() {
+            return Err(bad(path, "give exactly one of key_file and kmip"));
+        }
+        if c.libraries.is_empty() {
+            return Err(bad(path, "no [[library]]"));
+        }
+        Ok(c)
+    }
+}
+
+async fn channel(c: &AgentConfig) -> std::result::Result<Channel, String> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("read {}: {e}", p.display()));
+    let host = c.server_name.clone().unwrap_or_else(|| {
+        c.controller
+            .rsplit_once(':')
+            .map(|(h, _)| h.to_string())
+            .unwrap_or_default()
+    });
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&c.ca)?))
+        .identity(Identity::from_pem(read(&c.cert)?, read(&c.key)?))
+        .domain_name(host);
+    Channel::from_shared(format!("https://{}", c.controller))
+        .map_err(|e| e.to_string())?
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| format!("connect to {}: {e}", c.controller))
+}
+
+/// Runs the agent's session until the process is stopped; reconnects with backoff.
+pub async fn run(c: AgentConfig) -> Result<()> {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match session(&c).await {
+            Ok(()) => wait = Duration::from_millis(200),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "controller session ended");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+fn inventory(c: &AgentConfig) -> pb::Inventory {
+    let libraries = c
+        .libraries
+        .iter()
+        .map(|l| {
+            let (drives, slots, scratch) = crate::vtl::Library::open(&l.path)
+                .and_then(|lib| {
+                    let carts = lib.list()?;
+                    let scratch = carts
+                        .iter()
+                        .filter(|v| v.record.state == crate::vtl::state::CartState::Scratch)
+                        .count() as u32;
+                    Ok((lib.config().drives, lib.config().slots, scratch))
+                })
+                .unwrap_or((0, 0, 0));
+            pb::Library {
+                name: l.name.clone(),
+                drives,
+                slots,
+                scratch,
+            }
+        })
+        .collect();
+    pb::Inventory {
+        name: c.name.clone(),
+        host: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        role: String::new(),
+        libraries,
+        version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+async fn session(c: &AgentConfig) -> std::result::Result<(), String> {
+    let ch = channel(c).await?;
+    let mut client = AgentServiceClient::new(ch);
+    let reg = client
+        .register(pb::RegisterRequest {
+            inventory: Some(inventory(c)),
+        })
+        .await
+        .map_err(|s| format!("register: {}", s.message()))?
+        .into_inner();
+    let session = reg.session_id.clone();
+    tracing::info!(session = %session, "registered with the controller");
+    // Heartbeats on their own task.
+    let mut hb = client.clone();
+    let hb_session = session.clone();
+    let every = Duration::from_secs(u64::from(reg.heartbeat_seconds.max(1)));
+    let mut beat = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let usage = disk_usage();
+            if let Err(s) = hb
+                .heartbeat(pb::HeartbeatRequest {
+                    session_id: hb_session.clone(),
+                    usage,
+                })
+                .await
+            {
+                return format!("heartbeat: {}", s.message());
+            }
+        }
+    });
+    let mut stream = client
+        .assignments(pb::AssignmentsRequest {
+            session_id: session.clone(),
+        })
+        .await
+        .map_err(|s| format!("assignments: {}", s.message()))?
+        .into_inner();
+    let r = loop {
+        tokio::select! {
+            hb = &mut beat => break Err(hb.unwrap_or_else(|e| e.to_string())),
+            m = stream.message() => match m {
+                Ok(Some(job)) => {
+                    let ok = client
+                        .accept_job(pb::AcceptJobRequest { session_id: session.clone(), job_id: job.job_id.clone() })
+                        .await
+                        .map_err(|s| format!("accept: {}", s.message()))?
+                        .into_inner();
+                    if !ok.ok {
+                        tracing::info!(job = %job.job_id, reason = %ok.reason, "job not taken");
+                        continue;
+                    }
+                    let result = run_job(c, &mut client, &session, job).await;
+                    client.finish_job(result).await.map_err(|s| format!("finish: {}", s.message()))?;
+                }
+                Ok(None) => break Err("the controller closed the assignment stream".to_string()),
+                Err(s) => break Err(format!("assignments: {}", s.message())),
+            },
+        }
+    };
+    beat.abort();
+    r
+}
+
+/// File-system usage of the library directories (what an ASP threshold watches on IBM i).
+fn disk_usage() -> Vec<pb::Usage> {
+    match nix::sys::statvfs::statvfs("/") {
+        Ok(s) if s.blocks() > 0 => vec![pb::Usage {
+            what: "/".into(),
+            percent_used: 100.0 * (1.0 - s.blocks_available() as f64 / s.blocks() as f64),
+        }],
+        _ => vec![],
+    }
+}
+
+#[derive(Deserialize)]
+struct SaveOut {
+    report: SaveReportOut,
+}
+
+#[derive(Deserialize)]
+struct SaveReportOut {
+    save_set: String,
+    key_id: String,
+    objects: u64,
+    bytes: u64,
+    info: InfoOut,
+    file: FileOut,
+}
+
+#[derive(Deserialize)]
+struct InfoOut {
+    source: String,
+}
+
+#[derive(Deserialize)]
+struct FileOut {
+    sections: Vec<SectionOut>,
+}
+
+#[derive(Deserialize)]
+struct SectionOut {
+    volser: String,
+}
+
+async fn run_job(
+    c: &AgentConfig,
+    client: &mut AgentServiceClient<Channel>,
+    session: &str,
+    job: pb::JobAssignment,
+) -> pb::JobResult {
+    let fail = |m: String, sets: Vec<pb::SaveSetResult>| pb::JobResult {
+        session_id: session.to_string(),
+        job_id: job.job_id.clone(),
+        ok: false,
+        message: m,
+        save_sets: sets,
+    };
+    let Some(lib) = c.libraries.iter().find(|l| l.name == job.library) else {
+        return fail(
+            format!("this agent has no library named {:?}", job.library),
+            vec![],
+        );
+    };
+    tracing::info!(job = %job.job_id, group = %job.control_group, entries = job.entries.len(), "job started");
+    let total = job.entries.len() as u32;
+    let mut sets = Vec::new();
+    let mut bytes = 0u64;
+    for (i, e) in job.entries.iter().enumerate() {
+        let exe = match std::env::current_exe() {
+            Ok(p) => p,
+            Err(e) => return fail(format!("cannot find this program: {e}"), sets),
+        };
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.arg("save").arg(&lib.path);
+        match (&c.key_file, &c.kmip) {
+            (Some(f), _) => cmd.arg("--key-file").arg(f),
+            (_, Some(k)) => cmd.arg("--kmip").arg(k),
+            _ => unreachable!("checked at load"),
+        };
+        cmd.args([
+            "--source", &e.path, "--level", &job.level, "--append", "--json",
+        ]);
+        for g in &e.include {
+            cmd.args(["--include", g]);
+        }
+        for g in &e.exclude {
+            cmd.args(["--exclude", g]);
+        }
+        if job.compress {
+            cmd.arg("--compress");
+        }
+        cmd.kill_on_drop(true);
+        // SAFETY: prctl in the child between fork and exec, async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let out = match cmd.output().await {
+            Ok(o) => o,
+            Err(err) => {
+                return fail(
+                    format!("entry {}: cannot start the save: {err}", e.path),
+                    sets,
+                )
+            }
+        };
+        if !out.status.success() {
+            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return fail(format!("entry {}: {msg}", e.path), sets);
+        }
+        let parsed: SaveOut = match serde_json::from_slice(&out.stdout) {
+            Ok(p) => p,
+            Err(err) => {
+                return fail(
+                    format!("entry {}: unreadable save report: {err}", e.path),
+                    sets,
+                )
+            }
+        };
+        let r = parsed.report;
+        bytes += r.bytes;
+        let mut volumes: Vec<String> = r.file.sections.into_iter().map(|s| s.volser).collect();
+        volumes.dedup();
+        sets.push(pb::SaveSetResult {
+            id: r.save_set,
+            source: r.info.source,
+            key_id: r.key_id,
+            volumes,
+            objects: r.objects,
+            bytes: r.bytes,
+        });
+        let _ = client
+            .report_progress(pb::JobProgress {
+                session_id: session.to_string(),
+                job_id: job.job_id.clone(),
+                entries_done: i as u32 + 1,
+                entries_total: total,
+                bytes,
+            })
+            .await;
+    }
+    tracing::info!(job = %job.job_id, save_sets = sets.len(), "job finished");
+    pb::JobResult {
+        session_id: session.to_string(),
+        job_id: job.job_id,
+        ok: true,
+        message: format!("{} save sets, {} bytes", sets.len(), bytes),
+        save_sets: sets,
+    }
+}

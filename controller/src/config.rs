@@ -1,0 +1,182 @@
+//! The controller's TOML configuration: where it listens, its certificates, the catalog, the LPARs and their roles, control groups.
+//!
+//! Unknown fields are refused; relative paths are taken from the file's directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// gRPC over mutual TLS (agents and consoles).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The SQLite catalog file.
+    pub catalog: PathBuf,
+    /// Seconds between agent heartbeats; an agent silent for three is shown disconnected.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_seconds: u32,
+    pub tls: TlsConfig,
+    #[serde(default, rename = "lpar")]
+    pub lpars: Vec<Lpar>,
+    #[serde(default, rename = "control_group")]
+    pub control_groups: Vec<ControlGroup>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA that agent and console certificates must chain to.
+    pub client_ca: PathBuf,
+}
+
+/// A partition (or host) and its role; its agent registers under `name`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lpar {
+    pub name: String,
+    #[serde(default)]
+    pub site: String,
+    /// production, contingency or server.
+    pub role: String,
+}
+
+/// BRMS-style control group: what to save, in order, and on which LPAR.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlGroup {
+    pub name: String,
+    /// A role (production, contingency) or an LPAR name: schedules follow the role.
+    pub target: String,
+    /// The agent's library to write to.
+    #[serde(default = "default_library")]
+    pub library: String,
+    /// full, incr or cuml.
+    #[serde(default = "default_level")]
+    pub level: String,
+    #[serde(default)]
+    pub compress: bool,
+    #[serde(rename = "entry")]
+    pub entries: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    pub path: String,
+    #[serde(default)]
+    pub include: Vec<String>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7443))
+}
+fn default_heartbeat() -> u32 {
+    5
+}
+fn default_library() -> String {
+    "default".into()
+}
+fn default_level() -> String {
+    "full".into()
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            what: format!("read {}", path.display()),
+            source: e,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let bad = |message: String| Error::Config {
+            path: path.to_owned(),
+            message,
+        };
+        let mut c: Config = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut c.catalog,
+            &mut c.tls.cert,
+            &mut c.tls.key,
+            &mut c.tls.client_ca,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        for l in &c.lpars {
+            if !["production", "contingency", "server"].contains(&l.role.as_str()) {
+                return Err(bad(format!(
+                    "lpar {}: role {:?} is not production, contingency or server",
+                    l.name, l.role
+                )));
+            }
+        }
+        for g in &c.control_groups {
+            if !["full", "incr", "cuml"].contains(&g.level.as_str()) {
+                return Err(bad(format!(
+                    "control group {}: level {:?} is not full, incr or cuml",
+                    g.name, g.level
+                )));
+            }
+            if g.entries.is_empty() {
+                return Err(bad(format!("control group {} has no entries", g.name)));
+            }
+            let known = c
+                .lpars
+                .iter()
+                .any(|l| l.name == g.target || l.role == g.target);
+            if !known {
+                return Err(bad(format!(
+                    "control group {}: target {:?} is neither an LPAR nor the role of one",
+                    g.name, g.target
+                )));
+            }
+        }
+        Ok(c)
+    }
+
+    pub fn control_group(&self, name: &str) -> Option<&ControlGroup> {
+        self.control_groups.iter().find(|g| g.name == name)
+    }
+
+    /// The LPAR a target names now: itself, or the first LPAR holding that role.
+    pub fn resolve(&self, target: &str) -> Option<&Lpar> {
+        self.lpars
+            .iter()
+            .find(|l| l.name == target)
+            .or_else(|| self.lpars.iter().find(|l| l.role == target))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses_and_targets_resolve_by_role() {
+        let c = Config::parse(
+            include_str!("../../deploy/controller.toml"),
+            Path::new("/etc/cinta/controller.toml"),
+        )
+        .unwrap();
+        let g = c.control_group("NIGHTLY").unwrap();
+        assert_eq!(c.resolve(&g.target).unwrap().role, "production");
+        assert!(Config::parse(
+            "catalog = \"c\"\ncolour = 1\n[tls]\ncert=\"a\"\nkey=\"b\"\nclient_ca=\"c\"",
+            Path::new("x")
+        )
+        .is_err());
+    }
+}

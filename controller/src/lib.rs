@@ -1,0 +1,12 @@
+//! cinta-controller: coordinates agents over gRPC (mutual TLS), keeps the catalog, and runs control groups on the LPAR their target names.
+//!
+//! - [`config`]: TOML: LPARs and roles, control groups.
+//! - [`catalog`]: agents, jobs, events (SQLite behind a trait).
+//! - [`service`]: AgentService and ConsoleService.
+
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod service;
+
+pub use error::{Error, Result};

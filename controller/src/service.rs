@@ -1,0 +1,526 @@
+//! The gRPC services: AgentService (sessions, assignments, results) and ConsoleService (agents, jobs, run, cancel), over the catalog.
+//!
+//! Identity comes from the client certificate: an agent may only register
+//! (and act) as the LPAR named by its certificate's CN. Catalog calls are
+//! short and made under one mutex.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cinta_proto::v1 as pb;
+use tokio::sync::Notify;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::catalog::{AgentRow, Assignment, Catalog, JobRow, SaveSetRow};
+use crate::config::Config;
+
+/// Seconds since 1970 (the one clock the services read).
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub struct State {
+    pub cfg: Config,
+    pub catalog: Mutex<Box<dyn Catalog>>,
+    wake: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl State {
+    pub fn new(cfg: Config, catalog: Box<dyn Catalog>) -> Arc<State> {
+        Arc::new(State {
+            cfg,
+            catalog: Mutex::new(catalog),
+            wake: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn catalog(&self) -> std::sync::MutexGuard<'_, Box<dyn Catalog>> {
+        self.catalog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake(&self, agent: &str) -> Arc<Notify> {
+        self.wake
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(agent.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn event(&self, kind: &str, text: &str) {
+        tracing::info!(kind, "{text}");
+        if let Err(e) = self.catalog().event(now(), kind, text) {
+            tracing::error!(error = %e, "could not record an event");
+        }
+    }
+}
+
+fn internal(e: crate::error::Error) -> Status {
+    Status::internal(e.to_string())
+}
+
+/// The CN of the client certificate of a request.
+fn peer_cn<T>(req: &Request<T>) -> Result<String, Status> {
+    let certs = req
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let der = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|_| Status::unauthenticated("unreadable client certificate"))?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .ok_or_else(|| Status::unauthenticated("the client certificate has no CN"))?;
+    Ok(cn.to_string())
+}
+
+fn random_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub struct Agents(pub Arc<State>);
+
+impl Agents {
+    /// The calling agent's name, checked against its current session.
+    fn session(&self, req_cn: &str, session: &str) -> Result<(), Status> {
+        let current = self
+            .0
+            .catalog()
+            .agents()
+            .map_err(internal)?
+            .into_iter()
+            .find(|a| a.name == req_cn)
+            .map(|a| a.session);
+        if current.as_deref() != Some(session) {
+            return Err(Status::failed_precondition(format!(
+                "session {session} of {req_cn} has ended; register again"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn assignment(j: &JobRow) -> pb::JobAssignment {
+    pb::JobAssignment {
+        job_id: j.id.clone(),
+        control_group: j.control_group.clone(),
+        entries: j
+            .assignment
+            .entries
+            .iter()
+            .map(|(p, i, e)| pb::SaveEntry {
+                path: p.clone(),
+                include: i.clone(),
+                exclude: e.clone(),
+            })
+            .collect(),
+        library: j.assignment.library.clone(),
+        level: j.assignment.level.clone(),
+        compress: j.assignment.compress,
+    }
+}
+
+type AssignmentStream = Pin<Box<dyn Stream<Item = Result<pb::JobAssignment, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::agent_service_server::AgentService for Agents {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let cn = peer_cn(&req)?;
+        let inv = req
+            .into_inner()
+            .inventory
+            .ok_or_else(|| Status::invalid_argument("no inventory"))?;
+        if inv.name != cn {
+            return Err(Status::permission_denied(format!(
+                "this certificate is {cn}; it cannot register as {}",
+                inv.name
+            )));
+        }
+        let lpar = self
+            .0
+            .cfg
+            .lpars
+            .iter()
+            .find(|l| l.name == cn)
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "{cn} is not an LPAR of this controller's configuration"
+                ))
+            })?;
+        let session = random_id();
+        let row = AgentRow {
+            name: cn.clone(),
+            host: inv.host,
+            role: lpar.role.clone(),
+            version: inv.version,
+            libraries: inv
+                .libraries
+                .into_iter()
+                .map(|l| (l.name, l.drives, l.slots, l.scratch))
+                .collect(),
+            usage: vec![],
+            session: session.clone(),
+            last_seen: now(),
+        };
+        let failed = self.0.catalog().register(&row).map_err(internal)?;
+        self.0.event(
+            "agent.registered",
+            &format!("agent {cn} registered (session {session})"),
+        );
+        for j in failed {
+            self.0.event(
+                "job.failed",
+                &format!("job {j} failed: agent {cn} restarted while it ran"),
+            );
+        }
+        self.0.wake(&cn).notify_waiters();
+        Ok(Response::new(pb::RegisterResponse {
+            session_id: session,
+            heartbeat_seconds: self.0.cfg.heartbeat_seconds,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let cn = peer_cn(&req)?;
+        let r = req.into_inner();
+        let usage: Vec<(String, f64)> = r
+            .usage
+            .into_iter()
+            .map(|u| (u.what, u.percent_used))
+            .collect();
+        if !self
+            .0
+            .catalog()
+            .heartbeat(&cn, &r.session_id, &usage, now())
+            .map_err(internal)?
+        {
+            return Err(Status::failed_precondition(format!(
+                "session {} of {cn} has ended; register again",
+                r.session_id
+            )));
+        }
+        Ok(Response::new(pb::HeartbeatResponse {}))
+    }
+
+    type AssignmentsStream = AssignmentStream;
+
+    async fn assignments(
+        &self,
+        req: Request<pb::AssignmentsRequest>,
+    ) -> Result<Response<AssignmentStream>, Status> {
+        let cn = peer_cn(&req)?;
+        let session = req.into_inner().session_id;
+        self.session(&cn, &session)?;
+        let state = self.0.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let wake = state.wake(&cn);
+            let mut offered: Vec<String> = Vec::new();
+            loop {
+                let notified = wake.notified();
+                let still = state
+                    .catalog()
+                    .agents()
+                    .ok()
+                    .and_then(|a| a.into_iter().find(|a| a.name == cn))
+                    .is_some_and(|a| a.session == session);
+                if !still {
+                    let _ = tx
+                        .send(Err(Status::failed_precondition(
+                            "a newer session of this agent exists",
+                        )))
+                        .await;
+                    return;
+                }
+                let queued = state.catalog().queued_for(&cn);
+                let queued = match queued {
+                    Ok(q) => q,
+                    Err(e) => {
+                        let _ = tx.send(Err(internal(e))).await;
+                        return;
+                    }
+                };
+                for j in queued {
+                    if !offered.contains(&j.id) {
+                        offered.push(j.id.clone());
+                        if tx.send(Ok(assignment(&j))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(2), notified).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn accept_job(
+        &self,
+        req: Request<pb::AcceptJobRequest>,
+    ) -> Result<Response<pb::AcceptJobResponse>, Status> {
+        let cn = peer_cn(&req)?;
+        let r = req.into_inner();
+        self.session(&cn, &r.session_id)?;
+        let res = self
+            .0
+            .catalog()
+            .accept(&r.job_id, &cn, &r.session_id, now())
+            .map_err(internal)?;
+        Ok(Response::new(match res {
+            Ok(()) => {
+                self.0
+                    .event("job.started", &format!("job {} started on {cn}", r.job_id));
+                pb::AcceptJobResponse {
+                    ok: true,
+                    reason: String::new(),
+                }
+            }
+            Err(reason) => pb::AcceptJobResponse { ok: false, reason },
+        }))
+    }
+
+    async fn report_progress(
+        &self,
+        req: Request<pb::JobProgress>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let cn = peer_cn(&req)?;
+        let r = req.into_inner();
+        self.session(&cn, &r.session_id)?;
+        self.0
+            .catalog()
+            .progress(&r.job_id, &cn, r.entries_done, r.entries_total, r.bytes)
+            .map_err(internal)?;
+        Ok(Response::new(pb::Ack {}))
+    }
+
+    async fn finish_job(&self, req: Request<pb::JobResult>) -> Result<Response<pb::Ack>, Status> {
+        let cn = peer_cn(&req)?;
+        let r = req.into_inner();
+        self.session(&cn, &r.session_id)?;
+        let sets: Vec<SaveSetRow> = r
+            .save_sets
+            .into_iter()
+            .map(|s| SaveSetRow {
+                id: s.id,
+                source: s.source,
+                key_id: s.key_id,
+                volumes: s.volumes,
+                objects: s.objects,
+                bytes: s.bytes,
+            })
+            .collect();
+        let done = self
+            .0
+            .catalog()
+            .finish(&r.job_id, &cn, r.ok, &r.message, &sets, now())
+            .map_err(internal)?;
+        if !done {
+            return Err(Status::failed_precondition(format!(
+                "job {} is not running on {cn}",
+                r.job_id
+            )));
+        }
+        let kind = if r.ok { "job.succeeded" } else { "job.failed" };
+        self.0.event(
+            kind,
+            &format!(
+                "job {} on {cn}: {} ({} save sets)",
+                r.job_id,
+                if r.ok { "succeeded" } else { &r.message },
+                sets.len()
+            ),
+        );
+        Ok(Response::new(pb::Ack {}))
+    }
+}
+
+pub struct Console(pub Arc<State>);
+
+fn job_pb(j: JobRow) -> pb::Job {
+    pb::Job {
+        id: j.id,
+        control_group: j.control_group,
+        agent: j.agent,
+        state: j.state,
+        created: j.created,
+        started: j.started,
+        finished: j.finished,
+        message: j.message,
+        entries_done: j.entries_done,
+        entries_total: j.entries_total,
+        bytes: j.bytes,
+        save_sets: j
+            .save_sets
+            .into_iter()
+            .map(|s| pb::SaveSetResult {
+                id: s.id,
+                source: s.source,
+                key_id: s.key_id,
+                volumes: s.volumes,
+                objects: s.objects,
+                bytes: s.bytes,
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::console_service_server::ConsoleService for Console {
+    async fn list_agents(
+        &self,
+        req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        peer_cn(&req)?;
+        let t = now();
+        let stale = 3 * i64::from(self.0.cfg.heartbeat_seconds);
+        let agents = self
+            .0
+            .catalog()
+            .agents()
+            .map_err(internal)?
+            .into_iter()
+            .map(|a| pb::Agent {
+                connected: t - a.last_seen <= stale,
+                name: a.name,
+                host: a.host,
+                role: a.role,
+                version: a.version,
+                last_seen: a.last_seen,
+                libraries: a
+                    .libraries
+                    .into_iter()
+                    .map(|(name, drives, slots, scratch)| pb::Library {
+                        name,
+                        drives,
+                        slots,
+                        scratch,
+                    })
+                    .collect(),
+                usage: a
+                    .usage
+                    .into_iter()
+                    .map(|(what, percent_used)| pb::Usage { what, percent_used })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        peer_cn(&req)?;
+        let limit = match req.into_inner().limit {
+            0 => 50,
+            n => n,
+        };
+        let jobs = self.0.catalog().jobs(limit).map_err(internal)?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.into_iter().map(job_pb).collect(),
+        }))
+    }
+
+    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        peer_cn(&req)?;
+        let id = req.into_inner().id;
+        let j = self
+            .0
+            .catalog()
+            .job(&id)
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        Ok(Response::new(job_pb(j)))
+    }
+
+    async fn run_control_group(
+        &self,
+        req: Request<pb::RunControlGroupRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let who = peer_cn(&req)?;
+        let name = req.into_inner().control_group;
+        let g = self.0.cfg.control_group(&name).ok_or_else(|| {
+            Status::not_found(format!("no control group {name:?} in the configuration"))
+        })?;
+        let lpar =
+            self.0.cfg.resolve(&g.target).ok_or_else(|| {
+                Status::failed_precondition(format!("no LPAR holds {:?}", g.target))
+            })?;
+        let t = now();
+        let job = JobRow {
+            id: format!("J{t}-{}", &random_id()[..6]),
+            control_group: g.name.clone(),
+            agent: lpar.name.clone(),
+            state: "queued".into(),
+            created: t,
+            started: 0,
+            finished: 0,
+            message: String::new(),
+            entries_done: 0,
+            entries_total: g.entries.len() as u32,
+            bytes: 0,
+            save_sets: vec![],
+            assignment: Assignment {
+                library: g.library.clone(),
+                level: g.level.clone(),
+                compress: g.compress,
+                entries: g
+                    .entries
+                    .iter()
+                    .map(|e| (e.path.clone(), e.include.clone(), e.exclude.clone()))
+                    .collect(),
+            },
+        };
+        self.0.catalog().add_job(&job).map_err(internal)?;
+        self.0.event(
+            "job.queued",
+            &format!(
+                "job {} ({}) queued for {} by {who}",
+                job.id, g.name, lpar.name
+            ),
+        );
+        self.0.wake(&lpar.name).notify_waiters();
+        Ok(Response::new(job_pb(job)))
+    }
+
+    async fn cancel_job(
+        &self,
+        req: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let who = peer_cn(&req)?;
+        let id = req.into_inner().id;
+        let j = self
+            .0
+            .catalog()
+            .cancel(&id, now())
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        self.0
+            .event("job.cancelled", &format!("job {id} cancelled by {who}"));
+        Ok(Response::new(job_pb(j)))
+    }
+}

@@ -1,0 +1,426 @@
+//! The controller with real processes: keymgr, controller, an agent on a simulated LPAR; a control group run from the console, restored; the controller restarted; an agent killed mid-job; a Python gRPC client built from the .proto files alone.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cinta_tests::keymgr::Kms;
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ok(bin: &str, args: &[&str]) -> String {
+    let o = Command::new(cinta_tests::binary(bin))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{bin} {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A night's worth of parts: key manager, PKI, controller config, one LPAR's library and data.
+struct Site {
+    kms: Kms,
+    dir: tempfile::TempDir,
+    controller: Option<Proc>,
+    addr: String,
+    agent: Option<Proc>,
+}
+
+impl Site {
+    fn new() -> Site {
+        let kms = Kms::serving();
+        kms.admin_ok(&["groups", "set", "default", "--auto-accept", "true"]);
+        let pki = kms.pki.to_str().unwrap().to_string();
+        for (name, role) in [
+            ("controller", "--server"),
+            ("PROD1", "--client"),
+            ("console", "--client"),
+        ] {
+            let mut a = vec!["pki", "issue", &pki, name, role];
+            if name == "controller" {
+                a.extend(["--host", "localhost", "--host", "127.0.0.1"]);
+            }
+            kms.admin_ok(&a);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (p, body) in [
+            ("data/payroll/ledger.dat", vec![3u8; 200_000]),
+            ("data/payroll/close.txt", b"close\n".to_vec()),
+            ("data/home/note.txt", b"hello\n".to_vec()),
+        ] {
+            std::fs::create_dir_all(d.join(p).parent().unwrap()).unwrap();
+            std::fs::write(d.join(p), body).unwrap();
+        }
+        std::fs::write(
+            d.join("controller.toml"),
+            format!(
+                r#"listen = "127.0.0.1:0"
+catalog = "catalog.db"
+heartbeat_seconds = 1
+[tls]
+cert = "{pki}/controller.pem"
+key = "{pki}/controller.key"
+client_ca = "{pki}/ca.pem"
+[[lpar]]
+name = "PROD1"
+role = "production"
+[[lpar]]
+name = "CONT1"
+role = "contingency"
+[[control_group]]
+name = "NIGHTLY"
+target = "production"
+[[control_group.entry]]
+path = "{d}/data/payroll"
+[[control_group.entry]]
+path = "{d}/data/home"
+"#,
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        let lib = d.join("lib");
+        ok(
+            "cinta-agent",
+            &[
+                "library",
+                "create",
+                lib.to_str().unwrap(),
+                "--name",
+                "prod",
+                "--slots",
+                "4",
+                "--drives",
+                "1",
+                "--ie-ports",
+                "1",
+                "--capacity",
+                "64M",
+                "--early-warning",
+                "1M",
+            ],
+        );
+        ok(
+            "cinta-agent",
+            &[
+                "library",
+                "add",
+                lib.to_str().unwrap(),
+                "--prefix",
+                "PR",
+                "--count",
+                "3",
+            ],
+        );
+        std::fs::write(
+            d.join("kmip.toml"),
+            format!("server = \"{}\"\ncert = \"{pki}/PROD1.pem\"\nkey = \"{pki}/PROD1.key\"\nca = \"{pki}/ca.pem\"\n", kms.addr),
+        )
+        .unwrap();
+        let mut s = Site {
+            kms,
+            dir,
+            controller: None,
+            addr: String::new(),
+            agent: None,
+        };
+        s.start_controller();
+        s
+    }
+
+    fn d(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn start_controller(&mut self) {
+        let mut c = Command::new(cinta_tests::binary("cinta-controller"))
+            .arg("--config")
+            .arg(self.d().join("controller.toml"))
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.d().join("controller.log"))
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(c.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        self.addr = line
+            .trim()
+            .strip_prefix("cinta-controller listening on ")
+            .unwrap_or_else(|| panic!("controller: {line:?}"))
+            .to_string();
+        self.controller = Some(Proc(c));
+        // Keep the port for restarts.
+        let p = self.d().join("controller.toml");
+        let cfg = std::fs::read_to_string(&p).unwrap().replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{}\"", self.addr),
+        );
+        std::fs::write(p, cfg).unwrap();
+    }
+
+    fn start_agent(&mut self) {
+        let pki = self.kms.pki.display().to_string();
+        std::fs::write(
+            self.d().join("agent.toml"),
+            format!(
+                "name = \"PROD1\"\ncontroller = \"{}\"\nserver_name = \"localhost\"\ncert = \"{pki}/PROD1.pem\"\nkey = \"{pki}/PROD1.key\"\nca = \"{pki}/ca.pem\"\nkmip = \"kmip.toml\"\n[[library]]\nname = \"default\"\npath = \"lib\"\n",
+                self.addr
+            ),
+        )
+        .unwrap();
+        let a = Command::new(cinta_tests::binary("cinta-agent"))
+            .arg("serve")
+            .arg("--config")
+            .arg(self.d().join("agent.toml"))
+            .env("RUST_LOG", "info")
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.d().join("agent.log"))
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        self.agent = Some(Proc(a));
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        let pki = &self.kms.pki;
+        Command::new(cinta_tests::binary("cintactl"))
+            .args([
+                "--controller",
+                &self.addr,
+                "--server-name",
+                "localhost",
+                "--json",
+            ])
+            .arg("--cert")
+            .arg(pki.join("console.pem"))
+            .arg("--key")
+            .arg(pki.join("console.key"))
+            .arg("--ca")
+            .arg(pki.join("ca.pem"))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let o = self.ctl(args);
+        assert!(
+            o.status.success(),
+            "cintactl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
+    /// Waits (polling the console, not a clock) until `f` holds.
+    fn until(&self, what: &str, f: impl Fn(&Site) -> bool) {
+        let t = Instant::now();
+        while !f(self) {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "timed out waiting for {what}; agent log: {}",
+                std::fs::read_to_string(self.d().join("agent.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn agent_connected(&self) -> bool {
+        self.ctl_json(&["agents"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "PROD1" && a["connected"] == true)
+    }
+}
+
+fn lib(s: &Site) -> PathBuf {
+    s.d().join("lib")
+}
+
+#[test]
+fn a_control_group_runs_on_its_lpar_from_the_console_and_restores() {
+    let mut s = Site::new();
+    // Without a console certificate there is no answer.
+    let o = Command::new(cinta_tests::binary("cintactl"))
+        .args(["--controller", &s.addr, "agents"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("mutual TLS"));
+    s.start_agent();
+    s.until("the agent to register", Site::agent_connected);
+    let agents = s.ctl_json(&["agents"]);
+    assert_eq!(agents[0]["role"], "production");
+    assert_eq!(agents[0]["libraries"][0]["scratch"], 3);
+
+    let job = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["agent"], "PROD1");
+    let sets = job["save_sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 2, "{job}");
+    for set in sets {
+        assert!(
+            set["key_id"].as_str().unwrap().starts_with("kmip:"),
+            "{set}"
+        );
+    }
+    // The data is on the LPAR's tape, restorable with the key manager's key.
+    let out = s.d().join("restored");
+    let id = sets[0]["id"].as_str().unwrap();
+    ok(
+        "cinta-agent",
+        &[
+            "restore",
+            lib(&s).to_str().unwrap(),
+            "--kmip",
+            s.d().join("kmip.toml").to_str().unwrap(),
+            "--save-set",
+            id,
+            "--to",
+            out.to_str().unwrap(),
+        ],
+    );
+    let src = s.d().join("data/payroll/ledger.dat");
+    let restored = out.join(src.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(restored).unwrap(),
+        std::fs::read(&src).unwrap()
+    );
+
+    // The controller restarts: the job is still there, the agent comes back.
+    drop(s.controller.take());
+    s.start_controller();
+    let jobs = s.ctl_json(&["jobs"]);
+    assert_eq!(jobs[0]["id"], job["id"]);
+    assert_eq!(jobs[0]["state"], "succeeded");
+    s.until("the agent to reconnect", Site::agent_connected);
+    let again = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(again["state"], "succeeded", "{again}");
+}
+
+#[test]
+fn an_agent_killed_mid_job_fails_the_job_and_leaves_no_save_set_recorded() {
+    let mut s = Site::new();
+    // Enough data that the save is still running when the agent dies.
+    let big = s.d().join("data/payroll/big.dat");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(0).unwrap();
+    drop(f);
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&big).unwrap();
+        let chunk = vec![0x5au8; 1 << 20];
+        for _ in 0..48 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    s.start_agent();
+    s.until("the agent to register", Site::agent_connected);
+    let job = s.ctl_json(&["run", "NIGHTLY"]);
+    let id = job["id"].as_str().unwrap().to_string();
+    s.until("the job to start", |s| {
+        s.ctl_json(&["job", &id])["state"] == "running"
+    });
+    drop(s.agent.take()); // SIGKILL: the save child dies with it
+    s.start_agent();
+    s.until("the job to be failed", |s| {
+        s.ctl_json(&["job", &id])["state"] == "failed"
+    });
+    let j = s.ctl_json(&["job", &id]);
+    assert!(j["message"].as_str().unwrap().contains("restarted"), "{j}");
+    // The job lists no save set; whatever the agent's catalog holds was
+    // finished before the kill and verifies whole (the save cut short left
+    // no record); the library takes the next run.
+    assert!(j["save_sets"].as_array().unwrap().is_empty(), "{j}");
+    let ls: serde_json::Value = serde_json::from_str(&ok(
+        "cinta-agent",
+        &["ls", lib(&s).to_str().unwrap(), "--json"],
+    ))
+    .unwrap();
+    for r in ls.as_array().unwrap() {
+        ok(
+            "cinta-agent",
+            &[
+                "verify",
+                lib(&s).to_str().unwrap(),
+                "--kmip",
+                s.d().join("kmip.toml").to_str().unwrap(),
+                "--save-set",
+                r["id"].as_str().unwrap(),
+            ],
+        );
+    }
+    let again = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(again["state"], "succeeded", "{again}");
+}
+
+#[test]
+fn a_python_grpc_client_built_from_the_protos_lists_agents_and_starts_a_job() {
+    let py = match std::env::var("CINTA_PYTHON") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => {
+            let o = Command::new("bash")
+                .arg(cinta_tests::repo().join("tests/python/setup.sh"))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
+        }
+    };
+    let mut s = Site::new();
+    s.start_agent();
+    s.until("the agent to register", Site::agent_connected);
+    let pki = &s.kms.pki;
+    let o = Command::new(py)
+        .arg(cinta_tests::repo().join("tests/python/grpc_console.py"))
+        .args([
+            "--target",
+            &s.addr,
+            "--server-name",
+            "localhost",
+            "--run",
+            "NIGHTLY",
+        ])
+        .arg("--cert")
+        .arg(pki.join("console.pem"))
+        .arg("--key")
+        .arg(pki.join("console.key"))
+        .arg("--ca")
+        .arg(pki.join("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["agents"][0]["name"], "PROD1");
+    assert_eq!(doc["agents"][0]["connected"], true);
+    let id = doc["job"]["id"].as_str().unwrap().to_string();
+    assert_eq!(doc["job"]["agent"], "PROD1");
+    s.until("the Python-started job to succeed", |s| {
+        s.ctl_json(&["job", &id])["state"] == "succeeded"
+    });
+}
