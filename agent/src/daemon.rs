@@ -369,3 +369,23 @@ async fn run_job(
         save_sets: sets,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("agent.toml");
+        std::fs::write(&p, include_str!("../../deploy/agent.toml")).unwrap();
+        let c = AgentConfig::load(&p).unwrap();
+        assert_eq!(c.name, "PROD1");
+        assert_eq!(c.libraries[0].name, "default");
+        std::fs::write(&p, "name = \"x\"\ncontroller = \"a:1\"\ncert = \"c\"\nkey = \"k\"\nca = \"ca\"\n[[library]]\nname = \"d\"\npath = \"l\"\n").unwrap();
+        assert!(AgentConfig::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("exactly one of key_file and kmip"));
+    }
+}
