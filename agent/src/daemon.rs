@@ -261,111 +261,166 @@ struct SectionOut {
     volser: String,
 }
 
+/// Runs one exit step (`sh -c`), killed after `timeout`; Err says why it failed.
+async fn step(
+    cmd: &str,
+    job: &pb::JobAssignment,
+    timeout: Duration,
+) -> std::result::Result<(), String> {
+    let mut c = tokio::process::Command::new("/bin/sh");
+    c.args(["-c", cmd])
+        .env("CINTA_JOB_ID", &job.job_id)
+        .env("CINTA_CONTROL_GROUP", &job.control_group)
+        .kill_on_drop(true);
+    die_with_parent(&mut c);
+    let out = tokio::time::timeout(timeout, c.output())
+        .await
+        .map_err(|_| format!("still running after {}s; killed", timeout.as_secs()))?
+        .map_err(|e| format!("cannot start: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: String = err
+            .trim()
+            .chars()
+            .rev()
+            .take(300)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        Err(format!("{} {tail}", out.status))
+    }
+}
+
+fn die_with_parent(c: &mut tokio::process::Command) {
+    // SAFETY: prctl in the child between fork and exec, async-signal-safe.
+    unsafe {
+        c.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// Saves one entry as a save set with `cinta-agent save --json`.
+async fn save_entry(
+    c: &AgentConfig,
+    lib: &LibraryRef,
+    job: &pb::JobAssignment,
+    e: &pb::SaveEntry,
+) -> std::result::Result<pb::SaveSetResult, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("save").arg(&lib.path);
+    match (&c.key_file, &c.kmip) {
+        (Some(f), _) => cmd.arg("--key-file").arg(f),
+        (_, Some(k)) => cmd.arg("--kmip").arg(k),
+        _ => unreachable!("checked at load"),
+    };
+    cmd.args([
+        "--source", &e.path, "--level", &job.level, "--append", "--json",
+    ]);
+    for g in &e.include {
+        cmd.args(["--include", g]);
+    }
+    for g in &e.exclude {
+        cmd.args(["--exclude", g]);
+    }
+    if job.compress {
+        cmd.arg("--compress");
+    }
+    cmd.kill_on_drop(true);
+    die_with_parent(&mut cmd);
+    let out = cmd
+        .output()
+        .await
+        .map_err(|err| format!("cannot start the save: {err}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let parsed: SaveOut = serde_json::from_slice(&out.stdout)
+        .map_err(|err| format!("unreadable save report: {err}"))?;
+    let r = parsed.report;
+    let mut volumes: Vec<String> = r.file.sections.into_iter().map(|s| s.volser).collect();
+    volumes.dedup();
+    Ok(pb::SaveSetResult {
+        id: r.save_set,
+        source: r.info.source,
+        key_id: r.key_id,
+        volumes,
+        objects: r.objects,
+        bytes: r.bytes,
+    })
+}
+
+/// A job: pre steps, one save per entry (in order), post steps even after a failure.
 async fn run_job(
     c: &AgentConfig,
     client: &mut AgentServiceClient<Channel>,
     session: &str,
     job: pb::JobAssignment,
 ) -> pb::JobResult {
-    let fail = |m: String, sets: Vec<pb::SaveSetResult>| pb::JobResult {
-        session_id: session.to_string(),
-        job_id: job.job_id.clone(),
-        ok: false,
-        message: m,
-        save_sets: sets,
-    };
-    let Some(lib) = c.libraries.iter().find(|l| l.name == job.library) else {
-        return fail(
-            format!("this agent has no library named {:?}", job.library),
-            vec![],
-        );
-    };
-    tracing::info!(job = %job.job_id, group = %job.control_group, entries = job.entries.len(), "job started");
-    let total = job.entries.len() as u32;
+    let mut problems: Vec<String> = Vec::new();
     let mut sets = Vec::new();
-    let mut bytes = 0u64;
-    for (i, e) in job.entries.iter().enumerate() {
-        let exe = match std::env::current_exe() {
-            Ok(p) => p,
-            Err(e) => return fail(format!("cannot find this program: {e}"), sets),
-        };
-        let mut cmd = tokio::process::Command::new(exe);
-        cmd.arg("save").arg(&lib.path);
-        match (&c.key_file, &c.kmip) {
-            (Some(f), _) => cmd.arg("--key-file").arg(f),
-            (_, Some(k)) => cmd.arg("--kmip").arg(k),
-            _ => unreachable!("checked at load"),
-        };
-        cmd.args([
-            "--source", &e.path, "--level", &job.level, "--append", "--json",
-        ]);
-        for g in &e.include {
-            cmd.args(["--include", g]);
-        }
-        for g in &e.exclude {
-            cmd.args(["--exclude", g]);
-        }
-        if job.compress {
-            cmd.arg("--compress");
-        }
-        cmd.kill_on_drop(true);
-        // SAFETY: prctl in the child between fork and exec, async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let out = match cmd.output().await {
-            Ok(o) => o,
-            Err(err) => {
-                return fail(
-                    format!("entry {}: cannot start the save: {err}", e.path),
-                    sets,
-                )
-            }
-        };
-        if !out.status.success() {
-            let msg = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return fail(format!("entry {}: {msg}", e.path), sets);
-        }
-        let parsed: SaveOut = match serde_json::from_slice(&out.stdout) {
-            Ok(p) => p,
-            Err(err) => {
-                return fail(
-                    format!("entry {}: unreadable save report: {err}", e.path),
-                    sets,
-                )
-            }
-        };
-        let r = parsed.report;
-        bytes += r.bytes;
-        let mut volumes: Vec<String> = r.file.sections.into_iter().map(|s| s.volser).collect();
-        volumes.dedup();
-        sets.push(pb::SaveSetResult {
-            id: r.save_set,
-            source: r.info.source,
-            key_id: r.key_id,
-            volumes,
-            objects: r.objects,
-            bytes: r.bytes,
-        });
-        let _ = client
-            .report_progress(pb::JobProgress {
-                session_id: session.to_string(),
-                job_id: job.job_id.clone(),
-                entries_done: i as u32 + 1,
-                entries_total: total,
-                bytes,
-            })
-            .await;
+    let timeout = Duration::from_secs(u64::from(job.step_timeout_seconds.max(1)));
+    tracing::info!(job = %job.job_id, group = %job.control_group, entries = job.entries.len(), "job started");
+    let lib = c.libraries.iter().find(|l| l.name == job.library);
+    if lib.is_none() {
+        problems.push(format!("this agent has no library named {:?}", job.library));
     }
-    tracing::info!(job = %job.job_id, save_sets = sets.len(), "job finished");
+    let mut go = lib.is_some();
+    for cmd in &job.pre {
+        if !go {
+            break;
+        }
+        if let Err(e) = step(cmd, &job, timeout).await {
+            problems.push(format!("pre step {cmd:?} failed ({e}); saves skipped"));
+            go = false;
+        }
+    }
+    if let (true, Some(lib)) = (go, lib) {
+        let total = job.entries.len() as u32;
+        let mut bytes = 0u64;
+        for (i, e) in job.entries.iter().enumerate() {
+            match save_entry(c, lib, &job, e).await {
+                Ok(r) => {
+                    bytes += r.bytes;
+                    sets.push(r);
+                }
+                Err(m) => {
+                    problems.push(format!("entry {}: {m}", e.path));
+                    break;
+                }
+            }
+            let _ = client
+                .report_progress(pb::JobProgress {
+                    session_id: session.to_string(),
+                    job_id: job.job_id.clone(),
+                    entries_done: i as u32 + 1,
+                    entries_total: total,
+                    bytes,
+                })
+                .await;
+        }
+    }
+    for cmd in &job.post {
+        if let Err(e) = step(cmd, &job, timeout).await {
+            problems.push(format!("post step {cmd:?} failed ({e})"));
+        }
+    }
+    tracing::info!(job = %job.job_id, save_sets = sets.len(), problems = problems.len(), "job finished");
+    let bytes: u64 = sets.iter().map(|s| s.bytes).sum();
     pb::JobResult {
         session_id: session.to_string(),
+        ok: problems.is_empty(),
+        message: if problems.is_empty() {
+            format!("{} save sets, {bytes} bytes", sets.len())
+        } else {
+            problems.join("; ")
+        },
         job_id: job.job_id,
-        ok: true,
-        message: format!("{} save sets, {} bytes", sets.len(), bytes),
         save_sets: sets,
     }
 }

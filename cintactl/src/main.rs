@@ -58,6 +58,8 @@ enum Cmd {
     },
     /// Cancel a queued or running job.
     Cancel { id: String },
+    /// Give an LPAR a role (failover: the contingency LPAR becomes production); control groups follow roles.
+    SwitchRole { lpar: String, role: String },
 }
 
 fn main() {
@@ -261,6 +263,32 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             if *wait && j.state != "succeeded" {
                 return Ok(1);
+            }
+        }
+        Cmd::SwitchRole { lpar, role } => {
+            let r = c
+                .switch_role(pb::SwitchRoleRequest {
+                    lpar: lpar.clone(),
+                    role: role.clone(),
+                })
+                .await?
+                .into_inner();
+            let mut roles: Vec<(String, String)> = r.roles.into_iter().collect();
+            roles.sort();
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &roles
+                            .iter()
+                            .cloned()
+                            .collect::<std::collections::BTreeMap<_, _>>()
+                    )?
+                );
+            } else {
+                for (l, r) in roles {
+                    println!("{l:<10} {r}");
+                }
             }
         }
         Cmd::Cancel { id } => {

@@ -35,6 +35,12 @@ pub struct Assignment {
     pub compress: bool,
     /// (path, include, exclude)
     pub entries: Vec<(String, Vec<String>, Vec<String>)>,
+    #[serde(default)]
+    pub pre: Vec<String>,
+    #[serde(default)]
+    pub post: Vec<String>,
+    #[serde(default)]
+    pub step_timeout_seconds: u32,
 }
 
 /// A save set a job made.
@@ -103,6 +109,9 @@ pub trait Catalog: Send {
     fn job(&self, id: &str) -> Result<Option<JobRow>>;
     fn jobs(&self, limit: u32) -> Result<Vec<JobRow>>;
     fn event(&mut self, now: i64, kind: &str, text: &str) -> Result<()>;
+    /// Role switches in force, as (LPAR, role).
+    fn roles(&self) -> Result<Vec<(String, String)>>;
+    fn set_roles(&mut self, roles: &[(String, String)]) -> Result<()>;
 }
 
 const SCHEMA: &str = "
@@ -119,6 +128,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_agent ON jobs (agent, state);
+CREATE TABLE IF NOT EXISTS roles (
+    lpar TEXT PRIMARY KEY,
+    role TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     time INTEGER NOT NULL,
@@ -418,6 +431,36 @@ impl Catalog for SqliteCatalog {
             .map_err(self.err())?;
         Ok(())
     }
+
+    fn roles(&self) -> Result<Vec<(String, String)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT lpar, role FROM roles ORDER BY lpar")
+            .map_err(self.err())?;
+        let r = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|r| r.collect())
+            .map_err(self.err());
+        r
+    }
+
+    fn set_roles(&mut self, roles: &[(String, String)]) -> Result<()> {
+        let tx = self.conn.transaction().map_err(|source| Error::Catalog {
+            path: self.path.clone(),
+            source,
+        })?;
+        for (l, r) in roles {
+            tx.execute(
+                "INSERT INTO roles (lpar, role) VALUES (?1, ?2) ON CONFLICT (lpar) DO UPDATE SET role = ?2",
+                params![l, r],
+            )
+            .map_err(|source| Error::Catalog { path: self.path.clone(), source })?;
+        }
+        tx.commit().map_err(|source| Error::Catalog {
+            path: self.path.clone(),
+            source,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -460,6 +503,9 @@ mod tests {
                 level: "full".into(),
                 compress: false,
                 entries: vec![("/home".into(), vec![], vec![])],
+                pre: vec![],
+                post: vec![],
+                step_timeout_seconds: 60,
             },
         };
         c.add_job(&j).unwrap();

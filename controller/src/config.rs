@@ -62,6 +62,15 @@ pub struct ControlGroup {
     pub level: String,
     #[serde(default)]
     pub compress: bool,
+    /// Exit steps before the saves (shell commands run by the agent).
+    #[serde(default)]
+    pub pre: Vec<String>,
+    /// Exit steps after the saves, run even if a save failed.
+    #[serde(default)]
+    pub post: Vec<String>,
+    /// Seconds a step may run.
+    #[serde(default = "default_step_timeout")]
+    pub step_timeout_seconds: u32,
     #[serde(rename = "entry")]
     pub entries: Vec<Entry>,
 }
@@ -84,6 +93,9 @@ fn default_heartbeat() -> u32 {
 }
 fn default_library() -> String {
     "default".into()
+}
+fn default_step_timeout() -> u32 {
+    3600
 }
 fn default_level() -> String {
     "full".into()
@@ -151,12 +163,30 @@ impl Config {
         self.control_groups.iter().find(|g| g.name == name)
     }
 
-    /// The LPAR a target names now: itself, or the first LPAR holding that role.
-    pub fn resolve(&self, target: &str) -> Option<&Lpar> {
+    /// The LPAR a target names now: itself, or the first LPAR holding that
+    /// role, with `roles` (LPAR, role) overriding the configured ones.
+    pub fn resolve(&self, target: &str, roles: &[(String, String)]) -> Option<String> {
+        if let Some(l) = self.lpars.iter().find(|l| l.name == target) {
+            return Some(l.name.clone());
+        }
         self.lpars
             .iter()
-            .find(|l| l.name == target)
-            .or_else(|| self.lpars.iter().find(|l| l.role == target))
+            .find(|l| self.role_of(&l.name, roles).as_deref() == Some(target))
+            .map(|l| l.name.clone())
+    }
+
+    /// An LPAR's role now: the switched one if any, else the configured one.
+    pub fn role_of(&self, lpar: &str, roles: &[(String, String)]) -> Option<String> {
+        roles
+            .iter()
+            .find(|(l, _)| l == lpar)
+            .map(|(_, r)| r.clone())
+            .or_else(|| {
+                self.lpars
+                    .iter()
+                    .find(|l| l.name == lpar)
+                    .map(|l| l.role.clone())
+            })
     }
 }
 
@@ -172,7 +202,12 @@ mod tests {
         )
         .unwrap();
         let g = c.control_group("NIGHTLY").unwrap();
-        assert_eq!(c.resolve(&g.target).unwrap().role, "production");
+        assert_eq!(c.resolve(&g.target, &[]).unwrap(), "PROD1");
+        let switched = [
+            ("CONT1".to_string(), "production".to_string()),
+            ("PROD1".to_string(), "contingency".to_string()),
+        ];
+        assert_eq!(c.resolve(&g.target, &switched).unwrap(), "CONT1");
         assert!(Config::parse(
             "catalog = \"c\"\ncolour = 1\n[tls]\ncert=\"a\"\nkey=\"b\"\nclient_ca=\"c\"",
             Path::new("x")

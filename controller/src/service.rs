@@ -130,6 +130,9 @@ fn assignment(j: &JobRow) -> pb::JobAssignment {
         library: j.assignment.library.clone(),
         level: j.assignment.level.clone(),
         compress: j.assignment.compress,
+        pre: j.assignment.pre.clone(),
+        post: j.assignment.post.clone(),
+        step_timeout_seconds: j.assignment.step_timeout_seconds,
     }
 }
 
@@ -164,10 +167,12 @@ impl pb::agent_service_server::AgentService for Agents {
                 ))
             })?;
         let session = random_id();
+        let roles = self.0.catalog().roles().map_err(internal)?;
+        let role = self.0.cfg.role_of(&lpar.name, &roles).unwrap_or_default();
         let row = AgentRow {
             name: cn.clone(),
             host: inv.host,
-            role: lpar.role.clone(),
+            role,
             version: inv.version,
             libraries: inv
                 .libraries
@@ -397,6 +402,7 @@ impl pb::console_service_server::ConsoleService for Console {
         peer_cn(&req)?;
         let t = now();
         let stale = 3 * i64::from(self.0.cfg.heartbeat_seconds);
+        let roles = self.0.catalog().roles().map_err(internal)?;
         let agents = self
             .0
             .catalog()
@@ -405,9 +411,9 @@ impl pb::console_service_server::ConsoleService for Console {
             .into_iter()
             .map(|a| pb::Agent {
                 connected: t - a.last_seen <= stale,
+                role: self.0.cfg.role_of(&a.name, &roles).unwrap_or(a.role),
                 name: a.name,
                 host: a.host,
-                role: a.role,
                 version: a.version,
                 last_seen: a.last_seen,
                 libraries: a
@@ -466,15 +472,16 @@ impl pb::console_service_server::ConsoleService for Console {
         let g = self.0.cfg.control_group(&name).ok_or_else(|| {
             Status::not_found(format!("no control group {name:?} in the configuration"))
         })?;
+        let roles = self.0.catalog().roles().map_err(internal)?;
         let lpar =
-            self.0.cfg.resolve(&g.target).ok_or_else(|| {
+            self.0.cfg.resolve(&g.target, &roles).ok_or_else(|| {
                 Status::failed_precondition(format!("no LPAR holds {:?}", g.target))
             })?;
         let t = now();
         let job = JobRow {
             id: format!("J{t}-{}", &random_id()[..6]),
             control_group: g.name.clone(),
-            agent: lpar.name.clone(),
+            agent: lpar.clone(),
             state: "queued".into(),
             created: t,
             started: 0,
@@ -493,18 +500,72 @@ impl pb::console_service_server::ConsoleService for Console {
                     .iter()
                     .map(|e| (e.path.clone(), e.include.clone(), e.exclude.clone()))
                     .collect(),
+                pre: g.pre.clone(),
+                post: g.post.clone(),
+                step_timeout_seconds: g.step_timeout_seconds,
             },
         };
         self.0.catalog().add_job(&job).map_err(internal)?;
         self.0.event(
             "job.queued",
-            &format!(
-                "job {} ({}) queued for {} by {who}",
-                job.id, g.name, lpar.name
-            ),
+            &format!("job {} ({}) queued for {} by {who}", job.id, g.name, lpar),
         );
-        self.0.wake(&lpar.name).notify_waiters();
+        self.0.wake(&lpar).notify_waiters();
         Ok(Response::new(job_pb(job)))
+    }
+
+    async fn switch_role(
+        &self,
+        req: Request<pb::SwitchRoleRequest>,
+    ) -> Result<Response<pb::SwitchRoleResponse>, Status> {
+        let who = peer_cn(&req)?;
+        let r = req.into_inner();
+        if !["production", "contingency", "server"].contains(&r.role.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "role {:?} is not production, contingency or server",
+                r.role
+            )));
+        }
+        if !self.0.cfg.lpars.iter().any(|l| l.name == r.lpar) {
+            return Err(Status::not_found(format!(
+                "no LPAR {:?} in the configuration",
+                r.lpar
+            )));
+        }
+        let cfg = &self.0.cfg;
+        let (change, now_roles) = {
+            let mut cat = self.0.catalog();
+            let roles = cat.roles().map_err(internal)?;
+            let old = cfg.role_of(&r.lpar, &roles).unwrap_or_default();
+            let mut change = vec![(r.lpar.clone(), r.role.clone())];
+            for l in &cfg.lpars {
+                if l.name != r.lpar
+                    && cfg.role_of(&l.name, &roles).as_deref() == Some(r.role.as_str())
+                {
+                    change.push((l.name.clone(), old.clone()));
+                }
+            }
+            cat.set_roles(&change).map_err(internal)?;
+            (change, cat.roles().map_err(internal)?)
+        };
+        let text = change
+            .iter()
+            .map(|(l, r)| format!("{l} is {r}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.0
+            .event("role.switched", &format!("roles switched by {who}: {text}"));
+        let roles = cfg
+            .lpars
+            .iter()
+            .map(|l| {
+                (
+                    l.name.clone(),
+                    cfg.role_of(&l.name, &now_roles).unwrap_or_default(),
+                )
+            })
+            .collect();
+        Ok(Response::new(pb::SwitchRoleResponse { roles }))
     }
 
     async fn cancel_job(

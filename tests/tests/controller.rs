@@ -35,7 +35,7 @@ struct Site {
     dir: tempfile::TempDir,
     controller: Option<Proc>,
     addr: String,
-    agent: Option<Proc>,
+    agents: std::collections::HashMap<String, Proc>,
 }
 
 impl Site {
@@ -46,6 +46,7 @@ impl Site {
         for (name, role) in [
             ("controller", "--server"),
             ("PROD1", "--client"),
+            ("CONT1", "--client"),
             ("console", "--client"),
         ] {
             let mut a = vec!["pki", "issue", &pki, name, role];
@@ -87,55 +88,71 @@ target = "production"
 path = "{d}/data/payroll"
 [[control_group.entry]]
 path = "{d}/data/home"
+[[control_group]]
+name = "WITH-STEPS"
+target = "production"
+pre = ["echo ended >> {d}/steps.log"]
+post = ["echo restarted >> {d}/steps.log"]
+[[control_group.entry]]
+path = "{d}/data/home"
+[[control_group]]
+name = "BAD-PRE"
+target = "production"
+pre = ["echo cannot end the subsystem >&2; exit 3"]
+post = ["echo restarted >> {d}/steps.log"]
+[[control_group.entry]]
+path = "{d}/data/home"
 "#,
                 d = d.display()
             ),
         )
         .unwrap();
-        let lib = d.join("lib");
-        ok(
-            "cinta-agent",
-            &[
-                "library",
-                "create",
-                lib.to_str().unwrap(),
-                "--name",
-                "prod",
-                "--slots",
-                "4",
-                "--drives",
-                "1",
-                "--ie-ports",
-                "1",
-                "--capacity",
-                "64M",
-                "--early-warning",
-                "1M",
-            ],
-        );
-        ok(
-            "cinta-agent",
-            &[
-                "library",
-                "add",
-                lib.to_str().unwrap(),
-                "--prefix",
-                "PR",
-                "--count",
-                "3",
-            ],
-        );
-        std::fs::write(
-            d.join("kmip.toml"),
-            format!("server = \"{}\"\ncert = \"{pki}/PROD1.pem\"\nkey = \"{pki}/PROD1.key\"\nca = \"{pki}/ca.pem\"\n", kms.addr),
-        )
-        .unwrap();
+        for name in ["PROD1", "CONT1"] {
+            let lib = d.join(format!("lib-{name}"));
+            ok(
+                "cinta-agent",
+                &[
+                    "library",
+                    "create",
+                    lib.to_str().unwrap(),
+                    "--name",
+                    name,
+                    "--slots",
+                    "4",
+                    "--drives",
+                    "1",
+                    "--ie-ports",
+                    "1",
+                    "--capacity",
+                    "64M",
+                    "--early-warning",
+                    "1M",
+                ],
+            );
+            ok(
+                "cinta-agent",
+                &[
+                    "library",
+                    "add",
+                    lib.to_str().unwrap(),
+                    "--prefix",
+                    &name[..2],
+                    "--count",
+                    "3",
+                ],
+            );
+            std::fs::write(
+                d.join(format!("kmip-{name}.toml")),
+                format!("server = \"{}\"\ncert = \"{pki}/{name}.pem\"\nkey = \"{pki}/{name}.key\"\nca = \"{pki}/ca.pem\"\n", kms.addr),
+            )
+            .unwrap();
+        }
         let mut s = Site {
             kms,
             dir,
             controller: None,
             addr: String::new(),
-            agent: None,
+            agents: Default::default(),
         };
         s.start_controller();
         s
@@ -179,12 +196,13 @@ path = "{d}/data/home"
         std::fs::write(p, cfg).unwrap();
     }
 
-    fn start_agent(&mut self) {
+    fn start_agent(&mut self, name: &str) {
         let pki = self.kms.pki.display().to_string();
+        let cfg = self.d().join(format!("agent-{name}.toml"));
         std::fs::write(
-            self.d().join("agent.toml"),
+            &cfg,
             format!(
-                "name = \"PROD1\"\ncontroller = \"{}\"\nserver_name = \"localhost\"\ncert = \"{pki}/PROD1.pem\"\nkey = \"{pki}/PROD1.key\"\nca = \"{pki}/ca.pem\"\nkmip = \"kmip.toml\"\n[[library]]\nname = \"default\"\npath = \"lib\"\n",
+                "name = \"{name}\"\ncontroller = \"{}\"\nserver_name = \"localhost\"\ncert = \"{pki}/{name}.pem\"\nkey = \"{pki}/{name}.key\"\nca = \"{pki}/ca.pem\"\nkmip = \"kmip-{name}.toml\"\n[[library]]\nname = \"default\"\npath = \"lib-{name}\"\n",
                 self.addr
             ),
         )
@@ -192,7 +210,7 @@ path = "{d}/data/home"
         let a = Command::new(cinta_tests::binary("cinta-agent"))
             .arg("serve")
             .arg("--config")
-            .arg(self.d().join("agent.toml"))
+            .arg(&cfg)
             .env("RUST_LOG", "info")
             .stderr(
                 std::fs::OpenOptions::new()
@@ -203,7 +221,7 @@ path = "{d}/data/home"
             )
             .spawn()
             .unwrap();
-        self.agent = Some(Proc(a));
+        self.agents.insert(name.to_string(), Proc(a));
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
@@ -250,17 +268,21 @@ path = "{d}/data/home"
         }
     }
 
-    fn agent_connected(&self) -> bool {
+    fn connected(&self, name: &str) -> bool {
         self.ctl_json(&["agents"])
             .as_array()
             .unwrap()
             .iter()
-            .any(|a| a["name"] == "PROD1" && a["connected"] == true)
+            .any(|a| a["name"] == name && a["connected"] == true)
+    }
+
+    fn agent_connected(&self) -> bool {
+        self.connected("PROD1")
     }
 }
 
 fn lib(s: &Site) -> PathBuf {
-    s.d().join("lib")
+    s.d().join("lib-PROD1")
 }
 
 #[test]
@@ -272,7 +294,7 @@ fn a_control_group_runs_on_its_lpar_from_the_console_and_restores() {
         .output()
         .unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("mutual TLS"));
-    s.start_agent();
+    s.start_agent("PROD1");
     s.until("the agent to register", Site::agent_connected);
     let agents = s.ctl_json(&["agents"]);
     assert_eq!(agents[0]["role"], "production");
@@ -298,7 +320,7 @@ fn a_control_group_runs_on_its_lpar_from_the_console_and_restores() {
             "restore",
             lib(&s).to_str().unwrap(),
             "--kmip",
-            s.d().join("kmip.toml").to_str().unwrap(),
+            s.d().join("kmip-PROD1.toml").to_str().unwrap(),
             "--save-set",
             id,
             "--to",
@@ -339,15 +361,15 @@ fn an_agent_killed_mid_job_fails_the_job_and_leaves_no_save_set_recorded() {
             f.write_all(&chunk).unwrap();
         }
     }
-    s.start_agent();
+    s.start_agent("PROD1");
     s.until("the agent to register", Site::agent_connected);
     let job = s.ctl_json(&["run", "NIGHTLY"]);
     let id = job["id"].as_str().unwrap().to_string();
     s.until("the job to start", |s| {
         s.ctl_json(&["job", &id])["state"] == "running"
     });
-    drop(s.agent.take()); // SIGKILL: the save child dies with it
-    s.start_agent();
+    drop(s.agents.remove("PROD1")); // SIGKILL: the save child dies with it
+    s.start_agent("PROD1");
     s.until("the job to be failed", |s| {
         s.ctl_json(&["job", &id])["state"] == "failed"
     });
@@ -369,7 +391,7 @@ fn an_agent_killed_mid_job_fails_the_job_and_leaves_no_save_set_recorded() {
                 "verify",
                 lib(&s).to_str().unwrap(),
                 "--kmip",
-                s.d().join("kmip.toml").to_str().unwrap(),
+                s.d().join("kmip-PROD1.toml").to_str().unwrap(),
                 "--save-set",
                 r["id"].as_str().unwrap(),
             ],
@@ -393,7 +415,7 @@ fn a_python_grpc_client_built_from_the_protos_lists_agents_and_starts_a_job() {
         }
     };
     let mut s = Site::new();
-    s.start_agent();
+    s.start_agent("PROD1");
     s.until("the agent to register", Site::agent_connected);
     let pki = &s.kms.pki;
     let o = Command::new(py)
@@ -423,4 +445,84 @@ fn a_python_grpc_client_built_from_the_protos_lists_agents_and_starts_a_job() {
     s.until("the Python-started job to succeed", |s| {
         s.ctl_json(&["job", &id])["state"] == "succeeded"
     });
+}
+
+#[test]
+fn exit_steps_run_around_the_saves_and_post_steps_run_after_a_failure() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let j = s.ctl_json(&["run", "WITH-STEPS", "--wait"]);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(
+        std::fs::read_to_string(s.d().join("steps.log")).unwrap(),
+        "ended\nrestarted\n"
+    );
+    let o = s.ctl(&["run", "BAD-PRE", "--wait"]);
+    assert!(!o.status.success(), "a failed job exits 1");
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["state"], "failed");
+    let m = j["message"].as_str().unwrap();
+    assert!(
+        m.contains("pre step")
+            && m.contains("cannot end the subsystem")
+            && m.contains("saves skipped"),
+        "{m}"
+    );
+    assert!(j["save_sets"].as_array().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_to_string(s.d().join("steps.log")).unwrap(),
+        "ended\nrestarted\nrestarted\n",
+        "the post step ran after the failed pre step"
+    );
+}
+
+#[test]
+fn after_a_role_switch_control_groups_follow_the_role() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.start_agent("CONT1");
+    s.until("both agents", |s| {
+        s.connected("PROD1") && s.connected("CONT1")
+    });
+    let j = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(
+        (j["agent"].as_str(), j["state"].as_str()),
+        (Some("PROD1"), Some("succeeded"))
+    );
+    // Failover: the contingency LPAR becomes production.
+    let roles = s.ctl_json(&["switch-role", "CONT1", "production"]);
+    assert_eq!(roles["CONT1"], "production");
+    assert_eq!(roles["PROD1"], "contingency");
+    let j = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(
+        (j["agent"].as_str(), j["state"].as_str()),
+        (Some("CONT1"), Some("succeeded")),
+        "{j}"
+    );
+    // The saves are in CONT1's library.
+    let ls: serde_json::Value = serde_json::from_str(&ok(
+        "cinta-agent",
+        &["ls", s.d().join("lib-CONT1").to_str().unwrap(), "--json"],
+    ))
+    .unwrap();
+    assert_eq!(ls.as_array().unwrap().len(), 2);
+    let agents = s.ctl_json(&["agents"]);
+    let role = |n: &str| {
+        agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == n)
+            .unwrap()["role"]
+            .clone()
+    };
+    assert_eq!(role("CONT1"), "production");
+    // The switch survives a controller restart.
+    drop(s.controller.take());
+    s.start_controller();
+    let j = s.ctl_json(&["run", "NIGHTLY"]);
+    assert_eq!(j["agent"], "CONT1");
+    let e = s.ctl(&["switch-role", "NOPE", "production"]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("no LPAR"));
 }
