@@ -58,6 +58,10 @@ enum Cmd {
     },
     /// Cancel a queued or running job.
     Cancel { id: String },
+    /// Tonight: the plan's state and timeline.
+    Tonight,
+    /// Signal the business close: `started` or `finished` (finished starts the post-close save).
+    Close { what: String },
     /// Give an LPAR a role (failover: the contingency LPAR becomes production); control groups follow roles.
     SwitchRole { lpar: String, role: String },
 }
@@ -263,6 +267,42 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             if *wait && j.state != "succeeded" {
                 return Ok(1);
+            }
+        }
+        Cmd::Tonight | Cmd::Close { .. } => {
+            let n = match &cli.cmd {
+                Cmd::Close { what } => {
+                    let finished = match what.as_str() {
+                        "started" => false,
+                        "finished" => true,
+                        w => bail!("close {w:?}: say started or finished"),
+                    };
+                    c.signal_close(pb::SignalCloseRequest { finished })
+                        .await?
+                        .into_inner()
+                }
+                _ => c.get_night(pb::GetNightRequest {}).await?.into_inner(),
+            };
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "id": n.id, "state": n.state, "escalated": n.escalated, "deadline": n.deadline,
+                        "pre_close_job": n.pre_close_job, "post_close_job": n.post_close_job,
+                        "timeline": n.timeline.iter().map(|e| serde_json::json!({"time": e.time, "text": e.text})).collect::<Vec<_>>(),
+                    }))?
+                );
+            } else {
+                println!(
+                    "night {}: {}{}  (deadline {})",
+                    n.id,
+                    n.state,
+                    if n.escalated { ", ESCALATED" } else { "" },
+                    when(n.deadline)
+                );
+                for e in &n.timeline {
+                    println!("  {}  {}", when(e.time), e.text);
+                }
             }
         }
         Cmd::SwitchRole { lpar, role } => {

@@ -109,6 +109,9 @@ pub trait Catalog: Send {
     fn job(&self, id: &str) -> Result<Option<JobRow>>;
     fn jobs(&self, limit: u32) -> Result<Vec<JobRow>>;
     fn event(&mut self, now: i64, kind: &str, text: &str) -> Result<()>;
+    /// A small persistent value (scheduler position, tonight's record).
+    fn meta(&self, key: &str) -> Result<Option<String>>;
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<()>;
     /// Role switches in force, as (LPAR, role).
     fn roles(&self) -> Result<Vec<(String, String)>>;
     fn set_roles(&mut self, roles: &[(String, String)]) -> Result<()>;
@@ -128,6 +131,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_agent ON jobs (agent, state);
+CREATE TABLE IF NOT EXISTS meta (
+    k TEXT PRIMARY KEY,
+    v TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS roles (
     lpar TEXT PRIMARY KEY,
     role TEXT NOT NULL
@@ -427,6 +434,23 @@ impl Catalog for SqliteCatalog {
             .execute(
                 "INSERT INTO events (time, kind, text) VALUES (?1, ?2, ?3)",
                 params![now, kind, text],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT v FROM meta WHERE k = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(self.err())
+    }
+
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = ?2",
+                params![key, value],
             )
             .map_err(self.err())?;
         Ok(())

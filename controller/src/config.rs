@@ -20,7 +20,16 @@ pub struct Config {
     /// Seconds between agent heartbeats; an agent silent for three is shown disconnected.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_seconds: u32,
+    /// Time zone of schedules and the night (IANA name; default UTC).
+    #[serde(default = "default_tz")]
+    pub time_zone: String,
+    /// Take the time from this file (seconds since 1970) instead of the
+    /// system clock: for tests and demos that drive a night hour by hour.
+    pub clock_file: Option<PathBuf>,
     pub tls: TlsConfig,
+    #[serde(default, rename = "schedule")]
+    pub schedules: Vec<Schedule>,
+    pub night: Option<NightPlan>,
     #[serde(default, rename = "lpar")]
     pub lpars: Vec<Lpar>,
     #[serde(default, rename = "control_group")]
@@ -34,6 +43,30 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// CA that agent and console certificates must chain to.
     pub client_ca: PathBuf,
+}
+
+/// A control group run at calendar times (cron: minute hour day month weekday).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub control_group: String,
+    pub cron: String,
+}
+
+/// The nightly close: a pre-close save at a set time, then the close window
+/// until the close-finished signal, then the post-close save; a close still
+/// running at the deadline (plus grace) raises an escalation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NightPlan {
+    pub pre_close: String,
+    /// cron, e.g. "30 20 * * *".
+    pub pre_close_at: String,
+    pub post_close: String,
+    /// cron of the deadline, e.g. "0 23 * * *" (the first one after the pre-close).
+    pub deadline: String,
+    #[serde(default)]
+    pub grace_minutes: u32,
 }
 
 /// A partition (or host) and its role; its agent registers under `name`.
@@ -94,6 +127,9 @@ fn default_heartbeat() -> u32 {
 fn default_library() -> String {
     "default".into()
 }
+fn default_tz() -> String {
+    "UTC".into()
+}
 fn default_step_timeout() -> u32 {
     3600
 }
@@ -127,6 +163,41 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        if let Some(p) = c.clock_file.as_mut() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        c.tz().map_err(&bad)?;
+        let cron = |what: &str, e: &str| -> Result<()> {
+            e.parse::<croner::Cron>()
+                .map(|_| ())
+                .map_err(|err| bad(format!("{what}: cron {e:?}: {err}")))
+        };
+        for s in &c.schedules {
+            cron(&format!("schedule of {}", s.control_group), &s.cron)?;
+        }
+        if let Some(n) = &c.night {
+            cron("night.pre_close_at", &n.pre_close_at)?;
+            cron("night.deadline", &n.deadline)?;
+        }
+        let groups: Vec<&str> = c
+            .schedules
+            .iter()
+            .map(|s| s.control_group.as_str())
+            .chain(
+                c.night
+                    .iter()
+                    .flat_map(|n| [n.pre_close.as_str(), n.post_close.as_str()]),
+            )
+            .collect();
+        for g in groups {
+            if !c.control_groups.iter().any(|x| x.name == g) {
+                return Err(bad(format!(
+                    "no control group {g:?} (named by a schedule or the night)"
+                )));
+            }
+        }
         for l in &c.lpars {
             if !["production", "contingency", "server"].contains(&l.role.as_str()) {
                 return Err(bad(format!(
@@ -157,6 +228,13 @@ impl Config {
             }
         }
         Ok(c)
+    }
+
+    /// The configured time zone.
+    pub fn tz(&self) -> std::result::Result<chrono_tz::Tz, String> {
+        self.time_zone
+            .parse()
+            .map_err(|_| format!("time_zone {:?} is not an IANA time zone", self.time_zone))
     }
 
     pub fn control_group(&self, name: &str) -> Option<&ControlGroup> {

@@ -2,11 +2,14 @@
 //!
 //! - [`config`]: TOML: LPARs and roles, control groups.
 //! - [`catalog`]: agents, jobs, events (SQLite behind a trait).
+//! - [`night`]: schedules and the nightly close, driven by [`clock`].
 //! - [`service`]: AgentService and ConsoleService.
 
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod error;
+pub mod night;
 pub mod service;
 
 pub use error::{Error, Result};

@@ -66,7 +66,14 @@ fn serve(cfg: Config) -> Result<()> {
         .client_ca_root(Certificate::from_pem(read(&cfg.tls.client_ca)?));
     let catalog = SqliteCatalog::open(&cfg.catalog)?;
     let listen = cfg.listen;
-    let state = State::new(cfg, Box::new(catalog));
+    let clock: Box<dyn cinta_controller::clock::Clock> = match &cfg.clock_file {
+        Some(p) => {
+            tracing::warn!(file = %p.display(), "the clock is read from a file (tests and demos only)");
+            Box::new(cinta_controller::clock::FileClock(p.clone()))
+        }
+        None => Box::new(cinta_controller::clock::SystemClock),
+    };
+    let state = State::new(cfg, Box::new(catalog), clock);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -82,6 +89,15 @@ fn serve(cfg: Config) -> Result<()> {
             .register_encoded_file_descriptor_set(cinta_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
+        // The scheduler: schedules and the night, a few times a second.
+        let sched = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let s = sched.clone();
+                let _ = tokio::task::spawn_blocking(move || s.tick()).await;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        });
         println!("cinta-controller listening on {addr}");
         use std::io::Write;
         let _ = std::io::stdout().flush();

@@ -15,29 +15,247 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::catalog::{AgentRow, Assignment, Catalog, JobRow, SaveSetRow};
+use crate::clock::Clock;
 use crate::config::Config;
-
-/// Seconds since 1970 (the one clock the services read).
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use crate::night::{Night, LAST_KEY, NIGHT_KEY};
 
 pub struct State {
     pub cfg: Config,
+    clock: Box<dyn Clock>,
     pub catalog: Mutex<Box<dyn Catalog>>,
     wake: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl State {
-    pub fn new(cfg: Config, catalog: Box<dyn Catalog>) -> Arc<State> {
+    pub fn new(cfg: Config, catalog: Box<dyn Catalog>, clock: Box<dyn Clock>) -> Arc<State> {
         Arc::new(State {
             cfg,
+            clock,
             catalog: Mutex::new(catalog),
             wake: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Queues a control group's job for the LPAR its target names now.
+    pub fn queue(&self, name: &str, who: &str) -> Result<JobRow, Status> {
+        let g = self.cfg.control_group(name).ok_or_else(|| {
+            Status::not_found(format!("no control group {name:?} in the configuration"))
+        })?;
+        let roles = self.catalog().roles().map_err(internal)?;
+        let lpar = self
+            .cfg
+            .resolve(&g.target, &roles)
+            .ok_or_else(|| Status::failed_precondition(format!("no LPAR holds {:?}", g.target)))?;
+        let t = self.now();
+        let job = JobRow {
+            id: format!("J{t}-{}", &random_id()[..6]),
+            control_group: g.name.clone(),
+            agent: lpar.clone(),
+            state: "queued".into(),
+            created: t,
+            started: 0,
+            finished: 0,
+            message: String::new(),
+            entries_done: 0,
+            entries_total: g.entries.len() as u32,
+            bytes: 0,
+            save_sets: vec![],
+            assignment: Assignment {
+                library: g.library.clone(),
+                level: g.level.clone(),
+                compress: g.compress,
+                entries: g
+                    .entries
+                    .iter()
+                    .map(|e| (e.path.clone(), e.include.clone(), e.exclude.clone()))
+                    .collect(),
+                pre: g.pre.clone(),
+                post: g.post.clone(),
+                step_timeout_seconds: g.step_timeout_seconds,
+            },
+        };
+        self.catalog().add_job(&job).map_err(internal)?;
+        self.event(
+            "job.queued",
+            &format!("job {} ({}) queued for {} by {who}", job.id, g.name, lpar),
+        );
+        self.wake(&lpar).notify_waiters();
+        Ok(job)
+    }
+
+    /// The clock's time.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    fn night(&self) -> Option<Night> {
+        let v = self.catalog().meta(NIGHT_KEY).ok().flatten()?;
+        serde_json::from_str(&v).ok()
+    }
+
+    fn save_night(&self, n: &Night) {
+        let v = serde_json::to_string(n).expect("night serializes");
+        if let Err(e) = self.catalog().set_meta(NIGHT_KEY, &v) {
+            tracing::error!(error = %e, "could not record tonight's state");
+        }
+    }
+
+    fn job_ended(&self, id: &str) -> Option<String> {
+        let j = self.catalog().job(id).ok().flatten()?;
+        matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled").then_some(j.state)
+    }
+
+    /// One step of the scheduler (see [`crate::night`]).
+    pub fn tick(&self) {
+        let now = self.now();
+        let last = self
+            .catalog()
+            .meta(LAST_KEY)
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse::<i64>().ok());
+        let Some(last) = last else {
+            let _ = self.catalog().set_meta(LAST_KEY, &now.to_string());
+            return;
+        };
+        // Schedules and night starts look at the time passed since the last
+        // tick; tonight's progress (jobs ending, signals) is looked at always.
+        let d = if now > last {
+            crate::night::due(&self.cfg, last, now)
+        } else {
+            crate::night::Decisions::default()
+        };
+        for g in &d.run {
+            if let Err(e) = self.queue(g, "schedule") {
+                self.event(
+                    "schedule.failed",
+                    &format!("schedule of {g}: {}", e.message()),
+                );
+            }
+        }
+        if let (Some((id, deadline)), Some(plan)) = (d.start_night, &self.cfg.night) {
+            let mut n = Night {
+                id: id.clone(),
+                state: "pre-close".into(),
+                escalated: false,
+                deadline,
+                pre_close_job: String::new(),
+                post_close_job: String::new(),
+                close_started: None,
+                close_finished: None,
+                timeline: vec![],
+            };
+            match self.queue(&plan.pre_close, "night") {
+                Ok(j) => {
+                    n.note(
+                        now,
+                        format!("pre-close save {} queued ({})", j.id, plan.pre_close),
+                    );
+                    n.pre_close_job = j.id;
+                }
+                Err(e) => n.note(
+                    now,
+                    format!("pre-close save could not be queued: {}", e.message()),
+                ),
+            }
+            self.event("night.started", &format!("night {id} started"));
+            self.save_night(&n);
+        }
+        if let (Some(mut n), Some(plan)) = (self.night(), &self.cfg.night) {
+            let before = n.clone();
+            if n.state == "pre-close" {
+                if let Some(st) = self
+                    .job_ended(&n.pre_close_job)
+                    .or_else(|| n.pre_close_job.is_empty().then(|| "not run".into()))
+                {
+                    n.note(now, format!("pre-close save {st}; close window open"));
+                    n.state = "close-window".into();
+                }
+            }
+            if n.state == "close-window" && n.close_finished.is_some() {
+                match self.queue(&plan.post_close, "night") {
+                    Ok(j) => {
+                        n.note(
+                            now,
+                            format!("post-close save {} queued ({})", j.id, plan.post_close),
+                        );
+                        n.post_close_job = j.id;
+                    }
+                    Err(e) => n.note(
+                        now,
+                        format!("post-close save could not be queued: {}", e.message()),
+                    ),
+                }
+                n.state = "post-close".into();
+            }
+            if n.state == "post-close" {
+                if let Some(st) = self
+                    .job_ended(&n.post_close_job)
+                    .or_else(|| n.post_close_job.is_empty().then(|| "not run".into()))
+                {
+                    n.note(now, format!("post-close save {st}; night done"));
+                    n.state = "done".into();
+                    self.event(
+                        "night.done",
+                        &format!("night {}: post-close save {st}", n.id),
+                    );
+                }
+            }
+            let open =
+                n.close_finished.is_none() && (n.state == "pre-close" || n.state == "close-window");
+            if open && !n.escalated && now >= n.deadline {
+                n.escalated = true;
+                n.note(
+                    now,
+                    "ESCALATION: the close is still running past its deadline",
+                );
+                self.event(
+                    "close.late",
+                    &format!(
+                        "night {}: the close is still running past its deadline; escalated",
+                        n.id
+                    ),
+                );
+            }
+            if n != before {
+                self.save_night(&n);
+            }
+        }
+        if now > last {
+            let _ = self.catalog().set_meta(LAST_KEY, &now.to_string());
+        }
+    }
+
+    /// The close was signalled started or finished.
+    pub fn signal_close(&self, finished: bool, who: &str) -> Result<Night, Status> {
+        let mut n = self.night().filter(|n| n.state != "done").ok_or_else(|| {
+            Status::failed_precondition(
+                "no night in progress (the pre-close save has not been run tonight)",
+            )
+        })?;
+        let t = self.now();
+        if finished {
+            if n.close_finished.is_some() {
+                return Err(Status::failed_precondition(
+                    "the close was already signalled finished",
+                ));
+            }
+            n.close_finished = Some(t);
+            n.note(t, format!("close finished (signalled by {who})"));
+        } else {
+            n.close_started = Some(t);
+            n.note(t, format!("close started (signalled by {who})"));
+        }
+        self.save_night(&n);
+        self.event(
+            "close.signal",
+            &format!(
+                "night {}: close {} by {who}",
+                n.id,
+                if finished { "finished" } else { "started" }
+            ),
+        );
+        Ok(n)
     }
 
     fn catalog(&self) -> std::sync::MutexGuard<'_, Box<dyn Catalog>> {
@@ -55,7 +273,7 @@ impl State {
 
     fn event(&self, kind: &str, text: &str) {
         tracing::info!(kind, "{text}");
-        if let Err(e) = self.catalog().event(now(), kind, text) {
+        if let Err(e) = self.catalog().event(self.now(), kind, text) {
             tracing::error!(error = %e, "could not record an event");
         }
     }
@@ -181,7 +399,7 @@ impl pb::agent_service_server::AgentService for Agents {
                 .collect(),
             usage: vec![],
             session: session.clone(),
-            last_seen: now(),
+            last_seen: self.0.now(),
         };
         let failed = self.0.catalog().register(&row).map_err(internal)?;
         self.0.event(
@@ -215,7 +433,7 @@ impl pb::agent_service_server::AgentService for Agents {
         if !self
             .0
             .catalog()
-            .heartbeat(&cn, &r.session_id, &usage, now())
+            .heartbeat(&cn, &r.session_id, &usage, self.0.now())
             .map_err(internal)?
         {
             return Err(Status::failed_precondition(format!(
@@ -293,7 +511,7 @@ impl pb::agent_service_server::AgentService for Agents {
         let res = self
             .0
             .catalog()
-            .accept(&r.job_id, &cn, &r.session_id, now())
+            .accept(&r.job_id, &cn, &r.session_id, self.0.now())
             .map_err(internal)?;
         Ok(Response::new(match res {
             Ok(()) => {
@@ -341,7 +559,7 @@ impl pb::agent_service_server::AgentService for Agents {
         let done = self
             .0
             .catalog()
-            .finish(&r.job_id, &cn, r.ok, &r.message, &sets, now())
+            .finish(&r.job_id, &cn, r.ok, &r.message, &sets, self.0.now())
             .map_err(internal)?;
         if !done {
             return Err(Status::failed_precondition(format!(
@@ -364,6 +582,22 @@ impl pb::agent_service_server::AgentService for Agents {
 }
 
 pub struct Console(pub Arc<State>);
+
+fn night_pb(n: Night) -> pb::Night {
+    pb::Night {
+        id: n.id,
+        state: n.state,
+        escalated: n.escalated,
+        deadline: n.deadline,
+        pre_close_job: n.pre_close_job,
+        post_close_job: n.post_close_job,
+        timeline: n
+            .timeline
+            .into_iter()
+            .map(|(time, text)| pb::NightEvent { time, text })
+            .collect(),
+    }
+}
 
 fn job_pb(j: JobRow) -> pb::Job {
     pb::Job {
@@ -400,7 +634,7 @@ impl pb::console_service_server::ConsoleService for Console {
         req: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
         peer_cn(&req)?;
-        let t = now();
+        let t = self.0.now();
         let stale = 3 * i64::from(self.0.cfg.heartbeat_seconds);
         let roles = self.0.catalog().roles().map_err(internal)?;
         let agents = self
@@ -469,48 +703,7 @@ impl pb::console_service_server::ConsoleService for Console {
     ) -> Result<Response<pb::Job>, Status> {
         let who = peer_cn(&req)?;
         let name = req.into_inner().control_group;
-        let g = self.0.cfg.control_group(&name).ok_or_else(|| {
-            Status::not_found(format!("no control group {name:?} in the configuration"))
-        })?;
-        let roles = self.0.catalog().roles().map_err(internal)?;
-        let lpar =
-            self.0.cfg.resolve(&g.target, &roles).ok_or_else(|| {
-                Status::failed_precondition(format!("no LPAR holds {:?}", g.target))
-            })?;
-        let t = now();
-        let job = JobRow {
-            id: format!("J{t}-{}", &random_id()[..6]),
-            control_group: g.name.clone(),
-            agent: lpar.clone(),
-            state: "queued".into(),
-            created: t,
-            started: 0,
-            finished: 0,
-            message: String::new(),
-            entries_done: 0,
-            entries_total: g.entries.len() as u32,
-            bytes: 0,
-            save_sets: vec![],
-            assignment: Assignment {
-                library: g.library.clone(),
-                level: g.level.clone(),
-                compress: g.compress,
-                entries: g
-                    .entries
-                    .iter()
-                    .map(|e| (e.path.clone(), e.include.clone(), e.exclude.clone()))
-                    .collect(),
-                pre: g.pre.clone(),
-                post: g.post.clone(),
-                step_timeout_seconds: g.step_timeout_seconds,
-            },
-        };
-        self.0.catalog().add_job(&job).map_err(internal)?;
-        self.0.event(
-            "job.queued",
-            &format!("job {} ({}) queued for {} by {who}", job.id, g.name, lpar),
-        );
-        self.0.wake(&lpar).notify_waiters();
+        let job = self.0.queue(&name, &who)?;
         Ok(Response::new(job_pb(job)))
     }
 
@@ -568,6 +761,28 @@ impl pb::console_service_server::ConsoleService for Console {
         Ok(Response::new(pb::SwitchRoleResponse { roles }))
     }
 
+    async fn signal_close(
+        &self,
+        req: Request<pb::SignalCloseRequest>,
+    ) -> Result<Response<pb::Night>, Status> {
+        let who = peer_cn(&req)?;
+        let n = self.0.signal_close(req.into_inner().finished, &who)?;
+        self.0.tick();
+        Ok(Response::new(night_pb(self.0.night().unwrap_or(n))))
+    }
+
+    async fn get_night(
+        &self,
+        req: Request<pb::GetNightRequest>,
+    ) -> Result<Response<pb::Night>, Status> {
+        peer_cn(&req)?;
+        let n = self
+            .0
+            .night()
+            .ok_or_else(|| Status::not_found("no night has started yet"))?;
+        Ok(Response::new(night_pb(n)))
+    }
+
     async fn cancel_job(
         &self,
         req: Request<pb::CancelJobRequest>,
@@ -577,7 +792,7 @@ impl pb::console_service_server::ConsoleService for Console {
         let j = self
             .0
             .catalog()
-            .cancel(&id, now())
+            .cancel(&id, self.0.now())
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
         self.0

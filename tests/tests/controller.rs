@@ -71,6 +71,8 @@ impl Site {
                 r#"listen = "127.0.0.1:0"
 catalog = "catalog.db"
 heartbeat_seconds = 1
+time_zone = "Europe/Madrid"
+clock_file = "clock"
 [tls]
 cert = "{pki}/controller.pem"
 key = "{pki}/controller.key"
@@ -88,6 +90,30 @@ target = "production"
 path = "{d}/data/payroll"
 [[control_group.entry]]
 path = "{d}/data/home"
+[[control_group]]
+name = "PRE-CLOSE"
+target = "production"
+[[control_group.entry]]
+path = "{d}/data/payroll"
+[[control_group]]
+name = "POST-CLOSE"
+target = "production"
+[[control_group.entry]]
+path = "{d}/data/payroll"
+[[control_group]]
+name = "LATE-EXTRA"
+target = "production"
+[[control_group.entry]]
+path = "{d}/data/home"
+[[schedule]]
+control_group = "LATE-EXTRA"
+cron = "0 22 * * MON-FRI"
+[night]
+pre_close = "PRE-CLOSE"
+pre_close_at = "30 20 * * *"
+post_close = "POST-CLOSE"
+deadline = "0 23 * * *"
+grace_minutes = 15
 [[control_group]]
 name = "WITH-STEPS"
 target = "production"
@@ -147,6 +173,8 @@ path = "{d}/data/home"
             )
             .unwrap();
         }
+        // 2026-11-24 20:00 in Madrid (19:00 UTC): before tonight's pre-close at 20:30.
+        std::fs::write(d.join("clock"), EVENING.to_string()).unwrap();
         let mut s = Site {
             kms,
             dir,
@@ -278,6 +306,24 @@ path = "{d}/data/home"
 
     fn agent_connected(&self) -> bool {
         self.connected("PROD1")
+    }
+}
+
+/// 2026-11-24 19:00:00 UTC, 20:00 in Madrid.
+const EVENING: i64 = 1_795_546_800;
+
+impl Site {
+    /// Moves the controller's clock to EVENING + `minutes`.
+    fn at(&self, minutes: i64) {
+        std::fs::write(self.d().join("clock"), (EVENING + minutes * 60).to_string()).unwrap();
+    }
+
+    fn tonight(&self) -> serde_json::Value {
+        let o = self.ctl(&["tonight"]);
+        if !o.status.success() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_slice(&o.stdout).unwrap()
     }
 }
 
@@ -525,4 +571,84 @@ fn after_a_role_switch_control_groups_follow_the_role() {
     assert_eq!(j["agent"], "CONT1");
     let e = s.ctl(&["switch-role", "NOPE", "production"]);
     assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("no LPAR"));
+}
+
+#[test]
+fn a_normal_night_with_a_controller_restart_in_the_close_window() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    assert!(s.tonight().is_null(), "no night before the pre-close time");
+    s.at(31); // 20:31 local: the pre-close save runs
+    s.until("the pre-close save and the close window", |s| {
+        s.tonight()["state"] == "close-window"
+    });
+    let n = s.tonight();
+    let pre = s.ctl_json(&["job", n["pre_close_job"].as_str().unwrap()]);
+    assert_eq!(
+        (pre["control_group"].as_str(), pre["state"].as_str()),
+        (Some("PRE-CLOSE"), Some("succeeded"))
+    );
+    // The controller dies in the close window and comes back: tonight goes on.
+    drop(s.controller.take());
+    s.start_controller();
+    assert_eq!(s.tonight()["state"], "close-window");
+    s.at(150); // 22:30: the close finishes before its deadline
+    s.until("the agent to reconnect", Site::agent_connected);
+    // The 22:00 weekday schedule (a Tuesday) fired once on the way.
+    s.until("the scheduled job", |s| {
+        s.ctl_json(&["jobs"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["control_group"] == "LATE-EXTRA")
+            .count()
+            == 1
+    });
+    let n = s.ctl_json(&["close", "finished"]);
+    assert!(n["state"] == "post-close" || n["state"] == "done", "{n}");
+    s.until("the post-close save", |s| s.tonight()["state"] == "done");
+    let n = s.tonight();
+    assert_eq!(n["escalated"], false);
+    let post = s.ctl_json(&["job", n["post_close_job"].as_str().unwrap()]);
+    assert_eq!(
+        (post["control_group"].as_str(), post["state"].as_str()),
+        (Some("POST-CLOSE"), Some("succeeded"))
+    );
+    let timeline = n["timeline"].to_string();
+    assert!(
+        timeline.contains("pre-close save succeeded")
+            && timeline.contains("close finished")
+            && timeline.contains("night done"),
+        "{timeline}"
+    );
+    assert_eq!(n["id"], "2026-11-24");
+}
+
+#[test]
+fn a_close_that_slips_past_its_deadline_is_escalated_and_the_post_close_still_runs() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    s.at(31);
+    s.until("the close window", |s| {
+        s.tonight()["state"] == "close-window"
+    });
+    s.ctl_json(&["close", "started"]);
+    s.at(4 * 60 - 5); // 23:55 local... past 23:00 + 15 min grace
+    s.until("the escalation", |s| s.tonight()["escalated"] == true);
+    let n = s.tonight();
+    assert_eq!(n["state"], "close-window", "still waiting for the close");
+    assert!(n["timeline"].to_string().contains("ESCALATION"), "{n}");
+    s.at(4 * 60 + 20); // 00:20: the close finally ends
+    s.ctl_json(&["close", "finished"]);
+    s.until("the post-close save", |s| s.tonight()["state"] == "done");
+    let n = s.tonight();
+    let post = s.ctl_json(&["job", n["post_close_job"].as_str().unwrap()]);
+    assert_eq!(post["state"], "succeeded");
+    // A second signal is refused by name.
+    let o = s.ctl(&["close", "finished"]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no night in progress")
+    );
 }
