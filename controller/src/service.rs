@@ -100,6 +100,31 @@ impl State {
         }
     }
 
+    /// Queues a night step's control group; its job id, or "" with the reason in the timeline.
+    fn queue_step(&self, n: &mut Night, what: &str, group: &str, now: i64) -> String {
+        match self.queue(group, "night") {
+            Ok(j) => {
+                n.note(now, format!("{what} save {} queued ({group})", j.id));
+                j.id
+            }
+            Err(e) => {
+                n.note(
+                    now,
+                    format!("{what} save could not be queued: {}", e.message()),
+                );
+                String::new()
+            }
+        }
+    }
+
+    /// How a night step's job ended ("not run" if it could not be queued), or None while it runs.
+    fn step_ended(&self, id: &str) -> Option<String> {
+        if id.is_empty() {
+            return Some("not run".into());
+        }
+        self.job_ended(id)
+    }
+
     fn job_ended(&self, id: &str) -> Option<String> {
         let j = self.catalog().job(id).ok().flatten()?;
         matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled").then_some(j.state)
@@ -145,54 +170,24 @@ impl State {
                 close_finished: None,
                 timeline: vec![],
             };
-            match self.queue(&plan.pre_close, "night") {
-                Ok(j) => {
-                    n.note(
-                        now,
-                        format!("pre-close save {} queued ({})", j.id, plan.pre_close),
-                    );
-                    n.pre_close_job = j.id;
-                }
-                Err(e) => n.note(
-                    now,
-                    format!("pre-close save could not be queued: {}", e.message()),
-                ),
-            }
+            n.pre_close_job = self.queue_step(&mut n, "pre-close", &plan.pre_close, now);
             self.event("night.started", &format!("night {id} started"));
             self.save_night(&n);
         }
         if let (Some(mut n), Some(plan)) = (self.night(), &self.cfg.night) {
             let before = n.clone();
             if n.state == "pre-close" {
-                if let Some(st) = self
-                    .job_ended(&n.pre_close_job)
-                    .or_else(|| n.pre_close_job.is_empty().then(|| "not run".into()))
-                {
+                if let Some(st) = self.step_ended(&n.pre_close_job) {
                     n.note(now, format!("pre-close save {st}; close window open"));
                     n.state = "close-window".into();
                 }
             }
             if n.state == "close-window" && n.close_finished.is_some() {
-                match self.queue(&plan.post_close, "night") {
-                    Ok(j) => {
-                        n.note(
-                            now,
-                            format!("post-close save {} queued ({})", j.id, plan.post_close),
-                        );
-                        n.post_close_job = j.id;
-                    }
-                    Err(e) => n.note(
-                        now,
-                        format!("post-close save could not be queued: {}", e.message()),
-                    ),
-                }
+                n.post_close_job = self.queue_step(&mut n, "post-close", &plan.post_close, now);
                 n.state = "post-close".into();
             }
             if n.state == "post-close" {
-                if let Some(st) = self
-                    .job_ended(&n.post_close_job)
-                    .or_else(|| n.post_close_job.is_empty().then(|| "not run".into()))
-                {
+                if let Some(st) = self.step_ended(&n.post_close_job) {
                     n.note(now, format!("post-close save {st}; night done"));
                     n.state = "done".into();
                     self.event(
