@@ -266,7 +266,7 @@ async fn step(
     cmd: &str,
     job: &pb::JobAssignment,
     timeout: Duration,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<String, String> {
     let mut c = tokio::process::Command::new("/bin/sh");
     c.args(["-c", cmd])
         .env("CINTA_JOB_ID", &job.job_id)
@@ -278,7 +278,7 @@ async fn step(
         .map_err(|_| format!("still running after {}s; killed", timeout.as_secs()))?
         .map_err(|e| format!("cannot start: {e}"))?;
     if out.status.success() {
-        Ok(())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: String = err
@@ -366,21 +366,25 @@ async fn run_job(
     let mut sets = Vec::new();
     let timeout = Duration::from_secs(u64::from(job.step_timeout_seconds.max(1)));
     tracing::info!(job = %job.job_id, group = %job.control_group, entries = job.entries.len(), "job started");
+    let mut output = String::new();
     let lib = c.libraries.iter().find(|l| l.name == job.library);
-    if lib.is_none() {
+    if lib.is_none() && !job.entries.is_empty() {
         problems.push(format!("this agent has no library named {:?}", job.library));
     }
-    let mut go = lib.is_some();
+    let mut go = problems.is_empty();
     for cmd in &job.pre {
         if !go {
             break;
         }
-        if let Err(e) = step(cmd, &job, timeout).await {
-            problems.push(format!("pre step {cmd:?} failed ({e}); saves skipped"));
-            go = false;
+        match step(cmd, &job, timeout).await {
+            Ok(o) => output.push_str(&o),
+            Err(e) => {
+                problems.push(format!("pre step {cmd:?} failed ({e}); saves skipped"));
+                go = false;
+            }
         }
     }
-    if let (true, Some(lib)) = (go, lib) {
+    if let (true, Some(lib)) = (go && !job.entries.is_empty(), lib) {
         let total = job.entries.len() as u32;
         let mut bytes = 0u64;
         for (i, e) in job.entries.iter().enumerate() {
@@ -406,9 +410,18 @@ async fn run_job(
         }
     }
     for cmd in &job.post {
-        if let Err(e) = step(cmd, &job, timeout).await {
-            problems.push(format!("post step {cmd:?} failed ({e})"));
+        match step(cmd, &job, timeout).await {
+            Ok(o) => output.push_str(&o),
+            Err(e) => problems.push(format!("post step {cmd:?} failed ({e})")),
         }
+    }
+    // The last 4 KiB of what the steps printed (a probe's answer).
+    if output.len() > 4096 {
+        let mut cut = output.len() - 4096;
+        while !output.is_char_boundary(cut) {
+            cut += 1;
+        }
+        output = output[cut..].to_string();
     }
     tracing::info!(job = %job.job_id, save_sets = sets.len(), problems = problems.len(), "job finished");
     let bytes: u64 = sets.iter().map(|s| s.bytes).sum();
@@ -422,6 +435,7 @@ async fn run_job(
         },
         job_id: job.job_id,
         save_sets: sets,
+        output,
     }
 }
 

@@ -69,6 +69,9 @@ pub struct JobRow {
     pub bytes: u64,
     pub save_sets: Vec<SaveSetRow>,
     pub assignment: Assignment,
+    /// Standard output of the exit steps (probes and hooks).
+    #[serde(default)]
+    pub output: String,
 }
 
 /// Where the controller keeps what it knows (SQLite today; PostgreSQL is the planned second implementation).
@@ -96,6 +99,7 @@ pub trait Catalog: Send {
     ) -> Result<std::result::Result<(), String>>;
     fn progress(&mut self, job: &str, agent: &str, done: u32, total: u32, bytes: u64)
         -> Result<()>;
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
         job: &str,
@@ -103,6 +107,7 @@ pub trait Catalog: Send {
         ok: bool,
         message: &str,
         save_sets: &[SaveSetRow],
+        output: &str,
         now: i64,
     ) -> Result<bool>;
     fn cancel(&mut self, job: &str, now: i64) -> Result<Option<JobRow>>;
@@ -382,6 +387,7 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
         job: &str,
@@ -389,6 +395,7 @@ impl Catalog for SqliteCatalog {
         ok: bool,
         message: &str,
         save_sets: &[SaveSetRow],
+        output: &str,
         now: i64,
     ) -> Result<bool> {
         let Some((mut j, _)) = self.job_of(job)? else {
@@ -401,6 +408,7 @@ impl Catalog for SqliteCatalog {
         j.finished = now;
         j.message = message.to_string();
         j.save_sets = save_sets.to_vec();
+        j.output = output.to_string();
         j.bytes = save_sets.iter().map(|s| s.bytes).sum::<u64>().max(j.bytes);
         self.put_job(&j, None)?;
         Ok(true)
@@ -522,6 +530,7 @@ mod tests {
             entries_total: 1,
             bytes: 0,
             save_sets: vec![],
+            output: String::new(),
             assignment: Assignment {
                 library: "default".into(),
                 level: "full".into(),
@@ -547,7 +556,7 @@ mod tests {
         assert_eq!(j.state, "failed");
         assert!(j.message.contains("restarted"));
         assert!(
-            !c.finish("J1", "PROD1", true, "", &[], 3).unwrap(),
+            !c.finish("J1", "PROD1", true, "", &[], "", 3).unwrap(),
             "a failed job stays failed"
         );
         assert!(!c.heartbeat("PROD1", "s1", &[], 4).unwrap());

@@ -67,6 +67,41 @@ pub struct NightPlan {
     pub deadline: String,
     #[serde(default)]
     pub grace_minutes: u32,
+    /// Run on the production LPAR after the close: prints how many users are
+    /// still signed on (0: quiet). Without it the post-close save starts at once.
+    pub quiesce_probe: Option<String>,
+    /// How long to wait for users to leave before falling back to contingency.
+    #[serde(default = "default_quiesce_grace")]
+    pub quiesce_grace_minutes: u32,
+    /// The contingency fallback, when production cannot be quiesced.
+    pub contingency: Option<Contingency>,
+}
+
+/// Save on the contingency LPAR instead: check replication, suspend apply
+/// (a controlled end: the data stands at a known point), save, resume.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contingency {
+    /// Prints "backlog=N latency=S" (and may say apply=...).
+    pub replication_probe: String,
+    #[serde(default = "default_backlog")]
+    pub max_backlog: u64,
+    #[serde(default = "default_latency")]
+    pub max_latency_seconds: u64,
+    /// Suspends apply; its output is recorded as the recovery point.
+    pub suspend: String,
+    /// Resumes apply (run even if the save failed).
+    pub resume: String,
+}
+
+fn default_quiesce_grace() -> u32 {
+    10
+}
+fn default_backlog() -> u64 {
+    1000
+}
+fn default_latency() -> u64 {
+    300
 }
 
 /// A partition (or host) and its role; its agent registers under `name`.

@@ -25,6 +25,17 @@ pub struct Night {
     pub close_started: Option<i64>,
     pub close_finished: Option<i64>,
     pub timeline: Vec<(i64, String)>,
+    /// The probe or hook job the current step waits for.
+    #[serde(default)]
+    pub step_job: String,
+    /// quiesce-wait: when to look again.
+    #[serde(default)]
+    pub wait_until: i64,
+    /// The contingency save's job, and the recovery point it stands at.
+    #[serde(default)]
+    pub contingency_job: String,
+    #[serde(default)]
+    pub recovery_point: String,
 }
 
 impl Night {
@@ -117,5 +128,28 @@ mod tests {
             Utc.timestamp_opt(t, 0).unwrap().format("%H:%M").to_string(),
             "19:30"
         );
+    }
+}
+
+/// Reads "backlog=N latency=S" from a replication probe's output.
+pub fn replication(output: &str) -> Option<(u64, u64)> {
+    let field = |k: &str| {
+        output
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(k)?.strip_prefix('=')?.parse::<u64>().ok())
+    };
+    Some((field("backlog")?, field("latency")?))
+}
+
+#[cfg(test)]
+mod probe_tests {
+    #[test]
+    fn replication_output_is_read_or_refused() {
+        assert_eq!(
+            super::replication("apply=active backlog=12 latency=3\n"),
+            Some((12, 3))
+        );
+        assert_eq!(super::replication("backlog=x latency=3"), None);
+        assert_eq!(super::replication(""), None);
     }
 }

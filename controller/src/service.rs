@@ -38,14 +38,63 @@ impl State {
 
     /// Queues a control group's job for the LPAR its target names now.
     pub fn queue(&self, name: &str, who: &str) -> Result<JobRow, Status> {
+        self.queue_on(name, None, who)
+    }
+
+    /// Queues a one-command job (a probe or a hook) on `lpar`; its output comes back with the result.
+    pub fn queue_command(
+        &self,
+        lpar: &str,
+        label: &str,
+        command: &str,
+        who: &str,
+    ) -> Result<JobRow, Status> {
+        let t = self.now();
+        let job = JobRow {
+            id: format!("J{t}-{}", &random_id()[..6]),
+            control_group: label.to_string(),
+            agent: lpar.to_string(),
+            state: "queued".into(),
+            created: t,
+            started: 0,
+            finished: 0,
+            message: String::new(),
+            entries_done: 0,
+            entries_total: 0,
+            bytes: 0,
+            save_sets: vec![],
+            output: String::new(),
+            assignment: Assignment {
+                library: String::new(),
+                level: "full".into(),
+                compress: false,
+                entries: vec![],
+                pre: vec![command.to_string()],
+                post: vec![],
+                step_timeout_seconds: 600,
+            },
+        };
+        self.catalog().add_job(&job).map_err(internal)?;
+        self.event(
+            "job.queued",
+            &format!("job {} ({label}) queued for {lpar} by {who}", job.id),
+        );
+        self.wake(lpar).notify_waiters();
+        Ok(job)
+    }
+
+    /// Queues a control group on `on` (an LPAR) or, if None, on its target.
+    pub fn queue_on(&self, name: &str, on: Option<&str>, who: &str) -> Result<JobRow, Status> {
         let g = self.cfg.control_group(name).ok_or_else(|| {
             Status::not_found(format!("no control group {name:?} in the configuration"))
         })?;
         let roles = self.catalog().roles().map_err(internal)?;
-        let lpar = self
-            .cfg
-            .resolve(&g.target, &roles)
-            .ok_or_else(|| Status::failed_precondition(format!("no LPAR holds {:?}", g.target)))?;
+        let lpar = match on {
+            Some(l) => l.to_string(),
+            None => self.cfg.resolve(&g.target, &roles).ok_or_else(|| {
+                Status::failed_precondition(format!("no LPAR holds {:?}", g.target))
+            })?,
+        };
         let t = self.now();
         let job = JobRow {
             id: format!("J{t}-{}", &random_id()[..6]),
@@ -60,6 +109,7 @@ impl State {
             entries_total: g.entries.len() as u32,
             bytes: 0,
             save_sets: vec![],
+            output: String::new(),
             assignment: Assignment {
                 library: g.library.clone(),
                 level: g.level.clone(),
@@ -169,6 +219,10 @@ impl State {
                 close_started: None,
                 close_finished: None,
                 timeline: vec![],
+                step_job: String::new(),
+                wait_until: 0,
+                contingency_job: String::new(),
+                recovery_point: String::new(),
             };
             n.pre_close_job = self.queue_step(&mut n, "pre-close", &plan.pre_close, now);
             self.event("night.started", &format!("night {id} started"));
@@ -183,9 +237,12 @@ impl State {
                 }
             }
             if n.state == "close-window" && n.close_finished.is_some() {
-                n.post_close_job = self.queue_step(&mut n, "post-close", &plan.post_close, now);
-                n.state = "post-close".into();
+                match &plan.quiesce_probe {
+                    Some(probe) => self.probe(&mut n, "production", "quiesce-check", probe, now),
+                    None => self.post_close(&mut n, plan, now),
+                }
             }
+            self.fallback(&mut n, plan, now);
             if n.state == "post-close" {
                 if let Some(st) = self.step_ended(&n.post_close_job) {
                     n.note(now, format!("post-close save {st}; night done"));
@@ -218,6 +275,252 @@ impl State {
         }
         if now > last {
             let _ = self.catalog().set_meta(LAST_KEY, &now.to_string());
+        }
+    }
+
+    /// Starts the post-close save on production.
+    fn post_close(&self, n: &mut Night, plan: &crate::config::NightPlan, now: i64) {
+        n.post_close_job = self.queue_step(n, "post-close", &plan.post_close, now);
+        n.state = "post-close".into();
+    }
+
+    /// Queues a probe or hook on the LPAR holding `role` and moves to `state`.
+    fn probe(&self, n: &mut Night, role: &str, state: &str, command: &str, now: i64) {
+        let roles = self.catalog().roles().unwrap_or_default();
+        let lpar = self
+            .cfg
+            .lpars
+            .iter()
+            .find(|l| self.cfg.role_of(&l.name, &roles).as_deref() == Some(role))
+            .map(|l| l.name.clone());
+        match lpar.map(|l| self.queue_command(&l, state, command, "night")) {
+            Some(Ok(j)) => {
+                n.note(
+                    now,
+                    format!(
+                        "{state}: {command:?} on the {role} LPAR {} (job {})",
+                        j.agent, j.id
+                    ),
+                );
+                n.step_job = j.id;
+                n.state = state.into();
+            }
+            Some(Err(e)) => self.give_up(
+                n,
+                now,
+                &format!("{state} could not be queued: {}", e.message()),
+            ),
+            None => self.give_up(n, now, &format!("{state}: no LPAR holds the {role} role")),
+        }
+    }
+
+    /// Ends the night without its save, escalated.
+    fn give_up(&self, n: &mut Night, now: i64, why: &str) {
+        n.note(
+            now,
+            format!("ESCALATION: {why}; no post-close save tonight"),
+        );
+        n.escalated = true;
+        n.state = "done".into();
+        self.event("night.failed", &format!("night {}: {why}", n.id));
+    }
+
+    /// The finished job of the current step, if it has finished.
+    fn step_done(&self, n: &Night) -> Option<JobRow> {
+        let j = self.catalog().job(&n.step_job).ok().flatten()?;
+        matches!(j.state.as_str(), "succeeded" | "failed" | "cancelled").then_some(j)
+    }
+
+    /// The quiesce check and the contingency fallback, one step per call.
+    fn fallback(&self, n: &mut Night, plan: &crate::config::NightPlan, now: i64) {
+        let users = |j: &JobRow| {
+            (j.state == "succeeded")
+                .then(|| j.output.trim().parse::<u64>().ok())
+                .flatten()
+        };
+        match n.state.as_str() {
+            "quiesce-check" | "quiesce-recheck" => {
+                let Some(j) = self.step_done(n) else { return };
+                match users(&j) {
+                    Some(0) => {
+                        n.note(now, "production is quiet");
+                        self.post_close(n, plan, now);
+                    }
+                    found => {
+                        let why = match found {
+                            Some(u) => format!("{u} users still signed on"),
+                            None => format!(
+                                "the quiesce probe did not answer ({}: {})",
+                                j.state, j.message
+                            ),
+                        };
+                        if n.state == "quiesce-check" {
+                            n.wait_until = now + 60 * i64::from(plan.quiesce_grace_minutes);
+                            n.note(
+                                now,
+                                format!(
+                                    "{why}; waiting {} min before falling back",
+                                    plan.quiesce_grace_minutes
+                                ),
+                            );
+                            n.state = "quiesce-wait".into();
+                        } else {
+                            n.note(
+                                now,
+                                format!(
+                                    "{why}: production cannot be quiesced; FALLBACK to contingency"
+                                ),
+                            );
+                            self.event(
+                                "fallback.taken",
+                                &format!("night {}: {why}; saving on contingency", n.id),
+                            );
+                            match &plan.contingency {
+                                Some(c) => self.probe(n, "contingency", "replication-check", &c.replication_probe, now),
+                                None => self.give_up(n, now, "production cannot be quiesced and no contingency is configured"),
+                            }
+                        }
+                    }
+                }
+            }
+            "quiesce-wait" if now >= n.wait_until => {
+                if let Some(p) = &plan.quiesce_probe {
+                    self.probe(n, "production", "quiesce-recheck", p, now);
+                }
+            }
+            "replication-check" => {
+                let (Some(j), Some(c)) = (self.step_done(n), &plan.contingency) else {
+                    return;
+                };
+                match crate::night::replication(&j.output).filter(|_| j.state == "succeeded") {
+                    Some((backlog, latency)) if backlog <= c.max_backlog && latency <= c.max_latency_seconds => {
+                        n.note(now, format!("replication healthy (backlog {backlog}, latency {latency}s)"));
+                        self.probe(n, "contingency", "suspend", &c.suspend, now);
+                    }
+                    Some((backlog, latency)) => self.give_up(
+                        n,
+                        now,
+                        &format!("replication unhealthy (backlog {backlog} > {} or latency {latency}s > {}s); the contingency copy is not current", c.max_backlog, c.max_latency_seconds),
+                    ),
+                    None => self.give_up(n, now, &format!("the replication probe did not answer ({}: {})", j.state, j.message)),
+                }
+            }
+            "suspend" => {
+                let (Some(j), Some(c)) = (self.step_done(n), &plan.contingency) else {
+                    return;
+                };
+                if j.state != "succeeded" {
+                    n.note(now, format!("suspending apply failed: {}", j.message));
+                    // Whatever state apply is in, ask for it running again.
+                    self.probe(n, "contingency", "resume", &c.resume, now);
+                    n.escalated = true;
+                    n.note(
+                        now,
+                        "ESCALATION: apply could not be suspended; no contingency save",
+                    );
+                    return;
+                }
+                n.recovery_point = j.output.trim().to_string();
+                n.note(now, format!("apply suspended; {}", n.recovery_point));
+                let roles = self.catalog().roles().unwrap_or_default();
+                let cont = self
+                    .cfg
+                    .lpars
+                    .iter()
+                    .find(|l| self.cfg.role_of(&l.name, &roles).as_deref() == Some("contingency"))
+                    .map(|l| l.name.clone());
+                match cont.map(|l| self.queue_on(&plan.post_close, Some(&l), "night")) {
+                    Some(Ok(job)) => {
+                        n.note(
+                            now,
+                            format!(
+                                "contingency save {} queued ({} on {})",
+                                job.id, plan.post_close, job.agent
+                            ),
+                        );
+                        n.contingency_job = job.id.clone();
+                        n.step_job = job.id;
+                        n.state = "contingency-save".into();
+                    }
+                    _ => {
+                        n.note(now, "the contingency save could not be queued");
+                        self.probe(n, "contingency", "resume", &c.resume, now);
+                    }
+                }
+            }
+            "contingency-save" => {
+                let (Some(j), Some(c)) = (self.step_done(n), &plan.contingency) else {
+                    return;
+                };
+                n.note(now, format!("contingency save {} {}", j.id, j.state));
+                if j.state != "succeeded" {
+                    n.escalated = true;
+                    n.note(
+                        now,
+                        format!("ESCALATION: the contingency save failed: {}", j.message),
+                    );
+                }
+                self.probe(n, "contingency", "resume", &c.resume, now);
+            }
+            "resume" => {
+                let (Some(j), Some(c)) = (self.step_done(n), &plan.contingency) else {
+                    return;
+                };
+                if j.state != "succeeded" {
+                    n.escalated = true;
+                    n.note(
+                        now,
+                        format!("ESCALATION: apply could not be resumed: {}", j.message),
+                    );
+                } else {
+                    n.note(now, "apply resumed");
+                }
+                self.probe(n, "contingency", "catch-up", &c.replication_probe, now);
+            }
+            "catch-up" => {
+                let Some(j) = self.step_done(n) else { return };
+                match crate::night::replication(&j.output) {
+                    Some((backlog, latency)) => n.note(
+                        now,
+                        format!("replication catching up: backlog {backlog}, latency {latency}s"),
+                    ),
+                    None => n.note(
+                        now,
+                        format!("replication after resume: {}", j.output.trim()),
+                    ),
+                }
+                let volumes: Vec<String> = self
+                    .catalog()
+                    .job(&n.contingency_job)
+                    .ok()
+                    .flatten()
+                    .map(|j| j.save_sets.iter().flat_map(|s| s.volumes.clone()).collect())
+                    .unwrap_or_default();
+                if !volumes.is_empty() {
+                    n.note(
+                        now,
+                        format!(
+                            "MEDIA: cartridges {} were written at the contingency site and must move to the main site",
+                            volumes.join(", ")
+                        ),
+                    );
+                    self.event(
+                        "media.move",
+                        &format!(
+                            "night {}: move {} from the contingency site",
+                            n.id,
+                            volumes.join(", ")
+                        ),
+                    );
+                }
+                n.state = "done".into();
+                n.note(now, "night done (contingency fallback)");
+                self.event(
+                    "night.done",
+                    &format!("night {}: done by contingency fallback", n.id),
+                );
+            }
+            _ => {}
         }
     }
 
@@ -554,7 +857,15 @@ impl pb::agent_service_server::AgentService for Agents {
         let done = self
             .0
             .catalog()
-            .finish(&r.job_id, &cn, r.ok, &r.message, &sets, self.0.now())
+            .finish(
+                &r.job_id,
+                &cn,
+                r.ok,
+                &r.message,
+                &sets,
+                &r.output,
+                self.0.now(),
+            )
             .map_err(internal)?;
         if !done {
             return Err(Status::failed_precondition(format!(
@@ -607,6 +918,7 @@ fn job_pb(j: JobRow) -> pb::Job {
         entries_done: j.entries_done,
         entries_total: j.entries_total,
         bytes: j.bytes,
+        output: j.output,
         save_sets: j
             .save_sets
             .into_iter()

@@ -114,6 +114,14 @@ pre_close_at = "30 20 * * *"
 post_close = "POST-CLOSE"
 deadline = "0 23 * * *"
 grace_minutes = 15
+quiesce_probe = "bash {sim} {d}/sim/PROD1 users"
+quiesce_grace_minutes = 10
+[night.contingency]
+replication_probe = "bash {sim} {d}/sim/CONT1 replication"
+max_backlog = 100
+max_latency_seconds = 60
+suspend = "bash {sim} {d}/sim/CONT1 end-apply"
+resume = "bash {sim} {d}/sim/CONT1 start-apply"
 [[control_group]]
 name = "WITH-STEPS"
 target = "production"
@@ -129,7 +137,10 @@ post = ["echo restarted >> {d}/steps.log"]
 [[control_group.entry]]
 path = "{d}/data/home"
 "#,
-                d = d.display()
+                d = d.display(),
+                sim = cinta_tests::repo()
+                    .join("deploy/lpar-simulator.sh")
+                    .display()
             ),
         )
         .unwrap();
@@ -606,7 +617,7 @@ fn a_normal_night_with_a_controller_restart_in_the_close_window() {
             == 1
     });
     let n = s.ctl_json(&["close", "finished"]);
-    assert!(n["state"] == "post-close" || n["state"] == "done", "{n}");
+    assert_eq!(n["state"], "quiesce-check", "{n}");
     s.until("the post-close save", |s| s.tonight()["state"] == "done");
     let n = s.tonight();
     assert_eq!(n["escalated"], false);
@@ -617,7 +628,8 @@ fn a_normal_night_with_a_controller_restart_in_the_close_window() {
     );
     let timeline = n["timeline"].to_string();
     assert!(
-        timeline.contains("pre-close save succeeded")
+        timeline.contains("production is quiet")
+            && timeline.contains("pre-close save succeeded")
             && timeline.contains("close finished")
             && timeline.contains("night done"),
         "{timeline}"
@@ -650,5 +662,118 @@ fn a_close_that_slips_past_its_deadline_is_escalated_and_the_post_close_still_ru
     let o = s.ctl(&["close", "finished"]);
     assert!(
         !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no night in progress")
+    );
+}
+
+#[test]
+fn users_still_signed_on_fall_back_to_contingency_end_to_end() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.start_agent("CONT1");
+    s.until("both agents", |s| {
+        s.connected("PROD1") && s.connected("CONT1")
+    });
+    s.at(31);
+    s.until("the close window", |s| {
+        s.tonight()["state"] == "close-window"
+    });
+    // Users are still signed on to production when the close finishes; replication is a little behind.
+    let sim = s.d().join("sim");
+    std::fs::create_dir_all(sim.join("PROD1")).unwrap();
+    std::fs::create_dir_all(sim.join("CONT1")).unwrap();
+    std::fs::write(sim.join("PROD1/users"), "3\n").unwrap();
+    std::fs::write(sim.join("CONT1/backlog"), "7\n").unwrap();
+    std::fs::write(sim.join("CONT1/latency"), "2\n").unwrap();
+    s.at(150);
+    s.ctl_json(&["close", "finished"]);
+    s.until("the quiesce wait", |s| {
+        s.tonight()["state"] == "quiesce-wait"
+    });
+    s.at(150 + 11); // the grace has passed and they are still there
+    s.until("the fallback to finish", |s| s.tonight()["state"] == "done");
+    let n = s.tonight();
+    let t = n["timeline"].to_string();
+    for want in [
+        "3 users still signed on",
+        "FALLBACK to contingency",
+        "replication healthy (backlog 7, latency 2s)",
+        "recovery point: journal sequence",
+        "contingency save",
+        "apply resumed",
+        "must move to the main site",
+    ] {
+        assert!(t.contains(want), "{want:?} not in the timeline: {t}");
+    }
+    assert_eq!(n["post_close_job"], "", "no post-close save on production");
+    assert_eq!(
+        std::fs::read_to_string(sim.join("CONT1/apply"))
+            .unwrap()
+            .trim(),
+        "active",
+        "replication runs again"
+    );
+    // The contingency save is in CONT1's library and restores the production data (replicated there).
+    let ls: serde_json::Value = serde_json::from_str(&ok(
+        "cinta-agent",
+        &["ls", s.d().join("lib-CONT1").to_str().unwrap(), "--json"],
+    ))
+    .unwrap();
+    let set = &ls.as_array().unwrap()[0];
+    let out = s.d().join("restored-cont");
+    ok(
+        "cinta-agent",
+        &[
+            "restore",
+            s.d().join("lib-CONT1").to_str().unwrap(),
+            "--kmip",
+            s.d().join("kmip-CONT1.toml").to_str().unwrap(),
+            "--save-set",
+            set["id"].as_str().unwrap(),
+            "--to",
+            out.to_str().unwrap(),
+        ],
+    );
+    let src = s.d().join("data/payroll/ledger.dat");
+    assert_eq!(
+        std::fs::read(out.join(src.strip_prefix("/").unwrap())).unwrap(),
+        std::fs::read(&src).unwrap()
+    );
+}
+
+#[test]
+fn an_unhealthy_replica_is_not_saved_and_the_night_is_escalated() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.start_agent("CONT1");
+    s.until("both agents", |s| {
+        s.connected("PROD1") && s.connected("CONT1")
+    });
+    s.at(31);
+    s.until("the close window", |s| {
+        s.tonight()["state"] == "close-window"
+    });
+    let sim = s.d().join("sim");
+    std::fs::create_dir_all(sim.join("PROD1")).unwrap();
+    std::fs::create_dir_all(sim.join("CONT1")).unwrap();
+    std::fs::write(sim.join("PROD1/users"), "1\n").unwrap();
+    std::fs::write(sim.join("CONT1/backlog"), "5000\n").unwrap();
+    s.at(150);
+    s.ctl_json(&["close", "finished"]);
+    s.until("the quiesce wait", |s| {
+        s.tonight()["state"] == "quiesce-wait"
+    });
+    s.at(170);
+    s.until("the night to end", |s| s.tonight()["state"] == "done");
+    let n = s.tonight();
+    assert_eq!(n["escalated"], true);
+    assert!(
+        n["timeline"]
+            .to_string()
+            .contains("replication unhealthy (backlog 5000 > 100"),
+        "{n}"
+    );
+    assert!(
+        !sim.join("CONT1/apply").exists(),
+        "apply was never suspended"
     );
 }
