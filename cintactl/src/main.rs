@@ -58,6 +58,11 @@ enum Cmd {
     },
     /// Cancel a queued or running job.
     Cancel { id: String },
+    /// Recent events, newest first.
+    Events {
+        #[arg(long, default_value_t = 30)]
+        limit: u32,
+    },
     /// Tonight: the plan's state and timeline.
     Tonight,
     /// Signal the business close: `started` or `finished` (finished starts the post-close save).
@@ -267,6 +272,24 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             if *wait && j.state != "succeeded" {
                 return Ok(1);
+            }
+        }
+        Cmd::Events { limit } => {
+            let ev = c
+                .list_events(pb::ListEventsRequest { limit: *limit })
+                .await?
+                .into_inner()
+                .events;
+            if cli.json {
+                let v: Vec<_> = ev
+                    .iter()
+                    .map(|e| serde_json::json!({"time": e.time, "kind": e.kind, "text": e.text}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for e in &ev {
+                    println!("{}  {:<18} {}", when(e.time), e.kind, e.text);
+                }
             }
         }
         Cmd::Tonight | Cmd::Close { .. } => {

@@ -114,6 +114,10 @@ pub trait Catalog: Send {
     fn job(&self, id: &str) -> Result<Option<JobRow>>;
     fn jobs(&self, limit: u32) -> Result<Vec<JobRow>>;
     fn event(&mut self, now: i64, kind: &str, text: &str) -> Result<()>;
+    /// The most recent events, newest first: (time, kind, text).
+    fn events(&self, limit: u32) -> Result<Vec<(i64, String, String)>>;
+    /// How many jobs are in each state.
+    fn job_counts(&self) -> Result<Vec<(String, i64)>>;
     /// A small persistent value (scheduler position, tonight's record).
     fn meta(&self, key: &str) -> Result<Option<String>>;
     fn set_meta(&mut self, key: &str, value: &str) -> Result<()>;
@@ -445,6 +449,30 @@ impl Catalog for SqliteCatalog {
             )
             .map_err(self.err())?;
         Ok(())
+    }
+
+    fn events(&self, limit: u32) -> Result<Vec<(i64, String, String)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT time, kind, text FROM events ORDER BY seq DESC LIMIT ?1")
+            .map_err(self.err())?;
+        let r = st
+            .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|r| r.collect())
+            .map_err(self.err());
+        r
+    }
+
+    fn job_counts(&self) -> Result<Vec<(String, i64)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state")
+            .map_err(self.err())?;
+        let r = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|r| r.collect())
+            .map_err(self.err());
+        r
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>> {

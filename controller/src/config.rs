@@ -30,6 +30,9 @@ pub struct Config {
     #[serde(default, rename = "schedule")]
     pub schedules: Vec<Schedule>,
     pub night: Option<NightPlan>,
+    /// Webhook, Prometheus endpoint, usage threshold.
+    #[serde(default)]
+    pub events: crate::events::EventsConfig,
     #[serde(default, rename = "lpar")]
     pub lpars: Vec<Lpar>,
     #[serde(default, rename = "control_group")]

@@ -73,11 +73,13 @@ fn serve(cfg: Config) -> Result<()> {
         }
         None => Box::new(cinta_controller::clock::SystemClock),
     };
-    let state = State::new(cfg, Box::new(catalog), clock);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        let events = cinta_controller::events::Events::new(&cfg.events);
+        let metrics_listen = cfg.events.metrics_listen;
+        let state = State::new(cfg, Box::new(catalog), clock, events);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listen on {listen}"))?;
@@ -99,6 +101,20 @@ fn serve(cfg: Config) -> Result<()> {
             }
         });
         println!("cinta-controller listening on {addr}");
+        if let Some(m) = metrics_listen {
+            let l = tokio::net::TcpListener::bind(m)
+                .await
+                .with_context(|| format!("metrics listen on {m}"))?;
+            println!(
+                "cinta-controller metrics on http://{}/metrics",
+                l.local_addr()?
+            );
+            let s = state.clone();
+            tokio::spawn(cinta_controller::events::serve_metrics(
+                l,
+                std::sync::Arc::new(move || s.metrics()),
+            ));
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
         tracing::info!(%addr, "serving gRPC over mutual TLS");

@@ -22,15 +22,22 @@ use crate::night::{Night, LAST_KEY, NIGHT_KEY};
 pub struct State {
     pub cfg: Config,
     clock: Box<dyn Clock>,
+    pub events: crate::events::Events,
     pub catalog: Mutex<Box<dyn Catalog>>,
     wake: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
 impl State {
-    pub fn new(cfg: Config, catalog: Box<dyn Catalog>, clock: Box<dyn Clock>) -> Arc<State> {
+    pub fn new(
+        cfg: Config,
+        catalog: Box<dyn Catalog>,
+        clock: Box<dyn Clock>,
+        events: crate::events::Events,
+    ) -> Arc<State> {
         Arc::new(State {
             cfg,
             clock,
+            events,
             catalog: Mutex::new(catalog),
             wake: Mutex::new(HashMap::new()),
         })
@@ -571,9 +578,69 @@ impl State {
 
     fn event(&self, kind: &str, text: &str) {
         tracing::info!(kind, "{text}");
-        if let Err(e) = self.catalog().event(self.now(), kind, text) {
+        let t = self.now();
+        if let Err(e) = self.catalog().event(t, kind, text) {
             tracing::error!(error = %e, "could not record an event");
         }
+        self.events.emit(t, kind, text);
+    }
+
+    /// The Prometheus text exposition of agents, jobs, events and tonight.
+    pub fn metrics(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let t = self.now();
+        let stale = 3 * i64::from(self.cfg.heartbeat_seconds);
+        let (agents, jobs) = {
+            let c = self.catalog();
+            (
+                c.agents().unwrap_or_default(),
+                c.job_counts().unwrap_or_default(),
+            )
+        };
+        let up = agents.iter().filter(|a| t - a.last_seen <= stale).count();
+        let _ = writeln!(
+            out,
+            "# HELP cinta_agents Agents by connection state.\n# TYPE cinta_agents gauge"
+        );
+        let _ = writeln!(out, "cinta_agents{{state=\"connected\"}} {up}");
+        let _ = writeln!(out, "cinta_agents{{state=\"away\"}} {}", agents.len() - up);
+        let _ = writeln!(out, "# HELP cinta_agent_usage_percent Usage an agent reported (ASP, file systems).\n# TYPE cinta_agent_usage_percent gauge");
+        for a in &agents {
+            for (what, pct) in &a.usage {
+                let _ = writeln!(
+                    out,
+                    "cinta_agent_usage_percent{{agent=\"{}\",what=\"{}\"}} {pct}",
+                    a.name,
+                    what.replace('"', "'")
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP cinta_jobs Jobs by state.\n# TYPE cinta_jobs gauge"
+        );
+        for (state, n) in jobs {
+            let _ = writeln!(out, "cinta_jobs{{state=\"{state}\"}} {n}");
+        }
+        let _ = writeln!(out, "# HELP cinta_events_total Events since the controller started, by kind.\n# TYPE cinta_events_total counter");
+        for (kind, n) in self
+            .events
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(out, "cinta_events_total{{kind=\"{kind}\"}} {n}");
+        }
+        let n = self.night();
+        let _ = writeln!(out, "# HELP cinta_night_escalated Tonight's close is escalated.\n# TYPE cinta_night_escalated gauge");
+        let _ = writeln!(
+            out,
+            "cinta_night_escalated {}",
+            n.as_ref().is_some_and(|n| n.escalated) as u8
+        );
+        out
     }
 }
 
@@ -738,6 +805,14 @@ impl pb::agent_service_server::AgentService for Agents {
                 "session {} of {cn} has ended; register again",
                 r.session_id
             )));
+        }
+        if let Some(limit) = self.0.cfg.events.usage_threshold_percent {
+            for (what, pct) in self.0.events.crossings(&cn, &usage, limit) {
+                self.0.event(
+                    "threshold.crossed",
+                    &format!("{cn}: {what} is {pct:.1}% used (threshold {limit}%)"),
+                );
+            }
         }
         Ok(Response::new(pb::HeartbeatResponse {}))
     }
@@ -1076,6 +1151,26 @@ impl pb::console_service_server::ConsoleService for Console {
         let n = self.0.signal_close(req.into_inner().finished, &who)?;
         self.0.tick();
         Ok(Response::new(night_pb(self.0.night().unwrap_or(n))))
+    }
+
+    async fn list_events(
+        &self,
+        req: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        peer_cn(&req)?;
+        let limit = match req.into_inner().limit {
+            0 => 50,
+            n => n,
+        };
+        let events = self
+            .0
+            .catalog()
+            .events(limit)
+            .map_err(internal)?
+            .into_iter()
+            .map(|(time, kind, text)| pb::Event { time, kind, text })
+            .collect();
+        Ok(Response::new(pb::ListEventsResponse { events }))
     }
 
     async fn get_night(

@@ -35,11 +35,47 @@ struct Site {
     dir: tempfile::TempDir,
     controller: Option<Proc>,
     addr: String,
+    metrics: String,
+    /// What the webhook receiver got: every POST body.
+    hooks: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     agents: std::collections::HashMap<String, Proc>,
 }
 
 impl Site {
     fn new() -> Site {
+        // A webhook receiver: keeps each request's body, answers 204.
+        let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let hook_addr = hook.local_addr().unwrap();
+        let hooks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let got = hooks.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for s in hook.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = s.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("Content-Length: "))
+                            .and_then(|v| v.trim().parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            got.lock().unwrap().push(body.to_string());
+                            let _ = s
+                                .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
         let kms = Kms::serving();
         kms.admin_ok(&["groups", "set", "default", "--auto-accept", "true"]);
         let pki = kms.pki.to_str().unwrap().to_string();
@@ -68,11 +104,16 @@ impl Site {
         std::fs::write(
             d.join("controller.toml"),
             format!(
-                r#"listen = "127.0.0.1:0"
+                r#"
+listen = "127.0.0.1:0"
 catalog = "catalog.db"
 heartbeat_seconds = 1
 time_zone = "Europe/Madrid"
 clock_file = "clock"
+[events]
+webhook = "http://{hook}/cinta"
+metrics_listen = "127.0.0.1:0"
+usage_threshold_percent = 0.01
 [tls]
 cert = "{pki}/controller.pem"
 key = "{pki}/controller.key"
@@ -140,7 +181,8 @@ path = "{d}/data/home"
                 d = d.display(),
                 sim = cinta_tests::repo()
                     .join("deploy/lpar-simulator.sh")
-                    .display()
+                    .display(),
+                hook = hook_addr
             ),
         )
         .unwrap();
@@ -191,6 +233,8 @@ path = "{d}/data/home"
             dir,
             controller: None,
             addr: String::new(),
+            metrics: String::new(),
+            hooks,
             agents: Default::default(),
         };
         s.start_controller();
@@ -216,10 +260,16 @@ path = "{d}/data/home"
             )
             .spawn()
             .unwrap();
+        let mut out = BufReader::new(c.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(c.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        out.read_line(&mut line).unwrap();
+        let mut m = String::new();
+        out.read_line(&mut m).unwrap();
+        self.metrics = m
+            .trim()
+            .strip_prefix("cinta-controller metrics on http://")
+            .map(|a| a.trim_end_matches("/metrics").to_string())
+            .unwrap_or_default();
         self.addr = line
             .trim()
             .strip_prefix("cinta-controller listening on ")
@@ -228,9 +278,11 @@ path = "{d}/data/home"
         self.controller = Some(Proc(c));
         // Keep the port for restarts.
         let p = self.d().join("controller.toml");
-        let cfg = std::fs::read_to_string(&p).unwrap().replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"{}\"", self.addr),
+        // (The first line; metrics_listen below keeps asking for a free port.)
+        let cfg = std::fs::read_to_string(&p).unwrap().replacen(
+            "\nlisten = \"127.0.0.1:0\"",
+            &format!("\nlisten = \"{}\"", self.addr),
+            1,
         );
         std::fs::write(p, cfg).unwrap();
     }
@@ -776,4 +828,69 @@ fn an_unhealthy_replica_is_not_saved_and_the_night_is_escalated() {
         !sim.join("CONT1/apply").exists(),
         "apply was never suspended"
     );
+}
+
+#[test]
+fn events_reach_the_console_the_webhook_and_the_metrics_endpoint() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let j = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(j["state"], "succeeded");
+    // A heartbeat above the (tiny) usage threshold raised one event, not one per heartbeat.
+    s.until("the threshold event", |s| {
+        s.ctl_json(&["events"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "threshold.crossed")
+    });
+    std::thread::sleep(Duration::from_millis(2500));
+    let events = s.ctl_json(&["events", "--limit", "200"]);
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "threshold.crossed").count(),
+        1,
+        "{kinds:?}"
+    );
+    for k in [
+        "agent.registered",
+        "job.queued",
+        "job.started",
+        "job.succeeded",
+    ] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    // The same events went to the webhook, as JSON.
+    s.until("the webhook", |s| {
+        s.hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b.contains("job.succeeded"))
+    });
+    let first: serde_json::Value = serde_json::from_str(&s.hooks.lock().unwrap()[0]).unwrap();
+    assert!(first["kind"].is_string() && first["time"].is_i64());
+    // And the Prometheus endpoint counts them.
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(&s.metrics).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    for want in [
+        "cinta_agents{state=\"connected\"} 1",
+        "cinta_jobs{state=\"succeeded\"} 1",
+        "cinta_events_total{kind=\"job.succeeded\"} 1",
+        "cinta_agent_usage_percent{agent=\"PROD1\",what=\"/\"}",
+        "cinta_night_escalated 0",
+    ] {
+        assert!(body.contains(want), "{want} in {body}");
+    }
 }
