@@ -12,11 +12,16 @@ cd "$(dirname "$0")/.."
 
 agent=${CINTA_AGENT:-}
 km=${CINTA_KEYMGR:-}
-if [ -z "$agent" ] || [ -z "$km" ]; then
-  cargo build --release --locked -p cinta-agent -p cinta-keymgr
+ctl=${CINTA_CONTROLLER:-}
+console=${CINTACTL:-}
+if [ -z "$agent" ] || [ -z "$km" ] || [ -z "$ctl" ] || [ -z "$console" ]; then
+  cargo build --release --locked -p cinta-agent -p cinta-keymgr -p cinta-controller -p cintactl
   agent=${agent:-target/release/cinta-agent}
   km=${km:-target/release/cinta-keymgr}
+  ctl=${ctl:-target/release/cinta-controller}
+  console=${console:-target/release/cintactl}
 fi
+sim=$PWD/deploy/lpar-simulator.sh
 demo=${CINTA_DEMO_DIR:-${TMPDIR:-/tmp}/cinta-demo}
 mb=${CINTA_DEMO_MB:-200}
 
@@ -136,5 +141,114 @@ fi
 grep -i "destroyed" "$demo/scan.out" | head -1
 "$km" "${kmc[@]}" audit --tail 6
 
+step "the night: a controller, two LPARs (simulated) with agents, the key manager"
+night=$demo/night
+mkdir -p "$night/sim/PROD1" "$night/sim/CONT1" "$night/data/PAYROLL.LIB"
+for f in 01 02 03; do head -c 300000 /dev/urandom > "$night/data/PAYROLL.LIB/LEDGER$f.FILE"; done
+printf 'close %s\n' "$(date -u +%F)" > "$night/data/PAYROLL.LIB/CLOSE.FILE"
+"$km" "${kmc[@]}" groups set default --auto-accept true >/dev/null
+for n in controller PROD1 CONT1 console; do
+  if [ $n = controller ]; then "$km" pki issue "$demo/pki" $n --server --host 127.0.0.1 --host localhost >/dev/null
+  else "$km" pki issue "$demo/pki" $n --client >/dev/null; fi
+done
+# 2026-11-24 20:00 in Madrid: the controller's clock is a file this script moves forward.
+echo 1795546800 > "$night/clock"
+cat > "$night/controller.toml" <<CONF
+listen = "127.0.0.1:0"
+catalog = "catalog.db"
+heartbeat_seconds = 1
+time_zone = "Europe/Madrid"
+clock_file = "clock"
+[tls]
+cert = "$demo/pki/controller.pem"
+key = "$demo/pki/controller.key"
+client_ca = "$demo/pki/ca.pem"
+[[lpar]]
+name = "PROD1"
+role = "production"
+[[lpar]]
+name = "CONT1"
+role = "contingency"
+[[control_group]]
+name = "PRE-CLOSE"
+target = "production"
+[[control_group.entry]]
+path = "$night/data/PAYROLL.LIB"
+[[control_group]]
+name = "POST-CLOSE"
+target = "production"
+[[control_group.entry]]
+path = "$night/data/PAYROLL.LIB"
+[night]
+pre_close = "PRE-CLOSE"
+pre_close_at = "30 20 * * *"
+post_close = "POST-CLOSE"
+deadline = "0 23 * * *"
+grace_minutes = 15
+quiesce_probe = "bash $sim $night/sim/PROD1 users"
+quiesce_grace_minutes = 10
+[night.contingency]
+replication_probe = "bash $sim $night/sim/CONT1 replication"
+suspend = "bash $sim $night/sim/CONT1 end-apply"
+resume = "bash $sim $night/sim/CONT1 start-apply"
+CONF
+"$ctl" -c "$night/controller.toml" serve > "$night/controller.out" 2> "$night/controller.log" &
+cpid=$!
+trap 'kill $kpid $cpid ${apids:-} 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q "listening on" "$night/controller.out" && break; sleep 0.1; done
+caddr=$(sed -n 's/^cinta-controller listening on //p' "$night/controller.out")
+echo "cinta-controller serving on $caddr"
+apids=""
+for n in PROD1 CONT1; do
+  "$agent" library create "$night/lib-$n" --name $n --slots 6 --drives 1 --ie-ports 1 --capacity 64M --early-warning 2M >/dev/null
+  "$agent" library add "$night/lib-$n" --prefix "${n:0:2}" --count 3 >/dev/null
+  printf 'server = "%s"\ncert = "%s"\nkey = "%s"\nca = "%s"\n' "$addr" "$demo/pki/$n.pem" "$demo/pki/$n.key" "$demo/pki/ca.pem" > "$night/kmip-$n.toml"
+  cat > "$night/agent-$n.toml" <<CONF
+name = "$n"
+controller = "$caddr"
+server_name = "localhost"
+cert = "$demo/pki/$n.pem"
+key = "$demo/pki/$n.key"
+ca = "$demo/pki/ca.pem"
+kmip = "kmip-$n.toml"
+[[library]]
+name = "default"
+path = "lib-$n"
+CONF
+  "$agent" serve --config "$night/agent-$n.toml" 2>> "$night/agents.log" &
+  apids="$apids $!"
+done
+export CINTA_CONTROLLER=$caddr CINTA_SERVER_NAME=localhost CINTA_CERT=$demo/pki/console.pem CINTA_KEY=$demo/pki/console.key CINTA_CA=$demo/pki/ca.pem
+wait_for() { # what, shell test
+  for _ in $(seq 300); do if eval "$2"; then return 0; fi; sleep 0.1; done
+  echo "quickstart: timed out waiting for $1" >&2; exit 1
+}
+state() { "$console" --json tonight 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2>/dev/null || true; }
+wait_for "both agents" '[ "$("$console" --json agents | python3 -c "import json,sys; print(sum(a[\"connected\"] for a in json.load(sys.stdin)))")" = 2 ]'
+"$console" agents
+
+step "20:31: the pre-close save runs on production"
+echo $((1795546800 + 31 * 60)) > "$night/clock"
+wait_for "the close window" '[ "$(state)" = close-window ]'
+"$console" tonight
+
+step "22:40: the close finishes, but 3 users are still signed on to production"
+echo 3 > "$night/sim/PROD1/users"; echo 4 > "$night/sim/CONT1/backlog"; echo 1 > "$night/sim/CONT1/latency"
+echo $((1795546800 + 160 * 60)) > "$night/clock"
+"$console" close finished >/dev/null
+wait_for "the quiesce wait" '[ "$(state)" = quiesce-wait ]'
+echo "waiting for them to sign off..."
+
+step "22:51: still there: fall back to the contingency LPAR (MIMIX-style: check, suspend, save, resume)"
+echo $((1795546800 + 171 * 60)) > "$night/clock"
+wait_for "the fallback" '[ "$(state)" = done ]'
+"$console" tonight
+"$console" events --limit 8
+
+step "what was saved where, and with which key"
+"$console" jobs --limit 12 | grep -v "0 save sets"
+for n in PROD1 CONT1; do echo "-- library of $n"; "$agent" ls "$night/lib-$n"; done
+"$km" "${kmc[@]}" keys list
+
 rm -rf "$demo/data.bin" "$demo/data.out" "$demo/vault-CT0001.tap" "$demo/restored" "$demo/restored-kmip"
-printf '\nquickstart done: library in %s, key manager log in %s\n' "$lib" "$demo/keymgr.log"
+printf '\nquickstart done: library in %s, key manager log in %s, the night in %s\n' "$lib" "$demo/keymgr.log" "$night"

@@ -10,6 +10,8 @@ fn readme_quickstart_runs() {
         .arg(cinta_tests::repo().join("deploy/quickstart.sh"))
         .env("CINTA_AGENT", cinta_tests::binary("cinta-agent"))
         .env("CINTA_KEYMGR", cinta_tests::binary("cinta-keymgr"))
+        .env("CINTA_CONTROLLER", cinta_tests::binary("cinta-controller"))
+        .env("CINTACTL", cinta_tests::binary("cintactl"))
         .env("CINTA_DEMO_DIR", &demo)
         .env("CINTA_DEMO_MB", "150")
         .output()
@@ -41,6 +43,17 @@ fn readme_quickstart_runs() {
     );
     assert!(stdout.contains("destroyed key kmip:"), "{stdout}");
     assert!(stdout.contains("Destroyed"), "{stdout}");
+    // The night: pre-close save, close finished with users on, contingency fallback, media to move.
+    for want in [
+        "pre-close save succeeded; close window open",
+        "3 users still signed on: production cannot be quiesced; FALLBACK to contingency",
+        "apply suspended; recovery point",
+        "MEDIA: cartridges",
+        "night done (contingency fallback)",
+        "key kmip:",
+    ] {
+        assert!(stdout.contains(want), "{want:?} missing:\n{stdout}");
+    }
 }
 
 #[test]
