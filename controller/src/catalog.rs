@@ -78,15 +78,8 @@ pub struct JobRow {
 pub trait Catalog: Send {
     /// Records a registration; fails the jobs the agent's previous session was running. Returns their ids.
     fn register(&mut self, agent: &AgentRow) -> Result<Vec<String>>;
-    /// False if `session` is not the agent's current session.
-    fn heartbeat(
-        &mut self,
-        name: &str,
-        session: &str,
-        usage: &[(String, f64)],
-        now: i64,
-    ) -> Result<bool>;
     fn agents(&self) -> Result<Vec<AgentRow>>;
+    fn agent(&self, name: &str) -> Result<Option<AgentRow>>;
     fn add_job(&mut self, job: &JobRow) -> Result<()>;
     fn queued_for(&self, agent: &str) -> Result<Vec<JobRow>>;
     /// Moves a queued job of `agent` to running under `session`; Err(reason) if it cannot.
@@ -274,37 +267,6 @@ impl Catalog for SqliteCatalog {
         Ok(failed)
     }
 
-    fn heartbeat(
-        &mut self,
-        name: &str,
-        session: &str,
-        usage: &[(String, f64)],
-        now: i64,
-    ) -> Result<bool> {
-        let body: Option<String> = self
-            .conn
-            .query_row("SELECT body FROM agents WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(self.err())?;
-        let Some(body) = body else { return Ok(false) };
-        let mut a: AgentRow = serde_json::from_str(&body)
-            .map_err(|e| Error::Invalid(format!("an agent record: {e}")))?;
-        if a.session != session {
-            return Ok(false);
-        }
-        a.usage = usage.to_vec();
-        a.last_seen = now;
-        self.conn
-            .execute(
-                "UPDATE agents SET body = ?2 WHERE name = ?1",
-                params![name, serde_json::to_string(&a).expect("agent serializes")],
-            )
-            .map_err(self.err())?;
-        Ok(true)
-    }
-
     fn agents(&self) -> Result<Vec<AgentRow>> {
         let mut st = self
             .conn
@@ -319,6 +281,16 @@ impl Catalog for SqliteCatalog {
                 serde_json::from_str(b).map_err(|e| Error::Invalid(format!("an agent record: {e}")))
             })
             .collect()
+    }
+
+    fn agent(&self, name: &str) -> Result<Option<AgentRow>> {
+        let body: Option<String> = self
+            .conn
+            .prepare_cached("SELECT body FROM agents WHERE name = ?1")
+            .and_then(|mut st| st.query_row([name], |r| r.get(0)).optional())
+            .map_err(self.err())?;
+        body.map(|b| serde_json::from_str(&b).map_err(|e| Error::Invalid(format!("an agent record: {e}"))))
+            .transpose()
     }
 
     fn add_job(&mut self, j: &JobRow) -> Result<()> {
@@ -587,9 +559,7 @@ mod tests {
             !c.finish("J1", "PROD1", true, "", &[], "", 3).unwrap(),
             "a failed job stays failed"
         );
-        assert!(!c.heartbeat("PROD1", "s1", &[], 4).unwrap());
-        assert!(c
-            .heartbeat("PROD1", "s2", &[("ASP 1".into(), 71.5)], 4)
-            .unwrap());
+        assert_eq!(c.agent("PROD1").unwrap().unwrap().session, "s2");
+        assert!(c.agent("NOPE").unwrap().is_none());
     }
 }

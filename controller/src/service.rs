@@ -22,6 +22,8 @@ use crate::night::{Night, LAST_KEY, NIGHT_KEY};
 pub struct State {
     pub cfg: Config,
     clock: Box<dyn Clock>,
+    /// Last heartbeat time and usage per agent (not persisted: they are refreshed every few seconds).
+    live: Mutex<HashMap<String, (i64, Vec<(String, f64)>)>>,
     pub events: crate::events::Events,
     pub catalog: Mutex<Box<dyn Catalog>>,
     wake: Mutex<HashMap<String, Arc<Notify>>>,
@@ -37,6 +39,7 @@ impl State {
         Arc::new(State {
             cfg,
             clock,
+            live: Mutex::new(HashMap::new()),
             events,
             catalog: Mutex::new(catalog),
             wake: Mutex::new(HashMap::new()),
@@ -563,6 +566,19 @@ impl State {
         Ok(n)
     }
 
+    /// Agents as registered, with their last heartbeat and usage.
+    pub fn agents_live(&self) -> Vec<AgentRow> {
+        let mut agents = self.catalog().agents().unwrap_or_default();
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        for a in &mut agents {
+            if let Some((t, usage)) = live.get(&a.name) {
+                a.last_seen = a.last_seen.max(*t);
+                a.usage = usage.clone();
+            }
+        }
+        agents
+    }
+
     fn catalog(&self) -> std::sync::MutexGuard<'_, Box<dyn Catalog>> {
         self.catalog.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -591,13 +607,8 @@ impl State {
         let mut out = String::new();
         let t = self.now();
         let stale = 3 * i64::from(self.cfg.heartbeat_seconds);
-        let (agents, jobs) = {
-            let c = self.catalog();
-            (
-                c.agents().unwrap_or_default(),
-                c.job_counts().unwrap_or_default(),
-            )
-        };
+        let jobs = self.catalog().job_counts().unwrap_or_default();
+        let agents = self.agents_live();
         let up = agents.iter().filter(|a| t - a.last_seen <= stale).count();
         let _ = writeln!(
             out,
@@ -682,10 +693,8 @@ impl Agents {
         let current = self
             .0
             .catalog()
-            .agents()
+            .agent(req_cn)
             .map_err(internal)?
-            .into_iter()
-            .find(|a| a.name == req_cn)
             .map(|a| a.session);
         if current.as_deref() != Some(session) {
             return Err(Status::failed_precondition(format!(
@@ -795,17 +804,19 @@ impl pb::agent_service_server::AgentService for Agents {
             .into_iter()
             .map(|u| (u.what, u.percent_used))
             .collect();
-        if !self
-            .0
-            .catalog()
-            .heartbeat(&cn, &r.session_id, &usage, self.0.now())
-            .map_err(internal)?
-        {
+        // Heartbeats stay in memory (last seen, usage): only the session check reads the catalog.
+        let current = self.0.catalog().agent(&cn).map_err(internal)?.map(|a| a.session);
+        if current.as_deref() != Some(r.session_id.as_str()) {
             return Err(Status::failed_precondition(format!(
                 "session {} of {cn} has ended; register again",
                 r.session_id
             )));
         }
+        self.0
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cn.clone(), (self.0.now(), usage.clone()));
         if let Some(limit) = self.0.cfg.events.usage_threshold_percent {
             for (what, pct) in self.0.events.crossings(&cn, &usage, limit) {
                 self.0.event(
@@ -835,9 +846,9 @@ impl pb::agent_service_server::AgentService for Agents {
                 let notified = wake.notified();
                 let still = state
                     .catalog()
-                    .agents()
+                    .agent(&cn)
                     .ok()
-                    .and_then(|a| a.into_iter().find(|a| a.name == cn))
+                    .flatten()
                     .is_some_and(|a| a.session == session);
                 if !still {
                     let _ = tx
@@ -1021,9 +1032,7 @@ impl pb::console_service_server::ConsoleService for Console {
         let roles = self.0.catalog().roles().map_err(internal)?;
         let agents = self
             .0
-            .catalog()
-            .agents()
-            .map_err(internal)?
+            .agents_live()
             .into_iter()
             .map(|a| pb::Agent {
                 connected: t - a.last_seen <= stale,
