@@ -289,8 +289,10 @@ impl Catalog for SqliteCatalog {
             .prepare_cached("SELECT body FROM agents WHERE name = ?1")
             .and_then(|mut st| st.query_row([name], |r| r.get(0)).optional())
             .map_err(self.err())?;
-        body.map(|b| serde_json::from_str(&b).map_err(|e| Error::Invalid(format!("an agent record: {e}"))))
-            .transpose()
+        body.map(|b| {
+            serde_json::from_str(&b).map_err(|e| Error::Invalid(format!("an agent record: {e}")))
+        })
+        .transpose()
     }
 
     fn add_job(&mut self, j: &JobRow) -> Result<()> {

@@ -5,6 +5,7 @@
 //! - [`night`]: schedules and the nightly close, driven by [`clock`].
 //! - [`service`]: AgentService and ConsoleService.
 
+pub mod bench;
 pub mod catalog;
 pub mod clock;
 pub mod config;

@@ -31,6 +31,18 @@ struct Cli {
 enum Cmd {
     /// Serve agents and consoles over gRPC (mutual TLS) until SIGTERM or Ctrl-C.
     Serve,
+    /// Benchmark (not a test): this controller under N simulated agents.
+    Bench {
+        #[arg(long, default_value_t = 500)]
+        agents: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Jobs the console queues per second (on agents in turn).
+        #[arg(long, default_value_t = 20)]
+        jobs_per_second: u32,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -50,9 +62,24 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let cfg = Config::load(&cli.config)?;
     match cli.cmd {
-        Cmd::Serve => serve(cfg),
+        Cmd::Serve => serve(Config::load(&cli.config)?),
+        Cmd::Bench {
+            agents,
+            seconds,
+            jobs_per_second,
+            dir,
+        } => {
+            let dir = dir.unwrap_or_else(cinta_controller::bench::default_dir);
+            cinta_controller::bench::run(
+                &std::env::current_exe()?,
+                &dir,
+                agents,
+                seconds,
+                jobs_per_second,
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))
+        }
     }
 }
 

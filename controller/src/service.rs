@@ -19,11 +19,14 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::night::{Night, LAST_KEY, NIGHT_KEY};
 
+/// An agent's last heartbeat: when, and the usage it reported.
+type Live = (i64, Vec<(String, f64)>);
+
 pub struct State {
     pub cfg: Config,
     clock: Box<dyn Clock>,
     /// Last heartbeat time and usage per agent (not persisted: they are refreshed every few seconds).
-    live: Mutex<HashMap<String, (i64, Vec<(String, f64)>)>>,
+    live: Mutex<HashMap<String, Live>>,
     pub events: crate::events::Events,
     pub catalog: Mutex<Box<dyn Catalog>>,
     wake: Mutex<HashMap<String, Arc<Notify>>>,
@@ -805,7 +808,12 @@ impl pb::agent_service_server::AgentService for Agents {
             .map(|u| (u.what, u.percent_used))
             .collect();
         // Heartbeats stay in memory (last seen, usage): only the session check reads the catalog.
-        let current = self.0.catalog().agent(&cn).map_err(internal)?.map(|a| a.session);
+        let current = self
+            .0
+            .catalog()
+            .agent(&cn)
+            .map_err(internal)?
+            .map(|a| a.session);
         if current.as_deref() != Some(r.session_id.as_str()) {
             return Err(Status::failed_precondition(format!(
                 "session {} of {cn} has ended; register again",
