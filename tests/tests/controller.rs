@@ -717,8 +717,11 @@ fn a_close_that_slips_past_its_deadline_is_escalated_and_the_post_close_still_ru
     );
 }
 
-#[test]
-fn users_still_signed_on_fall_back_to_contingency_end_to_end() {
+/// Both LPARs' agents up, the pre-close save done, then the close finished
+/// at 22:30 with `users` still signed on to production and the replica
+/// `backlog` entries and `latency` seconds behind; waits out the quiesce
+/// grace (to 22:41) and returns once the night is done.
+fn night_with_users_on(users: u32, backlog: u32, latency: u32) -> Site {
     let mut s = Site::new();
     s.start_agent("PROD1");
     s.start_agent("CONT1");
@@ -729,20 +732,27 @@ fn users_still_signed_on_fall_back_to_contingency_end_to_end() {
     s.until("the close window", |s| {
         s.tonight()["state"] == "close-window"
     });
-    // Users are still signed on to production when the close finishes; replication is a little behind.
     let sim = s.d().join("sim");
     std::fs::create_dir_all(sim.join("PROD1")).unwrap();
     std::fs::create_dir_all(sim.join("CONT1")).unwrap();
-    std::fs::write(sim.join("PROD1/users"), "3\n").unwrap();
-    std::fs::write(sim.join("CONT1/backlog"), "7\n").unwrap();
-    std::fs::write(sim.join("CONT1/latency"), "2\n").unwrap();
+    std::fs::write(sim.join("PROD1/users"), format!("{users}\n")).unwrap();
+    std::fs::write(sim.join("CONT1/backlog"), format!("{backlog}\n")).unwrap();
+    std::fs::write(sim.join("CONT1/latency"), format!("{latency}\n")).unwrap();
     s.at(150);
     s.ctl_json(&["close", "finished"]);
     s.until("the quiesce wait", |s| {
         s.tonight()["state"] == "quiesce-wait"
     });
     s.at(150 + 11); // the grace has passed and they are still there
-    s.until("the fallback to finish", |s| s.tonight()["state"] == "done");
+    s.until("the night to end", |s| s.tonight()["state"] == "done");
+    s
+}
+
+#[test]
+fn users_still_signed_on_fall_back_to_contingency_end_to_end() {
+    // Users are still signed on when the close finishes; replication is a little behind.
+    let s = night_with_users_on(3, 7, 2);
+    let sim = s.d().join("sim");
     let n = s.tonight();
     let t = n["timeline"].to_string();
     for want in [
@@ -794,28 +804,8 @@ fn users_still_signed_on_fall_back_to_contingency_end_to_end() {
 
 #[test]
 fn an_unhealthy_replica_is_not_saved_and_the_night_is_escalated() {
-    let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.start_agent("CONT1");
-    s.until("both agents", |s| {
-        s.connected("PROD1") && s.connected("CONT1")
-    });
-    s.at(31);
-    s.until("the close window", |s| {
-        s.tonight()["state"] == "close-window"
-    });
+    let s = night_with_users_on(1, 5000, 0);
     let sim = s.d().join("sim");
-    std::fs::create_dir_all(sim.join("PROD1")).unwrap();
-    std::fs::create_dir_all(sim.join("CONT1")).unwrap();
-    std::fs::write(sim.join("PROD1/users"), "1\n").unwrap();
-    std::fs::write(sim.join("CONT1/backlog"), "5000\n").unwrap();
-    s.at(150);
-    s.ctl_json(&["close", "finished"]);
-    s.until("the quiesce wait", |s| {
-        s.tonight()["state"] == "quiesce-wait"
-    });
-    s.at(170);
-    s.until("the night to end", |s| s.tonight()["state"] == "done");
     let n = s.tonight();
     assert_eq!(n["escalated"], true);
     assert!(
