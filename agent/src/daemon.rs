@@ -355,6 +355,36 @@ async fn save_entry(
     })
 }
 
+/// Expires a save set (`cinta-agent expire`), destroying its key if asked.
+async fn expire_save_set(
+    c: &AgentConfig,
+    lib: &LibraryRef,
+    id: &str,
+    shred: bool,
+) -> std::result::Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("expire").arg(&lib.path).args(["--save-set", id]);
+    if shred {
+        let k = c
+            .kmip
+            .as_ref()
+            .ok_or("crypto-shredding needs the KMIP key source; this agent uses a key file")?;
+        cmd.arg("--shred").arg("--kmip").arg(k);
+    }
+    cmd.kill_on_drop(true);
+    die_with_parent(&mut cmd);
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("cannot start: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
 /// A job: pre steps, one save per entry (in order), post steps even after a failure.
 async fn run_job(
     c: &AgentConfig,
@@ -368,7 +398,7 @@ async fn run_job(
     tracing::info!(job = %job.job_id, group = %job.control_group, entries = job.entries.len(), "job started");
     let mut output = String::new();
     let lib = c.libraries.iter().find(|l| l.name == job.library);
-    if lib.is_none() && !job.entries.is_empty() {
+    if lib.is_none() && !(job.entries.is_empty() && job.expire.is_empty()) {
         problems.push(format!("this agent has no library named {:?}", job.library));
     }
     let mut go = problems.is_empty();
@@ -407,6 +437,13 @@ async fn run_job(
                     bytes,
                 })
                 .await;
+        }
+    }
+    if let (true, Some(lib)) = (go && !job.expire.is_empty(), lib) {
+        for id in &job.expire {
+            if let Err(m) = expire_save_set(c, lib, id, job.shred).await {
+                problems.push(format!("expire {id}: {m}"));
+            }
         }
     }
     for cmd in &job.post {

@@ -58,6 +58,8 @@ enum Cmd {
     },
     /// Cancel a queued or running job.
     Cancel { id: String },
+    /// Save sets the jobs made, with retention (expires, state).
+    SaveSets,
     /// Recent events, newest first.
     Events {
         #[arg(long, default_value_t = 30)]
@@ -272,6 +274,45 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             if *wait && j.state != "succeeded" {
                 return Ok(1);
+            }
+        }
+        Cmd::SaveSets => {
+            let sets = c
+                .list_save_sets(pb::ListSaveSetsRequest {})
+                .await?
+                .into_inner()
+                .save_sets;
+            if cli.json {
+                let v: Vec<_> = sets
+                    .iter()
+                    .map(|s| serde_json::json!({
+                        "id": s.id, "agent": s.agent, "control_group": s.control_group, "source": s.source,
+                        "key_id": s.key_id, "volumes": s.volumes, "created": s.created, "expires": s.expires,
+                        "state": s.state, "media_policy": s.media_policy,
+                    }))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{:<32}  {:<6}  {:<8}  {:<20}  {:<20}  {:<8}  SOURCE",
+                    "SAVE SET", "AGENT", "STATE", "CREATED", "EXPIRES", "VOLUMES"
+                );
+                for s in &sets {
+                    println!(
+                        "{:<32}  {:<6}  {:<8}  {:<20}  {:<20}  {:<8}  {}",
+                        s.id,
+                        s.agent,
+                        s.state,
+                        when(s.created),
+                        if s.expires == 0 {
+                            "-".into()
+                        } else {
+                            when(s.expires)
+                        },
+                        s.volumes.join(","),
+                        s.source
+                    );
+                }
             }
         }
         Cmd::Events { limit } => {

@@ -41,6 +41,34 @@ pub struct Assignment {
     pub post: Vec<String>,
     #[serde(default)]
     pub step_timeout_seconds: u32,
+    /// Save sets to expire (an expiry job).
+    #[serde(default)]
+    pub expire: Vec<String>,
+    #[serde(default)]
+    pub shred: bool,
+}
+
+/// A save set a job made, with its retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SaveSetRecord {
+    pub id: String,
+    pub agent: String,
+    pub library: String,
+    pub control_group: String,
+    pub source: String,
+    pub key_id: String,
+    pub volumes: Vec<String>,
+    pub created: i64,
+    /// 0: no date (versions, or kept).
+    pub expires: i64,
+    /// active, expiring (an expiry job is out), expired.
+    pub state: String,
+    pub media_policy: String,
+    pub shred: bool,
+    /// Keep only this many of this agent's save sets of this source.
+    pub versions: u32,
+    #[serde(default)]
+    pub expire_job: String,
 }
 
 /// A save set a job made.
@@ -111,6 +139,8 @@ pub trait Catalog: Send {
     fn events(&self, limit: u32) -> Result<Vec<(i64, String, String)>>;
     /// How many jobs are in each state.
     fn job_counts(&self) -> Result<Vec<(String, i64)>>;
+    fn put_save_set(&mut self, s: &SaveSetRecord) -> Result<()>;
+    fn save_sets(&self) -> Result<Vec<SaveSetRecord>>;
     /// A small persistent value (scheduler position, tonight's record).
     fn meta(&self, key: &str) -> Result<Option<String>>;
     fn set_meta(&mut self, key: &str, value: &str) -> Result<()>;
@@ -133,6 +163,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_agent ON jobs (agent, state);
+CREATE TABLE IF NOT EXISTS save_sets (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     k TEXT PRIMARY KEY,
     v TEXT NOT NULL
@@ -449,6 +484,33 @@ impl Catalog for SqliteCatalog {
         r
     }
 
+    fn put_save_set(&mut self, s: &SaveSetRecord) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO save_sets (id, state, body) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET state = ?2, body = ?3",
+                params![s.id, s.state, serde_json::to_string(s).expect("save set serializes")],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    fn save_sets(&self) -> Result<Vec<SaveSetRecord>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT body FROM save_sets ORDER BY rowid")
+            .map_err(self.err())?;
+        let rows: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .and_then(|r| r.collect())
+            .map_err(self.err())?;
+        rows.iter()
+            .map(|b| {
+                serde_json::from_str(b)
+                    .map_err(|e| Error::Invalid(format!("a save set record: {e}")))
+            })
+            .collect()
+    }
+
     fn meta(&self, key: &str) -> Result<Option<String>> {
         self.conn
             .query_row("SELECT v FROM meta WHERE k = ?1", [key], |r| r.get(0))
@@ -541,6 +603,8 @@ mod tests {
                 pre: vec![],
                 post: vec![],
                 step_timeout_seconds: 60,
+                expire: vec![],
+                shred: false,
             },
         };
         c.add_job(&j).unwrap();

@@ -37,6 +37,8 @@ pub struct Config {
     pub lpars: Vec<Lpar>,
     #[serde(default, rename = "control_group")]
     pub control_groups: Vec<ControlGroup>,
+    #[serde(default, rename = "media_policy")]
+    pub media_policies: Vec<MediaPolicy>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -46,6 +48,23 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// CA that agent and console certificates must chain to.
     pub client_ca: PathBuf,
+}
+
+/// BRMS-style media policy: how long save sets are kept and how they are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaPolicy {
+    pub name: String,
+    /// Expire a save set this many days after it was made.
+    pub retention_days: Option<u32>,
+    /// Keep only this many save sets of each source (newest first).
+    pub retention_versions: Option<u32>,
+    /// Compress segments (zstd) before encryption.
+    #[serde(default)]
+    pub compress: bool,
+    /// Expire by destroying the save set's key (every copy unreadable).
+    #[serde(default)]
+    pub shred_on_expiry: bool,
 }
 
 /// A control group run at calendar times (cron: minute hour day month weekday).
@@ -142,6 +161,8 @@ pub struct ControlGroup {
     /// Seconds a step may run.
     #[serde(default = "default_step_timeout")]
     pub step_timeout_seconds: u32,
+    /// Retention and handling of the save sets this group makes.
+    pub media_policy: Option<String>,
     #[serde(rename = "entry")]
     pub entries: Vec<Entry>,
 }
@@ -229,6 +250,16 @@ impl Config {
                     .flat_map(|n| [n.pre_close.as_str(), n.post_close.as_str()]),
             )
             .collect();
+        for g in &c.control_groups {
+            if let Some(p) = &g.media_policy {
+                if c.media_policy(p).is_none() {
+                    return Err(bad(format!(
+                        "control group {}: no media policy {p:?}",
+                        g.name
+                    )));
+                }
+            }
+        }
         for g in groups {
             if !c.control_groups.iter().any(|x| x.name == g) {
                 return Err(bad(format!(
@@ -273,6 +304,10 @@ impl Config {
         self.time_zone
             .parse()
             .map_err(|_| format!("time_zone {:?} is not an IANA time zone", self.time_zone))
+    }
+
+    pub fn media_policy(&self, name: &str) -> Option<&MediaPolicy> {
+        self.media_policies.iter().find(|p| p.name == name)
     }
 
     pub fn control_group(&self, name: &str) -> Option<&ControlGroup> {

@@ -85,6 +85,8 @@ impl State {
                 pre: vec![command.to_string()],
                 post: vec![],
                 step_timeout_seconds: 600,
+                expire: vec![],
+                shred: false,
             },
         };
         self.catalog().add_job(&job).map_err(internal)?;
@@ -126,7 +128,11 @@ impl State {
             assignment: Assignment {
                 library: g.library.clone(),
                 level: g.level.clone(),
-                compress: g.compress,
+                compress: g.compress
+                    || g.media_policy
+                        .as_deref()
+                        .and_then(|p| self.cfg.media_policy(p))
+                        .is_some_and(|p| p.compress),
                 entries: g
                     .entries
                     .iter()
@@ -135,6 +141,8 @@ impl State {
                 pre: g.pre.clone(),
                 post: g.post.clone(),
                 step_timeout_seconds: g.step_timeout_seconds,
+                expire: vec![],
+                shred: false,
             },
         };
         self.catalog().add_job(&job).map_err(internal)?;
@@ -286,8 +294,151 @@ impl State {
                 self.save_night(&n);
             }
         }
+        self.expire(now);
         if now > last {
             let _ = self.catalog().set_meta(LAST_KEY, &now.to_string());
+        }
+    }
+
+    /// Records a finished job's save sets with the retention of its control group's media policy.
+    fn record_save_sets(&self, job_id: &str, sets: &[SaveSetRow]) {
+        let Some(job) = self.catalog().job(job_id).ok().flatten() else {
+            return;
+        };
+        let policy = self
+            .cfg
+            .control_group(&job.control_group)
+            .and_then(|g| g.media_policy.as_deref())
+            .and_then(|p| self.cfg.media_policy(p));
+        for s in sets {
+            let rec = crate::catalog::SaveSetRecord {
+                id: s.id.clone(),
+                agent: job.agent.clone(),
+                library: job.assignment.library.clone(),
+                control_group: job.control_group.clone(),
+                source: s.source.clone(),
+                key_id: s.key_id.clone(),
+                volumes: s.volumes.clone(),
+                created: job.finished,
+                expires: policy
+                    .and_then(|p| p.retention_days)
+                    .map(|d| job.finished + 86_400 * i64::from(d))
+                    .unwrap_or(0),
+                state: "active".into(),
+                media_policy: policy.map(|p| p.name.clone()).unwrap_or_default(),
+                shred: policy.is_some_and(|p| p.shred_on_expiry),
+                versions: policy.and_then(|p| p.retention_versions).unwrap_or(0),
+                expire_job: String::new(),
+            };
+            if let Err(e) = self.catalog().put_save_set(&rec) {
+                tracing::error!(error = %e, "could not record a save set");
+            }
+        }
+    }
+
+    /// Retention: queues expiry jobs for save sets past their date or beyond
+    /// their versions, and records the outcome of those jobs.
+    fn expire(&self, now: i64) {
+        let all = self.catalog().save_sets().unwrap_or_default();
+        // Outcomes of expiry jobs already out.
+        for mut s in all.iter().filter(|s| s.state == "expiring").cloned() {
+            if let Some(st) = self.job_ended(&s.expire_job) {
+                s.state = if st == "succeeded" {
+                    "expired"
+                } else {
+                    "active"
+                }
+                .into();
+                if s.state == "expired" {
+                    self.event(
+                        "saveset.expired",
+                        &format!(
+                            "save set {} of {} expired{}",
+                            s.id,
+                            s.agent,
+                            if s.shred { " (key destroyed)" } else { "" }
+                        ),
+                    );
+                }
+                let _ = self.catalog().put_save_set(&s);
+            }
+        }
+        let mut due: Vec<crate::catalog::SaveSetRecord> = Vec::new();
+        // `all` is in the order the save sets were recorded: later is newer.
+        let active: Vec<(usize, &crate::catalog::SaveSetRecord)> = all
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state == "active")
+            .collect();
+        for &(i, s) in &active {
+            let by_date = s.expires > 0 && s.expires <= now;
+            let by_versions = s.versions > 0 && {
+                let newer = active
+                    .iter()
+                    .filter(|(j, o)| {
+                        *j > i
+                            && o.agent == s.agent
+                            && o.source == s.source
+                            && o.media_policy == s.media_policy
+                    })
+                    .count();
+                newer >= s.versions as usize
+            };
+            if by_date || by_versions {
+                due.push(s.clone());
+            }
+        }
+        let mut groups: std::collections::BTreeMap<
+            (String, String, bool),
+            Vec<crate::catalog::SaveSetRecord>,
+        > = Default::default();
+        for s in due {
+            groups
+                .entry((s.agent.clone(), s.library.clone(), s.shred))
+                .or_default()
+                .push(s);
+        }
+        for ((agent, library, shred), sets) in groups {
+            let t = now;
+            let job = JobRow {
+                id: format!("J{t}-{}", &random_id()[..6]),
+                control_group: "expire".into(),
+                agent: agent.clone(),
+                state: "queued".into(),
+                created: t,
+                started: 0,
+                finished: 0,
+                message: String::new(),
+                entries_done: 0,
+                entries_total: 0,
+                bytes: 0,
+                save_sets: vec![],
+                output: String::new(),
+                assignment: Assignment {
+                    library,
+                    level: "full".into(),
+                    compress: false,
+                    entries: vec![],
+                    pre: vec![],
+                    post: vec![],
+                    step_timeout_seconds: 600,
+                    expire: sets.iter().map(|s| s.id.clone()).collect(),
+                    shred,
+                },
+            };
+            if self.catalog().add_job(&job).is_err() {
+                continue;
+            }
+            for mut s in sets {
+                s.state = "expiring".into();
+                s.expire_job = job.id.clone();
+                let _ = self.catalog().put_save_set(&s);
+            }
+            self.event(
+                "job.queued",
+                &format!("job {} (expire) queued for {agent} by retention", job.id),
+            );
+            self.wake(&agent).notify_waiters();
         }
     }
 
@@ -728,6 +879,8 @@ fn assignment(j: &JobRow) -> pb::JobAssignment {
         pre: j.assignment.pre.clone(),
         post: j.assignment.post.clone(),
         step_timeout_seconds: j.assignment.step_timeout_seconds,
+        expire: j.assignment.expire.clone(),
+        shred: j.assignment.shred,
     }
 }
 
@@ -967,6 +1120,7 @@ impl pb::agent_service_server::AgentService for Agents {
                 r.job_id
             )));
         }
+        self.0.record_save_sets(&r.job_id, &sets);
         let kind = if r.ok { "job.succeeded" } else { "job.failed" };
         self.0.event(
             kind,
@@ -1188,6 +1342,33 @@ impl pb::console_service_server::ConsoleService for Console {
             .map(|(time, kind, text)| pb::Event { time, kind, text })
             .collect();
         Ok(Response::new(pb::ListEventsResponse { events }))
+    }
+
+    async fn list_save_sets(
+        &self,
+        req: Request<pb::ListSaveSetsRequest>,
+    ) -> Result<Response<pb::ListSaveSetsResponse>, Status> {
+        peer_cn(&req)?;
+        let save_sets = self
+            .0
+            .catalog()
+            .save_sets()
+            .map_err(internal)?
+            .into_iter()
+            .map(|s| pb::SaveSetInfo {
+                id: s.id,
+                agent: s.agent,
+                control_group: s.control_group,
+                source: s.source,
+                key_id: s.key_id,
+                volumes: s.volumes,
+                created: s.created,
+                expires: s.expires,
+                state: s.state,
+                media_policy: s.media_policy,
+            })
+            .collect();
+        Ok(Response::new(pb::ListSaveSetsResponse { save_sets }))
     }
 
     async fn get_night(

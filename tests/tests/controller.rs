@@ -163,6 +163,26 @@ max_backlog = 100
 max_latency_seconds = 60
 suspend = "bash {sim} {d}/sim/CONT1 end-apply"
 resume = "bash {sim} {d}/sim/CONT1 start-apply"
+[[media_policy]]
+name = "ONE-DAY-SHRED"
+retention_days = 1
+shred_on_expiry = true
+compress = true
+[[media_policy]]
+name = "TWO-VERSIONS"
+retention_versions = 2
+[[control_group]]
+name = "KEEP-1-DAY"
+target = "production"
+media_policy = "ONE-DAY-SHRED"
+[[control_group.entry]]
+path = "{d}/data/home"
+[[control_group]]
+name = "KEEP-2"
+target = "production"
+media_policy = "TWO-VERSIONS"
+[[control_group.entry]]
+path = "{d}/data/home"
 [[control_group]]
 name = "WITH-STEPS"
 target = "production"
@@ -883,4 +903,86 @@ fn events_reach_the_console_the_webhook_and_the_metrics_endpoint() {
     ] {
         assert!(body.contains(want), "{want} in {body}");
     }
+}
+
+#[test]
+fn media_policies_expire_save_sets_by_date_with_shredding_and_by_versions() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let j = s.ctl_json(&["run", "KEEP-1-DAY", "--wait"]);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    let id = j["save_sets"][0]["id"].as_str().unwrap().to_string();
+    let uid = j["save_sets"][0]["key_id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("kmip:")
+        .to_string();
+    let set = |s: &Site, id: &str| -> serde_json::Value {
+        s.ctl_json(&["save-sets"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    let rec = set(&s, &id);
+    assert_eq!(rec["state"], "active");
+    assert_eq!(
+        rec["expires"].as_i64().unwrap(),
+        rec["created"].as_i64().unwrap() + 86_400
+    );
+    // The policy's compression reached the save.
+    let ls: serde_json::Value = serde_json::from_str(&ok(
+        "cinta-agent",
+        &["ls", lib(&s).to_str().unwrap(), "--json"],
+    ))
+    .unwrap();
+    assert_eq!(
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id.as_str())
+            .unwrap()["compression"],
+        true
+    );
+
+    // Three saves under "two versions": the oldest goes (its key stays: no shredding in that policy).
+    let mut v = Vec::new();
+    for _ in 0..3 {
+        let j = s.ctl_json(&["run", "KEEP-2", "--wait"]);
+        v.push(j["save_sets"][0]["id"].as_str().unwrap().to_string());
+    }
+    s.until("the oldest version to expire", |s| {
+        set(s, &v[0])["state"] == "expired"
+    });
+    assert_eq!(set(&s, &v[1])["state"], "active");
+    assert_eq!(set(&s, &v[2])["state"], "active");
+
+    // A day later the one-day save set expires, and its key is destroyed.
+    s.at(24 * 60 + 1);
+    s.until("the one-day save set to expire", |s| {
+        set(s, &id)["state"] == "expired"
+    });
+    let key: serde_json::Value =
+        serde_json::from_str(&s.kms.admin_ok(&["--json", "keys", "show", &uid])).unwrap();
+    assert_eq!(key["key"]["state"], "Destroyed", "{key}");
+    let ls: serde_json::Value = serde_json::from_str(&ok(
+        "cinta-agent",
+        &["ls", lib(&s).to_str().unwrap(), "--json"],
+    ))
+    .unwrap();
+    let ids: Vec<&str> = ls
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        !ids.contains(&id.as_str()) && !ids.contains(&v[0].as_str()),
+        "{ids:?}"
+    );
+    let events = s.ctl_json(&["events", "--limit", "200"]).to_string();
+    assert!(events.contains("(key destroyed)"), "{events}");
 }
