@@ -48,6 +48,23 @@ pub struct Assignment {
     pub shred: bool,
 }
 
+impl Assignment {
+    /// A job with nothing to save (probes, hooks, expiries), on `library`.
+    pub fn chores(library: String) -> Assignment {
+        Assignment {
+            library,
+            level: "full".into(),
+            compress: false,
+            entries: vec![],
+            pre: vec![],
+            post: vec![],
+            step_timeout_seconds: 600,
+            expire: vec![],
+            shred: false,
+        }
+    }
+}
+
 /// A save set a job made, with its retention.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SaveSetRecord {

@@ -62,39 +62,44 @@ impl State {
         command: &str,
         who: &str,
     ) -> Result<JobRow, Status> {
+        let a = Assignment {
+            pre: vec![command.to_string()],
+            ..Assignment::chores(String::new())
+        };
+        self.queue_job(label, lpar, a, who)
+    }
+
+    /// Records a new queued job for `agent` and wakes its assignment stream.
+    fn queue_job(
+        &self,
+        label: &str,
+        agent: &str,
+        assignment: Assignment,
+        who: &str,
+    ) -> Result<JobRow, Status> {
         let t = self.now();
         let job = JobRow {
             id: format!("J{t}-{}", &random_id()[..6]),
             control_group: label.to_string(),
-            agent: lpar.to_string(),
+            agent: agent.to_string(),
             state: "queued".into(),
             created: t,
             started: 0,
             finished: 0,
             message: String::new(),
             entries_done: 0,
-            entries_total: 0,
+            entries_total: assignment.entries.len() as u32,
             bytes: 0,
             save_sets: vec![],
             output: String::new(),
-            assignment: Assignment {
-                library: String::new(),
-                level: "full".into(),
-                compress: false,
-                entries: vec![],
-                pre: vec![command.to_string()],
-                post: vec![],
-                step_timeout_seconds: 600,
-                expire: vec![],
-                shred: false,
-            },
+            assignment,
         };
         self.catalog().add_job(&job).map_err(internal)?;
         self.event(
             "job.queued",
-            &format!("job {} ({label}) queued for {lpar} by {who}", job.id),
+            &format!("job {} ({label}) queued for {agent} by {who}", job.id),
         );
-        self.wake(lpar).notify_waiters();
+        self.wake(agent).notify_waiters();
         Ok(job)
     }
 
@@ -110,48 +115,26 @@ impl State {
                 Status::failed_precondition(format!("no LPAR holds {:?}", g.target))
             })?,
         };
-        let t = self.now();
-        let job = JobRow {
-            id: format!("J{t}-{}", &random_id()[..6]),
-            control_group: g.name.clone(),
-            agent: lpar.clone(),
-            state: "queued".into(),
-            created: t,
-            started: 0,
-            finished: 0,
-            message: String::new(),
-            entries_done: 0,
-            entries_total: g.entries.len() as u32,
-            bytes: 0,
-            save_sets: vec![],
-            output: String::new(),
-            assignment: Assignment {
-                library: g.library.clone(),
-                level: g.level.clone(),
-                compress: g.compress
-                    || g.media_policy
-                        .as_deref()
-                        .and_then(|p| self.cfg.media_policy(p))
-                        .is_some_and(|p| p.compress),
-                entries: g
-                    .entries
-                    .iter()
-                    .map(|e| (e.path.clone(), e.include.clone(), e.exclude.clone()))
-                    .collect(),
-                pre: g.pre.clone(),
-                post: g.post.clone(),
-                step_timeout_seconds: g.step_timeout_seconds,
-                expire: vec![],
-                shred: false,
-            },
+        let a = Assignment {
+            library: g.library.clone(),
+            level: g.level.clone(),
+            compress: g.compress
+                || g.media_policy
+                    .as_deref()
+                    .and_then(|p| self.cfg.media_policy(p))
+                    .is_some_and(|p| p.compress),
+            entries: g
+                .entries
+                .iter()
+                .map(|e| (e.path.clone(), e.include.clone(), e.exclude.clone()))
+                .collect(),
+            pre: g.pre.clone(),
+            post: g.post.clone(),
+            step_timeout_seconds: g.step_timeout_seconds,
+            expire: vec![],
+            shred: false,
         };
-        self.catalog().add_job(&job).map_err(internal)?;
-        self.event(
-            "job.queued",
-            &format!("job {} ({}) queued for {} by {who}", job.id, g.name, lpar),
-        );
-        self.wake(&lpar).notify_waiters();
-        Ok(job)
+        self.queue_job(&g.name, &lpar, a, who)
     }
 
     /// The clock's time.
@@ -399,46 +382,19 @@ impl State {
                 .push(s);
         }
         for ((agent, library, shred), sets) in groups {
-            let t = now;
-            let job = JobRow {
-                id: format!("J{t}-{}", &random_id()[..6]),
-                control_group: "expire".into(),
-                agent: agent.clone(),
-                state: "queued".into(),
-                created: t,
-                started: 0,
-                finished: 0,
-                message: String::new(),
-                entries_done: 0,
-                entries_total: 0,
-                bytes: 0,
-                save_sets: vec![],
-                output: String::new(),
-                assignment: Assignment {
-                    library,
-                    level: "full".into(),
-                    compress: false,
-                    entries: vec![],
-                    pre: vec![],
-                    post: vec![],
-                    step_timeout_seconds: 600,
-                    expire: sets.iter().map(|s| s.id.clone()).collect(),
-                    shred,
-                },
+            let a = Assignment {
+                expire: sets.iter().map(|s| s.id.clone()).collect(),
+                shred,
+                ..Assignment::chores(library)
             };
-            if self.catalog().add_job(&job).is_err() {
+            let Ok(job) = self.queue_job("expire", &agent, a, "retention") else {
                 continue;
-            }
+            };
             for mut s in sets {
                 s.state = "expiring".into();
                 s.expire_job = job.id.clone();
                 let _ = self.catalog().put_save_set(&s);
             }
-            self.event(
-                "job.queued",
-                &format!("job {} (expire) queued for {agent} by retention", job.id),
-            );
-            self.wake(&agent).notify_waiters();
         }
     }
 
