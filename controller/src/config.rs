@@ -89,6 +89,13 @@ pub struct NightPlan {
     pub deadline: String,
     #[serde(default)]
     pub grace_minutes: u32,
+    /// Run on the production LPAR during the close window: prints
+    /// "finished" once the business close has ended (the operator's
+    /// `cintactl close finished` does the same).
+    pub close_probe: Option<String>,
+    /// Minutes between two runs of the close probe.
+    #[serde(default = "default_close_probe_every")]
+    pub close_probe_every_minutes: u32,
     /// Run on the production LPAR after the close: prints how many users are
     /// still signed on (0: quiet). Without it the post-close save starts at once.
     pub quiesce_probe: Option<String>,
@@ -116,6 +123,9 @@ pub struct Contingency {
     pub resume: String,
 }
 
+fn default_close_probe_every() -> u32 {
+    5
+}
 fn default_quiesce_grace() -> u32 {
     10
 }

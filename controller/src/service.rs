@@ -240,6 +240,12 @@ impl State {
                     n.state = "close-window".into();
                 }
             }
+            if let (true, Some(cp)) = (
+                n.state == "close-window" && n.close_finished.is_none(),
+                &plan.close_probe,
+            ) {
+                self.close_probe(&mut n, cp, plan.close_probe_every_minutes, now);
+            }
             if n.state == "close-window" && n.close_finished.is_some() {
                 match &plan.quiesce_probe {
                     Some(probe) => self.probe(&mut n, "production", "quiesce-check", probe, now),
@@ -431,6 +437,41 @@ impl State {
                 &format!("{state} could not be queued: {}", e.message()),
             ),
             None => self.give_up(n, now, &format!("{state}: no LPAR holds the {role} role")),
+        }
+    }
+
+    /// Asks production, every few minutes, whether the close has finished.
+    fn close_probe(&self, n: &mut Night, cmd: &str, every: u32, now: i64) {
+        if !n.step_job.is_empty() {
+            if let Some(j) = self.step_done(n) {
+                n.step_job.clear();
+                if j.state == "succeeded" && j.output.trim() == "finished" {
+                    n.close_finished = Some(now);
+                    n.note(
+                        now,
+                        "close finished (reported by the close probe on production)",
+                    );
+                    self.event(
+                        "close.signal",
+                        &format!("night {}: close finished (probe)", n.id),
+                    );
+                }
+            }
+            return;
+        }
+        if now < n.wait_until {
+            return;
+        }
+        let roles = self.catalog().roles().unwrap_or_default();
+        let prod = self
+            .cfg
+            .lpars
+            .iter()
+            .find(|l| self.cfg.role_of(&l.name, &roles).as_deref() == Some("production"))
+            .map(|l| l.name.clone());
+        if let Some(Ok(j)) = prod.map(|l| self.queue_command(&l, "close-probe", cmd, "night")) {
+            n.step_job = j.id;
+            n.wait_until = now + 60 * i64::from(every.max(1));
         }
     }
 

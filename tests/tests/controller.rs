@@ -155,6 +155,8 @@ pre_close_at = "30 20 * * *"
 post_close = "POST-CLOSE"
 deadline = "0 23 * * *"
 grace_minutes = 15
+close_probe = "bash {sim} {d}/sim/PROD1 close"
+close_probe_every_minutes = 5
 quiesce_probe = "bash {sim} {d}/sim/PROD1 users"
 quiesce_grace_minutes = 10
 [night.contingency]
@@ -985,4 +987,35 @@ fn media_policies_expire_save_sets_by_date_with_shredding_and_by_versions() {
     );
     let events = s.ctl_json(&["events", "--limit", "200"]).to_string();
     assert!(events.contains("(key destroyed)"), "{events}");
+}
+
+#[test]
+fn the_close_probe_on_production_ends_the_close_window_without_an_operator() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    s.at(31);
+    s.until("the close window", |s| {
+        s.tonight()["state"] == "close-window"
+    });
+    // The close is still running at 21:00...
+    s.at(60);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(s.tonight()["state"], "close-window");
+    // ...and has finished by 21:10: the next probe says so and the post-close save runs.
+    std::fs::create_dir_all(s.d().join("sim/PROD1")).unwrap();
+    std::fs::write(s.d().join("sim/PROD1/close"), "finished\n").unwrap();
+    s.at(70);
+    s.until("the night to end", |s| s.tonight()["state"] == "done");
+    let n = s.tonight();
+    assert!(
+        n["timeline"]
+            .to_string()
+            .contains("reported by the close probe"),
+        "{n}"
+    );
+    assert_eq!(
+        s.ctl_json(&["job", n["post_close_job"].as_str().unwrap()])["state"],
+        "succeeded"
+    );
 }
