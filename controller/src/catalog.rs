@@ -255,7 +255,13 @@ impl SqliteCatalog {
         Ok(())
     }
 
-    fn bodies(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<JobRow>> {
+    /// Rows of one JSON `body` column, decoded; `what` names the record in errors.
+    fn json_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        p: impl rusqlite::Params,
+        what: &str,
+    ) -> Result<Vec<T>> {
         let mut st = self.conn.prepare_cached(sql).map_err(self.err())?;
         let rows: Vec<String> = st
             .query_map(p, |r| r.get(0))
@@ -265,12 +271,16 @@ impl SqliteCatalog {
             .map(|b| {
                 serde_json::from_str(b).map_err(|e| {
                     Error::Invalid(format!(
-                        "catalog {}: a job record: {e}",
+                        "catalog {}: {what} record: {e}",
                         self.path.display()
                     ))
                 })
             })
             .collect()
+    }
+
+    fn bodies(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<JobRow>> {
+        self.json_rows(sql, p, "a job")
     }
 
     fn job_of(&self, id: &str) -> Result<Option<(JobRow, String)>> {
@@ -320,31 +330,17 @@ impl Catalog for SqliteCatalog {
     }
 
     fn agents(&self) -> Result<Vec<AgentRow>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT body FROM agents ORDER BY name")
-            .map_err(self.err())?;
-        let rows: Vec<String> = st
-            .query_map([], |r| r.get(0))
-            .and_then(|r| r.collect())
-            .map_err(self.err())?;
-        rows.iter()
-            .map(|b| {
-                serde_json::from_str(b).map_err(|e| Error::Invalid(format!("an agent record: {e}")))
-            })
-            .collect()
+        self.json_rows("SELECT body FROM agents ORDER BY name", [], "an agent")
     }
 
     fn agent(&self, name: &str) -> Result<Option<AgentRow>> {
-        let body: Option<String> = self
-            .conn
-            .prepare_cached("SELECT body FROM agents WHERE name = ?1")
-            .and_then(|mut st| st.query_row([name], |r| r.get(0)).optional())
-            .map_err(self.err())?;
-        body.map(|b| {
-            serde_json::from_str(&b).map_err(|e| Error::Invalid(format!("an agent record: {e}")))
-        })
-        .transpose()
+        Ok(self
+            .json_rows(
+                "SELECT body FROM agents WHERE name = ?1",
+                [name],
+                "an agent",
+            )?
+            .pop())
     }
 
     fn add_job(&mut self, j: &JobRow) -> Result<()> {
@@ -512,20 +508,11 @@ impl Catalog for SqliteCatalog {
     }
 
     fn save_sets(&self) -> Result<Vec<SaveSetRecord>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT body FROM save_sets ORDER BY rowid")
-            .map_err(self.err())?;
-        let rows: Vec<String> = st
-            .query_map([], |r| r.get(0))
-            .and_then(|r| r.collect())
-            .map_err(self.err())?;
-        rows.iter()
-            .map(|b| {
-                serde_json::from_str(b)
-                    .map_err(|e| Error::Invalid(format!("a save set record: {e}")))
-            })
-            .collect()
+        self.json_rows(
+            "SELECT body FROM save_sets ORDER BY rowid",
+            [],
+            "a save set",
+        )
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>> {

@@ -27,6 +27,9 @@ pub struct State {
     clock: Box<dyn Clock>,
     /// Last heartbeat time and usage per agent (not persisted: they are refreshed every few seconds).
     live: Mutex<HashMap<String, Live>>,
+    /// When retention last looked at the save sets (it reads them all, so
+    /// not on every scheduler tick).
+    last_expiry_scan: Mutex<Option<std::time::Instant>>,
     pub events: crate::events::Events,
     pub catalog: Mutex<Box<dyn Catalog>>,
     wake: Mutex<HashMap<String, Arc<Notify>>>,
@@ -43,6 +46,7 @@ impl State {
             cfg,
             clock,
             live: Mutex::new(HashMap::new()),
+            last_expiry_scan: Mutex::new(None),
             events,
             catalog: Mutex::new(catalog),
             wake: Mutex::new(HashMap::new()),
@@ -328,6 +332,16 @@ impl State {
     /// Retention: queues expiry jobs for save sets past their date or beyond
     /// their versions, and records the outcome of those jobs.
     fn expire(&self, now: i64) {
+        {
+            let mut last = self
+                .last_expiry_scan
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(2)) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
         let all = self.catalog().save_sets().unwrap_or_default();
         // Outcomes of expiry jobs already out.
         for mut s in all.iter().filter(|s| s.state == "expiring").cloned() {
