@@ -143,9 +143,11 @@ grep -i "destroyed" "$demo/scan.out" | head -1
 
 step "the night: a controller, two LPARs (simulated) with agents, the key manager"
 night=$demo/night
-mkdir -p "$night/sim/PROD1" "$night/sim/CONT1" "$night/data/PAYROLL.LIB"
-for f in 01 02 03; do head -c 300000 /dev/urandom > "$night/data/PAYROLL.LIB/LEDGER$f.FILE"; done
-printf 'close %s\n' "$(date -u +%F)" > "$night/data/PAYROLL.LIB/CLOSE.FILE"
+# Library PAYROLL on production, and its MIMIX-style replica on contingency.
+mkdir -p "$night/sim/PROD1/libs/PAYROLL" "$night/sim/CONT1/libs"
+for f in 01 02 03; do head -c 300000 /dev/urandom > "$night/sim/PROD1/libs/PAYROLL/LEDGER$f.FILE"; done
+printf 'close %s\n' "$(date -u +%F)" > "$night/sim/PROD1/libs/PAYROLL/CLOSE.FILE"
+cp -r "$night/sim/PROD1/libs/PAYROLL" "$night/sim/CONT1/libs/"
 "$km" "${kmc[@]}" groups set default --auto-accept true >/dev/null
 for n in controller PROD1 CONT1 console; do
   if [ $n = controller ]; then "$km" pki issue "$demo/pki" $n --server --host 127.0.0.1 --host localhost >/dev/null
@@ -163,6 +165,8 @@ clock_file = "clock"
 cert = "$demo/pki/controller.pem"
 key = "$demo/pki/controller.key"
 client_ca = "$demo/pki/ca.pem"
+[ibmi]
+save_library = "bash $sim $night/sim/{lpar} savlib {lib}"
 [[lpar]]
 name = "PROD1"
 role = "production"
@@ -173,12 +177,12 @@ role = "contingency"
 name = "PRE-CLOSE"
 target = "production"
 [[control_group.entry]]
-path = "$night/data/PAYROLL.LIB"
+library = "PAYROLL"
 [[control_group]]
 name = "POST-CLOSE"
 target = "production"
 [[control_group.entry]]
-path = "$night/data/PAYROLL.LIB"
+library = "PAYROLL"
 [night]
 pre_close = "PRE-CLOSE"
 pre_close_at = "30 20 * * *"
@@ -187,6 +191,7 @@ deadline = "0 23 * * *"
 grace_minutes = 15
 quiesce_probe = "bash $sim $night/sim/PROD1 users"
 quiesce_grace_minutes = 10
+force_signoff = "bash $sim $night/sim/PROD1 signoff"
 [night.contingency]
 replication_probe = "bash $sim $night/sim/CONT1 replication"
 suspend = "bash $sim $night/sim/CONT1 end-apply"
@@ -233,13 +238,13 @@ wait_for "the close window" '[ "$(state)" = close-window ]'
 "$console" tonight
 
 step "22:40: the close finishes, but 3 users are still signed on to production"
-echo 3 > "$night/sim/PROD1/users"; echo 4 > "$night/sim/CONT1/backlog"; echo 1 > "$night/sim/CONT1/latency"
+echo 3 > "$night/sim/PROD1/users"; touch "$night/sim/PROD1/stay"; echo 4 > "$night/sim/CONT1/backlog"; echo 1 > "$night/sim/CONT1/latency"
 echo $((1795546800 + 160 * 60)) > "$night/clock"
 "$console" close finished >/dev/null
 wait_for "the quiesce wait" '[ "$(state)" = quiesce-wait ]'
 echo "waiting for them to sign off..."
 
-step "22:51: still there: fall back to the contingency LPAR (MIMIX-style: check, suspend, save, resume)"
+step "22:51: still there, and their jobs do not end when signed off by policy: fall back to the contingency LPAR (MIMIX-style: check, suspend, save, resume)"
 echo $((1795546800 + 171 * 60)) > "$night/clock"
 wait_for "the fallback" '[ "$(state)" = done ]'
 "$console" tonight

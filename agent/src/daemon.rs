@@ -168,6 +168,14 @@ async fn session(c: &AgentConfig) -> std::result::Result<(), String> {
         .into_inner();
     let session = reg.session_id.clone();
     tracing::info!(session = %session, "registered with the controller");
+    // Watches on their own tasks; heartbeats carry their last results.
+    let watched = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let watchers: Vec<_> = reg
+        .watches
+        .iter()
+        .map(|w| tokio::spawn(watch(w.clone(), watched.clone())))
+        .collect();
+    let hb_watched = watched.clone();
     // Heartbeats on their own task.
     let mut hb = client.clone();
     let hb_session = session.clone();
@@ -176,10 +184,17 @@ async fn session(c: &AgentConfig) -> std::result::Result<(), String> {
         loop {
             tokio::time::sleep(every).await;
             let usage = disk_usage();
+            let watched = hb_watched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect();
             if let Err(s) = hb
                 .heartbeat(pb::HeartbeatRequest {
                     session_id: hb_session.clone(),
                     usage,
+                    watched,
                 })
                 .await
             {
@@ -217,7 +232,63 @@ async fn session(c: &AgentConfig) -> std::result::Result<(), String> {
         }
     };
     beat.abort();
+    for w in watchers {
+        w.abort();
+    }
     r
+}
+
+/// Runs a watch's command every `every_seconds` (killed if it takes longer)
+/// and keeps its last result in `into`.
+async fn watch(
+    w: pb::Watch,
+    into: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, pb::WatchStatus>>>,
+) {
+    let every = Duration::from_secs(u64::from(w.every_seconds.max(1)));
+    loop {
+        let mut c = tokio::process::Command::new("/bin/sh");
+        c.args(["-c", &w.command]).kill_on_drop(true);
+        die_with_parent(&mut c);
+        let (ok, detail) =
+            match tokio::time::timeout(every.max(Duration::from_secs(5)), c.output()).await {
+                Err(_) => (
+                    false,
+                    format!(
+                        "no answer within {}s",
+                        every.max(Duration::from_secs(5)).as_secs()
+                    ),
+                ),
+                Ok(Err(e)) => (false, format!("cannot run: {e}")),
+                Ok(Ok(o)) => {
+                    let first = |b: &[u8]| {
+                        String::from_utf8_lossy(b)
+                            .lines()
+                            .find(|l| !l.trim().is_empty())
+                            .unwrap_or("")
+                            .chars()
+                            .take(200)
+                            .collect::<String>()
+                    };
+                    let mut d = first(&o.stdout);
+                    if d.is_empty() {
+                        d = first(&o.stderr);
+                    }
+                    if !o.status.success() && d.is_empty() {
+                        d = o.status.to_string();
+                    }
+                    (o.status.success(), d)
+                }
+            };
+        into.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            w.name.clone(),
+            pb::WatchStatus {
+                name: w.name.clone(),
+                ok,
+                detail,
+            },
+        );
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// File-system usage of the library directories (what an ASP threshold watches on IBM i).
@@ -281,16 +352,7 @@ async fn step(
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
-        let tail: String = err
-            .trim()
-            .chars()
-            .rev()
-            .take(300)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        Err(format!("{} {tail}", out.status))
+        Err(format!("{} {}", out.status, tail(&err, 300)))
     }
 }
 
@@ -304,13 +366,42 @@ fn die_with_parent(c: &mut tokio::process::Command) {
     }
 }
 
-/// Saves one entry as a save set with `cinta-agent save --json`.
+/// What a job is doing now, sent to the controller at most once a second.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Live {
+    entries_done: u32,
+    entries_total: u32,
+    /// The entry being saved.
+    current: String,
+    /// Bytes read so far, finished entries included.
+    bytes: u64,
+    /// Bytes expected in all (finished entries, plus the current one's estimate).
+    bytes_total: u64,
+    objects: u64,
+}
+
+#[derive(Deserialize)]
+struct ProgressLine {
+    progress: ProgressOut,
+}
+
+#[derive(Deserialize)]
+struct ProgressOut {
+    bytes: u64,
+    objects: u64,
+    total: u64,
+}
+
+/// Saves one entry as a save set with `cinta-agent save --json
+/// --progress-json`, its progress going into `live` as it runs.
 async fn save_entry(
     c: &AgentConfig,
     lib: &LibraryRef,
     job: &pb::JobAssignment,
     e: &pb::SaveEntry,
+    live: &tokio::sync::watch::Sender<Live>,
 ) -> std::result::Result<pb::SaveSetResult, String> {
+    use std::process::Stdio;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let mut cmd = tokio::process::Command::new(exe);
     cmd.arg("save").arg(&lib.path);
@@ -319,9 +410,15 @@ async fn save_entry(
         (_, Some(k)) => cmd.arg("--kmip").arg(k),
         _ => unreachable!("checked at load"),
     };
-    cmd.args([
-        "--source", &e.path, "--level", &job.level, "--append", "--json",
-    ]);
+    let producer = (!e.command.is_empty()).then_some(e.command.as_str());
+    if producer.is_none() {
+        cmd.args(["--source", &e.path, "--level", &job.level]);
+    } else {
+        // A library's save file: always whole (SAVLIB).
+        let name = format!("{}.SAVF", e.library);
+        cmd.args(["--stdin", &name, "--level", "full"]);
+    }
+    cmd.args(["--append", "--json", "--progress-json"]);
     for g in &e.include {
         cmd.args(["--include", g]);
     }
@@ -331,17 +428,78 @@ async fn save_entry(
     if job.compress {
         cmd.arg("--compress");
     }
-    cmd.kill_on_drop(true);
+    cmd.kill_on_drop(true)
+        .stdin(if producer.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     die_with_parent(&mut cmd);
-    let out = cmd
-        .output()
-        .await
+    let mut saver = cmd
+        .spawn()
         .map_err(|err| format!("cannot start the save: {err}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    let mut stdout = saver.stdout.take().expect("piped");
+    let out_task = tokio::spawn(async move {
+        let mut v = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stdout, &mut v).await;
+        v
+    });
+    // Progress lines go to `live`; anything else is the save's message.
+    let stderr = saver.stderr.take().expect("piped");
+    let (base, base_total) = {
+        let l = live.borrow();
+        (l.bytes, l.bytes_total)
+    };
+    let live_tx = live.clone();
+    let err_task = tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let mut said = String::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            match serde_json::from_str::<ProgressLine>(&l) {
+                Ok(p) => live_tx.send_modify(|v| {
+                    v.bytes = base + p.progress.bytes;
+                    v.bytes_total = base_total + p.progress.total.max(p.progress.bytes);
+                    v.objects = p.progress.objects;
+                }),
+                Err(_) => {
+                    said.push_str(&l);
+                    said.push('\n');
+                }
+            }
+        }
+        said
+    });
+    if let Some(producer) = producer {
+        let mut to = saver.stdin.take().expect("piped");
+        let fed = feed(producer, job, &mut to).await;
+        if let Err(why) = fed {
+            // Killed before the end of its input: the save never completes, records nothing.
+            let _ = saver.start_kill();
+            let _ = saver.wait().await;
+            drop(to);
+            let said = err_task.await.unwrap_or_default();
+            return Err(if said.trim().is_empty() {
+                why
+            } else {
+                format!("{why}; the save: {}", tail(&said, 300))
+            });
+        }
+        drop(to); // the end of the save file
     }
-    let parsed: SaveOut = serde_json::from_slice(&out.stdout)
-        .map_err(|err| format!("unreadable save report: {err}"))?;
+    let status = saver
+        .wait()
+        .await
+        .map_err(|err| format!("the save: {err}"))?;
+    let stdout = out_task.await.unwrap_or_default();
+    let said = err_task.await.unwrap_or_default();
+    if !status.success() {
+        return Err(said.trim().to_string());
+    }
+    let parsed: SaveOut =
+        serde_json::from_slice(&stdout).map_err(|err| format!("unreadable save report: {err}"))?;
     let r = parsed.report;
     let mut volumes: Vec<String> = r.file.sections.into_iter().map(|s| s.volser).collect();
     volumes.dedup();
@@ -353,6 +511,59 @@ async fn save_entry(
         objects: r.objects,
         bytes: r.bytes,
     })
+}
+
+/// Copies the standard output of `producer` (`sh -c`) into `to`, the input
+/// of a `--stdin` save. Ok only once the producer has exited 0; on Err the
+/// caller kills the save before closing `to`, so the save never sees the
+/// end of its input and no save set of a half-written save file is recorded.
+async fn feed(
+    producer: &str,
+    job: &pb::JobAssignment,
+    to: &mut tokio::process::ChildStdin,
+) -> std::result::Result<(), String> {
+    use std::process::Stdio;
+    let mut p = tokio::process::Command::new("/bin/sh");
+    p.args(["-c", producer])
+        .env("CINTA_JOB_ID", &job.job_id)
+        .env("CINTA_CONTROL_GROUP", &job.control_group)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    die_with_parent(&mut p);
+    let mut child = p
+        .spawn()
+        .map_err(|e| format!("cannot start {producer:?}: {e}"))?;
+    let mut from = child.stdout.take().expect("piped");
+    let mut perr = child.stderr.take().expect("piped");
+    let err_task = tokio::spawn(async move {
+        let mut v = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut perr, &mut v).await;
+        v
+    });
+    if let Err(e) = tokio::io::copy(&mut from, to).await {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        return Err(format!("the save stopped taking the data ({e})"));
+    }
+    let status = child.wait().await;
+    let stderr = err_task.await.unwrap_or_default();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!(
+            "the library save command failed ({s}): {}",
+            tail(&String::from_utf8_lossy(&stderr), 400)
+        )),
+        Err(e) => Err(format!("the library save command: {e}")),
+    }
+}
+
+/// The last `n` characters of `s`, trimmed.
+fn tail(s: &str, n: usize) -> String {
+    let s = s.trim();
+    let start = s.char_indices().rev().nth(n).map_or(0, |(i, _)| i);
+    s[start..].to_string()
 }
 
 /// Expires a save set (`cinta-agent expire`), destroying its key if asked.
@@ -385,6 +596,52 @@ async fn expire_save_set(
     }
 }
 
+/// Sends a job's progress to the controller as it changes, at most once a
+/// second; the last change is always sent once `stop` is notified.
+fn progress_forwarder(
+    client: &AgentServiceClient<Channel>,
+    session: &str,
+    job: &pb::JobAssignment,
+) -> (
+    tokio::sync::watch::Sender<Live>,
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<tokio::sync::Notify>,
+) {
+    let (tx, mut rx) = tokio::sync::watch::channel(Live {
+        entries_total: job.entries.len() as u32,
+        ..Live::default()
+    });
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stopped = stop.clone();
+    let mut client = client.clone();
+    let (session, job_id) = (session.to_string(), job.job_id.clone());
+    let task = tokio::spawn(async move {
+        let mut stopping = false;
+        while rx.changed().await.is_ok() {
+            let l = rx.borrow_and_update().clone();
+            let _ = client
+                .report_progress(pb::JobProgress {
+                    session_id: session.clone(),
+                    job_id: job_id.clone(),
+                    entries_done: l.entries_done,
+                    entries_total: l.entries_total,
+                    bytes: l.bytes,
+                    bytes_total: l.bytes_total,
+                    objects: l.objects,
+                    current: l.current,
+                })
+                .await;
+            if !stopping {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stopped.notified() => stopping = true,
+                }
+            }
+        }
+    });
+    (tx, task, stop)
+}
+
 /// A job: pre steps, one save per entry (in order), post steps even after a failure.
 async fn run_job(
     c: &AgentConfig,
@@ -415,29 +672,44 @@ async fn run_job(
         }
     }
     if let (true, Some(lib)) = (go && !job.entries.is_empty(), lib) {
-        let total = job.entries.len() as u32;
-        let mut bytes = 0u64;
+        let (live, forwarder, stop) = progress_forwarder(client, session, &job);
         for (i, e) in job.entries.iter().enumerate() {
-            match save_entry(c, lib, &job, e).await {
+            live.send_modify(|l| {
+                l.current = if e.library.is_empty() {
+                    e.path.clone()
+                } else {
+                    format!("library {}", e.library)
+                };
+            });
+            match save_entry(c, lib, &job, e, &live).await {
                 Ok(r) => {
-                    bytes += r.bytes;
+                    live.send_modify(|l| {
+                        let before = l.bytes_total;
+                        l.entries_done = i as u32 + 1;
+                        l.bytes = sets
+                            .iter()
+                            .map(|s: &pb::SaveSetResult| s.bytes)
+                            .sum::<u64>()
+                            + r.bytes;
+                        l.bytes_total = before.max(l.bytes);
+                        l.current.clear();
+                    });
                     sets.push(r);
                 }
                 Err(m) => {
-                    problems.push(format!("entry {}: {m}", e.path));
+                    let what = if e.library.is_empty() {
+                        &e.path
+                    } else {
+                        &e.library
+                    };
+                    problems.push(format!("entry {what}: {m}"));
                     break;
                 }
             }
-            let _ = client
-                .report_progress(pb::JobProgress {
-                    session_id: session.to_string(),
-                    job_id: job.job_id.clone(),
-                    entries_done: i as u32 + 1,
-                    entries_total: total,
-                    bytes,
-                })
-                .await;
         }
+        drop(live);
+        stop.notify_one();
+        let _ = forwarder.await;
     }
     if let (true, Some(lib)) = (go && !job.expire.is_empty(), lib) {
         for id in &job.expire {

@@ -55,7 +55,14 @@ enum Cmd {
         /// Wait for the job to finish; exit 0 if it succeeded, 1 if not.
         #[arg(long)]
         wait: bool,
+        /// Wait, showing its progress as `watch` does.
+        #[arg(long, conflicts_with = "wait")]
+        watch: bool,
     },
+    /// Follow a job live until it ends: a progress bar on a terminal, a line
+    /// every 10 s otherwise, a JSON line per change with --json. Exit 0 if it
+    /// succeeded, 1 if not.
+    Watch { id: String },
     /// Cancel a queued or running job.
     Cancel { id: String },
     /// Save sets the jobs made, with retention (expires, state).
@@ -139,6 +146,7 @@ fn job_json(j: &pb::Job) -> serde_json::Value {
         "id": j.id, "control_group": j.control_group, "agent": j.agent, "state": j.state,
         "created": j.created, "started": j.started, "finished": j.finished, "message": j.message,
         "entries_done": j.entries_done, "entries_total": j.entries_total, "bytes": j.bytes,
+        "bytes_total": j.bytes_total, "objects": j.objects, "current": j.current,
         "save_sets": j.save_sets.iter().map(|s| serde_json::json!({
             "id": s.id, "source": s.source, "key_id": s.key_id, "volumes": s.volumes, "objects": s.objects, "bytes": s.bytes,
         })).collect::<Vec<_>>(),
@@ -175,6 +183,114 @@ fn print_job(j: &pb::Job) {
     }
 }
 
+/// Bytes as B, KiB, MiB, GiB.
+fn human(b: f64) -> String {
+    let mut v = b;
+    for unit in ["B", "KiB", "MiB", "GiB"] {
+        if v < 1024.0 || unit == "GiB" {
+            return if unit == "B" {
+                format!("{v:.0} {unit}")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+        v /= 1024.0;
+    }
+    unreachable!()
+}
+
+/// One line of a running job: bar, bytes, rate, ETA, entry. `rate` in bytes/s (measured here).
+fn progress_line(j: &pb::Job, rate: f64, width: usize) -> String {
+    let frac = if j.bytes_total > 0 {
+        (j.bytes as f64 / j.bytes_total as f64).min(1.0)
+    } else if j.entries_total > 0 {
+        f64::from(j.entries_done) / f64::from(j.entries_total)
+    } else {
+        0.0
+    };
+    let filled = (frac * width as f64).round() as usize;
+    let bar = format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled));
+    let mut line = format!(
+        "{} {} {bar} {:>3.0}%  {}",
+        j.id,
+        j.state,
+        frac * 100.0,
+        human(j.bytes as f64)
+    );
+    if j.bytes_total > 0 {
+        line.push_str(&format!(" of {}", human(j.bytes_total as f64)));
+    }
+    if rate > 0.0 {
+        line.push_str(&format!("  {}/s", human(rate)));
+        if j.bytes_total > j.bytes {
+            let left = ((j.bytes_total - j.bytes) as f64 / rate) as u64;
+            line.push_str(&format!("  ETA {}:{:02}", left / 60, left % 60));
+        }
+    }
+    line.push_str(&format!(
+        "  entry {}/{}",
+        (j.entries_done + u32::from(!j.current.is_empty())).min(j.entries_total),
+        j.entries_total
+    ));
+    if !j.current.is_empty() {
+        line.push_str(&format!(": {} ({} objects)", j.current, j.objects));
+    }
+    line
+}
+
+/// Follows job `id` until it ends; returns it as it ended.
+async fn watch(c: &mut ConsoleServiceClient<Channel>, id: &str, json: bool) -> Result<pb::Job> {
+    use std::io::{IsTerminal, Write};
+    let tty = !json && std::io::stdout().is_terminal();
+    let mut last: Option<pb::Job> = None;
+    let mut printed = std::time::Instant::now() - Duration::from_secs(60);
+    // Rate from what this console saw: (when, bytes) at the first sighting while running.
+    let mut first: Option<(std::time::Instant, u64)> = None;
+    loop {
+        let j = c
+            .get_job(pb::GetJobRequest { id: id.to_string() })
+            .await?
+            .into_inner();
+        let ended = !matches!(j.state.as_str(), "queued" | "running");
+        if j.state == "running" && first.is_none() {
+            first = Some((std::time::Instant::now(), j.bytes));
+        }
+        let rate = first
+            .map(|(t, b)| {
+                let s = t.elapsed().as_secs_f64();
+                if s > 0.5 {
+                    j.bytes.saturating_sub(b) as f64 / s
+                } else {
+                    0.0
+                }
+            })
+            .unwrap_or(0.0);
+        let changed = last.as_ref() != Some(&j);
+        if json {
+            if changed {
+                println!("{}", serde_json::to_string(&job_json(&j))?);
+            }
+        } else if tty {
+            print!("\r{}\x1b[K", progress_line(&j, rate, 30));
+            std::io::stdout().flush()?;
+        } else if ended
+            || last.as_ref().map(|l| &l.state) != Some(&j.state)
+            || printed.elapsed() >= Duration::from_secs(10)
+        {
+            println!("{}", progress_line(&j, rate, 20));
+            printed = std::time::Instant::now();
+        }
+        if ended {
+            if tty {
+                println!();
+            }
+            return Ok(j);
+        }
+        last = Some(j);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn run(cli: Cli) -> Result<i32> {
     let mut c = client(&cli).await?;
     match &cli.cmd {
@@ -192,12 +308,13 @@ async fn run(cli: Cli) -> Result<i32> {
                         "last_seen": a.last_seen,
                         "libraries": a.libraries.iter().map(|l| serde_json::json!({"name": l.name, "drives": l.drives, "slots": l.slots, "scratch": l.scratch})).collect::<Vec<_>>(),
                         "usage": a.usage.iter().map(|u| serde_json::json!({"what": u.what, "percent_used": u.percent_used})).collect::<Vec<_>>(),
+                        "watched": a.watched.iter().map(|w| serde_json::json!({"name": w.name, "ok": w.ok, "detail": w.detail})).collect::<Vec<_>>(),
                     }))
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
-                    "{:<10} {:<12} {:<10} {:<21} LIBRARIES",
+                    "{:<10} {:<12} {:<10} {:<21} LIBRARIES; WATCHED",
                     "AGENT", "ROLE", "STATE", "LAST SEEN"
                 );
                 for a in a {
@@ -206,13 +323,23 @@ async fn run(cli: Cli) -> Result<i32> {
                         .iter()
                         .map(|l| format!("{} ({} scratch)", l.name, l.scratch))
                         .collect();
+                    let watched: Vec<String> = a
+                        .watched
+                        .iter()
+                        .map(|w| format!("{} {}", w.name, if w.ok { "up" } else { "DOWN" }))
+                        .collect();
                     println!(
-                        "{:<10} {:<12} {:<10} {:<21} {}",
+                        "{:<10} {:<12} {:<10} {:<21} {}{}",
                         a.name,
                         a.role,
                         if a.connected { "connected" } else { "away" },
                         when(a.last_seen),
-                        libs.join(", ")
+                        libs.join(", "),
+                        if watched.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; {}", watched.join(", "))
+                        }
                     );
                 }
             }
@@ -245,9 +372,17 @@ async fn run(cli: Cli) -> Result<i32> {
                 print_job(&j);
             }
         }
+        Cmd::Watch { id } => {
+            let j = watch(&mut c, id, cli.json).await?;
+            if !cli.json {
+                print_job(&j);
+            }
+            return Ok(if j.state == "succeeded" { 0 } else { 1 });
+        }
         Cmd::Run {
             control_group,
             wait,
+            watch: follow,
         } => {
             let mut j = c
                 .run_control_group(pb::RunControlGroupRequest {
@@ -257,6 +392,13 @@ async fn run(cli: Cli) -> Result<i32> {
                 .into_inner();
             if !cli.json {
                 println!("queued job {} ({}) for {}", j.id, j.control_group, j.agent);
+            }
+            if *follow {
+                let j = watch(&mut c, &j.id.clone(), cli.json).await?;
+                if !cli.json {
+                    print_job(&j);
+                }
+                return Ok(if j.state == "succeeded" { 0 } else { 1 });
             }
             if *wait {
                 while j.state == "queued" || j.state == "running" {

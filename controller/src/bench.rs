@@ -170,7 +170,7 @@ pub fn run(
                     loop {
                         tick.tick().await;
                         let usage = vec![pb::Usage { what: "ASP 1".into(), percent_used: 42.0 }];
-                        if hb.heartbeat(pb::HeartbeatRequest { session_id: hs.clone(), usage }).await.is_ok() {
+                        if hb.heartbeat(pb::HeartbeatRequest { session_id: hs.clone(), usage, watched: vec![] }).await.is_ok() {
                             beats.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -182,7 +182,7 @@ pub fn run(
                     if !ok.ok {
                         continue;
                     }
-                    c.report_progress(pb::JobProgress { session_id: session.clone(), job_id: job.job_id.clone(), entries_done: 1, entries_total: 1, bytes: 1 << 20 }).await?;
+                    c.report_progress(pb::JobProgress { session_id: session.clone(), job_id: job.job_id.clone(), entries_done: 1, entries_total: 1, bytes: 1 << 20, bytes_total: 1 << 20, objects: 1, current: String::new() }).await?;
                     c.finish_job(pb::JobResult { session_id: session.clone(), job_id: job.job_id, ok: true, message: "simulated".into(), save_sets: vec![], output: String::new() }).await?;
                     finished.fetch_add(1, Ordering::Relaxed);
                 }

@@ -23,6 +23,9 @@ pub struct AgentRow {
     pub libraries: Vec<(String, u32, u32, u32)>,
     /// Usage figures from the last heartbeat: (what, percent used).
     pub usage: Vec<(String, f64)>,
+    /// Watches from the last heartbeat: (name, up, detail).
+    #[serde(default)]
+    pub watched: Vec<(String, bool, String)>,
     pub session: String,
     pub last_seen: i64,
 }
@@ -33,8 +36,7 @@ pub struct Assignment {
     pub library: String,
     pub level: String,
     pub compress: bool,
-    /// (path, include, exclude)
-    pub entries: Vec<(String, Vec<String>, Vec<String>)>,
+    pub entries: Vec<SaveItem>,
     #[serde(default)]
     pub pre: Vec<String>,
     #[serde(default)]
@@ -46,6 +48,19 @@ pub struct Assignment {
     pub expire: Vec<String>,
     #[serde(default)]
     pub shred: bool,
+}
+
+/// One entry of a job: a path (with include/exclude), or an IBM i library
+/// saved by `command` (whose standard output, the save file, becomes one object).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SaveItem {
+    pub path: String,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub library: String,
+    #[serde(default)]
+    pub command: String,
 }
 
 impl Assignment {
@@ -117,6 +132,26 @@ pub struct JobRow {
     /// Standard output of the exit steps (probes and hooks).
     #[serde(default)]
     pub output: String,
+    /// Bytes expected in all, as far as the agent knows (0: not known).
+    #[serde(default)]
+    pub bytes_total: u64,
+    /// Objects of the current entry saved so far.
+    #[serde(default)]
+    pub objects: u64,
+    /// The entry being saved.
+    #[serde(default)]
+    pub current: String,
+}
+
+/// How far a running job has got, as its agent reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    pub entries_done: u32,
+    pub entries_total: u32,
+    pub bytes: u64,
+    pub bytes_total: u64,
+    pub objects: u64,
+    pub current: String,
 }
 
 /// Where the controller keeps what it knows (SQLite today; PostgreSQL is the planned second implementation).
@@ -135,8 +170,8 @@ pub trait Catalog: Send {
         session: &str,
         now: i64,
     ) -> Result<std::result::Result<(), String>>;
-    fn progress(&mut self, job: &str, agent: &str, done: u32, total: u32, bytes: u64)
-        -> Result<()>;
+    /// Records how far a running job of `agent` has got.
+    fn progress(&mut self, job: &str, agent: &str, p: &Progress) -> Result<()>;
     #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
@@ -394,19 +429,15 @@ impl Catalog for SqliteCatalog {
         Ok(Ok(()))
     }
 
-    fn progress(
-        &mut self,
-        job: &str,
-        agent: &str,
-        done: u32,
-        total: u32,
-        bytes: u64,
-    ) -> Result<()> {
+    fn progress(&mut self, job: &str, agent: &str, p: &Progress) -> Result<()> {
         if let Some((mut j, _)) = self.job_of(job)? {
             if j.agent == agent && j.state == "running" {
-                j.entries_done = done;
-                j.entries_total = total;
-                j.bytes = bytes;
+                j.entries_done = p.entries_done;
+                j.entries_total = p.entries_total;
+                j.bytes = p.bytes;
+                j.bytes_total = p.bytes_total;
+                j.objects = p.objects;
+                j.current = p.current.clone();
                 self.put_job(&j, None)?;
             }
         }
@@ -575,6 +606,7 @@ mod tests {
             version: "0".into(),
             libraries: vec![],
             usage: vec![],
+            watched: vec![],
             session: session.into(),
             last_seen: 10,
         }
@@ -599,11 +631,20 @@ mod tests {
             bytes: 0,
             save_sets: vec![],
             output: String::new(),
+            bytes_total: 0,
+            objects: 0,
+            current: String::new(),
             assignment: Assignment {
                 library: "default".into(),
                 level: "full".into(),
                 compress: false,
-                entries: vec![("/home".into(), vec![], vec![])],
+                entries: vec![SaveItem {
+                    path: "/home".into(),
+                    include: vec![],
+                    exclude: vec![],
+                    library: String::new(),
+                    command: String::new(),
+                }],
                 pre: vec![],
                 post: vec![],
                 step_timeout_seconds: 60,
@@ -631,5 +672,11 @@ mod tests {
         );
         assert_eq!(c.agent("PROD1").unwrap().unwrap().session, "s2");
         assert!(c.agent("NOPE").unwrap().is_none());
+        // Entries written before library entries (path, include, exclude) still read.
+        let old: SaveItem = serde_json::from_str(r#"["/home", ["*.db"], []]"#).unwrap();
+        assert_eq!(
+            (old.path.as_str(), old.include.len(), old.library.as_str()),
+            ("/home", 1, "")
+        );
     }
 }

@@ -39,6 +39,38 @@ pub struct Config {
     pub control_groups: Vec<ControlGroup>,
     #[serde(default, rename = "media_policy")]
     pub media_policies: Vec<MediaPolicy>,
+    /// How IBM i libraries are saved (command templates).
+    #[serde(default)]
+    pub ibmi: Ibmi,
+}
+
+/// The IBM i bridge: command templates the agent runs to save a library.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ibmi {
+    /// Saves library `{lib}` and writes the save file's bytes to standard
+    /// output (messages to standard error); `{savf}` is a save-file name,
+    /// `{lpar}` the LPAR's name. Run with `sh -c` by the agent, over SSH when
+    /// the LPAR has `ssh`. A non-zero exit fails the save: nothing is recorded.
+    #[serde(default = "default_save_library")]
+    pub save_library: String,
+}
+
+impl Default for Ibmi {
+    fn default() -> Ibmi {
+        Ibmi {
+            save_library: default_save_library(),
+        }
+    }
+}
+
+/// BRMS/CL through PASE's `system`: a save file in library CINTA, SAVLIB
+/// into it (save-while-active, synchronised at library level), its bytes
+/// read through the integrated file system, the save file deleted.
+pub const DEFAULT_SAVE_LIBRARY: &str = "system \"CRTSAVF FILE(CINTA/{savf})\" >&2 && system \"SAVLIB LIB({lib}) DEV(*SAVF) SAVF(CINTA/{savf}) SAVACT(*SYNCLIB) SAVACTWAIT(120) DTACPR(*NO)\" >&2 && cat /QSYS.LIB/CINTA.LIB/{savf}.FILE; rc=$?; system \"DLTF FILE(CINTA/{savf})\" >&2; exit $rc";
+
+fn default_save_library() -> String {
+    DEFAULT_SAVE_LIBRARY.into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +134,10 @@ pub struct NightPlan {
     /// How long to wait for users to leave before falling back to contingency.
     #[serde(default = "default_quiesce_grace")]
     pub quiesce_grace_minutes: u32,
+    /// Policy: when users are still signed on after the grace period, run
+    /// this on production (e.g. end their interactive jobs), then ask the
+    /// quiesce probe once more; only if they remain, fall back to contingency.
+    pub force_signoff: Option<String>,
     /// The contingency fallback, when production cannot be quiesced.
     pub contingency: Option<Contingency>,
 }
@@ -145,6 +181,30 @@ pub struct Lpar {
     pub site: String,
     /// production, contingency or server.
     pub role: String,
+    /// `[user@]host` (and ssh options) to reach the LPAR: library saves run
+    /// as `ssh -o BatchMode=yes SSH '<template>'`; without it, on the agent's host (PASE).
+    pub ssh: Option<String>,
+    /// This LPAR's own library-save template (instead of `[ibmi] save_library`).
+    pub save_library: Option<String>,
+    /// Subsystems or processes the agent checks and reports with its heartbeats.
+    #[serde(default, rename = "watch")]
+    pub watches: Vec<Watch>,
+}
+
+/// Something the agent checks on its LPAR or host (a subsystem, a process):
+/// `command` exits 0 when it is up; its first line says how it is. A change
+/// raises `watch.down` or `watch.up`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watch {
+    pub name: String,
+    pub command: String,
+    #[serde(default = "default_watch_every")]
+    pub every_seconds: u32,
+}
+
+fn default_watch_every() -> u32 {
+    60
 }
 
 /// BRMS-style control group: what to save, in order, and on which LPAR.
@@ -177,10 +237,13 @@ pub struct ControlGroup {
     pub entries: Vec<Entry>,
 }
 
+/// A control-group entry: a path (directory tree or file) or an IBM i library (one of the two).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Entry {
-    pub path: String,
+    pub path: Option<String>,
+    /// An IBM i library, saved with SAVLIB to a save file streamed into the save set as `{lib}.SAVF`.
+    pub library: Option<String>,
     #[serde(default)]
     pub include: Vec<String>,
     #[serde(default)]
@@ -278,6 +341,14 @@ impl Config {
             }
         }
         for l in &c.lpars {
+            for (i, w) in l.watches.iter().enumerate() {
+                if w.every_seconds == 0 || l.watches[..i].iter().any(|o| o.name == w.name) {
+                    return Err(bad(format!(
+                        "lpar {}: watch {:?}: names must be unique and every_seconds at least 1",
+                        l.name, w.name
+                    )));
+                }
+            }
             if !["production", "contingency", "server"].contains(&l.role.as_str()) {
                 return Err(bad(format!(
                     "lpar {}: role {:?} is not production, contingency or server",
@@ -295,6 +366,20 @@ impl Config {
             if g.entries.is_empty() {
                 return Err(bad(format!("control group {} has no entries", g.name)));
             }
+            for e in &g.entries {
+                match (&e.path, &e.library) {
+                    (Some(_), None) => {}
+                    (None, Some(l)) => check_library_name(l).map_err(|m| {
+                        bad(format!("control group {}: library {l:?}: {m}", g.name))
+                    })?,
+                    _ => {
+                        return Err(bad(format!(
+                            "control group {}: an entry needs exactly one of path and library",
+                            g.name
+                        )))
+                    }
+                }
+            }
             let known = c
                 .lpars
                 .iter()
@@ -307,6 +392,22 @@ impl Config {
             }
         }
         Ok(c)
+    }
+
+    /// The command that saves IBM i library `lib` on `lpar` (its save file on standard output).
+    pub fn save_library_command(&self, lpar: &str, lib: &str) -> String {
+        let l = self.lpars.iter().find(|l| l.name == lpar);
+        let template = l
+            .and_then(|l| l.save_library.as_deref())
+            .unwrap_or(&self.ibmi.save_library);
+        let filled = template
+            .replace("{lib}", lib)
+            .replace("{savf}", lib)
+            .replace("{lpar}", lpar);
+        match l.and_then(|l| l.ssh.as_deref()) {
+            Some(ssh) => format!("ssh -o BatchMode=yes {ssh} {}", shell_quote(&filled)),
+            None => filled,
+        }
     }
 
     /// The configured time zone.
@@ -351,6 +452,32 @@ impl Config {
     }
 }
 
+/// An IBM i library name as SAVLIB takes it: 1-10 characters, upper case
+/// letters, digits, $ # @ _ and ., not starting with a digit, _ or ..
+pub fn check_library_name(l: &str) -> std::result::Result<(), String> {
+    if l.starts_with('*') {
+        return Err("special values are not saved to one save file; name the libraries".into());
+    }
+    let ok_first = |c: char| c.is_ascii_uppercase() || "$#@".contains(c);
+    let ok = |c: char| ok_first(c) || c.is_ascii_digit() || "_.".contains(c);
+    match l.chars().next() {
+        None => Err("empty".into()),
+        Some(_) if l.len() > 10 => Err("longer than 10 characters".into()),
+        Some(c) if !ok_first(c) => {
+            Err("must start with A-Z, $, # or @ (IBM i names are upper case)".into())
+        }
+        Some(_) if !l.chars().all(ok) => {
+            Err("only A-Z, 0-9, $ # @ _ . (IBM i names are upper case)".into())
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// `s` as one word for sh (single quotes).
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +496,25 @@ mod tests {
             ("PROD1".to_string(), "contingency".to_string()),
         ];
         assert_eq!(c.resolve(&g.target, &switched).unwrap(), "CONT1");
+        assert_eq!(c.lpars[0].ssh.as_deref(), Some("cinta@prod1"));
+        assert_eq!(c.lpars[0].watches[0].name, "subsystem QINTER");
+        let cmd = c.save_library_command("PROD1", "PAYROLL");
+        assert!(
+            cmd.starts_with(
+                "ssh -o BatchMode=yes cinta@prod1 'system \"CRTSAVF FILE(CINTA/PAYROLL)\""
+            ),
+            "{cmd}"
+        );
+        assert!(cmd.contains("SAVLIB LIB(PAYROLL) DEV(*SAVF)"), "{cmd}");
+        for (bad, why) in [
+            ("payroll", "upper case"),
+            ("*ALLUSR", "special values"),
+            ("ABCDEFGHIJK", "10"),
+            ("1LIB", "start"),
+        ] {
+            assert!(check_library_name(bad).unwrap_err().contains(why), "{bad}");
+        }
+        assert_eq!(shell_quote("a'b"), "'a'\\''b'");
         assert!(Config::parse(
             "catalog = \"c\"\ncolour = 1\n[tls]\ncert=\"a\"\nkey=\"b\"\nclient_ca=\"c\"",
             Path::new("x")

@@ -28,6 +28,8 @@ pub struct EventsConfig {
 pub struct Events {
     pub counts: Mutex<BTreeMap<String, u64>>,
     crossed: Mutex<HashSet<(String, String)>>,
+    /// Whether each (agent, watch) was up when last reported.
+    watch_state: Mutex<BTreeMap<(String, String), bool>>,
     webhook: Option<tokio::sync::mpsc::Sender<String>>,
     pub dropped: std::sync::atomic::AtomicU64,
 }
@@ -86,6 +88,26 @@ impl Events {
                 }
             } else {
                 crossed.remove(&key);
+            }
+        }
+        out
+    }
+}
+
+impl Events {
+    /// The watches whose state changed: (name, up, detail). A watch first
+    /// seen down counts as a change; first seen up does not.
+    pub fn watch_changes(
+        &self,
+        agent: &str,
+        watched: &[(String, bool, String)],
+    ) -> Vec<(String, bool, String)> {
+        let mut st = self.watch_state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (name, ok, detail) in watched {
+            let before = st.insert((agent.to_string(), name.clone()), *ok);
+            if before.unwrap_or(true) != *ok {
+                out.push((name.clone(), *ok, detail.clone()));
             }
         }
         out

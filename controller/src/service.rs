@@ -14,13 +14,13 @@ use tokio::sync::Notify;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::catalog::{AgentRow, Assignment, Catalog, JobRow, SaveSetRow};
+use crate::catalog::{AgentRow, Assignment, Catalog, JobRow, Progress, SaveItem, SaveSetRow};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::night::{Night, LAST_KEY, NIGHT_KEY};
 
-/// An agent's last heartbeat: when, and the usage it reported.
-type Live = (i64, Vec<(String, f64)>);
+/// An agent's last heartbeat: when, the usage and the watches it reported.
+type Live = (i64, Vec<(String, f64)>, Vec<(String, bool, String)>);
 
 pub struct State {
     pub cfg: Config,
@@ -96,6 +96,9 @@ impl State {
             bytes: 0,
             save_sets: vec![],
             output: String::new(),
+            bytes_total: 0,
+            objects: 0,
+            current: String::new(),
             assignment,
         };
         self.catalog().add_job(&job).map_err(internal)?;
@@ -130,7 +133,22 @@ impl State {
             entries: g
                 .entries
                 .iter()
-                .map(|e| (e.path.clone(), e.include.clone(), e.exclude.clone()))
+                .map(|e| match &e.library {
+                    Some(lib) => SaveItem {
+                        path: String::new(),
+                        include: vec![],
+                        exclude: vec![],
+                        library: lib.clone(),
+                        command: self.cfg.save_library_command(&lpar, lib),
+                    },
+                    None => SaveItem {
+                        path: e.path.clone().unwrap_or_default(),
+                        include: e.include.clone(),
+                        exclude: e.exclude.clone(),
+                        library: String::new(),
+                        command: String::new(),
+                    },
+                })
                 .collect(),
             pre: g.pre.clone(),
             post: g.post.clone(),
@@ -514,7 +532,7 @@ impl State {
                 .flatten()
         };
         match n.state.as_str() {
-            "quiesce-check" | "quiesce-recheck" => {
+            "quiesce-check" | "quiesce-recheck" | "quiesce-final" => {
                 let Some(j) = self.step_done(n) else { return };
                 match users(&j) {
                     Some(0) => {
@@ -539,6 +557,18 @@ impl State {
                                 ),
                             );
                             n.state = "quiesce-wait".into();
+                        } else if let (true, Some(cmd)) =
+                            (n.state == "quiesce-recheck", &plan.force_signoff)
+                        {
+                            n.note(
+                                now,
+                                format!("{why} after the grace period; forcing sign-off (policy)"),
+                            );
+                            self.event(
+                                "signoff.forced",
+                                &format!("night {}: {why}; ending their jobs by policy", n.id),
+                            );
+                            self.probe(n, "production", "signoff", cmd, now);
                         } else {
                             n.note(
                                 now,
@@ -561,6 +591,21 @@ impl State {
             "quiesce-wait" if now >= n.wait_until => {
                 if let Some(p) = &plan.quiesce_probe {
                     self.probe(n, "production", "quiesce-recheck", p, now);
+                }
+            }
+            "signoff" => {
+                let Some(j) = self.step_done(n) else { return };
+                let said = j.output.trim();
+                n.note(
+                    now,
+                    if j.state == "succeeded" {
+                        format!("sign-off ran: {said}")
+                    } else {
+                        format!("sign-off failed: {}", j.message)
+                    },
+                );
+                if let Some(p) = &plan.quiesce_probe {
+                    self.probe(n, "production", "quiesce-final", p, now);
                 }
             }
             "replication-check" => {
@@ -736,9 +781,10 @@ impl State {
         let mut agents = self.catalog().agents().unwrap_or_default();
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         for a in &mut agents {
-            if let Some((t, usage)) = live.get(&a.name) {
+            if let Some((t, usage, watched)) = live.get(&a.name) {
                 a.last_seen = a.last_seen.max(*t);
                 a.usage = usage.clone();
+                a.watched = watched.clone();
             }
         }
         agents
@@ -789,6 +835,18 @@ impl State {
                     "cinta_agent_usage_percent{{agent=\"{}\",what=\"{}\"}} {pct}",
                     a.name,
                     what.replace('"', "'")
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP cinta_watch_up A watched subsystem or process is up (1) or down (0), as its agent last reported.\n# TYPE cinta_watch_up gauge");
+        for a in &agents {
+            for (name, ok, _) in &a.watched {
+                let _ = writeln!(
+                    out,
+                    "cinta_watch_up{{agent=\"{}\",name=\"{}\"}} {}",
+                    a.name,
+                    name.replace(['"', '\\'], "'"),
+                    u8::from(*ok)
                 );
             }
         }
@@ -878,10 +936,12 @@ fn assignment(j: &JobRow) -> pb::JobAssignment {
             .assignment
             .entries
             .iter()
-            .map(|(p, i, e)| pb::SaveEntry {
-                path: p.clone(),
-                include: i.clone(),
-                exclude: e.clone(),
+            .map(|e| pb::SaveEntry {
+                path: e.path.clone(),
+                include: e.include.clone(),
+                exclude: e.exclude.clone(),
+                library: e.library.clone(),
+                command: e.command.clone(),
             })
             .collect(),
         library: j.assignment.library.clone(),
@@ -939,6 +999,7 @@ impl pb::agent_service_server::AgentService for Agents {
                 .map(|l| (l.name, l.drives, l.slots, l.scratch))
                 .collect(),
             usage: vec![],
+            watched: vec![],
             session: session.clone(),
             last_seen: self.0.now(),
         };
@@ -957,6 +1018,15 @@ impl pb::agent_service_server::AgentService for Agents {
         Ok(Response::new(pb::RegisterResponse {
             session_id: session,
             heartbeat_seconds: self.0.cfg.heartbeat_seconds,
+            watches: lpar
+                .watches
+                .iter()
+                .map(|w| pb::Watch {
+                    name: w.name.clone(),
+                    command: w.command.clone(),
+                    every_seconds: w.every_seconds,
+                })
+                .collect(),
         }))
     }
 
@@ -970,6 +1040,11 @@ impl pb::agent_service_server::AgentService for Agents {
             .usage
             .into_iter()
             .map(|u| (u.what, u.percent_used))
+            .collect();
+        let watched: Vec<(String, bool, String)> = r
+            .watched
+            .into_iter()
+            .map(|w| (w.name, w.ok, w.detail))
             .collect();
         // Heartbeats stay in memory (last seen, usage): only the session check reads the catalog.
         let current = self
@@ -988,7 +1063,16 @@ impl pb::agent_service_server::AgentService for Agents {
             .live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(cn.clone(), (self.0.now(), usage.clone()));
+            .insert(cn.clone(), (self.0.now(), usage.clone(), watched.clone()));
+        for (name, up, detail) in self.0.events.watch_changes(&cn, &watched) {
+            let (kind, how) = if up {
+                ("watch.up", "up again")
+            } else {
+                ("watch.down", "DOWN")
+            };
+            self.0
+                .event(kind, &format!("{cn}: {name} is {how}: {detail}"));
+        }
         if let Some(limit) = self.0.cfg.events.usage_threshold_percent {
             for (what, pct) in self.0.events.crossings(&cn, &usage, limit) {
                 self.0.event(
@@ -1091,7 +1175,18 @@ impl pb::agent_service_server::AgentService for Agents {
         self.session(&cn, &r.session_id)?;
         self.0
             .catalog()
-            .progress(&r.job_id, &cn, r.entries_done, r.entries_total, r.bytes)
+            .progress(
+                &r.job_id,
+                &cn,
+                &Progress {
+                    entries_done: r.entries_done,
+                    entries_total: r.entries_total,
+                    bytes: r.bytes,
+                    bytes_total: r.bytes_total,
+                    objects: r.objects,
+                    current: r.current,
+                },
+            )
             .map_err(internal)?;
         Ok(Response::new(pb::Ack {}))
     }
@@ -1177,6 +1272,9 @@ fn job_pb(j: JobRow) -> pb::Job {
         entries_done: j.entries_done,
         entries_total: j.entries_total,
         bytes: j.bytes,
+        bytes_total: j.bytes_total,
+        objects: j.objects,
+        current: j.current,
         output: j.output,
         save_sets: j
             .save_sets
@@ -1228,6 +1326,11 @@ impl pb::console_service_server::ConsoleService for Console {
                     .usage
                     .into_iter()
                     .map(|(what, percent_used)| pb::Usage { what, percent_used })
+                    .collect(),
+                watched: a
+                    .watched
+                    .into_iter()
+                    .map(|(name, ok, detail)| pb::WatchStatus { name, ok, detail })
                     .collect(),
             })
             .collect();

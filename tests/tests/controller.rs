@@ -118,9 +118,15 @@ usage_threshold_percent = 0.01
 cert = "{pki}/controller.pem"
 key = "{pki}/controller.key"
 client_ca = "{pki}/ca.pem"
+[ibmi]
+save_library = "bash {sim} {d}/sim/{{lpar}} savlib {{lib}}"
 [[lpar]]
 name = "PROD1"
 role = "production"
+[[lpar.watch]]
+name = "subsystem QINTER"
+command = "bash {sim} {d}/sim/PROD1 subsystem QINTER"
+every_seconds = 1
 [[lpar]]
 name = "CONT1"
 role = "contingency"
@@ -159,6 +165,7 @@ close_probe = "bash {sim} {d}/sim/PROD1 close"
 close_probe_every_minutes = 5
 quiesce_probe = "bash {sim} {d}/sim/PROD1 users"
 quiesce_grace_minutes = 10
+force_signoff = "bash {sim} {d}/sim/PROD1 signoff"
 [night.contingency]
 replication_probe = "bash {sim} {d}/sim/CONT1 replication"
 max_backlog = 100
@@ -192,6 +199,19 @@ pre = ["echo ended >> {d}/steps.log"]
 post = ["echo restarted >> {d}/steps.log"]
 [[control_group.entry]]
 path = "{d}/data/home"
+[[control_group]]
+name = "LIBS"
+target = "production"
+level = "incr"
+[[control_group.entry]]
+library = "PAYLIB"
+[[control_group.entry]]
+path = "{d}/data/home"
+[[control_group]]
+name = "NO-SUCH-LIB"
+target = "production"
+[[control_group.entry]]
+library = "NOSUCHLIB"
 [[control_group]]
 name = "BAD-PRE"
 target = "production"
@@ -362,7 +382,8 @@ path = "{d}/data/home"
         let o = self.ctl(args);
         assert!(
             o.status.success(),
-            "cintactl {args:?}: {}",
+            "cintactl {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
         );
         serde_json::from_slice(&o.stdout).unwrap()
@@ -410,6 +431,18 @@ impl Site {
         }
         serde_json::from_slice(&o.stdout).unwrap()
     }
+}
+
+/// GET /metrics, checked to be a 200 answer.
+fn metrics(s: &Site) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(&s.metrics).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    body
 }
 
 fn lib(s: &Site) -> PathBuf {
@@ -760,6 +793,8 @@ fn night_with_users_on(users: u32, backlog: u32, latency: u32) -> Site {
     std::fs::write(sim.join("PROD1/users"), format!("{users}\n")).unwrap();
     std::fs::write(sim.join("CONT1/backlog"), format!("{backlog}\n")).unwrap();
     std::fs::write(sim.join("CONT1/latency"), format!("{latency}\n")).unwrap();
+    // Their jobs do not end when the sign-off policy runs.
+    std::fs::write(sim.join("PROD1/stay"), "").unwrap();
     s.at(150);
     s.ctl_json(&["close", "finished"]);
     s.until("the quiesce wait", |s| {
@@ -779,6 +814,8 @@ fn users_still_signed_on_fall_back_to_contingency_end_to_end() {
     let t = n["timeline"].to_string();
     for want in [
         "3 users still signed on",
+        "forcing sign-off (policy)",
+        "sign-off ran: ENDJOB: 3 jobs would not end",
         "FALLBACK to contingency",
         "replication healthy (backlog 7, latency 2s)",
         "recovery point: journal sequence",
@@ -889,13 +926,7 @@ fn events_reach_the_console_the_webhook_and_the_metrics_endpoint() {
     let first: serde_json::Value = serde_json::from_str(&s.hooks.lock().unwrap()[0]).unwrap();
     assert!(first["kind"].is_string() && first["time"].is_i64());
     // And the Prometheus endpoint counts them.
-    use std::io::{Read, Write};
-    let mut c = std::net::TcpStream::connect(&s.metrics).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    c.read_to_string(&mut body).unwrap();
-    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let body = metrics(&s);
     for want in [
         "cinta_agents{state=\"connected\"} 1",
         "cinta_jobs{state=\"succeeded\"} 1",
@@ -1018,4 +1049,284 @@ fn the_close_probe_on_production_ends_the_close_window_without_an_operator() {
         s.ctl_json(&["job", n["post_close_job"].as_str().unwrap()])["state"],
         "succeeded"
     );
+}
+
+#[test]
+fn a_forced_sign_off_by_policy_quiesces_production_and_the_post_close_runs_there() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.start_agent("CONT1");
+    s.until("both agents", |s| {
+        s.connected("PROD1") && s.connected("CONT1")
+    });
+    s.at(31);
+    s.until("the close window", |s| {
+        s.tonight()["state"] == "close-window"
+    });
+    let sim = s.d().join("sim");
+    std::fs::create_dir_all(sim.join("PROD1")).unwrap();
+    std::fs::write(sim.join("PROD1/users"), "2\n").unwrap();
+    s.at(150);
+    s.ctl_json(&["close", "finished"]);
+    s.until("the quiesce wait", |s| {
+        s.tonight()["state"] == "quiesce-wait"
+    });
+    s.at(150 + 11);
+    s.until("the night to end", |s| s.tonight()["state"] == "done");
+    let n = s.tonight();
+    let t = n["timeline"].to_string();
+    for want in [
+        "2 users still signed on after the grace period; forcing sign-off (policy)",
+        "sign-off ran: ended 2 interactive jobs",
+        "production is quiet",
+        "post-close save succeeded",
+    ] {
+        assert!(t.contains(want), "{want:?} not in the timeline: {t}");
+    }
+    assert!(!t.contains("FALLBACK"), "{t}");
+    assert_ne!(n["post_close_job"], "");
+    let ev = s.ctl_json(&["events"]).to_string();
+    assert!(ev.contains("signoff.forced"), "{ev}");
+}
+
+/// Files below `d`, as (relative path, bytes), sorted.
+fn tree(d: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = vec![];
+    let mut stack = vec![d.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((
+                    e.path().strip_prefix(d).unwrap().to_path_buf(),
+                    std::fs::read(e.path()).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn an_ibm_i_library_is_saved_through_a_save_file_and_a_failed_savlib_records_nothing() {
+    let mut s = Site::new();
+    let libs = s.d().join("sim/PROD1/libs/PAYLIB");
+    std::fs::create_dir_all(libs.join("QCLSRC.FILE")).unwrap();
+    std::fs::write(libs.join("LEDGER.FILE"), vec![7u8; 300_000]).unwrap();
+    std::fs::write(libs.join("QCLSRC.FILE/CLOSE.MBR"), b"PGM\nENDPGM\n").unwrap();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    // A full save of the paths first: LIBS is an incremental group (its library is saved whole all the same).
+    let full = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(full["state"], "succeeded", "{full}");
+
+    let job = s.ctl_json(&["run", "LIBS", "--wait"]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let sets = job["save_sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 2, "{job}");
+    assert!(
+        sets[0]["source"].as_str().unwrap().contains("PAYLIB.SAVF"),
+        "{job}"
+    );
+    // The save file comes back out of the save set and RSTLIB restores the library on another LPAR.
+    let out = s.d().join("restored-lib");
+    let kmip = s.d().join("kmip-PROD1.toml");
+    ok(
+        "cinta-agent",
+        &[
+            "restore",
+            lib(&s).to_str().unwrap(),
+            "--kmip",
+            kmip.to_str().unwrap(),
+            "--save-set",
+            sets[0]["id"].as_str().unwrap(),
+            "--select",
+            "PAYLIB.SAVF",
+            "--to",
+            out.to_str().unwrap(),
+        ],
+    );
+    let savf = std::fs::File::open(out.join("PAYLIB.SAVF")).unwrap();
+    let other = s.d().join("sim/OTHER");
+    let o = Command::new("bash")
+        .arg(cinta_tests::repo().join("deploy/lpar-simulator.sh"))
+        .arg(&other)
+        .args(["rstlib", "PAYLIB"])
+        .stdin(savf)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(tree(&other.join("libs/PAYLIB")), tree(&libs));
+
+    // SAVLIB fails part-way: the entry fails with IBM i's message, and no
+    // save set of the half save file is recorded anywhere.
+    let listed = |s: &Site| {
+        serde_json::from_str::<serde_json::Value>(&ok(
+            "cinta-agent",
+            &["ls", lib(s).to_str().unwrap(), "--json"],
+        ))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .len()
+    };
+    let before = listed(&s);
+    std::fs::write(s.d().join("sim/PROD1/fail-save"), "").unwrap();
+    // (cintactl run --wait exits non-zero for a failed job, printing it.)
+    let failed = |s: &Site, group: &str| -> serde_json::Value {
+        let o = s.ctl(&["run", group, "--wait"]);
+        assert!(!o.status.success());
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let job = failed(&s, "LIBS");
+    assert_eq!(job["state"], "failed", "{job}");
+    let m = job["message"].as_str().unwrap();
+    assert!(m.contains("entry PAYLIB") && m.contains("CPF3777"), "{m}");
+    assert!(job["save_sets"].as_array().unwrap().is_empty(), "{job}");
+    assert_eq!(listed(&s), before, "nothing recorded by the agent");
+    let sets = s.ctl_json(&["save-sets"]);
+    assert_eq!(sets.as_array().unwrap().len(), 4, "{sets}");
+    // The library takes the next save once SAVLIB works again; a missing library is named.
+    std::fs::remove_file(s.d().join("sim/PROD1/fail-save")).unwrap();
+    let job = failed(&s, "NO-SUCH-LIB");
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(
+        job["message"]
+            .as_str()
+            .unwrap()
+            .contains("CPF3781: Library NOSUCHLIB not found"),
+        "{job}"
+    );
+    let job = s.ctl_json(&["run", "LIBS", "--wait"]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+}
+
+#[test]
+fn a_running_job_is_watched_live_from_the_console() {
+    let mut s = Site::new();
+    let libs = s.d().join("sim/PROD1/libs/PAYLIB");
+    std::fs::create_dir_all(&libs).unwrap();
+    std::fs::write(libs.join("LEDGER.FILE"), vec![9u8; 3_000_000]).unwrap();
+    // SAVLIB pauses after the first 2.5 MB: the job is seen running, part done.
+    std::fs::write(s.d().join("sim/PROD1/slow-save"), "3\n").unwrap();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    s.ctl_json(&["run", "NIGHTLY", "--wait"]); // a full save of the paths LIBS adds incrementally
+    let job = s.ctl_json(&["run", "LIBS"]);
+    let id = job["id"].as_str().unwrap().to_string();
+    let pki = &s.kms.pki;
+    let watcher = |json: bool| {
+        let mut c = Command::new(cinta_tests::binary("cintactl"));
+        c.args(["--controller", &s.addr, "--server-name", "localhost"])
+            .arg("--cert")
+            .arg(pki.join("console.pem"))
+            .arg("--key")
+            .arg(pki.join("console.key"))
+            .arg("--ca")
+            .arg(pki.join("ca.pem"));
+        if json {
+            c.arg("--json");
+        }
+        c.args(["watch", &id])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (lines, plain) = (watcher(true), watcher(false));
+    let lines = lines.wait_with_output().unwrap();
+    let plain = plain.wait_with_output().unwrap();
+    assert!(lines.status.success() && plain.status.success());
+    let seen: Vec<serde_json::Value> = String::from_utf8_lossy(&lines.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mid = seen
+        .iter()
+        .find(|j| j["state"] == "running" && j["bytes"].as_u64().unwrap() > 0)
+        .unwrap_or_else(|| panic!("no progress while running: {seen:?}"));
+    assert_eq!(mid["current"], "library PAYLIB", "{mid}");
+    assert!(mid["bytes"].as_u64().unwrap() < 3_000_000, "{mid}");
+    let last = seen.last().unwrap();
+    assert_eq!(last["state"], "succeeded", "{last}");
+    assert_eq!(last["entries_done"], 2, "{last}");
+    // Without --json and not on a terminal: plain progress lines, then the job.
+    let text = String::from_utf8_lossy(&plain.stdout);
+    assert!(
+        text.contains("running [") && text.contains("entry 1/2: library PAYLIB"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("job {id} (LIBS) on PROD1: succeeded")),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_watched_subsystem_going_down_and_up_raises_events_everywhere() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    let watched = |s: &Site| -> serde_json::Value {
+        s.ctl_json(&["agents"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "PROD1")
+            .map(|a| a["watched"].clone())
+            .unwrap_or_default()
+    };
+    s.until("the watch to be reported up", |s| {
+        watched(s)[0]["ok"] == true
+    });
+    assert_eq!(watched(&s)[0]["name"], "subsystem QINTER");
+    assert!(watched(&s)[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("QINTER ACTIVE"));
+    std::fs::write(s.d().join("sim/PROD1/down-QINTER"), "").unwrap();
+    s.until("the watch to be reported down", |s| {
+        watched(s)[0]["ok"] == false
+    });
+    let events = |s: &Site| s.ctl_json(&["events"]).to_string();
+    s.until("watch.down", |s| events(s).contains("watch.down"));
+    assert!(
+        events(&s).contains("PROD1: subsystem QINTER is DOWN: QINTER INACTIVE"),
+        "{}",
+        events(&s)
+    );
+    let table = Command::new(cinta_tests::binary("cintactl"))
+        .args(["--controller", &s.addr, "--server-name", "localhost"])
+        .arg("--cert")
+        .arg(s.kms.pki.join("console.pem"))
+        .arg("--key")
+        .arg(s.kms.pki.join("console.key"))
+        .arg("--ca")
+        .arg(s.kms.pki.join("ca.pem"))
+        .arg("agents")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("subsystem QINTER DOWN"), "{table}");
+    let m = metrics(&s);
+    assert!(
+        m.contains("cinta_watch_up{agent=\"PROD1\",name=\"subsystem QINTER\"} 0"),
+        "{m}"
+    );
+    std::fs::remove_file(s.d().join("sim/PROD1/down-QINTER")).unwrap();
+    s.until("watch.up", |s| events(s).contains("watch.up"));
+    s.until("the webhook to get both", |s| {
+        let h = s.hooks.lock().unwrap();
+        h.iter().any(|b| b.contains("watch.down")) && h.iter().any(|b| b.contains("watch.up"))
+    });
+    // One event per change, not per heartbeat.
+    let ev = s.ctl_json(&["events", "--limit", "200"]);
+    let downs = ev
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "watch.down")
+        .count();
+    assert_eq!(downs, 1, "{ev}");
 }

@@ -46,6 +46,8 @@ fn readme_quickstart_runs() {
     // The night: pre-close save, close finished with users on, contingency fallback, media to move.
     for want in [
         "pre-close save succeeded; close window open",
+        "forcing sign-off (policy)",
+        "stdin:PAYROLL.SAVF",
         "3 users still signed on: production cannot be quiesced; FALLBACK to contingency",
         "apply suspended; recovery point",
         "MEDIA: cartridges",

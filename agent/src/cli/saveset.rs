@@ -94,6 +94,10 @@ pub struct SaveArgs {
     append: bool,
     #[arg(long)]
     json: bool,
+    /// Progress as JSON lines on standard error, every second:
+    /// {"progress":{"bytes":..,"objects":..,"total":..}} (what `cinta-agent serve` reads).
+    #[arg(long)]
+    progress_json: bool,
 }
 
 /// Which save set: by id (catalog) or by where it starts on tape.
@@ -236,12 +240,22 @@ pub fn key(cmd: KeyCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints progress while `f` runs: a rewritten line on a terminal, a line every 10 s otherwise.
-fn with_progress<T>(quiet: bool, p: &Progress, f: impl FnOnce() -> T) -> T {
-    if quiet {
+/// How progress is shown while a save, restore or verify runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Show {
+    Nothing,
+    /// A rewritten line on a terminal, a line every 10 s otherwise.
+    Human,
+    /// A JSON line every second, for a program.
+    Json,
+}
+
+/// Prints progress on standard error while `f` runs.
+fn with_progress<T>(show: Show, p: &Progress, f: impl FnOnce() -> T) -> T {
+    if show == Show::Nothing {
         return f();
     }
-    let tty = std::io::stderr().is_terminal();
+    let tty = show == Show::Human && std::io::stderr().is_terminal();
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -249,7 +263,7 @@ fn with_progress<T>(quiet: bool, p: &Progress, f: impl FnOnce() -> T) -> T {
             let mut last = Instant::now();
             while !done.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(200));
-                let every = if tty {
+                let every = if tty || show == Show::Json {
                     Duration::from_secs(1)
                 } else {
                     Duration::from_secs(10)
@@ -259,6 +273,14 @@ fn with_progress<T>(quiet: bool, p: &Progress, f: impl FnOnce() -> T) -> T {
                 }
                 last = Instant::now();
                 let b = p.bytes.load(Ordering::Relaxed);
+                if show == Show::Json {
+                    eprintln!(
+                        "{{\"progress\":{{\"bytes\":{b},\"objects\":{},\"total\":{}}}}}",
+                        p.objects.load(Ordering::Relaxed),
+                        p.total.load(Ordering::Relaxed)
+                    );
+                    continue;
+                }
                 let rate = b as f64 / start.elapsed().as_secs_f64().max(1e-3);
                 let total = p.total.load(Ordering::Relaxed);
                 let eta = if total > b && rate > 0.0 {
@@ -337,9 +359,14 @@ pub fn save_cmd(a: SaveArgs) -> anyhow::Result<ExitCode> {
     let mut session = l.session()?;
     let progress = Progress::default();
     let t = Instant::now();
-    let report = with_progress(a.json, &progress, || {
+    let show = match (a.progress_json, a.json) {
+        (true, _) => Show::Json,
+        (false, true) => Show::Nothing,
+        (false, false) => Show::Human,
+    };
+    let report = with_progress(show, &progress, || {
         std::thread::scope(|s| {
-            if !a.json {
+            if show != Show::Nothing {
                 s.spawn(|| {
                     progress
                         .total
@@ -473,7 +500,8 @@ fn run_on(
     let index = ss.index()?;
     let progress = Progress::default();
     progress.total.store(index.content_bytes, Ordering::Relaxed);
-    let mut report = with_progress(quiet, &progress, || ss.run(index, sink, &progress))?;
+    let show = if quiet { Show::Nothing } else { Show::Human };
+    let mut report = with_progress(show, &progress, || ss.run(index, sink, &progress))?;
     report.damaged.splice(0..0, ss.anomalies.iter().cloned());
     Ok(report)
 }
