@@ -253,6 +253,7 @@ wait_for "the fallback" '[ "$(state)" = done ]'
 step "what was saved where, and with which key"
 "$console" jobs --limit 12 | grep -v "0 save sets"
 for n in PROD1 CONT1; do echo "-- library of $n"; "$agent" ls "$night/lib-$n"; done
+"$console" volumes
 "$km" "${kmc[@]}" keys list
 
 rm -rf "$demo/data.bin" "$demo/data.out" "$demo/vault-CT0001.tap" "$demo/restored" "$demo/restored-kmip"

@@ -573,16 +573,27 @@ async fn expire_save_set(
     id: &str,
     shred: bool,
 ) -> std::result::Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("expire").arg(&lib.path).args(["--save-set", id]);
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "expire".into(),
+        lib.path.clone().into(),
+        "--save-set".into(),
+        id.into(),
+    ];
     if shred {
         let k = c
             .kmip
             .as_ref()
             .ok_or("crypto-shredding needs the KMIP key source; this agent uses a key file")?;
-        cmd.arg("--shred").arg("--kmip").arg(k);
+        args.extend(["--shred".into(), "--kmip".into(), k.clone().into()]);
     }
+    run_self(&args).await
+}
+
+/// Runs this program with `args` (a library or catalog command); Err is what it said.
+async fn run_self(args: &[std::ffi::OsString]) -> std::result::Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(args);
     cmd.kill_on_drop(true);
     die_with_parent(&mut cmd);
     let out = cmd
@@ -655,7 +666,11 @@ async fn run_job(
     tracing::info!(job = %job.job_id, group = %job.control_group, entries = job.entries.len(), "job started");
     let mut output = String::new();
     let lib = c.libraries.iter().find(|l| l.name == job.library);
-    if lib.is_none() && !(job.entries.is_empty() && job.expire.is_empty()) {
+    let needs_library = !(job.entries.is_empty()
+        && job.expire.is_empty()
+        && job.eject.is_empty()
+        && job.import.is_empty());
+    if lib.is_none() && needs_library {
         problems.push(format!("this agent has no library named {:?}", job.library));
     }
     let mut go = problems.is_empty();
@@ -715,6 +730,23 @@ async fn run_job(
         for id in &job.expire {
             if let Err(m) = expire_save_set(c, lib, id, job.shred).await {
                 problems.push(format!("expire {id}: {m}"));
+            }
+        }
+    }
+    // Media moves: out through the import/export port, or in from it.
+    if let (true, Some(lib)) = (go, lib) {
+        for (verb, vols) in [("export", &job.eject), ("import", &job.import)] {
+            for v in vols {
+                let args = [
+                    "library".into(),
+                    verb.into(),
+                    lib.path.clone().into(),
+                    v.into(),
+                ];
+                match run_self(&args).await {
+                    Ok(()) => output.push_str(&format!("{verb} {v}: done\n")),
+                    Err(m) => problems.push(format!("{verb} {v}: {m}")),
+                }
             }
         }
     }

@@ -67,6 +67,17 @@ enum Cmd {
     Cancel { id: String },
     /// Save sets the jobs made, with retention (expires, state).
     SaveSets,
+    /// Cartridges: where each is (its library, a vault, in transit) and its next move.
+    Volumes {
+        /// Only those with a move due now or under way (the move list).
+        #[arg(long)]
+        moves: bool,
+    },
+    /// Media moves (vault rotation): start those due, confirm arrivals.
+    Moves {
+        #[command(subcommand)]
+        what: MovesCmd,
+    },
     /// Recent events, newest first.
     Events {
         #[arg(long, default_value_t = 30)]
@@ -78,6 +89,74 @@ enum Cmd {
     Close { what: String },
     /// Give an LPAR a role (failover: the contingency LPAR becomes production); control groups follow roles.
     SwitchRole { lpar: String, role: String },
+}
+
+#[derive(Subcommand)]
+enum MovesCmd {
+    /// Start the moves due now (all, or these volumes): cartridges in a
+    /// library are put in its import/export port to be taken away.
+    Start { volumes: Vec<String> },
+    /// Confirm that these volumes (or --all in transit) have arrived; one
+    /// arriving home is taken into its library from the import/export port.
+    Confirm {
+        volumes: Vec<String>,
+        #[arg(long, conflicts_with = "volumes")]
+        all: bool,
+    },
+}
+
+fn volume_json(v: &pb::Volume) -> serde_json::Value {
+    serde_json::json!({
+        "volser": v.volser, "agent": v.agent, "library": v.library, "site": v.site,
+        "location": v.location, "since": v.since, "in_transit_to": v.in_transit_to,
+        "move_job": v.move_job, "move_policy": v.move_policy, "save_sets": v.save_sets,
+        "expired": v.expired, "next_move_to": v.next_move_to, "next_move_at": v.next_move_at,
+        "next_move_why": v.next_move_why, "last_written": v.last_written,
+    })
+}
+
+/// A location as an operator reads it.
+fn place(v: &pb::Volume, l: &str) -> String {
+    if l == "*HOME" {
+        format!("{}@{}", v.library, v.agent)
+    } else {
+        l.to_string()
+    }
+}
+
+fn print_volumes(vols: &[pb::Volume]) {
+    println!(
+        "{:<8} {:<12} {:<18} {:<20} {:<5} {:<8} NEXT MOVE",
+        "VOLUME", "SITE", "WHERE", "SINCE", "SETS", "EXPIRED"
+    );
+    for v in vols {
+        let at = if v.in_transit_to.is_empty() {
+            place(v, &v.location)
+        } else {
+            format!("-> {}", place(v, &v.in_transit_to))
+        };
+        let next = if !v.move_job.is_empty() {
+            format!("job {} moving it", v.move_job)
+        } else if v.next_move_to.is_empty() {
+            "-".to_string()
+        } else {
+            format!(
+                "to {} from {} ({})",
+                place(v, &v.next_move_to),
+                when(v.next_move_at),
+                v.next_move_why
+            )
+        };
+        println!(
+            "{:<8} {:<12} {:<18} {:<20} {:<5} {:<8} {next}",
+            v.volser,
+            v.site,
+            at,
+            when(v.since),
+            v.save_sets.len(),
+            if v.expired { "yes" } else { "no" }
+        );
+    }
 }
 
 fn main() {
@@ -415,6 +494,54 @@ async fn run(cli: Cli) -> Result<i32> {
                 print_job(&j);
             }
             if *wait && j.state != "succeeded" {
+                return Ok(1);
+            }
+        }
+        Cmd::Volumes { moves } => {
+            let vols = c
+                .list_volumes(pb::ListVolumesRequest { moves_only: *moves })
+                .await?
+                .into_inner()
+                .volumes;
+            if cli.json {
+                let v: Vec<_> = vols.iter().map(volume_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_volumes(&vols);
+            }
+        }
+        Cmd::Moves { what } => {
+            let r = match what {
+                MovesCmd::Start { volumes } => c
+                    .start_moves(pb::MovesRequest {
+                        volumes: volumes.clone(),
+                        all: false,
+                    })
+                    .await?
+                    .into_inner(),
+                MovesCmd::Confirm { volumes, all } => c
+                    .confirm_moves(pb::MovesRequest {
+                        volumes: volumes.clone(),
+                        all: *all,
+                    })
+                    .await?
+                    .into_inner(),
+            };
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "volumes": r.volumes.iter().map(volume_json).collect::<Vec<_>>(),
+                        "refused": r.refused,
+                    }))?
+                );
+            } else {
+                print_volumes(&r.volumes);
+                for why in &r.refused {
+                    eprintln!("refused: {why}");
+                }
+            }
+            if !r.refused.is_empty() {
                 return Ok(1);
             }
         }

@@ -11,6 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use crate::moves::VolumeRecord;
 
 /// An agent as last registered.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +49,12 @@ pub struct Assignment {
     pub expire: Vec<String>,
     #[serde(default)]
     pub shred: bool,
+    /// Cartridges to take out through the library's import/export port (a move out).
+    #[serde(default)]
+    pub eject: Vec<String>,
+    /// Cartridges to take in from the import/export port (a move home).
+    #[serde(default)]
+    pub import: Vec<String>,
 }
 
 /// One entry of a job: a path (with include/exclude), or an IBM i library
@@ -76,6 +83,8 @@ impl Assignment {
             step_timeout_seconds: 600,
             expire: vec![],
             shred: false,
+            eject: vec![],
+            import: vec![],
         }
     }
 }
@@ -193,6 +202,8 @@ pub trait Catalog: Send {
     fn job_counts(&self) -> Result<Vec<(String, i64)>>;
     fn put_save_set(&mut self, s: &SaveSetRecord) -> Result<()>;
     fn save_sets(&self) -> Result<Vec<SaveSetRecord>>;
+    fn put_volume(&mut self, v: &VolumeRecord) -> Result<()>;
+    fn volumes(&self) -> Result<Vec<VolumeRecord>>;
     /// A small persistent value (scheduler position, tonight's record).
     fn meta(&self, key: &str) -> Result<Option<String>>;
     fn set_meta(&mut self, key: &str, value: &str) -> Result<()>;
@@ -218,6 +229,10 @@ CREATE INDEX IF NOT EXISTS jobs_by_agent ON jobs (agent, state);
 CREATE TABLE IF NOT EXISTS save_sets (
     id TEXT PRIMARY KEY,
     state TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS volumes (
+    volser TEXT PRIMARY KEY,
     body TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (
@@ -546,6 +561,20 @@ impl Catalog for SqliteCatalog {
         )
     }
 
+    fn put_volume(&mut self, v: &VolumeRecord) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO volumes (volser, body) VALUES (?1, ?2) ON CONFLICT (volser) DO UPDATE SET body = ?2",
+                params![v.volser, serde_json::to_string(v).expect("volume serializes")],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    fn volumes(&self) -> Result<Vec<VolumeRecord>> {
+        self.json_rows("SELECT body FROM volumes ORDER BY volser", [], "a volume")
+    }
+
     fn meta(&self, key: &str) -> Result<Option<String>> {
         self.conn
             .query_row("SELECT v FROM meta WHERE k = ?1", [key], |r| r.get(0))
@@ -650,6 +679,8 @@ mod tests {
                 step_timeout_seconds: 60,
                 expire: vec![],
                 shred: false,
+                eject: vec![],
+                import: vec![],
             },
         };
         c.add_job(&j).unwrap();

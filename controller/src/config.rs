@@ -39,6 +39,8 @@ pub struct Config {
     pub control_groups: Vec<ControlGroup>,
     #[serde(default, rename = "media_policy")]
     pub media_policies: Vec<MediaPolicy>,
+    #[serde(default, rename = "move_policy")]
+    pub move_policies: Vec<MovePolicy>,
     /// How IBM i libraries are saved (command templates).
     #[serde(default)]
     pub ibmi: Ibmi,
@@ -97,6 +99,27 @@ pub struct MediaPolicy {
     /// Expire by destroying the save set's key (every copy unreadable).
     #[serde(default)]
     pub shred_on_expiry: bool,
+    /// Where the cartridges go after they are written (vault rotation).
+    pub move_policy: Option<String>,
+}
+
+/// BRMS-style move policy: the locations a cartridge visits after it is
+/// written, each for some days, before it comes back to its library. A
+/// cartridge whose save sets have all expired comes back at once.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MovePolicy {
+    pub name: String,
+    #[serde(rename = "step")]
+    pub steps: Vec<MoveStep>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveStep {
+    /// A place outside the library, e.g. "VAULT".
+    pub location: String,
+    pub days: u32,
 }
 
 /// A control group run at calendar times (cron: minute hour day month weekday).
@@ -323,6 +346,37 @@ impl Config {
                     .flat_map(|n| [n.pre_close.as_str(), n.post_close.as_str()]),
             )
             .collect();
+        for m in &c.move_policies {
+            if m.steps.is_empty() {
+                return Err(bad(format!(
+                    "move policy {}: no [[move_policy.step]]",
+                    m.name
+                )));
+            }
+            for st in &m.steps {
+                if st.location.trim().is_empty()
+                    || st.location == crate::moves::HOME
+                    || st.days == 0
+                {
+                    return Err(bad(format!(
+                        "move policy {}: step {:?}: a location name (not {}) and days of at least 1",
+                        m.name,
+                        st.location,
+                        crate::moves::HOME
+                    )));
+                }
+            }
+        }
+        for p in &c.media_policies {
+            if let Some(m) = &p.move_policy {
+                if c.move_policy(m).is_none() {
+                    return Err(bad(format!(
+                        "media policy {}: no move policy {m:?}",
+                        p.name
+                    )));
+                }
+            }
+        }
         for g in &c.control_groups {
             if let Some(p) = &g.media_policy {
                 if c.media_policy(p).is_none() {
@@ -421,6 +475,10 @@ impl Config {
         self.media_policies.iter().find(|p| p.name == name)
     }
 
+    pub fn move_policy(&self, name: &str) -> Option<&MovePolicy> {
+        self.move_policies.iter().find(|p| p.name == name)
+    }
+
     pub fn control_group(&self, name: &str) -> Option<&ControlGroup> {
         self.control_groups.iter().find(|g| g.name == name)
     }
@@ -515,6 +573,16 @@ mod tests {
             assert!(check_library_name(bad).unwrap_err().contains(why), "{bad}");
         }
         assert_eq!(shell_quote("a'b"), "'a'\\''b'");
+        assert_eq!(c.move_policy("OFFSITE").unwrap().steps[0].days, 28);
+        let base = "catalog = \"c\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nclient_ca=\"c\"\n";
+        for (extra, why) in [
+            ("[[media_policy]]\nname = \"M\"\nmove_policy = \"NOPE\"\n", "no move policy \"NOPE\""),
+            ("[[move_policy]]\nname = \"P\"\n[[move_policy.step]]\nlocation = \"VAULT\"\ndays = 0\n", "days of at least 1"),
+            ("[[move_policy]]\nname = \"P\"\nstep = []\n", "no [[move_policy.step]]"),
+        ] {
+            let e = Config::parse(&format!("{base}{extra}"), Path::new("x")).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
         assert!(Config::parse(
             "catalog = \"c\"\ncolour = 1\n[tls]\ncert=\"a\"\nkey=\"b\"\nclient_ca=\"c\"",
             Path::new("x")

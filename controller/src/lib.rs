@@ -2,6 +2,8 @@
 //!
 //! - [`config`]: TOML: LPARs and roles, control groups.
 //! - [`catalog`]: agents, jobs, events (SQLite behind a trait).
+//! - [`moves`]: where cartridges go next (move policies, vault rotation);
+//!   [`media`]: the volumes inventory and the moves started and confirmed.
 //! - [`night`]: schedules and the nightly close, driven by [`clock`].
 //! - [`service`]: AgentService and ConsoleService.
 
@@ -11,6 +13,8 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod media;
+pub mod moves;
 pub mod night;
 pub mod service;
 

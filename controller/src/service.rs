@@ -74,7 +74,7 @@ impl State {
     }
 
     /// Records a new queued job for `agent` and wakes its assignment stream.
-    fn queue_job(
+    pub(crate) fn queue_job(
         &self,
         label: &str,
         agent: &str,
@@ -155,6 +155,8 @@ impl State {
             step_timeout_seconds: g.step_timeout_seconds,
             expire: vec![],
             shred: false,
+            eject: vec![],
+            import: vec![],
         };
         self.queue_job(&g.name, &lpar, a, who)
     }
@@ -344,6 +346,7 @@ impl State {
             if let Err(e) = self.catalog().put_save_set(&rec) {
                 tracing::error!(error = %e, "could not record a save set");
             }
+            self.record_volumes(&rec, job.finished);
         }
     }
 
@@ -360,6 +363,7 @@ impl State {
             }
             *last = Some(std::time::Instant::now());
         }
+        self.media_jobs(now);
         let all = self.catalog().save_sets().unwrap_or_default();
         // Outcomes of expiry jobs already out.
         for mut s in all.iter().filter(|s| s.state == "expiring").cloned() {
@@ -790,7 +794,7 @@ impl State {
         agents
     }
 
-    fn catalog(&self) -> std::sync::MutexGuard<'_, Box<dyn Catalog>> {
+    pub(crate) fn catalog(&self) -> std::sync::MutexGuard<'_, Box<dyn Catalog>> {
         self.catalog.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -803,7 +807,7 @@ impl State {
             .clone()
     }
 
-    fn event(&self, kind: &str, text: &str) {
+    pub(crate) fn event(&self, kind: &str, text: &str) {
         tracing::info!(kind, "{text}");
         let t = self.now();
         if let Err(e) = self.catalog().event(t, kind, text) {
@@ -878,7 +882,7 @@ impl State {
     }
 }
 
-fn internal(e: crate::error::Error) -> Status {
+pub(crate) fn internal(e: crate::error::Error) -> Status {
     Status::internal(e.to_string())
 }
 
@@ -952,6 +956,8 @@ fn assignment(j: &JobRow) -> pb::JobAssignment {
         step_timeout_seconds: j.assignment.step_timeout_seconds,
         expire: j.assignment.expire.clone(),
         shred: j.assignment.shred,
+        eject: j.assignment.eject.clone(),
+        import: j.assignment.import.clone(),
     }
 }
 
@@ -1243,6 +1249,49 @@ impl pb::agent_service_server::AgentService for Agents {
 
 pub struct Console(pub Arc<State>);
 
+fn volume_pb(w: crate::media::VolumeView) -> pb::Volume {
+    let (next_move_to, next_move_at, next_move_why) = match w.due {
+        Some(d) => (d.to, d.at, d.why.to_string()),
+        None => (String::new(), 0, String::new()),
+    };
+    pb::Volume {
+        volser: w.v.volser,
+        agent: w.v.agent,
+        library: w.v.library,
+        site: w.v.site,
+        location: w.v.location,
+        since: w.v.since,
+        in_transit_to: w.v.in_transit_to,
+        move_job: w.v.move_job,
+        move_policy: w.v.move_policy,
+        save_sets: w.v.save_sets,
+        expired: w.expired,
+        next_move_to,
+        next_move_at,
+        next_move_why,
+        last_written: w.v.last_written,
+    }
+}
+
+impl Console {
+    /// The moved volumes as the console shows them (with their next moves).
+    fn moves_response(
+        &self,
+        moved: Vec<crate::catalog::VolumeRecord>,
+        refused: Vec<String>,
+    ) -> Result<pb::MovesResponse, Status> {
+        let names: Vec<String> = moved.into_iter().map(|v| v.volser).collect();
+        let volumes = self
+            .0
+            .volumes_view()?
+            .into_iter()
+            .filter(|w| names.contains(&w.v.volser))
+            .map(volume_pb)
+            .collect();
+        Ok(pb::MovesResponse { volumes, refused })
+    }
+}
+
 fn night_pb(n: Night) -> pb::Night {
     pb::Night {
         id: n.id,
@@ -1456,6 +1505,52 @@ impl pb::console_service_server::ConsoleService for Console {
             .map(|(time, kind, text)| pb::Event { time, kind, text })
             .collect();
         Ok(Response::new(pb::ListEventsResponse { events }))
+    }
+
+    async fn list_volumes(
+        &self,
+        req: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        peer_cn(&req)?;
+        let only = req.into_inner().moves_only;
+        let now = self.0.now();
+        let volumes = self
+            .0
+            .volumes_view()?
+            .into_iter()
+            .filter(|w| {
+                !only
+                    || !w.v.in_transit_to.is_empty()
+                    || w.due.as_ref().is_some_and(|d| d.at <= now)
+            })
+            .map(volume_pb)
+            .collect();
+        Ok(Response::new(pb::ListVolumesResponse { volumes }))
+    }
+
+    async fn start_moves(
+        &self,
+        req: Request<pb::MovesRequest>,
+    ) -> Result<Response<pb::MovesResponse>, Status> {
+        let who = peer_cn(&req)?;
+        let r = req.into_inner();
+        let (moved, refused) = self.0.start_moves(&r.volumes, &who)?;
+        Ok(Response::new(self.moves_response(moved, refused)?))
+    }
+
+    async fn confirm_moves(
+        &self,
+        req: Request<pb::MovesRequest>,
+    ) -> Result<Response<pb::MovesResponse>, Status> {
+        let who = peer_cn(&req)?;
+        let r = req.into_inner();
+        if r.volumes.is_empty() && !r.all {
+            return Err(Status::invalid_argument(
+                "name the volumes that arrived, or confirm all",
+            ));
+        }
+        let (moved, refused) = self.0.confirm_moves(&r.volumes, r.all, &who)?;
+        Ok(Response::new(self.moves_response(moved, refused)?))
     }
 
     async fn list_save_sets(

@@ -180,6 +180,21 @@ compress = true
 [[media_policy]]
 name = "TWO-VERSIONS"
 retention_versions = 2
+[[move_policy]]
+name = "VAULT-7"
+[[move_policy.step]]
+location = "VAULT"
+days = 7
+[[media_policy]]
+name = "VAULTED"
+retention_days = 30
+move_policy = "VAULT-7"
+[[control_group]]
+name = "TO-VAULT"
+target = "production"
+media_policy = "VAULTED"
+[[control_group.entry]]
+path = "{d}/data/home"
 [[control_group]]
 name = "KEEP-1-DAY"
 target = "production"
@@ -1329,4 +1344,125 @@ fn a_watched_subsystem_going_down_and_up_raises_events_everywhere() {
         .filter(|e| e["kind"] == "watch.down")
         .count();
     assert_eq!(downs, 1, "{ev}");
+}
+
+#[test]
+fn cartridges_rotate_to_the_vault_and_back_by_move_policy_with_confirmed_moves() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let job = s.ctl_json(&["run", "TO-VAULT", "--wait"]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let vol = job["save_sets"][0]["volumes"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let volume = |s: &Site| -> serde_json::Value {
+        s.ctl_json(&["volumes"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["volser"] == vol.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{vol} not listed"))
+    };
+    let v = volume(&s);
+    assert_eq!(v["location"], "*HOME", "{v}");
+    assert_eq!(v["next_move_to"], "VAULT", "{v}");
+    assert_eq!(v["move_policy"], "VAULT-7", "{v}");
+    let due = s.ctl_json(&["volumes", "--moves"]);
+    assert_eq!(due.as_array().unwrap().len(), 1, "{due}");
+    // Nothing is in transit yet, and unknown volumes are named.
+    let o = s.ctl(&["moves", "confirm", &vol]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("not in transit"));
+    let o = s.ctl(&["moves", "start", "ZZ9999"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("ZZ9999: no such volume"));
+
+    // MOVMEDBRM: the cartridge goes to the library's import/export port.
+    let r = s.ctl_json(&["moves", "start"]);
+    assert_eq!(r["volumes"][0]["in_transit_to"], "VAULT", "{r}");
+    s.until("the eject job to end", |s| volume(s)["move_job"] == "");
+    assert_eq!(volume(&s)["in_transit_to"], "VAULT");
+    let list = ok(
+        "cinta-agent",
+        &["library", "list", lib(&s).to_str().unwrap()],
+    );
+    let line = list.lines().find(|l| l.contains(&vol)).unwrap().to_string();
+    assert!(line.starts_with("ie "), "{list}");
+    // The operator takes it out and carries it to the vault, then confirms.
+    let vault = s.d().join("vault");
+    std::fs::create_dir_all(&vault).unwrap();
+    let carried = vault.join(format!("{vol}.tap"));
+    ok(
+        "cinta-agent",
+        &[
+            "library",
+            "remove",
+            lib(&s).to_str().unwrap(),
+            &vol,
+            "--to",
+            carried.to_str().unwrap(),
+        ],
+    );
+    let r = s.ctl_json(&["moves", "confirm", &vol]);
+    assert_eq!(r["volumes"][0]["location"], "VAULT", "{r}");
+    let v = volume(&s);
+    assert_eq!(
+        (v["location"].as_str(), v["in_transit_to"].as_str()),
+        (Some("VAULT"), Some(""))
+    );
+    assert!(
+        v["next_move_at"].as_i64().unwrap() > EVENING + 6 * 86_400,
+        "{v}"
+    );
+    assert_eq!(
+        s.ctl_json(&["volumes", "--moves"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    // Seven days on, it is due home: sent from the vault, put in the
+    // import/export port, confirmed, and taken into the library by the agent.
+    s.at(8 * 24 * 60);
+    s.until("the return to be due", |s| {
+        s.ctl_json(&["volumes", "--moves"])
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    });
+    let r = s.ctl_json(&["moves", "start", &vol]);
+    assert_eq!(r["volumes"][0]["in_transit_to"], "*HOME", "{r}");
+    ok(
+        "cinta-agent",
+        &[
+            "library",
+            "insert",
+            lib(&s).to_str().unwrap(),
+            carried.to_str().unwrap(),
+            "--barcode",
+            &vol,
+        ],
+    );
+    s.ctl_json(&["moves", "confirm", "--all"]);
+    s.until("the cartridge to be home", |s| {
+        volume(s)["location"] == "*HOME"
+    });
+    let list = ok(
+        "cinta-agent",
+        &["library", "list", lib(&s).to_str().unwrap()],
+    );
+    let line = list.lines().find(|l| l.contains(&vol)).unwrap().to_string();
+    assert!(line.starts_with("slot "), "{list}");
+    let ev = s.ctl_json(&["events", "--limit", "200"]).to_string();
+    for want in [
+        "media.move",
+        "arrived at VAULT",
+        "is back in library default of PROD1",
+    ] {
+        assert!(ev.contains(want), "{want}: {ev}");
+    }
 }
