@@ -1,13 +1,13 @@
-//! The catalog: agents, jobs and events, behind a trait, on SQLite (one file, WAL, synchronous=FULL).
+//! The catalog: agents, jobs, save sets, volumes and events, behind a trait; one implementation over SQL, run on SQLite (one file, the default) or PostgreSQL (large sites).
 //!
 //! Job states: queued -> running (accepted by the agent's session, exactly
 //! once) -> succeeded | failed; queued or running -> cancelled. A running
 //! job whose agent registers a new session is failed: the agent restarted
 //! under it, and its save set, if any, was never recorded as complete.
 
-use std::path::{Path, PathBuf};
+pub mod postgres;
+pub mod sqlite;
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -212,159 +212,156 @@ pub trait Catalog: Send {
     fn set_roles(&mut self, roles: &[(String, String)]) -> Result<()>;
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS agents (
-    name TEXT PRIMARY KEY,
-    body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
-    agent TEXT NOT NULL,
-    state TEXT NOT NULL,
-    session TEXT NOT NULL DEFAULT '',
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_by_agent ON jobs (agent, state);
-CREATE TABLE IF NOT EXISTS save_sets (
-    id TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS volumes (
-    volser TEXT PRIMARY KEY,
-    body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (
-    k TEXT PRIMARY KEY,
-    v TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS roles (
-    lpar TEXT PRIMARY KEY,
-    role TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY,
-    time INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    text TEXT NOT NULL
-);
-";
-
-pub struct SqliteCatalog {
-    conn: Connection,
-    path: PathBuf,
+/// Opens the catalog the configuration names: a PostgreSQL URL
+/// (`postgresql://user@host/db`), or else an SQLite file.
+pub fn open(catalog: &std::path::Path) -> Result<Box<dyn Catalog>> {
+    match catalog.to_str() {
+        Some(url) if postgres::is_url(url) => Ok(Box::new(postgres::open(url)?)),
+        _ => Ok(Box::new(sqlite::open(catalog)?)),
+    }
 }
 
-impl SqliteCatalog {
-    pub fn open(path: &Path) -> Result<SqliteCatalog> {
-        if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(d).map_err(|e| Error::Io {
-                what: format!("create {}", d.display()),
-                source: e,
-            })?;
-        }
-        let err = |source| Error::Catalog {
-            path: path.to_owned(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(SqliteCatalog {
-            conn,
-            path: path.to_owned(),
-        })
-    }
+/// A value bound to or read from a statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Int(i64),
+    Text(String),
+    Null,
+}
 
-    fn err(&self) -> impl Fn(rusqlite::Error) -> Error + '_ {
-        move |source| Error::Catalog {
-            path: self.path.clone(),
-            source,
+impl Val {
+    fn text(self) -> String {
+        match self {
+            Val::Text(s) => s,
+            Val::Int(i) => i.to_string(),
+            Val::Null => String::new(),
         }
     }
+    fn int(self) -> i64 {
+        match self {
+            Val::Int(i) => i,
+            Val::Text(s) => s.parse().unwrap_or(0),
+            Val::Null => 0,
+        }
+    }
+}
 
-    fn put_job(&self, j: &JobRow, session: Option<&str>) -> Result<()> {
+impl From<&str> for Val {
+    fn from(s: &str) -> Val {
+        Val::Text(s.to_string())
+    }
+}
+impl From<&String> for Val {
+    fn from(s: &String) -> Val {
+        Val::Text(s.clone())
+    }
+}
+impl From<i64> for Val {
+    fn from(i: i64) -> Val {
+        Val::Int(i)
+    }
+}
+
+/// The SQL engine under the catalog: statements with numbered parameters
+/// (`?1`, `?2`; an engine rewrites them if it numbers them otherwise), rows
+/// of integers and texts. SQLite and PostgreSQL implement it; the catalog's
+/// logic above it is the same code for both.
+pub trait Sql: Send {
+    /// Where the catalog is, for messages (a file, or a server and database).
+    fn at(&self) -> String;
+    /// Runs the statements in one transaction (all or none).
+    fn exec(&mut self, stmts: &[(&str, Vec<Val>)]) -> Result<()>;
+    fn rows(&self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>>;
+    /// How save sets are ordered by insertion (SQLite's rowid, a sequence on PostgreSQL).
+    fn insertion_order(&self) -> &'static str;
+}
+
+/// The catalog over an SQL engine.
+pub struct SqlCatalog<S: Sql> {
+    db: S,
+}
+
+impl<S: Sql> SqlCatalog<S> {
+    pub fn new(db: S) -> SqlCatalog<S> {
+        SqlCatalog { db }
+    }
+
+    fn exec1(&mut self, sql: &str, p: Vec<Val>) -> Result<()> {
+        self.db.exec(&[(sql, p)])
+    }
+
+    fn put_job_stmt(j: &JobRow, session: Option<&str>) -> (&'static str, Vec<Val>) {
         let body = serde_json::to_string(j).expect("job serializes");
         match session {
-            Some(s) => self.conn.execute(
+            Some(s) => (
                 "UPDATE jobs SET state = ?2, body = ?3, session = ?4 WHERE id = ?1",
-                params![j.id, j.state, body, s],
+                vec![(&j.id).into(), (&j.state).into(), Val::Text(body), s.into()],
             ),
-            None => self.conn.execute(
+            None => (
                 "UPDATE jobs SET state = ?2, body = ?3 WHERE id = ?1",
-                params![j.id, j.state, body],
+                vec![(&j.id).into(), (&j.state).into(), Val::Text(body)],
             ),
         }
-        .map_err(self.err())?;
-        Ok(())
+    }
+
+    fn put_job(&mut self, j: &JobRow, session: Option<&str>) -> Result<()> {
+        let (sql, p) = Self::put_job_stmt(j, session);
+        self.exec1(sql, p)
     }
 
     /// Rows of one JSON `body` column, decoded; `what` names the record in errors.
     fn json_rows<T: serde::de::DeserializeOwned>(
         &self,
         sql: &str,
-        p: impl rusqlite::Params,
+        p: &[Val],
         what: &str,
     ) -> Result<Vec<T>> {
-        let mut st = self.conn.prepare_cached(sql).map_err(self.err())?;
-        let rows: Vec<String> = st
-            .query_map(p, |r| r.get(0))
-            .and_then(|r| r.collect())
-            .map_err(self.err())?;
-        rows.iter()
-            .map(|b| {
-                serde_json::from_str(b).map_err(|e| {
-                    Error::Invalid(format!(
-                        "catalog {}: {what} record: {e}",
-                        self.path.display()
-                    ))
+        self.db
+            .rows(sql, p)?
+            .into_iter()
+            .map(|mut r| {
+                let b = r.pop().map(Val::text).unwrap_or_default();
+                serde_json::from_str(&b).map_err(|e| {
+                    Error::Invalid(format!("catalog {}: {what} record: {e}", self.db.at()))
                 })
             })
             .collect()
     }
 
-    fn bodies(&self, sql: &str, p: impl rusqlite::Params) -> Result<Vec<JobRow>> {
-        self.json_rows(sql, p, "a job")
+    fn job_of(&self, id: &str) -> Result<Option<JobRow>> {
+        Ok(self
+            .json_rows("SELECT body FROM jobs WHERE id = ?1", &[id.into()], "a job")?
+            .pop())
     }
 
-    fn job_of(&self, id: &str) -> Result<Option<(JobRow, String)>> {
-        let row: Option<(String, String)> = self
-            .conn
-            .query_row("SELECT body, session FROM jobs WHERE id = ?1", [id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+    fn pairs(&self, sql: &str, p: &[Val]) -> Result<Vec<(Val, Val)>> {
+        Ok(self
+            .db
+            .rows(sql, p)?
+            .into_iter()
+            .map(|r| {
+                let mut it = r.into_iter();
+                (
+                    it.next().unwrap_or(Val::Null),
+                    it.next().unwrap_or(Val::Null),
+                )
             })
-            .optional()
-            .map_err(self.err())?;
-        match row {
-            Some((b, s)) => Ok(Some((
-                serde_json::from_str(&b)
-                    .map_err(|e| Error::Invalid(format!("a job record: {e}")))?,
-                s,
-            ))),
-            None => Ok(None),
-        }
+            .collect())
     }
 }
 
-impl Catalog for SqliteCatalog {
+impl<S: Sql> Catalog for SqlCatalog<S> {
     fn register(&mut self, a: &AgentRow) -> Result<Vec<String>> {
         let body = serde_json::to_string(a).expect("agent serializes");
-        self.conn
-            .execute(
-                "INSERT INTO agents (name, body) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET body = ?2",
-                params![a.name, body],
-            )
-            .map_err(self.err())?;
-        let running = self.bodies(
+        let running: Vec<JobRow> = self.json_rows(
             "SELECT body FROM jobs WHERE agent = ?1 AND state = 'running' AND session != ?2",
-            params![a.name, a.session],
+            &[(&a.name).into(), (&a.session).into()],
+            "a job",
         )?;
+        let mut stmts = vec![(
+            "INSERT INTO agents (name, body) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET body = ?2",
+            vec![(&a.name).into(), Val::Text(body)],
+        )];
         let mut failed = Vec::new();
         for mut j in running {
             j.state = "failed".into();
@@ -373,52 +370,44 @@ impl Catalog for SqliteCatalog {
                 "agent {} restarted while the job ran; no save set of it is recorded as complete",
                 a.name
             );
-            self.put_job(&j, None)?;
+            stmts.push(Self::put_job_stmt(&j, None));
             failed.push(j.id);
         }
+        self.db.exec(&stmts)?;
         Ok(failed)
     }
 
     fn agents(&self) -> Result<Vec<AgentRow>> {
-        self.json_rows("SELECT body FROM agents ORDER BY name", [], "an agent")
+        self.json_rows("SELECT body FROM agents ORDER BY name", &[], "an agent")
     }
 
     fn agent(&self, name: &str) -> Result<Option<AgentRow>> {
         Ok(self
             .json_rows(
                 "SELECT body FROM agents WHERE name = ?1",
-                [name],
+                &[name.into()],
                 "an agent",
             )?
             .pop())
     }
 
     fn add_job(&mut self, j: &JobRow) -> Result<()> {
-        let seq: i64 = self
-            .conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs", [], |r| {
-                r.get(0)
-            })
-            .map_err(self.err())?;
-        self.conn
-            .execute(
-                "INSERT INTO jobs (id, seq, agent, state, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    j.id,
-                    seq,
-                    j.agent,
-                    j.state,
-                    serde_json::to_string(j).expect("job serializes")
-                ],
-            )
-            .map_err(self.err())?;
-        Ok(())
+        self.exec1(
+            "INSERT INTO jobs (id, seq, agent, state, body) VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?2, ?3, ?4)",
+            vec![
+                (&j.id).into(),
+                (&j.agent).into(),
+                (&j.state).into(),
+                Val::Text(serde_json::to_string(j).expect("job serializes")),
+            ],
+        )
     }
 
     fn queued_for(&self, agent: &str) -> Result<Vec<JobRow>> {
-        self.bodies(
+        self.json_rows(
             "SELECT body FROM jobs WHERE agent = ?1 AND state = 'queued' ORDER BY seq",
-            params![agent],
+            &[agent.into()],
+            "a job",
         )
     }
 
@@ -429,7 +418,7 @@ impl Catalog for SqliteCatalog {
         session: &str,
         now: i64,
     ) -> Result<std::result::Result<(), String>> {
-        let Some((mut j, _)) = self.job_of(job)? else {
+        let Some(mut j) = self.job_of(job)? else {
             return Ok(Err(format!("no job {job}")));
         };
         if j.agent != agent {
@@ -445,7 +434,7 @@ impl Catalog for SqliteCatalog {
     }
 
     fn progress(&mut self, job: &str, agent: &str, p: &Progress) -> Result<()> {
-        if let Some((mut j, _)) = self.job_of(job)? {
+        if let Some(mut j) = self.job_of(job)? {
             if j.agent == agent && j.state == "running" {
                 j.entries_done = p.entries_done;
                 j.entries_total = p.entries_total;
@@ -470,7 +459,7 @@ impl Catalog for SqliteCatalog {
         output: &str,
         now: i64,
     ) -> Result<bool> {
-        let Some((mut j, _)) = self.job_of(job)? else {
+        let Some(mut j) = self.job_of(job)? else {
             return Ok(false);
         };
         if j.agent != agent || j.state != "running" {
@@ -487,7 +476,7 @@ impl Catalog for SqliteCatalog {
     }
 
     fn cancel(&mut self, job: &str, now: i64) -> Result<Option<JobRow>> {
-        let Some((mut j, _)) = self.job_of(job)? else {
+        let Some(mut j) = self.job_of(job)? else {
             return Ok(None);
         };
         if j.state == "queued" || j.state == "running" {
@@ -499,210 +488,340 @@ impl Catalog for SqliteCatalog {
     }
 
     fn job(&self, id: &str) -> Result<Option<JobRow>> {
-        Ok(self.job_of(id)?.map(|(j, _)| j))
+        self.job_of(id)
     }
 
     fn jobs(&self, limit: u32) -> Result<Vec<JobRow>> {
-        self.bodies(
+        self.json_rows(
             "SELECT body FROM jobs ORDER BY seq DESC LIMIT ?1",
-            params![limit],
+            &[i64::from(limit).into()],
+            "a job",
         )
     }
 
     fn event(&mut self, now: i64, kind: &str, text: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO events (time, kind, text) VALUES (?1, ?2, ?3)",
-                params![now, kind, text],
-            )
-            .map_err(self.err())?;
-        Ok(())
-    }
-
-    fn events(&self, limit: u32) -> Result<Vec<(i64, String, String)>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT time, kind, text FROM events ORDER BY seq DESC LIMIT ?1")
-            .map_err(self.err())?;
-        let r = st
-            .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .and_then(|r| r.collect())
-            .map_err(self.err());
-        r
-    }
-
-    fn job_counts(&self) -> Result<Vec<(String, i64)>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state")
-            .map_err(self.err())?;
-        let r = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(|r| r.collect())
-            .map_err(self.err());
-        r
-    }
-
-    fn put_save_set(&mut self, s: &SaveSetRecord) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO save_sets (id, state, body) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET state = ?2, body = ?3",
-                params![s.id, s.state, serde_json::to_string(s).expect("save set serializes")],
-            )
-            .map_err(self.err())?;
-        Ok(())
-    }
-
-    fn save_sets(&self) -> Result<Vec<SaveSetRecord>> {
-        self.json_rows(
-            "SELECT body FROM save_sets ORDER BY rowid",
-            [],
-            "a save set",
+        self.exec1(
+            "INSERT INTO events (time, kind, text) VALUES (?1, ?2, ?3)",
+            vec![now.into(), kind.into(), text.into()],
         )
     }
 
+    fn events(&self, limit: u32) -> Result<Vec<(i64, String, String)>> {
+        Ok(self
+            .db
+            .rows(
+                "SELECT time, kind, text FROM events ORDER BY seq DESC LIMIT ?1",
+                &[i64::from(limit).into()],
+            )?
+            .into_iter()
+            .map(|r| {
+                let mut it = r.into_iter();
+                let mut next = || it.next().unwrap_or(Val::Null);
+                (next().int(), next().text(), next().text())
+            })
+            .collect())
+    }
+
+    fn job_counts(&self) -> Result<Vec<(String, i64)>> {
+        Ok(self
+            .pairs(
+                "SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state",
+                &[],
+            )?
+            .into_iter()
+            .map(|(a, b)| (a.text(), b.int()))
+            .collect())
+    }
+
+    fn put_save_set(&mut self, s: &SaveSetRecord) -> Result<()> {
+        self.exec1(
+            "INSERT INTO save_sets (id, state, body) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET state = ?2, body = ?3",
+            vec![
+                (&s.id).into(),
+                (&s.state).into(),
+                Val::Text(serde_json::to_string(s).expect("save set serializes")),
+            ],
+        )
+    }
+
+    fn save_sets(&self) -> Result<Vec<SaveSetRecord>> {
+        let sql = format!(
+            "SELECT body FROM save_sets ORDER BY {}",
+            self.db.insertion_order()
+        );
+        self.json_rows(&sql, &[], "a save set")
+    }
+
     fn put_volume(&mut self, v: &VolumeRecord) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO volumes (volser, body) VALUES (?1, ?2) ON CONFLICT (volser) DO UPDATE SET body = ?2",
-                params![v.volser, serde_json::to_string(v).expect("volume serializes")],
-            )
-            .map_err(self.err())?;
-        Ok(())
+        self.exec1(
+            "INSERT INTO volumes (volser, body) VALUES (?1, ?2) ON CONFLICT (volser) DO UPDATE SET body = ?2",
+            vec![
+                (&v.volser).into(),
+                Val::Text(serde_json::to_string(v).expect("volume serializes")),
+            ],
+        )
     }
 
     fn volumes(&self) -> Result<Vec<VolumeRecord>> {
-        self.json_rows("SELECT body FROM volumes ORDER BY volser", [], "a volume")
+        self.json_rows("SELECT body FROM volumes ORDER BY volser", &[], "a volume")
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>> {
-        self.conn
-            .query_row("SELECT v FROM meta WHERE k = ?1", [key], |r| r.get(0))
-            .optional()
-            .map_err(self.err())
+        Ok(self
+            .db
+            .rows("SELECT v FROM meta WHERE k = ?1", &[key.into()])?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .map(Val::text))
     }
 
     fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = ?2",
-                params![key, value],
-            )
-            .map_err(self.err())?;
-        Ok(())
+        self.exec1(
+            "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = ?2",
+            vec![key.into(), value.into()],
+        )
     }
 
     fn roles(&self) -> Result<Vec<(String, String)>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT lpar, role FROM roles ORDER BY lpar")
-            .map_err(self.err())?;
-        let r = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .and_then(|r| r.collect())
-            .map_err(self.err());
-        r
+        Ok(self
+            .pairs("SELECT lpar, role FROM roles ORDER BY lpar", &[])?
+            .into_iter()
+            .map(|(a, b)| (a.text(), b.text()))
+            .collect())
     }
 
     fn set_roles(&mut self, roles: &[(String, String)]) -> Result<()> {
-        let tx = self.conn.transaction().map_err(|source| Error::Catalog {
-            path: self.path.clone(),
-            source,
-        })?;
-        for (l, r) in roles {
-            tx.execute(
-                "INSERT INTO roles (lpar, role) VALUES (?1, ?2) ON CONFLICT (lpar) DO UPDATE SET role = ?2",
-                params![l, r],
-            )
-            .map_err(|source| Error::Catalog { path: self.path.clone(), source })?;
-        }
-        tx.commit().map_err(|source| Error::Catalog {
-            path: self.path.clone(),
-            source,
-        })
+        let stmts: Vec<(&str, Vec<Val>)> = roles
+            .iter()
+            .map(|(l, r)| {
+                (
+                    "INSERT INTO roles (lpar, role) VALUES (?1, ?2) ON CONFLICT (lpar) DO UPDATE SET role = ?2",
+                    vec![l.into(), r.into()],
+                )
+            })
+            .collect();
+        self.db.exec(&stmts)
     }
+}
+
+/// Checks a catalog's behaviour (every implementation must pass): jobs taken
+/// exactly once, a restart failing the running job, save sets in insertion
+/// order, volumes, meta, roles, events. Panics on the first difference.
+pub fn conformance(c: &mut dyn Catalog) {
+    let agent = |session: &str| AgentRow {
+        name: "PROD1".into(),
+        host: "h".into(),
+        role: "production".into(),
+        version: "0".into(),
+        libraries: vec![("default".into(), 1, 10, 3)],
+        usage: vec![],
+        watched: vec![],
+        session: session.into(),
+        last_seen: 10,
+    };
+    c.register(&agent("s1")).unwrap();
+    let job = |id: &str| JobRow {
+        id: id.into(),
+        control_group: "NIGHTLY".into(),
+        agent: "PROD1".into(),
+        state: "queued".into(),
+        created: 1,
+        started: 0,
+        finished: 0,
+        message: String::new(),
+        entries_done: 0,
+        entries_total: 1,
+        bytes: 0,
+        save_sets: vec![],
+        output: String::new(),
+        bytes_total: 0,
+        objects: 0,
+        current: String::new(),
+        assignment: Assignment {
+            entries: vec![SaveItem {
+                path: "/home".into(),
+                include: vec![],
+                exclude: vec![],
+                library: String::new(),
+                command: String::new(),
+            }],
+            ..Assignment::chores("default".into())
+        },
+    };
+    c.add_job(&job("J1")).unwrap();
+    c.add_job(&job("J2")).unwrap();
+    let q: Vec<String> = c
+        .queued_for("PROD1")
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(q, ["J1", "J2"], "queued in order");
+    assert!(c.accept("J1", "PROD1", "s1", 2).unwrap().is_ok());
+    assert!(
+        c.accept("J1", "PROD1", "s1", 2).unwrap().is_err(),
+        "never twice"
+    );
+    assert!(
+        c.accept("J2", "CONT1", "s1", 2).unwrap().is_err(),
+        "not another agent's"
+    );
+    assert!(c.accept("NOPE", "PROD1", "s1", 2).unwrap().is_err());
+    c.progress(
+        "J1",
+        "PROD1",
+        &Progress {
+            entries_done: 0,
+            entries_total: 1,
+            bytes: 5,
+            bytes_total: 10,
+            objects: 1,
+            current: "/home".into(),
+        },
+    )
+    .unwrap();
+    let j = c.job("J1").unwrap().unwrap();
+    assert_eq!(
+        (j.state.as_str(), j.bytes, j.current.as_str()),
+        ("running", 5, "/home")
+    );
+    // The same session re-registering keeps it; a new session fails it.
+    assert!(c.register(&agent("s1")).unwrap().is_empty());
+    assert_eq!(c.register(&agent("s2")).unwrap(), vec!["J1".to_string()]);
+    let j = c.job("J1").unwrap().unwrap();
+    assert_eq!(j.state, "failed");
+    assert!(j.message.contains("restarted"));
+    assert!(
+        !c.finish("J1", "PROD1", true, "", &[], "", 3).unwrap(),
+        "a failed job stays failed"
+    );
+    assert!(c.accept("J2", "PROD1", "s2", 4).unwrap().is_ok());
+    let set = SaveSetRow {
+        id: "S1".into(),
+        source: "/home".into(),
+        key_id: "kmip:1".into(),
+        volumes: vec!["PR0001".into()],
+        objects: 2,
+        bytes: 7,
+    };
+    assert!(c
+        .finish("J2", "PROD1", true, "ok", &[set], "out", 5)
+        .unwrap());
+    let j = c.job("J2").unwrap().unwrap();
+    assert_eq!((j.state.as_str(), j.bytes, j.finished), ("succeeded", 7, 5));
+    assert_eq!(
+        c.cancel("J2", 6).unwrap().unwrap().state,
+        "succeeded",
+        "ended jobs stay"
+    );
+    c.add_job(&job("J3")).unwrap();
+    assert_eq!(c.cancel("J3", 6).unwrap().unwrap().state, "cancelled");
+    assert_eq!(
+        c.jobs(2)
+            .unwrap()
+            .iter()
+            .map(|j| j.id.as_str())
+            .collect::<Vec<_>>(),
+        ["J3", "J2"]
+    );
+    assert_eq!(
+        c.job_counts().unwrap(),
+        [
+            ("cancelled".to_string(), 1),
+            ("failed".to_string(), 1),
+            ("succeeded".to_string(), 1)
+        ]
+    );
+    assert_eq!(c.agent("PROD1").unwrap().unwrap().session, "s2");
+    assert_eq!(c.agent("PROD1").unwrap().unwrap().libraries[0].3, 3);
+    assert!(c.agent("NOPE").unwrap().is_none());
+    assert_eq!(c.agents().unwrap().len(), 1);
+    // Save sets come back in the order they were first recorded, updated in place.
+    let rec = |id: &str| SaveSetRecord {
+        id: id.into(),
+        agent: "PROD1".into(),
+        library: "default".into(),
+        control_group: "NIGHTLY".into(),
+        source: "/home".into(),
+        key_id: "kmip:1".into(),
+        volumes: vec!["PR0001".into()],
+        created: 5,
+        expires: 0,
+        state: "active".into(),
+        media_policy: String::new(),
+        shred: false,
+        versions: 0,
+        expire_job: String::new(),
+    };
+    for id in ["Z", "A", "M"] {
+        c.put_save_set(&rec(id)).unwrap();
+    }
+    let mut a = rec("A");
+    a.state = "expired".into();
+    c.put_save_set(&a).unwrap();
+    let sets = c.save_sets().unwrap();
+    assert_eq!(
+        sets.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["Z", "A", "M"]
+    );
+    assert_eq!(sets[1].state, "expired");
+    let v = VolumeRecord {
+        volser: "PR0001".into(),
+        agent: "PROD1".into(),
+        library: "default".into(),
+        site: "main".into(),
+        first_written: 5,
+        last_written: 5,
+        save_sets: vec!["Z".into()],
+        move_policy: String::new(),
+        location: crate::moves::HOME.into(),
+        since: 5,
+        in_transit_to: String::new(),
+        move_job: String::new(),
+    };
+    c.put_volume(&v).unwrap();
+    let mut moved = v.clone();
+    moved.location = "VAULT".into();
+    c.put_volume(&moved).unwrap();
+    assert_eq!(c.volumes().unwrap(), vec![moved]);
+    assert_eq!(c.meta("k").unwrap(), None);
+    c.set_meta("k", "1").unwrap();
+    c.set_meta("k", "2").unwrap();
+    assert_eq!(c.meta("k").unwrap().as_deref(), Some("2"));
+    c.set_roles(&[
+        ("CONT1".into(), "production".into()),
+        ("PROD1".into(), "contingency".into()),
+    ])
+    .unwrap();
+    c.set_roles(&[("PROD1".into(), "production".into())])
+        .unwrap();
+    assert_eq!(
+        c.roles().unwrap(),
+        [
+            ("CONT1".to_string(), "production".to_string()),
+            ("PROD1".to_string(), "production".to_string())
+        ]
+    );
+    c.event(7, "job.queued", "first").unwrap();
+    c.event(8, "job.failed", "it's \"quoted\"").unwrap();
+    let ev = c.events(10).unwrap();
+    assert_eq!(
+        ev[0],
+        (8, "job.failed".to_string(), "it's \"quoted\"".to_string())
+    );
+    assert_eq!(ev.len(), 2);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn agent(session: &str) -> AgentRow {
-        AgentRow {
-            name: "PROD1".into(),
-            host: "h".into(),
-            role: "production".into(),
-            version: "0".into(),
-            libraries: vec![],
-            usage: vec![],
-            watched: vec![],
-            session: session.into(),
-            last_seen: 10,
-        }
-    }
-
     #[test]
-    fn a_job_is_accepted_once_and_a_restart_fails_the_running_one() {
+    fn the_sqlite_catalog_conforms_and_keeps_old_entries_readable() {
         let d = tempfile::tempdir().unwrap();
-        let mut c = SqliteCatalog::open(&d.path().join("c.db")).unwrap();
-        c.register(&agent("s1")).unwrap();
-        let j = JobRow {
-            id: "J1".into(),
-            control_group: "NIGHTLY".into(),
-            agent: "PROD1".into(),
-            state: "queued".into(),
-            created: 1,
-            started: 0,
-            finished: 0,
-            message: String::new(),
-            entries_done: 0,
-            entries_total: 1,
-            bytes: 0,
-            save_sets: vec![],
-            output: String::new(),
-            bytes_total: 0,
-            objects: 0,
-            current: String::new(),
-            assignment: Assignment {
-                library: "default".into(),
-                level: "full".into(),
-                compress: false,
-                entries: vec![SaveItem {
-                    path: "/home".into(),
-                    include: vec![],
-                    exclude: vec![],
-                    library: String::new(),
-                    command: String::new(),
-                }],
-                pre: vec![],
-                post: vec![],
-                step_timeout_seconds: 60,
-                expire: vec![],
-                shred: false,
-                eject: vec![],
-                import: vec![],
-            },
-        };
-        c.add_job(&j).unwrap();
-        assert_eq!(c.queued_for("PROD1").unwrap().len(), 1);
-        assert!(c.accept("J1", "PROD1", "s1", 2).unwrap().is_ok());
-        assert!(
-            c.accept("J1", "PROD1", "s1", 2).unwrap().is_err(),
-            "never twice"
-        );
-        assert!(c.queued_for("PROD1").unwrap().is_empty());
-        // The same session re-registering keeps it; a new session fails it.
-        assert!(c.register(&agent("s1")).unwrap().is_empty());
-        assert_eq!(c.register(&agent("s2")).unwrap(), vec!["J1".to_string()]);
-        let j = c.job("J1").unwrap().unwrap();
-        assert_eq!(j.state, "failed");
-        assert!(j.message.contains("restarted"));
-        assert!(
-            !c.finish("J1", "PROD1", true, "", &[], "", 3).unwrap(),
-            "a failed job stays failed"
-        );
-        assert_eq!(c.agent("PROD1").unwrap().unwrap().session, "s2");
-        assert!(c.agent("NOPE").unwrap().is_none());
+        let mut c = sqlite::open(&d.path().join("c.db")).unwrap();
+        conformance(&mut c);
         // Entries written before library entries (path, include, exclude) still read.
         let old: SaveItem = serde_json::from_str(r#"["/home", ["*.db"], []]"#).unwrap();
         assert_eq!(

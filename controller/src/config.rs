@@ -15,7 +15,8 @@ pub struct Config {
     /// gRPC over mutual TLS (agents and consoles).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// The SQLite catalog file.
+    /// The catalog: an SQLite file, or a PostgreSQL URL
+    /// (`postgresql://user[:password]@host[:port]/database`).
     pub catalog: PathBuf,
     /// Seconds between agent heartbeats; an agent silent for three is shown disconnected.
     #[serde(default = "default_heartbeat")]
@@ -308,12 +309,14 @@ impl Config {
         };
         let mut c: Config = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [
-            &mut c.catalog,
-            &mut c.tls.cert,
-            &mut c.tls.key,
-            &mut c.tls.client_ca,
-        ] {
+        let url = c
+            .catalog
+            .to_str()
+            .is_some_and(crate::catalog::postgres::is_url);
+        if !url && c.catalog.is_relative() {
+            c.catalog = base.join(&c.catalog);
+        }
+        for p in [&mut c.tls.cert, &mut c.tls.key, &mut c.tls.client_ca] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

@@ -12,11 +12,13 @@ pub enum Error {
     },
     #[error("configuration {path}: {message}")]
     Config { path: PathBuf, message: String },
-    #[error("catalog {path}: {source}")]
+    /// The catalog's engine refused or could not be reached; `retry` says
+    /// whether trying again can help (a connection lost, a busy database).
+    #[error("catalog {at}: {message}")]
     Catalog {
-        path: PathBuf,
-        #[source]
-        source: rusqlite::Error,
+        at: String,
+        message: String,
+        retry: bool,
     },
     #[error("{0}")]
     NotFound(String),

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use cinta_controller::catalog::SqliteCatalog;
 use cinta_controller::config::Config;
 use cinta_controller::service::{Agents, Console, State};
 use cinta_proto::v1::agent_service_server::AgentServiceServer;
@@ -91,7 +90,7 @@ fn serve(cfg: Config) -> Result<()> {
             read(&cfg.tls.key)?,
         ))
         .client_ca_root(Certificate::from_pem(read(&cfg.tls.client_ca)?));
-    let catalog = SqliteCatalog::open(&cfg.catalog)?;
+    let catalog = cinta_controller::catalog::open(&cfg.catalog)?;
     let listen = cfg.listen;
     let clock: Box<dyn cinta_controller::clock::Clock> = match &cfg.clock_file {
         Some(p) => {
@@ -106,7 +105,7 @@ fn serve(cfg: Config) -> Result<()> {
     rt.block_on(async move {
         let events = cinta_controller::events::Events::new(&cfg.events);
         let metrics_listen = cfg.events.metrics_listen;
-        let state = State::new(cfg, Box::new(catalog), clock, events);
+        let state = State::new(cfg, catalog, clock, events);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listen on {listen}"))?;

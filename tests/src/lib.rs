@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 pub mod keymgr;
+pub mod postgres;
 
 /// Path of a binary of this workspace, built by `cargo build --workspace --bins`
 /// (tests/run.sh does it before running the tests).

@@ -1466,3 +1466,39 @@ fn cartridges_rotate_to_the_vault_and_back_by_move_policy_with_confirmed_moves()
         assert!(ev.contains(want), "{want}: {ev}");
     }
 }
+
+#[test]
+fn the_controller_runs_on_a_postgresql_catalog_and_keeps_its_jobs_across_a_restart() {
+    let pg = cinta_tests::postgres::Server::start();
+    let mut s = Site::new();
+    drop(s.controller.take());
+    let p = s.d().join("controller.toml");
+    let cfg = std::fs::read_to_string(&p).unwrap().replacen(
+        "catalog = \"catalog.db\"",
+        &format!("catalog = \"{}\"", pg.url()),
+        1,
+    );
+    std::fs::write(&p, cfg).unwrap();
+    for f in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let _ = std::fs::remove_file(s.d().join(f));
+    }
+    s.start_controller();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let job = s.ctl_json(&["run", "TO-VAULT", "--wait"]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    drop(s.controller.take());
+    s.start_controller();
+    let jobs = s.ctl_json(&["jobs"]);
+    assert_eq!(jobs[0]["id"], job["id"]);
+    assert_eq!(jobs[0]["state"], "succeeded");
+    assert_eq!(s.ctl_json(&["save-sets"]).as_array().unwrap().len(), 1);
+    assert_eq!(s.ctl_json(&["volumes"])[0]["next_move_to"], "VAULT");
+    assert!(
+        !s.d().join("catalog.db").exists(),
+        "no SQLite file beside it"
+    );
+    s.until("the agent to reconnect", Site::agent_connected);
+    let again = s.ctl_json(&["run", "TO-VAULT", "--wait"]);
+    assert_eq!(again["state"], "succeeded", "{again}");
+}

@@ -1,0 +1,66 @@
+//! The controller's catalog on PostgreSQL: the same conformance checks as SQLite's, a server restart under it, and the controller serving on it (a job survives a controller restart).
+
+use cinta_controller::catalog::{self, Catalog};
+use cinta_tests::postgres::Server;
+
+#[test]
+fn the_postgresql_catalog_conforms_and_survives_a_server_restart() {
+    let mut pg = Server::start();
+    let mut c = catalog::postgres::open(&pg.url()).unwrap();
+    catalog::conformance(&mut c);
+
+    // The server restarts under an open catalog: the first statement says a
+    // retry can help, the next one reconnects, and nothing was lost.
+    pg.stop();
+    pg.run();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        match c.meta("k") {
+            Ok(v) => {
+                answers.push(v);
+                break;
+            }
+            Err(cinta_controller::Error::Catalog { retry, message, .. }) => {
+                assert!(retry, "a lost connection is worth a retry: {message}");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        answers,
+        [Some("2".to_string())],
+        "the value set before the restart"
+    );
+    c.set_meta("k", "3").unwrap();
+    drop(c);
+    // A second catalog on the same database sees everything (one schema, created once).
+    let again = catalog::postgres::open(&pg.url()).unwrap();
+    assert_eq!(again.meta("k").unwrap().as_deref(), Some("3"));
+    assert_eq!(again.save_sets().unwrap().len(), 3);
+    // Over the server's Unix socket, as on a host that runs both.
+    let local = format!(
+        "postgresql://cinta@/postgres?host={}&port={}",
+        pg.dir.path().display(),
+        pg.port
+    );
+    let on_socket = catalog::postgres::open(&local).unwrap();
+    assert_eq!(on_socket.meta("k").unwrap().as_deref(), Some("3"));
+}
+
+#[test]
+fn an_unreachable_database_is_named_without_its_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = catalog::postgres::open(&format!("postgresql://cinta:s3cret@127.0.0.1:{port}/cinta"))
+        .err()
+        .expect("nothing listens there")
+        .to_string();
+    assert!(
+        e.contains(&format!("postgresql://cinta@127.0.0.1:{port}/cinta")),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret"), "{e}");
+}
