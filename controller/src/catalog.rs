@@ -152,6 +152,37 @@ pub struct JobRow {
     pub current: String,
 }
 
+impl JobRow {
+    /// A new job, queued for `agent` at `created`.
+    pub fn queued(
+        id: String,
+        control_group: &str,
+        agent: &str,
+        assignment: Assignment,
+        created: i64,
+    ) -> JobRow {
+        JobRow {
+            id,
+            control_group: control_group.to_string(),
+            agent: agent.to_string(),
+            state: "queued".into(),
+            created,
+            started: 0,
+            finished: 0,
+            message: String::new(),
+            entries_done: 0,
+            entries_total: assignment.entries.len() as u32,
+            bytes: 0,
+            save_sets: vec![],
+            output: String::new(),
+            bytes_total: 0,
+            objects: 0,
+            current: String::new(),
+            assignment,
+        }
+    }
+}
+
 /// How far a running job has got, as its agent reports it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Progress {
@@ -261,6 +292,27 @@ impl From<i64> for Val {
         Val::Int(i)
     }
 }
+
+/// Tables the same on every engine (`jobs`, `save_sets` and `events` differ
+/// in how they number rows, so each engine declares those).
+pub(crate) const COMMON_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS agents (
+    name TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS volumes (
+    volser TEXT PRIMARY KEY,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    k TEXT PRIMARY KEY,
+    v TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS roles (
+    lpar TEXT PRIMARY KEY,
+    role TEXT NOT NULL
+);
+";
 
 /// The SQL engine under the catalog: statements with numbered parameters
 /// (`?1`, `?2`; an engine rewrites them if it numbers them otherwise), rows
@@ -621,24 +673,8 @@ pub fn conformance(c: &mut dyn Catalog) {
         last_seen: 10,
     };
     c.register(&agent("s1")).unwrap();
-    let job = |id: &str| JobRow {
-        id: id.into(),
-        control_group: "NIGHTLY".into(),
-        agent: "PROD1".into(),
-        state: "queued".into(),
-        created: 1,
-        started: 0,
-        finished: 0,
-        message: String::new(),
-        entries_done: 0,
-        entries_total: 1,
-        bytes: 0,
-        save_sets: vec![],
-        output: String::new(),
-        bytes_total: 0,
-        objects: 0,
-        current: String::new(),
-        assignment: Assignment {
+    let job = |id: &str| {
+        let a = Assignment {
             entries: vec![SaveItem {
                 path: "/home".into(),
                 include: vec![],
@@ -647,7 +683,8 @@ pub fn conformance(c: &mut dyn Catalog) {
                 command: String::new(),
             }],
             ..Assignment::chores("default".into())
-        },
+        };
+        JobRow::queued(id.into(), "NIGHTLY", "PROD1", a, 1)
     };
     c.add_job(&job("J1")).unwrap();
     c.add_job(&job("J2")).unwrap();

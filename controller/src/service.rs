@@ -82,25 +82,13 @@ impl State {
         who: &str,
     ) -> Result<JobRow, Status> {
         let t = self.now();
-        let job = JobRow {
-            id: format!("J{t}-{}", &random_id()[..6]),
-            control_group: label.to_string(),
-            agent: agent.to_string(),
-            state: "queued".into(),
-            created: t,
-            started: 0,
-            finished: 0,
-            message: String::new(),
-            entries_done: 0,
-            entries_total: assignment.entries.len() as u32,
-            bytes: 0,
-            save_sets: vec![],
-            output: String::new(),
-            bytes_total: 0,
-            objects: 0,
-            current: String::new(),
+        let job = JobRow::queued(
+            format!("J{t}-{}", &random_id()[..6]),
+            label,
+            agent,
             assignment,
-        };
+            t,
+        );
         self.catalog().add_job(&job).map_err(internal)?;
         self.event(
             "job.queued",

@@ -16,10 +16,6 @@ use super::{Sql, SqlCatalog, Val};
 use crate::error::{Error, Result};
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS agents (
-    name TEXT PRIMARY KEY,
-    body TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     seq BIGINT NOT NULL,
@@ -35,18 +31,6 @@ CREATE TABLE IF NOT EXISTS save_sets (
     id TEXT PRIMARY KEY,
     state TEXT NOT NULL,
     body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS volumes (
-    volser TEXT PRIMARY KEY,
-    body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (
-    k TEXT PRIMARY KEY,
-    v TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS roles (
-    lpar TEXT PRIMARY KEY,
-    role TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     seq BIGSERIAL PRIMARY KEY,
@@ -131,7 +115,9 @@ fn fail(at: &str, e: postgres::Error) -> Error {
 
 fn connect(url: &str, at: &str) -> Result<Client> {
     let mut c = Client::connect(url, NoTls).map_err(|e| fail(at, e))?;
-    c.batch_execute(SCHEMA).map_err(|e| fail(at, e))?;
+    c.batch_execute(super::COMMON_SCHEMA)
+        .and_then(|()| c.batch_execute(SCHEMA))
+        .map_err(|e| fail(at, e))?;
     Ok(c)
 }
 

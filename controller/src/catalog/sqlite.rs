@@ -9,10 +9,6 @@ use super::{Sql, SqlCatalog, Val};
 use crate::error::{Error, Result};
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS agents (
-    name TEXT PRIMARY KEY,
-    body TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
@@ -26,18 +22,6 @@ CREATE TABLE IF NOT EXISTS save_sets (
     id TEXT PRIMARY KEY,
     state TEXT NOT NULL,
     body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS volumes (
-    volser TEXT PRIMARY KEY,
-    body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (
-    k TEXT PRIMARY KEY,
-    v TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS roles (
-    lpar TEXT PRIMARY KEY,
-    role TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
@@ -68,7 +52,9 @@ pub fn open(path: &Path) -> Result<SqlCatalog<Sqlite>> {
         .map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(err)?;
-    conn.execute_batch(SCHEMA).map_err(err)?;
+    conn.execute_batch(super::COMMON_SCHEMA)
+        .and_then(|()| conn.execute_batch(SCHEMA))
+        .map_err(err)?;
     Ok(SqlCatalog::new(Sqlite {
         conn,
         path: path.to_owned(),
