@@ -5,6 +5,7 @@
 //! job whose agent registers a new session is failed: the agent restarted
 //! under it, and its save set, if any, was never recorded as complete.
 
+mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
 
@@ -244,10 +245,13 @@ pub trait Catalog: Send {
 }
 
 /// Opens the catalog the configuration names: a PostgreSQL URL
-/// (`postgresql://user@host/db`), or else an SQLite file.
-pub fn open(catalog: &std::path::Path) -> Result<Box<dyn Catalog>> {
+/// (`postgresql://user@host/db`, over TLS with `tls`), or else an SQLite file.
+pub fn open(
+    catalog: &std::path::Path,
+    tls: Option<&postgres::TlsFiles>,
+) -> Result<Box<dyn Catalog>> {
     match catalog.to_str() {
-        Some(url) if postgres::is_url(url) => Ok(Box::new(postgres::open(url)?)),
+        Some(url) if postgres::is_url(url) => Ok(Box::new(postgres::open(url, tls)?)),
         _ => Ok(Box::new(sqlite::open(catalog)?)),
     }
 }

@@ -18,6 +18,8 @@ pub struct Config {
     /// The catalog: an SQLite file, or a PostgreSQL URL
     /// (`postgresql://user[:password]@host[:port]/database`).
     pub catalog: PathBuf,
+    /// TLS to a PostgreSQL catalog (the server's CA; a client certificate if it asks).
+    pub catalog_tls: Option<crate::catalog::postgres::TlsFiles>,
     /// Seconds between agent heartbeats; an agent silent for three is shown disconnected.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_seconds: u32,
@@ -321,6 +323,22 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        if let Some(t) = c.catalog_tls.as_mut() {
+            if !url {
+                return Err(bad(
+                    "catalog_tls is for a PostgreSQL catalog (catalog = \"postgresql://...\")"
+                        .into(),
+                ));
+            }
+            for p in [Some(&mut t.ca), t.cert.as_mut(), t.key.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
         if let Some(p) = c.clock_file.as_mut() {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -577,11 +595,22 @@ mod tests {
         }
         assert_eq!(shell_quote("a'b"), "'a'\\''b'");
         assert_eq!(c.move_policy("OFFSITE").unwrap().steps[0].days, 28);
+        let pg = Config::parse(
+            "catalog = \"postgresql://cinta@db/cinta\"\n[catalog_tls]\nca = \"db-ca.pem\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nclient_ca=\"c\"\n",
+            Path::new("/etc/cinta/controller.toml"),
+        )
+        .unwrap();
+        assert_eq!(pg.catalog, Path::new("postgresql://cinta@db/cinta"));
+        assert_eq!(
+            pg.catalog_tls.unwrap().ca,
+            Path::new("/etc/cinta/db-ca.pem")
+        );
         let base = "catalog = \"c\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nclient_ca=\"c\"\n";
         for (extra, why) in [
             ("[[media_policy]]\nname = \"M\"\nmove_policy = \"NOPE\"\n", "no move policy \"NOPE\""),
             ("[[move_policy]]\nname = \"P\"\n[[move_policy.step]]\nlocation = \"VAULT\"\ndays = 0\n", "days of at least 1"),
             ("[[move_policy]]\nname = \"P\"\nstep = []\n", "no [[move_policy.step]]"),
+            ("[catalog_tls]\nca = \"x\"\n", "catalog_tls is for a PostgreSQL catalog"),
         ] {
             let e = Config::parse(&format!("{base}{extra}"), Path::new("x")).unwrap_err().to_string();
             assert!(e.contains(why), "{e}");

@@ -90,7 +90,7 @@ fn serve(cfg: Config) -> Result<()> {
             read(&cfg.tls.key)?,
         ))
         .client_ca_root(Certificate::from_pem(read(&cfg.tls.client_ca)?));
-    let catalog = cinta_controller::catalog::open(&cfg.catalog)?;
+    let catalog = cinta_controller::catalog::open(&cfg.catalog, cfg.catalog_tls.as_ref())?;
     let listen = cfg.listen;
     let clock: Box<dyn cinta_controller::clock::Clock> = match &cfg.clock_file {
         Some(p) => {

@@ -13,6 +13,7 @@ pub struct Server {
     pub port: u16,
     child: Option<Child>,
     bin: PathBuf,
+    tls: bool,
 }
 
 /// Where PostgreSQL's server programs are (`initdb` on PATH, else Debian's place).
@@ -52,6 +53,15 @@ fn cmd(bin: &Path, prog: &str) -> Command {
 impl Server {
     /// Creates a cluster (trust authentication, superuser `cinta`) and starts it.
     pub fn start() -> Server {
+        Server::create(None)
+    }
+
+    /// The same, serving TLS (only) with this certificate and key; connections are logged.
+    pub fn start_tls(cert: &Path, key: &Path) -> Server {
+        Server::create(Some((cert, key)))
+    }
+
+    fn create(tls: Option<(&Path, &Path)>) -> Server {
         let bin = bindir();
         let dir = tempfile::tempdir().unwrap();
         if as_root() {
@@ -79,11 +89,39 @@ impl Server {
             .local_addr()
             .unwrap()
             .port();
+        if let Some((cert, key)) = tls {
+            // PostgreSQL wants its key readable by its own user only.
+            std::fs::copy(cert, dir.path().join("server.pem")).unwrap();
+            std::fs::copy(key, dir.path().join("server.key")).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                dir.path().join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap();
+            if as_root() {
+                let ok = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(dir.path().join("server.pem"))
+                    .arg(dir.path().join("server.key"))
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok);
+            }
+            // Only TLS connections over TCP (Unix sockets stay local).
+            std::fs::write(
+                dir.path().join("data/pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+        }
         let mut s = Server {
             dir,
             port,
             child: None,
             bin,
+            tls: tls.is_some(),
         };
         s.run();
         s
@@ -96,16 +134,19 @@ impl Server {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .unwrap();
-        let child = cmd(&self.bin, "postgres")
-            .arg("-D")
+        let mut c = cmd(&self.bin, "postgres");
+        c.arg("-D")
             .arg(self.dir.path().join("data"))
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(self.dir.path())
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .args(["-c", "listen_addresses=127.0.0.1"]);
+        if self.tls {
+            let d = self.dir.path().display();
+            c.args(["-c", "ssl=on", "-c", "log_connections=on"])
+                .args(["-c", &format!("ssl_cert_file={d}/server.pem")])
+                .args(["-c", &format!("ssl_key_file={d}/server.key")]);
+        }
+        let child = c.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);
         let t = Instant::now();
         loop {
@@ -124,6 +165,11 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// What the server has logged (connections, with `start_tls`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     /// Stops the server (fast shutdown: sessions are cut, data kept).

@@ -9,6 +9,7 @@
 
 use std::sync::mpsc;
 
+use postgres::config::SslMode;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls};
 
@@ -57,16 +58,64 @@ pub fn is_url(catalog: &str) -> bool {
     catalog.starts_with("postgresql://") || catalog.starts_with("postgres://")
 }
 
+/// TLS to the server: its certificate must chain to `ca` and name the
+/// URL's host; `cert` and `key` are this controller's, if the server asks.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub ca: std::path::PathBuf,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// How to reach the server: its parsed URL and, with TLS, the connector.
+#[derive(Clone)]
+struct Target {
+    config: postgres::Config,
+    tls: Option<super::pg_tls::Rustls>,
+}
+
 /// Connects to the database `url` names (postgresql://user@host:port/db),
-/// creating the catalog's tables if they are not there.
-pub fn open(url: &str) -> Result<SqlCatalog<Postgres>> {
+/// over TLS when `tls` is given (and then never without it), creating the
+/// catalog's tables if they are not there.
+pub fn open(url: &str, tls: Option<&TlsFiles>) -> Result<SqlCatalog<Postgres>> {
     let at = redact(url);
+    let bad = |message: String| Error::Catalog {
+        at: at.clone(),
+        message,
+        retry: false,
+    };
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e: postgres::Error| bad(format!("not a PostgreSQL URL: {e}")))?;
+    let tls = match tls {
+        None => None,
+        Some(t) => {
+            if config.get_ssl_mode() == SslMode::Disable {
+                return Err(bad(
+                    "TLS is configured but the URL says sslmode=disable".into()
+                ));
+            }
+            config.ssl_mode(SslMode::Require);
+            let client = match (&t.cert, &t.key) {
+                (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+                (None, None) => None,
+                _ => {
+                    return Err(bad(
+                        "give both cert and key for a client certificate, or neither".into(),
+                    ))
+                }
+            };
+            Some(super::pg_tls::Rustls::new(&t.ca, client).map_err(bad)?)
+        }
+    };
+    let target = Target { config, tls };
     let (tx, rx) = mpsc::channel::<Req>();
     let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<()>>(1);
-    let (u, a) = (url.to_string(), at.clone());
+    let a = at.clone();
     std::thread::Builder::new()
         .name("catalog-postgres".into())
-        .spawn(move || serve(&u, &a, rx, ready_tx))
+        .spawn(move || serve(&target, &a, rx, ready_tx))
         .map_err(|e| Error::Io {
             what: "start the catalog thread".into(),
             source: e,
@@ -104,7 +153,16 @@ fn fail(at: &str, e: postgres::Error) -> Error {
         });
     let message = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => e.to_string(),
+        None => {
+            // The causes too: "error performing TLS handshake: invalid peer certificate: ...".
+            let mut m = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                m.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            m
+        }
     };
     Error::Catalog {
         at: at.to_string(),
@@ -113,8 +171,12 @@ fn fail(at: &str, e: postgres::Error) -> Error {
     }
 }
 
-fn connect(url: &str, at: &str) -> Result<Client> {
-    let mut c = Client::connect(url, NoTls).map_err(|e| fail(at, e))?;
+fn connect(t: &Target, at: &str) -> Result<Client> {
+    let mut c = match &t.tls {
+        Some(tls) => t.config.connect(tls.clone()),
+        None => t.config.connect(NoTls),
+    }
+    .map_err(|e| fail(at, e))?;
     c.batch_execute(super::COMMON_SCHEMA)
         .and_then(|()| c.batch_execute(SCHEMA))
         .map_err(|e| fail(at, e))?;
@@ -212,8 +274,8 @@ fn rows(
 }
 
 /// The connection's thread: answers requests until the catalog is dropped.
-fn serve(url: &str, at: &str, rx: mpsc::Receiver<Req>, ready: mpsc::SyncSender<Result<()>>) {
-    let mut client = match connect(url, at) {
+fn serve(t: &Target, at: &str, rx: mpsc::Receiver<Req>, ready: mpsc::SyncSender<Result<()>>) {
+    let mut client = match connect(t, at) {
         Ok(c) => Some(c),
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -226,7 +288,7 @@ fn serve(url: &str, at: &str, rx: mpsc::Receiver<Req>, ready: mpsc::SyncSender<R
         // A connection lost earlier is opened again for this request.
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             cache.clear();
-            client = connect(url, at).ok();
+            client = connect(t, at).ok();
         }
         let Some(c) = client.as_mut() else {
             let e = Error::Catalog {
