@@ -189,13 +189,13 @@ pre_close_at = "30 20 * * *"
 post_close = "POST-CLOSE"
 deadline = "0 23 * * *"
 grace_minutes = 15
-quiesce_probe = "bash $sim $night/sim/PROD1 users"
+quiesce_probe = "bash $sim $night/sim/{lpar} users"
 quiesce_grace_minutes = 10
-force_signoff = "bash $sim $night/sim/PROD1 signoff"
+force_signoff = "bash $sim $night/sim/{lpar} signoff"
 [night.contingency]
-replication_probe = "bash $sim $night/sim/CONT1 replication"
-suspend = "bash $sim $night/sim/CONT1 end-apply"
-resume = "bash $sim $night/sim/CONT1 start-apply"
+replication_probe = "bash $sim $night/sim/{lpar} replication"
+suspend = "bash $sim $night/sim/{lpar} end-apply"
+resume = "bash $sim $night/sim/{lpar} start-apply"
 CONF
 "$ctl" -c "$night/controller.toml" serve > "$night/controller.out" 2> "$night/controller.log" &
 cpid=$!

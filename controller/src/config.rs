@@ -475,11 +475,21 @@ impl Config {
         let template = l
             .and_then(|l| l.save_library.as_deref())
             .unwrap_or(&self.ibmi.save_library);
-        let filled = template
-            .replace("{lib}", lib)
-            .replace("{savf}", lib)
-            .replace("{lpar}", lpar);
-        match l.and_then(|l| l.ssh.as_deref()) {
+        self.on_lpar(lpar, &template.replace("{lib}", lib).replace("{savf}", lib))
+    }
+
+    /// A command (probe, hook, exit step, library save) as the agent of
+    /// `lpar` runs it: `{lpar}` filled in, and through `ssh` when the LPAR
+    /// has it, so a probe of "production" reaches whichever LPAR holds the
+    /// role tonight.
+    pub fn on_lpar(&self, lpar: &str, command: &str) -> String {
+        let filled = command.replace("{lpar}", lpar);
+        match self
+            .lpars
+            .iter()
+            .find(|l| l.name == lpar)
+            .and_then(|l| l.ssh.as_deref())
+        {
             Some(ssh) => format!("ssh -o BatchMode=yes {ssh} {}", shell_quote(&filled)),
             None => filled,
         }
@@ -577,6 +587,11 @@ mod tests {
         assert_eq!(c.resolve(&g.target, &switched).unwrap(), "CONT1");
         assert_eq!(c.lpars[0].ssh.as_deref(), Some("cinta@prod1"));
         assert_eq!(c.lpars[0].watches[0].name, "subsystem QINTER");
+        // Commands go to the LPAR holding the role, through its ssh.
+        assert_eq!(
+            c.on_lpar("CONT1", "system \"STRDG DGDFN(PAYROLL)\" # {lpar}"),
+            "ssh -o BatchMode=yes cinta@cont1 'system \"STRDG DGDFN(PAYROLL)\" # CONT1'"
+        );
         let cmd = c.save_library_command("PROD1", "PAYROLL");
         assert!(
             cmd.starts_with(

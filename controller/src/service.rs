@@ -67,7 +67,7 @@ impl State {
         who: &str,
     ) -> Result<JobRow, Status> {
         let a = Assignment {
-            pre: vec![command.to_string()],
+            pre: vec![self.cfg.on_lpar(lpar, command)],
             ..Assignment::chores(String::new())
         };
         self.queue_job(label, lpar, a, who)
@@ -138,8 +138,8 @@ impl State {
                     },
                 })
                 .collect(),
-            pre: g.pre.clone(),
-            post: g.post.clone(),
+            pre: g.pre.iter().map(|c| self.cfg.on_lpar(&lpar, c)).collect(),
+            post: g.post.iter().map(|c| self.cfg.on_lpar(&lpar, c)).collect(),
             step_timeout_seconds: g.step_timeout_seconds,
             expire: vec![],
             shred: false,
@@ -1017,7 +1017,7 @@ impl pb::agent_service_server::AgentService for Agents {
                 .iter()
                 .map(|w| pb::Watch {
                     name: w.name.clone(),
-                    command: w.command.clone(),
+                    command: self.0.cfg.on_lpar(&lpar.name, &w.command),
                     every_seconds: w.every_seconds,
                 })
                 .collect(),

@@ -125,7 +125,7 @@ name = "PROD1"
 role = "production"
 [[lpar.watch]]
 name = "subsystem QINTER"
-command = "bash {sim} {d}/sim/PROD1 subsystem QINTER"
+command = "bash {sim} {d}/sim/{{lpar}} subsystem QINTER"
 every_seconds = 1
 [[lpar]]
 name = "CONT1"
@@ -161,17 +161,17 @@ pre_close_at = "30 20 * * *"
 post_close = "POST-CLOSE"
 deadline = "0 23 * * *"
 grace_minutes = 15
-close_probe = "bash {sim} {d}/sim/PROD1 close"
+close_probe = "bash {sim} {d}/sim/{{lpar}} close"
 close_probe_every_minutes = 5
-quiesce_probe = "bash {sim} {d}/sim/PROD1 users"
+quiesce_probe = "bash {sim} {d}/sim/{{lpar}} users"
 quiesce_grace_minutes = 10
-force_signoff = "bash {sim} {d}/sim/PROD1 signoff"
+force_signoff = "bash {sim} {d}/sim/{{lpar}} signoff"
 [night.contingency]
-replication_probe = "bash {sim} {d}/sim/CONT1 replication"
+replication_probe = "bash {sim} {d}/sim/{{lpar}} replication"
 max_backlog = 100
 max_latency_seconds = 60
-suspend = "bash {sim} {d}/sim/CONT1 end-apply"
-resume = "bash {sim} {d}/sim/CONT1 start-apply"
+suspend = "bash {sim} {d}/sim/{{lpar}} end-apply"
+resume = "bash {sim} {d}/sim/{{lpar}} start-apply"
 [[media_policy]]
 name = "ONE-DAY-SHRED"
 retention_days = 1
@@ -210,7 +210,7 @@ path = "{d}/data/home"
 [[control_group]]
 name = "WITH-STEPS"
 target = "production"
-pre = ["echo ended >> {d}/steps.log"]
+pre = ["echo ended on {{lpar}} >> {d}/steps.log"]
 post = ["echo restarted >> {d}/steps.log"]
 [[control_group.entry]]
 path = "{d}/data/home"
@@ -635,7 +635,7 @@ fn exit_steps_run_around_the_saves_and_post_steps_run_after_a_failure() {
     assert_eq!(j["state"], "succeeded", "{j}");
     assert_eq!(
         std::fs::read_to_string(s.d().join("steps.log")).unwrap(),
-        "ended\nrestarted\n"
+        "ended on PROD1\nrestarted\n"
     );
     let o = s.ctl(&["run", "BAD-PRE", "--wait"]);
     assert!(!o.status.success(), "a failed job exits 1");
@@ -651,7 +651,7 @@ fn exit_steps_run_around_the_saves_and_post_steps_run_after_a_failure() {
     assert!(j["save_sets"].as_array().unwrap().is_empty());
     assert_eq!(
         std::fs::read_to_string(s.d().join("steps.log")).unwrap(),
-        "ended\nrestarted\nrestarted\n",
+        "ended on PROD1\nrestarted\nrestarted\n",
         "the post step ran after the failed pre step"
     );
 }
@@ -1501,4 +1501,41 @@ fn the_controller_runs_on_a_postgresql_catalog_and_keeps_its_jobs_across_a_resta
     s.until("the agent to reconnect", Site::agent_connected);
     let again = s.ctl_json(&["run", "TO-VAULT", "--wait"]);
     assert_eq!(again["state"], "succeeded", "{again}");
+}
+
+#[test]
+fn after_a_failover_the_night_probes_and_saves_the_new_production_lpar() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.start_agent("CONT1");
+    s.until("both agents", |s| {
+        s.connected("PROD1") && s.connected("CONT1")
+    });
+    s.ctl_json(&["switch-role", "CONT1", "production"]);
+    // The old production LPAR still has users on; the new one is quiet.
+    let sim = s.d().join("sim");
+    std::fs::create_dir_all(sim.join("PROD1")).unwrap();
+    std::fs::create_dir_all(sim.join("CONT1")).unwrap();
+    std::fs::write(sim.join("PROD1/users"), "9\n").unwrap();
+    std::fs::write(sim.join("CONT1/users"), "0\n").unwrap();
+    s.at(31);
+    s.until("the close window", |s| {
+        s.tonight()["state"] == "close-window"
+    });
+    s.at(150);
+    s.ctl_json(&["close", "finished"]);
+    s.until("the night to end", |s| s.tonight()["state"] == "done");
+    let n = s.tonight();
+    let t = n["timeline"].to_string();
+    assert!(t.contains("on the production LPAR CONT1"), "{t}");
+    assert!(t.contains("production is quiet"), "{t}");
+    assert!(!t.contains("FALLBACK"), "{t}");
+    for key in ["pre_close_job", "post_close_job"] {
+        let j = s.ctl_json(&["job", n[key].as_str().unwrap()]);
+        assert_eq!(
+            (j["agent"].as_str(), j["state"].as_str()),
+            (Some("CONT1"), Some("succeeded")),
+            "{j}"
+        );
+    }
 }
