@@ -820,6 +820,8 @@ pub fn conformance(c: &mut dyn Catalog) {
         since: 5,
         in_transit_to: String::new(),
         move_job: String::new(),
+        carry_to: String::new(),
+        kept_at: String::new(),
     };
     c.put_volume(&v).unwrap();
     let mut moved = v.clone();

@@ -50,6 +50,8 @@ impl State {
                     since: now,
                     in_transit_to: String::new(),
                     move_job: String::new(),
+                    carry_to: String::new(),
+                    kept_at: String::new(),
                 });
             v.last_written = now;
             if !v.save_sets.contains(&s.id) {
@@ -233,6 +235,9 @@ impl State {
             }
             v.location = std::mem::take(&mut v.in_transit_to);
             v.since = now;
+            if v.location == v.carry_to {
+                v.kept_at = std::mem::take(&mut v.carry_to);
+            }
             self.catalog().put_volume(&v).map_err(internal)?;
             self.event(
                 "media.moved",
@@ -263,6 +268,19 @@ impl State {
             }
         }
         Ok((done, refused))
+    }
+
+    /// Orders `volumes` carried to `to` (outside their move policy): the
+    /// contingency save's cartridges, for the main site.
+    pub(crate) fn order_carry(&self, volumes: &[String], to: &str) {
+        // (The list first: the catalog's lock must not be held across the loop.)
+        let all = self.catalog().volumes().unwrap_or_default();
+        for mut v in all {
+            if volumes.contains(&v.volser) && v.location == HOME {
+                v.carry_to = to.to_string();
+                let _ = self.catalog().put_volume(&v);
+            }
+        }
     }
 
     /// Outcomes of eject and import jobs: an eject that worked leaves the

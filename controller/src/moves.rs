@@ -38,6 +38,13 @@ pub struct VolumeRecord {
     /// The job taking it out of its library, while that runs.
     #[serde(default)]
     pub move_job: String,
+    /// A move ordered outside its policy: written at the contingency site,
+    /// it must be carried to the main site ("" none; cleared on arrival).
+    #[serde(default)]
+    pub carry_to: String,
+    /// Where a carried volume stays (outside its policy) until it expires.
+    #[serde(default)]
+    pub kept_at: String,
 }
 
 /// A move policy: the places a volume goes, in order, after it is written.
@@ -60,6 +67,13 @@ pub fn next_move(v: &VolumeRecord, policy: Option<&Policy>, expired: bool) -> Op
     if !v.in_transit_to.is_empty() {
         return None;
     }
+    if v.location == HOME && !v.carry_to.is_empty() {
+        return Some(Due {
+            to: v.carry_to.clone(),
+            at: v.last_written,
+            why: "written at the contingency site for the main site",
+        });
+    }
     if v.location == HOME {
         let p = policy?;
         let (first, _) = p.steps.first()?;
@@ -76,6 +90,9 @@ pub fn next_move(v: &VolumeRecord, policy: Option<&Policy>, expired: bool) -> Op
             at: v.since,
             why: "every save set on it has expired: back to the library",
         });
+    }
+    if v.location == v.kept_at {
+        return None;
     }
     let Some(p) = policy else {
         // No policy (any more): it belongs at home.
@@ -133,6 +150,8 @@ mod tests {
             since,
             in_transit_to: String::new(),
             move_job: String::new(),
+            carry_to: String::new(),
+            kept_at: String::new(),
         }
     }
 
@@ -155,5 +174,14 @@ mod tests {
         assert_eq!(next_move(&moving, Some(&p), true), None);
         let d = next_move(&vol("ELSEWHERE", 9), Some(&p), false).unwrap();
         assert_eq!((d.to.as_str(), d.at), (HOME, 9));
+        // Written at the contingency site: carried to the main site, kept there until it expires.
+        let mut c = vol(HOME, 100);
+        c.carry_to = "SITE main".into();
+        assert_eq!(next_move(&c, None, false).unwrap().to, "SITE main");
+        c.location = "SITE main".into();
+        c.carry_to.clear();
+        c.kept_at = "SITE main".into();
+        assert_eq!(next_move(&c, Some(&p), false), None);
+        assert_eq!(next_move(&c, Some(&p), true).unwrap().to, HOME);
     }
 }

@@ -709,10 +709,20 @@ impl State {
                     .map(|j| j.save_sets.iter().flat_map(|s| s.volumes.clone()).collect())
                     .unwrap_or_default();
                 if !volumes.is_empty() {
+                    let roles = self.catalog().roles().unwrap_or_default();
+                    let main = self
+                        .cfg
+                        .resolve("production", &roles)
+                        .and_then(|p| self.cfg.lpars.iter().find(|l| l.name == p))
+                        .map(|l| l.site.clone())
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| "main".into());
+                    let to = format!("SITE {main}");
+                    self.order_carry(&volumes, &to);
                     n.note(
                         now,
                         format!(
-                            "MEDIA: cartridges {} were written at the contingency site and must move to the main site",
+                            "MEDIA: cartridges {} were written at the contingency site and must move to the main site ({to}; `cintactl moves start`)",
                             volumes.join(", ")
                         ),
                     );

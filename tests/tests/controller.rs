@@ -874,6 +874,27 @@ fn users_still_signed_on_fall_back_to_contingency_end_to_end() {
         std::fs::read(out.join(src.strip_prefix("/").unwrap())).unwrap(),
         std::fs::read(&src).unwrap()
     );
+    // The cartridge written at the contingency site is on the move list for
+    // the main site; once carried and confirmed it stays there.
+    let due = s.ctl_json(&["volumes", "--moves"]);
+    let v = &due.as_array().unwrap()[0];
+    assert_eq!(
+        (v["agent"].as_str(), v["next_move_to"].as_str()),
+        (Some("CONT1"), Some("SITE main")),
+        "{due}"
+    );
+    let vol = v["volser"].as_str().unwrap().to_string();
+    s.ctl_json(&["moves", "start", &vol]);
+    s.until("the eject", |s| {
+        s.ctl_json(&["volumes"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["volser"] == vol.as_str() && v["move_job"] == "")
+    });
+    let r = s.ctl_json(&["moves", "confirm", &vol]);
+    assert_eq!(r["volumes"][0]["location"], "SITE main", "{r}");
+    assert_eq!(r["volumes"][0]["next_move_to"], "", "{r}");
 }
 
 #[test]
