@@ -419,6 +419,9 @@ async fn save_entry(
         cmd.args(["--stdin", &name, "--level", "full"]);
     }
     cmd.args(["--append", "--json", "--progress-json"]);
+    if !job.media_class.is_empty() {
+        cmd.args(["--media-class", &job.media_class]);
+    }
     for g in &e.include {
         cmd.args(["--include", g]);
     }

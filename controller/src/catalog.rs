@@ -56,6 +56,9 @@ pub struct Assignment {
     /// Cartridges to take in from the import/export port (a move home).
     #[serde(default)]
     pub import: Vec<String>,
+    /// Write only on cartridges of this media class ("" any).
+    #[serde(default)]
+    pub media_class: String,
 }
 
 /// One entry of a job: a path (with include/exclude), or an IBM i library
@@ -86,6 +89,7 @@ impl Assignment {
             shred: false,
             eject: vec![],
             import: vec![],
+            media_class: String::new(),
         }
     }
 }

@@ -104,6 +104,9 @@ pub struct MediaPolicy {
     pub shred_on_expiry: bool,
     /// Where the cartridges go after they are written (vault rotation).
     pub move_policy: Option<String>,
+    /// Write only on cartridges of this media class (e.g. "LTO9"), as the
+    /// agent's library records them (`cinta-agent library add --media-class`).
+    pub media_class: Option<String>,
 }
 
 /// BRMS-style move policy: the locations a cartridge visits after it is
@@ -389,6 +392,19 @@ impl Config {
             }
         }
         for p in &c.media_policies {
+            if let Some(mc) = &p.media_class {
+                let ok = !mc.is_empty()
+                    && mc.len() <= 10
+                    && mc.chars().all(|ch| {
+                        ch.is_ascii_uppercase() || ch.is_ascii_digit() || "_-".contains(ch)
+                    });
+                if !ok {
+                    return Err(bad(format!(
+                        "media policy {}: media class {mc:?}: up to 10 upper-case letters, digits, _ or -",
+                        p.name
+                    )));
+                }
+            }
             if let Some(m) = &p.move_policy {
                 if c.move_policy(m).is_none() {
                     return Err(bad(format!(

@@ -110,14 +110,17 @@ impl State {
                 Status::failed_precondition(format!("no LPAR holds {:?}", g.target))
             })?,
         };
+        let policy = g
+            .media_policy
+            .as_deref()
+            .and_then(|p| self.cfg.media_policy(p));
         let a = Assignment {
             library: g.library.clone(),
             level: g.level.clone(),
-            compress: g.compress
-                || g.media_policy
-                    .as_deref()
-                    .and_then(|p| self.cfg.media_policy(p))
-                    .is_some_and(|p| p.compress),
+            compress: g.compress || policy.is_some_and(|p| p.compress),
+            media_class: policy
+                .and_then(|p| p.media_class.clone())
+                .unwrap_or_default(),
             entries: g
                 .entries
                 .iter()
@@ -956,6 +959,7 @@ fn assignment(j: &JobRow) -> pb::JobAssignment {
         shred: j.assignment.shred,
         eject: j.assignment.eject.clone(),
         import: j.assignment.import.clone(),
+        media_class: j.assignment.media_class.clone(),
     }
 }
 

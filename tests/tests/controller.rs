@@ -195,6 +195,24 @@ target = "production"
 media_policy = "VAULTED"
 [[control_group.entry]]
 path = "{d}/data/home"
+[[media_policy]]
+name = "ON-LTO9"
+media_class = "LTO9"
+[[media_policy]]
+name = "ON-LTO8"
+media_class = "LTO8"
+[[control_group]]
+name = "CLASS-LTO9"
+target = "production"
+media_policy = "ON-LTO9"
+[[control_group.entry]]
+path = "{d}/data/home"
+[[control_group]]
+name = "CLASS-LTO8"
+target = "production"
+media_policy = "ON-LTO8"
+[[control_group.entry]]
+path = "{d}/data/home"
 [[control_group]]
 name = "KEEP-1-DAY"
 target = "production"
@@ -1559,4 +1577,44 @@ fn after_a_failover_the_night_probes_and_saves_the_new_production_lpar() {
             "{j}"
         );
     }
+}
+
+#[test]
+fn a_media_policy_with_a_media_class_writes_only_on_cartridges_of_that_class() {
+    let mut s = Site::new();
+    let l = lib(&s);
+    ok(
+        "cinta-agent",
+        &[
+            "library",
+            "add",
+            l.to_str().unwrap(),
+            "T90001",
+            "--media-class",
+            "LTO9",
+        ],
+    );
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    // Saves of the LTO9 policy go on T90001 (and append to it), never on the unclassed PR000n.
+    for _ in 0..2 {
+        let j = s.ctl_json(&["run", "CLASS-LTO9", "--wait"]);
+        assert_eq!(j["state"], "succeeded", "{j}");
+        assert_eq!(j["save_sets"][0]["volumes"][0], "T90001", "{j}");
+    }
+    let list = ok("cinta-agent", &["library", "list", l.to_str().unwrap()]);
+    let line = list.lines().find(|x| x.contains("T90001")).unwrap();
+    assert!(line.contains("LTO9") && line.contains("active"), "{list}");
+    // No cartridge of class LTO8: the save fails and says so; nothing is written.
+    let o = s.ctl(&["run", "CLASS-LTO8", "--wait"]);
+    assert!(!o.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        j["message"]
+            .as_str()
+            .unwrap()
+            .contains("no scratch cartridge of media class LTO8"),
+        "{j}"
+    );
+    assert!(j["save_sets"].as_array().unwrap().is_empty());
 }

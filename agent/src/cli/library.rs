@@ -49,6 +49,9 @@ pub enum LibraryCmd {
         /// Capacity, if not the library's.
         #[arg(long, value_parser = parse_size)]
         capacity: Option<u64>,
+        /// Media class (e.g. LTO9): saves asking for a class use only its cartridges.
+        #[arg(long, default_value = "")]
+        media_class: String,
     },
     /// Relabel a scratch or expired cartridge (error cartridges need --force).
     Label {
@@ -108,6 +111,9 @@ pub enum LibraryCmd {
         /// Expected barcode: refused if the VOL1 label says otherwise.
         #[arg(long)]
         barcode: Option<String>,
+        /// Its media class, as when it was added.
+        #[arg(long, default_value = "")]
+        media_class: String,
     },
     /// Take a cartridge out of an import/export port into a file.
     Remove {
@@ -170,6 +176,7 @@ pub fn run(cmd: LibraryCmd) -> anyhow::Result<ExitCode> {
             prefix,
             slot,
             capacity,
+            media_class,
         } => {
             let l = Library::open(&lib.library)?;
             let mut all = barcodes;
@@ -183,7 +190,7 @@ pub fn run(cmd: LibraryCmd) -> anyhow::Result<ExitCode> {
                 "--slot takes a single barcode"
             );
             for b in all {
-                let r = l.add(&b, slot, capacity)?;
+                let r = l.add(&b, slot, capacity, &media_class)?;
                 println!(
                     "added {} in {} (scratch, {})",
                     r.barcode,
@@ -230,8 +237,18 @@ pub fn run(cmd: LibraryCmd) -> anyhow::Result<ExitCode> {
                 println!("imported {b} into slot {s}");
             }
         }
-        LibraryCmd::Insert { lib, file, barcode } => {
-            let r = Library::open(&lib.library)?.insert(&file, barcode.as_deref(), None)?;
+        LibraryCmd::Insert {
+            lib,
+            file,
+            barcode,
+            media_class,
+        } => {
+            let r = Library::open(&lib.library)?.insert(
+                &file,
+                barcode.as_deref(),
+                None,
+                &media_class,
+            )?;
             println!("inserted {} into {} ({})", r.barcode, r.location, r.state);
         }
         LibraryCmd::Remove { lib, barcode, to } => {
@@ -314,8 +331,8 @@ fn list(l: &Library, json: bool) -> anyhow::Result<()> {
         c.ie_ports
     );
     println!(
-        "{:<10} {:<7} {:<8} {:>10} {:>10}  NOTE",
-        "PLACE", "BARCODE", "STATE", "USED", "CAPACITY"
+        "{:<10} {:<7} {:<8} {:>10} {:>10}  {:<6} NOTE",
+        "PLACE", "BARCODE", "STATE", "USED", "CAPACITY", "CLASS"
     );
     let places = (0..c.drives)
         .map(Location::Drive)
@@ -333,12 +350,17 @@ fn list(l: &Library, json: bool) -> anyhow::Result<()> {
         };
         match carts.iter().find(|v| v.record.location == p) {
             Some(v) => println!(
-                "{:<10} {:<7} {:<8} {:>10} {:>10}  {}",
+                "{:<10} {:<7} {:<8} {:>10} {:>10}  {:<6} {}",
                 name,
                 v.record.barcode,
                 v.record.state.to_string(),
                 human(v.used),
                 human(v.record.capacity),
+                if v.record.media_class.is_empty() {
+                    "-"
+                } else {
+                    &v.record.media_class
+                },
                 [busy, v.record.note.clone()]
                     .into_iter()
                     .flatten()
@@ -346,9 +368,10 @@ fn list(l: &Library, json: bool) -> anyhow::Result<()> {
                     .join("; ")
             ),
             None => println!(
-                "{:<10} {:<7} {:<8} {:>10} {:>10}  {}",
+                "{:<10} {:<7} {:<8} {:>10} {:>10}  {:<6} {}",
                 name,
                 "-",
+                "",
                 "",
                 "",
                 "",

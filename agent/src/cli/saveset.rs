@@ -92,6 +92,9 @@ pub struct SaveArgs {
     /// Append after the last file of the most recently written active cartridge.
     #[arg(long)]
     append: bool,
+    /// Write only on cartridges of this media class (e.g. LTO9), from the media policy.
+    #[arg(long, default_value = "")]
+    media_class: String,
     #[arg(long)]
     json: bool,
     /// Progress as JSON lines on standard error, every second:
@@ -351,12 +354,14 @@ pub fn save_cmd(a: SaveArgs) -> anyhow::Result<ExitCode> {
         date: LabelDate::from_unix(started as u64),
         started,
     };
+    cinta_agent::vtl::check_media_class(&a.media_class).map_err(anyhow::Error::msg)?;
     let target = if a.append {
-        latest_active(&l)?
+        latest_active(&l, &a.media_class)?
     } else {
         Target::Scratch
     };
     let mut session = l.session()?;
+    session.set_media_class(&a.media_class);
     let progress = Progress::default();
     let t = Instant::now();
     let show = match (a.progress_json, a.json) {
@@ -435,12 +440,15 @@ pub fn save_cmd(a: SaveArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn latest_active(l: &Library) -> anyhow::Result<Target> {
+/// The active cartridge written last (of `class`, if one is asked for).
+fn latest_active(l: &Library, class: &str) -> anyhow::Result<Target> {
     let latest = l
         .list()?
         .into_iter()
         .filter(|v| {
-            v.record.state == CartState::Active && !matches!(v.record.location, Location::Ie(_))
+            v.record.state == CartState::Active
+                && !matches!(v.record.location, Location::Ie(_))
+                && (class.is_empty() || v.record.media_class == class)
         })
         .max_by_key(|v| v.record.last_written);
     Ok(latest.map_or(Target::Scratch, |v| Target::Append(v.record.barcode)))

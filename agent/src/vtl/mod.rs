@@ -286,7 +286,9 @@ impl Library {
         barcode: &str,
         slot: Option<u32>,
         capacity: Option<u64>,
+        media_class: &str,
     ) -> Result<CartRecord> {
+        check_media_class(media_class).map_err(|m| self.err(m))?;
         if !valid_barcode(barcode) {
             return Err(self.err(format!(
                 "barcode {barcode:?} must be 6 upper-case letters or digits"
@@ -334,6 +336,7 @@ impl Library {
             note: None,
             updated: 0,
             last_written: None,
+            media_class: media_class.to_string(),
         };
         self.save(&mut rec)?;
         Ok(rec)
@@ -526,7 +529,9 @@ impl Library {
         file: &Path,
         barcode: Option<&str>,
         capacity: Option<u64>,
+        media_class: &str,
     ) -> Result<CartRecord> {
+        check_media_class(media_class).map_err(|m| self.err(m))?;
         let name = file.display().to_string();
         let capacity = capacity.unwrap_or(self.config.capacity);
         let mut probe = Cartridge::open(file, &name, u64::MAX / 2, 0).map_err(|e| match e {
@@ -583,6 +588,7 @@ impl Library {
             note,
             updated: 0,
             last_written: None,
+            media_class: media_class.to_string(),
         };
         self.save(&mut rec)?;
         Ok(rec)
@@ -686,4 +692,18 @@ impl Library {
     pub fn session(&self) -> Result<Session<'_>> {
         Session::start(self)
     }
+}
+
+/// A media class name: 1-10 upper-case letters, digits, `_` or `-` ("" none).
+pub fn check_media_class(c: &str) -> std::result::Result<(), String> {
+    if c.len() > 10
+        || !c
+            .chars()
+            .all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || "_-".contains(ch))
+    {
+        return Err(format!(
+            "media class {c:?}: up to 10 upper-case letters, digits, _ or -"
+        ));
+    }
+    Ok(())
 }

@@ -16,6 +16,8 @@ pub struct Session<'l> {
     _drive_lock: Lock,
     /// Cartridges this job holds (claimed or mounted), with their locks.
     held: BTreeMap<String, Lock>,
+    /// Only scratch cartridges of this media class are claimed ("" any).
+    media_class: String,
 }
 
 impl<'l> Session<'l> {
@@ -29,6 +31,7 @@ impl<'l> Session<'l> {
                         drive: d,
                         _drive_lock: l,
                         held: BTreeMap::new(),
+                        media_class: String::new(),
                     })
                 }
                 Err(Error::Busy { holder, .. }) => busy.push(format!("drive {d}: {holder}")),
@@ -39,6 +42,11 @@ impl<'l> Session<'l> {
             what: format!("every drive of library {}", lib.dir.display()),
             holder: busy.join("; "),
         })
+    }
+
+    /// Claims only scratch cartridges of `class` from now on ("" any).
+    pub fn set_media_class(&mut self, class: &str) {
+        self.media_class = class.to_string();
     }
 
     fn hold(&mut self, barcode: &str) -> Result<()> {
@@ -66,6 +74,7 @@ impl Changer for Session<'_> {
         }
         for r in recs.values() {
             if r.state != CartState::Scratch
+                || (!self.media_class.is_empty() && r.media_class != self.media_class)
                 || matches!(r.location, Location::Ie(_))
                 || self.held.contains_key(&r.barcode)
             {
@@ -82,8 +91,13 @@ impl Changer for Session<'_> {
             return Ok(rec.barcode);
         }
         let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let class = if self.media_class.is_empty() {
+            String::new()
+        } else {
+            format!(" of media class {}", self.media_class)
+        };
         Err(self.lib.err(format!(
-            "has no scratch cartridge to write on ({} cartridges: {})",
+            "has no scratch cartridge{class} to write on ({} cartridges: {})",
             recs.len(),
             if summary.is_empty() {
                 "none".into()

@@ -117,6 +117,10 @@ pub struct CartRecord {
     pub updated: u64,
     /// Seconds since 1970 of the last write.
     pub last_written: Option<u64>,
+    /// BRMS-style media class (e.g. "LTO9"): saves asking for a class write
+    /// only on cartridges of it ("" none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub media_class: String,
 }
 
 /// Seconds since 1970.
