@@ -516,6 +516,96 @@ async fn save_entry(
     })
 }
 
+#[derive(Deserialize)]
+struct ObjectLine {
+    path: String,
+    kind: serde_json::Value,
+    size: u64,
+    mtime: i64,
+}
+
+/// Objects per message to the controller.
+const OBJECT_BATCH: usize = 1000;
+
+/// Sends the objects of save set `id` (read back from its index on tape with
+/// `cinta-agent ls --save-set ID --lines`) to the controller's catalog, in
+/// batches: memory stays one batch whatever the object count.
+async fn report_objects(
+    c: &AgentConfig,
+    lib: &LibraryRef,
+    client: &AgentServiceClient<Channel>,
+    session: &str,
+    job: &pb::JobAssignment,
+    id: &str,
+) -> std::result::Result<u64, String> {
+    use std::process::Stdio;
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg("ls")
+        .arg(&lib.path)
+        .args(["--save-set", id, "--lines"]);
+    match (&c.key_file, &c.kmip) {
+        (Some(f), _) => cmd.arg("--key-file").arg(f),
+        (_, Some(k)) => cmd.arg("--kmip").arg(k),
+        _ => unreachable!("checked at load"),
+    };
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    die_with_parent(&mut cmd);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot read the index back: {e}"))?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::ObjectBatch>(2);
+    let mut sender = client.clone();
+    let send = tokio::spawn(async move {
+        sender
+            .report_objects(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(|s| s.message().to_string())
+    });
+    let batch = |objects: Vec<pb::ObjectInfo>| pb::ObjectBatch {
+        session_id: session.to_string(),
+        job_id: job.job_id.clone(),
+        save_set: id.to_string(),
+        objects,
+    };
+    let mut n = 0u64;
+    let mut objects = Vec::with_capacity(OBJECT_BATCH);
+    while let Some(l) = lines.next_line().await.map_err(|e| e.to_string())? {
+        let o: ObjectLine =
+            serde_json::from_str(&l).map_err(|e| format!("unreadable index line: {e}"))?;
+        objects.push(pb::ObjectInfo {
+            path: o.path,
+            kind: o
+                .kind
+                .as_str()
+                .map_or_else(|| o.kind.to_string(), str::to_string),
+            size: o.size,
+            mtime: o.mtime,
+        });
+        n += 1;
+        if objects.len() == OBJECT_BATCH {
+            let full = std::mem::replace(&mut objects, Vec::with_capacity(OBJECT_BATCH));
+            if tx.send(batch(full)).await.is_err() {
+                break;
+            }
+        }
+    }
+    if !objects.is_empty() {
+        let _ = tx.send(batch(objects)).await;
+    }
+    drop(tx);
+    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(tail(&String::from_utf8_lossy(&out.stderr), 300));
+    }
+    send.await.map_err(|e| e.to_string())??;
+    Ok(n)
+}
+
 /// Copies the standard output of `producer` (`sh -c`) into `to`, the input
 /// of a `--stdin` save. Ok only once the producer has exited 0; on Err the
 /// caller kills the save before closing `to`, so the save never sees the
@@ -664,6 +754,8 @@ async fn run_job(
     job: pb::JobAssignment,
 ) -> pb::JobResult {
     let mut problems: Vec<String> = Vec::new();
+    // Said with a success: what worked but not entirely.
+    let mut notes: Vec<String> = Vec::new();
     let mut sets = Vec::new();
     let timeout = Duration::from_secs(u64::from(job.step_timeout_seconds.max(1)));
     tracing::info!(job = %job.job_id, group = %job.control_group, entries = job.entries.len(), "job started");
@@ -701,6 +793,14 @@ async fn run_job(
             });
             match save_entry(c, lib, &job, e, &live).await {
                 Ok(r) => {
+                    // The catalog's object search; the save set stands without it.
+                    if let Err(m) = report_objects(c, lib, client, session, &job, &r.id).await {
+                        tracing::warn!(save_set = %r.id, error = %m, "objects not indexed in the catalog");
+                        notes.push(format!(
+                            "objects of {} not indexed in the catalog ({m})",
+                            r.id
+                        ));
+                    }
                     live.send_modify(|l| {
                         let before = l.bytes_total;
                         l.entries_done = i as u32 + 1;
@@ -773,7 +873,12 @@ async fn run_job(
         session_id: session.to_string(),
         ok: problems.is_empty(),
         message: if problems.is_empty() {
-            format!("{} save sets, {bytes} bytes", sets.len())
+            let mut m = format!("{} save sets, {bytes} bytes", sets.len());
+            for n in &notes {
+                m.push_str("; ");
+                m.push_str(n);
+            }
+            m
         } else {
             problems.join("; ")
         },

@@ -73,6 +73,20 @@ enum Cmd {
         #[arg(long)]
         moves: bool,
     },
+    /// Which save sets hold objects matching a glob (`*` crosses `/`), with
+    /// where their cartridges are now and how to restore; --at gives the
+    /// restore point (per path, the newest copy saved at or before it).
+    Find {
+        pattern: String,
+        /// Only this agent's save sets.
+        #[arg(long, default_value = "")]
+        agent: String,
+        /// A time, as seconds since 1970 or YYYY-MM-DDTHH:MM:SSZ.
+        #[arg(long, value_parser = parse_time)]
+        at: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// Media moves (vault rotation): start those due, confirm arrivals.
     Moves {
         #[command(subcommand)]
@@ -113,6 +127,40 @@ fn volume_json(v: &pb::Volume) -> serde_json::Value {
         "expired": v.expired, "next_move_to": v.next_move_to, "next_move_at": v.next_move_at,
         "next_move_why": v.next_move_why, "last_written": v.last_written,
     })
+}
+
+/// Seconds since 1970, or an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SSZ).
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    let bad = || format!("{s:?}: give seconds since 1970 or YYYY-MM-DDTHH:MM:SSZ");
+    let b = s.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| s[r].parse::<i64>().map_err(|_| bad());
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return Err(bad());
+    }
+    // Days from civil (the inverse of `when`).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 /// A location as an operator reads it.
@@ -510,6 +558,73 @@ async fn run(cli: Cli) -> Result<i32> {
                 print_volumes(&vols);
             }
         }
+        Cmd::Find {
+            pattern,
+            agent,
+            at,
+            limit,
+        } => {
+            let r = c
+                .find_objects(pb::FindObjectsRequest {
+                    pattern: pattern.clone(),
+                    agent: agent.clone(),
+                    at: at.unwrap_or(0),
+                    limit: *limit,
+                })
+                .await?
+                .into_inner();
+            if cli.json {
+                let v: Vec<_> = r
+                    .objects
+                    .iter()
+                    .map(|o| serde_json::json!({
+                        "path": o.path, "kind": o.kind, "size": o.size, "mtime": o.mtime,
+                        "save_set": o.save_set, "agent": o.agent, "library": o.library,
+                        "created": o.created, "key_id": o.key_id,
+                        "volumes": o.volumes.iter().map(|v| serde_json::json!({
+                            "volser": v.volser, "location": v.location, "in_transit_to": v.in_transit_to,
+                        })).collect::<Vec<_>>(),
+                    }))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"objects": v, "truncated": r.truncated})
+                    )?
+                );
+            } else {
+                for o in &r.objects {
+                    let away: Vec<String> = o
+                        .volumes
+                        .iter()
+                        .map(|v| {
+                            if !v.in_transit_to.is_empty() {
+                                format!("{} (in transit)", v.volser)
+                            } else if v.location == "*HOME" {
+                                format!("{} (in library {} of {})", v.volser, o.library, o.agent)
+                            } else {
+                                format!("{} (at {}: recall it first)", v.volser, v.location)
+                            }
+                        })
+                        .collect();
+                    println!(
+                        "{}  {} bytes  saved {} in {} on {}",
+                        o.path,
+                        o.size,
+                        when(o.created),
+                        o.save_set,
+                        away.join(", ")
+                    );
+                    println!(
+                        "  restore: cinta-agent restore LIB --save-set {} --select '{}' --to DIR",
+                        o.save_set, o.path
+                    );
+                }
+                if r.truncated {
+                    eprintln!("(more matched; narrow the pattern or raise --limit)");
+                }
+            }
+        }
         Cmd::Moves { what } => {
             let r = match what {
                 MovesCmd::Start { volumes } => c
@@ -677,4 +792,20 @@ async fn run(cli: Cli) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_they_are_printed() {
+        for t in [1i64, 1_795_546_800, 951_782_400, 4_102_444_799] {
+            assert_eq!(parse_time(&when(t)).unwrap(), t, "{}", when(t));
+        }
+        assert_eq!(parse_time("1795546800").unwrap(), 1_795_546_800);
+        for bad in ["2026-13-01T00:00:00Z", "2026-11-24 19:00:00", "tomorrow"] {
+            assert!(parse_time(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -188,6 +188,32 @@ impl JobRow {
     }
 }
 
+/// An object of a save set, as the catalog keeps it for searches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectRow {
+    pub path: String,
+    pub kind: String,
+    pub size: u64,
+    pub mtime: i64,
+}
+
+/// A glob (`*`, `?`) as an SQL LIKE pattern with `\` as its escape.
+pub fn glob_to_like(glob: &str) -> String {
+    let mut out = String::with_capacity(glob.len() + 4);
+    for c in glob.chars() {
+        match c {
+            '*' => out.push('%'),
+            '?' => out.push('_'),
+            '%' | '_' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// How far a running job has got, as its agent reports it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Progress {
@@ -240,6 +266,13 @@ pub trait Catalog: Send {
     fn save_sets(&self) -> Result<Vec<SaveSetRecord>>;
     fn put_volume(&mut self, v: &VolumeRecord) -> Result<()>;
     fn volumes(&self) -> Result<Vec<VolumeRecord>>;
+    /// Records objects of a save set (one transaction).
+    fn put_objects(&mut self, save_set: &str, objects: &[ObjectRow]) -> Result<()>;
+    /// Objects whose path matches `glob` (`*`, `?`; `*` crosses `/`), by path
+    /// then save set, at most `limit`: (save set, object).
+    fn find_objects(&self, glob: &str, limit: u32) -> Result<Vec<(String, ObjectRow)>>;
+    /// Forgets a save set's objects (it expired).
+    fn drop_objects(&mut self, save_set: &str) -> Result<()>;
     /// A small persistent value (scheduler position, tonight's record).
     fn meta(&self, key: &str) -> Result<Option<String>>;
     fn set_meta(&mut self, key: &str, value: &str) -> Result<()>;
@@ -295,6 +328,11 @@ impl From<&String> for Val {
         Val::Text(s.clone())
     }
 }
+impl From<String> for Val {
+    fn from(s: String) -> Val {
+        Val::Text(s)
+    }
+}
 impl From<i64> for Val {
     fn from(i: i64) -> Val {
         Val::Int(i)
@@ -320,6 +358,15 @@ CREATE TABLE IF NOT EXISTS roles (
     lpar TEXT PRIMARY KEY,
     role TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS objects (
+    save_set TEXT NOT NULL,
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    mtime BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS objects_by_path ON objects (path);
+CREATE INDEX IF NOT EXISTS objects_by_save_set ON objects (save_set);
 ";
 
 /// The SQL engine under the catalog: statements with numbered parameters
@@ -626,6 +673,55 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
         self.json_rows("SELECT body FROM volumes ORDER BY volser", &[], "a volume")
     }
 
+    fn put_objects(&mut self, save_set: &str, objects: &[ObjectRow]) -> Result<()> {
+        let stmts: Vec<(&str, Vec<Val>)> = objects
+            .iter()
+            .map(|o| {
+                (
+                    "INSERT INTO objects (save_set, path, kind, size, mtime) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    vec![
+                        save_set.into(),
+                        (&o.path).into(),
+                        (&o.kind).into(),
+                        Val::Int(i64::try_from(o.size).unwrap_or(i64::MAX)),
+                        Val::Int(o.mtime),
+                    ],
+                )
+            })
+            .collect();
+        self.db.exec(&stmts)
+    }
+
+    fn find_objects(&self, glob: &str, limit: u32) -> Result<Vec<(String, ObjectRow)>> {
+        Ok(self
+            .db
+            .rows(
+                "SELECT save_set, path, kind, size, mtime FROM objects WHERE path LIKE ?1 ESCAPE '\\' ORDER BY path, save_set LIMIT ?2",
+                &[glob_to_like(glob).into(), i64::from(limit).into()],
+            )?
+            .into_iter()
+            .map(|r| {
+                let mut it = r.into_iter();
+                let mut next = || it.next().unwrap_or(Val::Null);
+                let save_set = next().text();
+                let o = ObjectRow {
+                    path: next().text(),
+                    kind: next().text(),
+                    size: u64::try_from(next().int()).unwrap_or(0),
+                    mtime: next().int(),
+                };
+                (save_set, o)
+            })
+            .collect())
+    }
+
+    fn drop_objects(&mut self, save_set: &str) -> Result<()> {
+        self.exec1(
+            "DELETE FROM objects WHERE save_set = ?1",
+            vec![save_set.into()],
+        )
+    }
+
     fn meta(&self, key: &str) -> Result<Option<String>> {
         Ok(self
             .db
@@ -850,6 +946,43 @@ pub fn conformance(c: &mut dyn Catalog) {
             ("PROD1".to_string(), "production".to_string())
         ]
     );
+    let obj = |p: &str| ObjectRow {
+        path: p.into(),
+        kind: "file".into(),
+        size: 5_000_000_000,
+        mtime: 1_700_000_000,
+    };
+    c.put_objects(
+        "Z",
+        &[
+            obj("home/a/ledger.dat"),
+            obj("home/a_b%c.txt"),
+            obj("home/b/ledger.dat"),
+        ],
+    )
+    .unwrap();
+    c.put_objects("M", &[obj("home/a/ledger.dat")]).unwrap();
+    let found = c.find_objects("*/ledger.dat", 10).unwrap();
+    let got: Vec<(&str, &str)> = found
+        .iter()
+        .map(|(s, o)| (s.as_str(), o.path.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("M", "home/a/ledger.dat"),
+            ("Z", "home/a/ledger.dat"),
+            ("Z", "home/b/ledger.dat")
+        ]
+    );
+    assert_eq!(found[0].1.size, 5_000_000_000);
+    // LIKE's own wildcards in a name are literal; ? is one character.
+    assert_eq!(c.find_objects("home/a_b%c.txt", 10).unwrap().len(), 1);
+    assert_eq!(c.find_objects("home/a_b%c.tx?", 10).unwrap().len(), 1);
+    assert_eq!(c.find_objects("home/aXb%c.txt", 10).unwrap().len(), 0);
+    assert_eq!(c.find_objects("*", 2).unwrap().len(), 2);
+    c.drop_objects("Z").unwrap();
+    assert_eq!(c.find_objects("*", 10).unwrap().len(), 1);
     c.event(7, "job.queued", "first").unwrap();
     c.event(8, "job.failed", "it's \"quoted\"").unwrap();
     let ev = c.events(10).unwrap();

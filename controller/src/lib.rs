@@ -4,6 +4,7 @@
 //! - [`catalog`]: agents, jobs, events (SQLite behind a trait).
 //! - [`moves`]: where cartridges go next (move policies, vault rotation);
 //!   [`media`]: the volumes inventory and the moves started and confirmed.
+//! - [`find`]: object search and restore points.
 //! - [`night`]: schedules and the nightly close, driven by [`clock`].
 //! - [`service`]: AgentService and ConsoleService.
 
@@ -13,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod find;
 pub mod media;
 pub mod moves;
 pub mod night;

@@ -366,6 +366,10 @@ impl State {
                 }
                 .into();
                 if s.state == "expired" {
+                    // Nothing of it can be restored any more: out of object searches.
+                    if let Err(e) = self.catalog().drop_objects(&s.id) {
+                        tracing::error!(error = %e, save_set = %s.id, "could not drop the objects of an expired save set");
+                    }
                     self.event(
                         "saveset.expired",
                         &format!(
@@ -1199,6 +1203,43 @@ impl pb::agent_service_server::AgentService for Agents {
         Ok(Response::new(pb::Ack {}))
     }
 
+    async fn report_objects(
+        &self,
+        req: Request<tonic::Streaming<pb::ObjectBatch>>,
+    ) -> Result<Response<pb::Ack>, Status> {
+        let cn = peer_cn(&req)?;
+        let mut stream = req.into_inner();
+        let mut checked = String::new();
+        while let Some(b) = stream.message().await? {
+            if checked != b.job_id {
+                self.session(&cn, &b.session_id)?;
+                let j = self.0.catalog().job(&b.job_id).map_err(internal)?;
+                if !j.is_some_and(|j| j.agent == cn && j.state == "running") {
+                    return Err(Status::failed_precondition(format!(
+                        "job {} is not running on {cn}",
+                        b.job_id
+                    )));
+                }
+                checked = b.job_id.clone();
+            }
+            let rows: Vec<crate::catalog::ObjectRow> = b
+                .objects
+                .into_iter()
+                .map(|o| crate::catalog::ObjectRow {
+                    path: o.path,
+                    kind: o.kind,
+                    size: o.size,
+                    mtime: o.mtime,
+                })
+                .collect();
+            self.0
+                .catalog()
+                .put_objects(&b.save_set, &rows)
+                .map_err(internal)?;
+        }
+        Ok(Response::new(pb::Ack {}))
+    }
+
     async fn finish_job(&self, req: Request<pb::JobResult>) -> Result<Response<pb::Ack>, Status> {
         let cn = peer_cn(&req)?;
         let r = req.into_inner();
@@ -1507,6 +1548,43 @@ impl pb::console_service_server::ConsoleService for Console {
             .map(|(time, kind, text)| pb::Event { time, kind, text })
             .collect();
         Ok(Response::new(pb::ListEventsResponse { events }))
+    }
+
+    async fn find_objects(
+        &self,
+        req: Request<pb::FindObjectsRequest>,
+    ) -> Result<Response<pb::FindObjectsResponse>, Status> {
+        peer_cn(&req)?;
+        let r = req.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        let (found, truncated) = self.0.find_objects(&r.pattern, &r.agent, r.at, limit)?;
+        let objects = found
+            .into_iter()
+            .map(|f| pb::FoundObject {
+                path: f.object.path,
+                kind: f.object.kind,
+                size: f.object.size,
+                mtime: f.object.mtime,
+                save_set: f.save_set.id,
+                agent: f.save_set.agent,
+                library: f.save_set.library,
+                created: f.save_set.created,
+                key_id: f.save_set.key_id,
+                volumes: f
+                    .volumes
+                    .into_iter()
+                    .map(|v| pb::VolumeWhere {
+                        volser: v.volser,
+                        location: v.location,
+                        in_transit_to: v.in_transit_to,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::FindObjectsResponse {
+            objects,
+            truncated,
+        }))
     }
 
     async fn list_volumes(

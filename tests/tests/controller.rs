@@ -1072,6 +1072,22 @@ fn media_policies_expire_save_sets_by_date_with_shredding_and_by_versions() {
     );
     let events = s.ctl_json(&["events", "--limit", "200"]).to_string();
     assert!(events.contains("(key destroyed)"), "{events}");
+    // Expired save sets are out of object searches; the versions kept are in.
+    let found = s.ctl_json(&["find", "*/note.txt"]);
+    let in_sets: Vec<&str> = found["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["save_set"].as_str().unwrap())
+        .collect();
+    assert!(
+        in_sets.contains(&v[1].as_str()) && in_sets.contains(&v[2].as_str()),
+        "{found}"
+    );
+    assert!(
+        !in_sets.contains(&v[0].as_str()) && !in_sets.contains(&id.as_str()),
+        "{found}"
+    );
 }
 
 #[test]
@@ -1617,4 +1633,67 @@ fn a_media_policy_with_a_media_class_writes_only_on_cartridges_of_that_class() {
         "{j}"
     );
     assert!(j["save_sets"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn objects_are_found_with_their_cartridges_and_a_restore_point_picks_the_copy_of_its_time() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let ledger = s.d().join("data/payroll/ledger.dat");
+    let first = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(first["state"], "succeeded", "{first}");
+    // Twenty minutes later (before tonight's pre-close) the ledger has changed and is saved again.
+    std::fs::write(&ledger, vec![4u8; 1000]).unwrap();
+    s.at(20);
+    let second = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    let (a, b) = (
+        first["save_sets"][0]["id"].as_str().unwrap(),
+        second["save_sets"][0]["id"].as_str().unwrap(),
+    );
+    let found = s.ctl_json(&["find", "*/payroll/ledger.dat"]);
+    let objs = found["objects"].as_array().unwrap();
+    assert_eq!(objs.len(), 2, "{found}");
+    let path = objs[0]["path"].as_str().unwrap().to_string();
+    assert!(path.ends_with("data/payroll/ledger.dat"), "{path}");
+    let sizes: Vec<u64> = objs.iter().map(|o| o["size"].as_u64().unwrap()).collect();
+    assert!(sizes.contains(&200_000) && sizes.contains(&1000), "{found}");
+    assert_eq!(objs[0]["volumes"][0]["location"], "*HOME", "{found}");
+    assert_eq!(found["truncated"], false);
+    // Restore points: at 20:10 the first copy, at 20:25 the second.
+    let at = |minutes: i64| {
+        let f = s.ctl_json(&[
+            "find",
+            "*/ledger.dat",
+            "--at",
+            &(EVENING + minutes * 60).to_string(),
+        ]);
+        let o = f["objects"].as_array().unwrap();
+        assert_eq!(o.len(), 1, "{f}");
+        o[0]["save_set"].as_str().unwrap().to_string()
+    };
+    assert_eq!(at(10), a);
+    assert_eq!(at(25), b);
+    let f = s.ctl_json(&["find", "*/ledger.dat", "--at", "2026-11-24T19:10:00Z"]);
+    assert_eq!(f["objects"][0]["save_set"], a, "{f}");
+    // What find names restores: the first copy, byte for byte.
+    let out = s.d().join("restored-find");
+    ok(
+        "cinta-agent",
+        &[
+            "restore",
+            lib(&s).to_str().unwrap(),
+            "--kmip",
+            s.d().join("kmip-PROD1.toml").to_str().unwrap(),
+            "--save-set",
+            a,
+            "--select",
+            &path,
+            "--to",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read(out.join(&path)).unwrap(), vec![3u8; 200_000]);
+    let o = s.ctl(&["find", "  "]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("give a pattern"));
 }

@@ -175,6 +175,10 @@ pub enum Cmd {
         kmip: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+        /// With --save-set: one compact JSON object per line, printed as the
+        /// index is read (memory stays the same whatever the object count).
+        #[arg(long, requires = "save_set")]
+        lines: bool,
     },
     /// Expire a save set: drop it from the catalog; with --shred also destroy
     /// its key on the key manager, so no copy of it (vaulted tapes included)
@@ -582,6 +586,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             key_file,
             kmip,
             json,
+            lines,
         } => {
             let l = Library::open(&lib.library)?;
             match save_set {
@@ -629,15 +634,25 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     let mut ss = SaveSet::open(&mut session, &r.volume, r.sequence, &mut *keys)?;
                     let p = u64::from(ss.header().payload);
                     let mut rows = Vec::new();
+                    let mut out = std::io::stdout().lock();
                     for e in ss.index()? {
                         let e = e?;
                         let (vol, block) = ss.where_is(e.start / p);
-                        rows.push(serde_json::json!({
+                        let row = serde_json::json!({
                             "path": String::from_utf8_lossy(&e.meta.path), "kind": e.meta.kind, "size": e.meta.size,
                             "mode": format!("{:o}", e.meta.mode & 0o7777), "mtime": e.meta.mtime.0,
                             "digest": cinta_agent::stream::hex(&e.digest), "volume": vol, "block": block, "offset": e.start % p,
                             "changed_while_saved": e.flags & cinta_agent::saveset::format::FLAG_CHANGED != 0,
-                        }));
+                        });
+                        if lines {
+                            use std::io::Write;
+                            writeln!(out, "{row}")?;
+                        } else {
+                            rows.push(row);
+                        }
+                    }
+                    if lines {
+                        return Ok(ExitCode::SUCCESS);
                     }
                     if json {
                         println!("{}", serde_json::to_string_pretty(&rows)?);

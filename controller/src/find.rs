@@ -1,0 +1,86 @@
+//! Object search for restore requests: which save sets hold what, where their cartridges are now, and the restore point for a time.
+
+use std::collections::BTreeMap;
+
+use tonic::Status;
+
+use crate::catalog::{ObjectRow, SaveSetRecord, VolumeRecord};
+use crate::service::{internal, State};
+
+/// Rows read from the catalog for one search, at most (a restore point
+/// looks at every copy of a path before choosing one).
+const SCAN: u32 = 10_000;
+
+/// An object found, with its save set and that save set's cartridges.
+pub struct Found {
+    pub object: ObjectRow,
+    pub save_set: SaveSetRecord,
+    pub volumes: Vec<VolumeRecord>,
+}
+
+impl State {
+    /// Objects matching `glob` in active save sets (of `agent`, if not
+    /// empty); with `at` > 0, per path only the newest copy made at or
+    /// before `at`. Returns at most `limit` and whether more matched.
+    pub fn find_objects(
+        &self,
+        glob: &str,
+        agent: &str,
+        at: i64,
+        limit: usize,
+    ) -> Result<(Vec<Found>, bool), Status> {
+        if glob.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "give a pattern, e.g. '*/ledger.dat'",
+            ));
+        }
+        let rows = self.catalog().find_objects(glob, SCAN).map_err(internal)?;
+        let scanned_all = rows.len() < SCAN as usize;
+        let sets: BTreeMap<String, SaveSetRecord> = self
+            .catalog()
+            .save_sets()
+            .map_err(internal)?
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect();
+        let vols: BTreeMap<String, VolumeRecord> = self
+            .catalog()
+            .volumes()
+            .map_err(internal)?
+            .into_iter()
+            .map(|v| (v.volser.clone(), v))
+            .collect();
+        let mut found: Vec<Found> = rows
+            .into_iter()
+            .filter_map(|(id, object)| {
+                let s = sets.get(&id)?;
+                let usable = s.state != "expired" && (agent.is_empty() || s.agent == agent);
+                (usable && (at == 0 || s.created <= at)).then(|| Found {
+                    object,
+                    volumes: s
+                        .volumes
+                        .iter()
+                        .filter_map(|v| vols.get(v).cloned())
+                        .collect(),
+                    save_set: s.clone(),
+                })
+            })
+            .collect();
+        if at > 0 {
+            // The restore point: per path, the newest copy at or before `at`.
+            let mut newest: BTreeMap<String, Found> = BTreeMap::new();
+            for f in found {
+                match newest.get(&f.object.path) {
+                    Some(o) if o.save_set.created >= f.save_set.created => {}
+                    _ => {
+                        newest.insert(f.object.path.clone(), f);
+                    }
+                }
+            }
+            found = newest.into_values().collect();
+        }
+        let more = found.len() > limit || !scanned_all;
+        found.truncate(limit);
+        Ok((found, more))
+    }
+}
