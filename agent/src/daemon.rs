@@ -110,8 +110,10 @@ async fn channel(c: &AgentConfig) -> std::result::Result<Channel, String> {
 /// Runs the agent's session until the process is stopped; reconnects with backoff.
 pub async fn run(c: AgentConfig) -> Result<()> {
     let mut wait = Duration::from_millis(200);
+    // A job's result the controller did not take (it was away): delivered first next time.
+    let mut pending: Option<pb::JobResult> = None;
     loop {
-        match session(&c).await {
+        match session(&c, &mut pending).await {
             Ok(()) => wait = Duration::from_millis(200),
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?wait, "controller session ended");
@@ -156,9 +158,29 @@ fn inventory(c: &AgentConfig) -> pb::Inventory {
     }
 }
 
-async fn session(c: &AgentConfig) -> std::result::Result<(), String> {
+async fn session(
+    c: &AgentConfig,
+    pending: &mut Option<pb::JobResult>,
+) -> std::result::Result<(), String> {
     let ch = channel(c).await?;
     let mut client = AgentServiceClient::new(ch);
+    // Before registering (which would fail the jobs of the last session):
+    // the result of a job that ended while the controller was away, under
+    // the session that ran it. Its save sets are on tape either way.
+    if let Some(r) = pending.take() {
+        match client.finish_job(r.clone()).await {
+            Ok(_) => {
+                tracing::info!(job = %r.job_id, "delivered the result of a job that ended while the controller was away")
+            }
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                tracing::warn!(job = %r.job_id, reason = %s.message(), "the controller no longer takes this job's result")
+            }
+            Err(s) => {
+                *pending = Some(r);
+                return Err(format!("deliver a job's result: {}", s.message()));
+            }
+        }
+    }
     let reg = client
         .register(pb::RegisterRequest {
             inventory: Some(inventory(c)),
@@ -224,7 +246,10 @@ async fn session(c: &AgentConfig) -> std::result::Result<(), String> {
                         continue;
                     }
                     let result = run_job(c, &mut client, &session, job).await;
-                    client.finish_job(result).await.map_err(|s| format!("finish: {}", s.message()))?;
+                    if let Err(s) = client.finish_job(result.clone()).await {
+                        *pending = Some(result);
+                        break Err(format!("finish: {}", s.message()));
+                    }
                 }
                 Ok(None) => break Err("the controller closed the assignment stream".to_string()),
                 Err(s) => break Err(format!("assignments: {}", s.message())),

@@ -1697,3 +1697,99 @@ fn objects_are_found_with_their_cartridges_and_a_restore_point_picks_the_copy_of
     let o = s.ctl(&["find", "  "]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("give a pattern"));
 }
+
+#[test]
+fn the_controller_restarted_during_the_contingency_save_resumes_without_saving_twice() {
+    let mut s = Site::new();
+    // The post-close group also saves library PAYLIB, slowly (3 s) on the
+    // contingency LPAR: long enough to stop the controller under it.
+    drop(s.controller.take());
+    let p = s.d().join("controller.toml");
+    let cfg = std::fs::read_to_string(&p).unwrap().replacen(
+        "name = \"POST-CLOSE\"\ntarget = \"production\"\n",
+        "name = \"POST-CLOSE\"\ntarget = \"production\"\n[[control_group.entry]]\nlibrary = \"PAYLIB\"\n",
+        1,
+    );
+    std::fs::write(&p, cfg).unwrap();
+    let sim = s.d().join("sim");
+    std::fs::create_dir_all(sim.join("CONT1/libs/PAYLIB")).unwrap();
+    std::fs::write(
+        sim.join("CONT1/libs/PAYLIB/LEDGER.FILE"),
+        vec![5u8; 3_000_000],
+    )
+    .unwrap();
+    std::fs::write(sim.join("CONT1/slow-save"), "3\n").unwrap();
+    std::fs::create_dir_all(sim.join("PROD1")).unwrap();
+    std::fs::write(sim.join("PROD1/users"), "4\n").unwrap();
+    std::fs::write(sim.join("PROD1/stay"), "").unwrap();
+    s.start_controller();
+    s.start_agent("PROD1");
+    s.start_agent("CONT1");
+    s.until("both agents", |s| {
+        s.connected("PROD1") && s.connected("CONT1")
+    });
+    s.at(31);
+    s.until("the close window", |s| {
+        s.tonight()["state"] == "close-window"
+    });
+    s.at(150);
+    s.ctl_json(&["close", "finished"]);
+    s.until("the quiesce wait", |s| {
+        s.tonight()["state"] == "quiesce-wait"
+    });
+    s.at(161);
+    let contingency = |s: &Site| -> Vec<serde_json::Value> {
+        s.ctl_json(&["jobs", "--limit", "100"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["control_group"] == "POST-CLOSE" && j["agent"] == "CONT1")
+            .cloned()
+            .collect()
+    };
+    s.until("the contingency save to run", |s| {
+        contingency(s).iter().any(|j| j["state"] == "running")
+    });
+    drop(s.controller.take());
+    // The save ends while the controller is away: the agent keeps its result.
+    let log = s.d().join("agent.log");
+    let t = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("finish:")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the agent never tried to report"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    s.start_controller();
+    s.until("the night to end", |s| s.tonight()["state"] == "done");
+    let jobs = contingency(&s);
+    assert_eq!(jobs.len(), 1, "saved once: {jobs:?}");
+    assert_eq!(jobs[0]["state"], "succeeded", "{jobs:?}");
+    assert_eq!(
+        jobs[0]["save_sets"].as_array().unwrap().len(),
+        2,
+        "{jobs:?}"
+    );
+    let t = s.tonight()["timeline"].to_string();
+    for want in [
+        "contingency save",
+        "succeeded",
+        "apply resumed",
+        "night done (contingency fallback)",
+    ] {
+        assert!(t.contains(want), "{want:?} not in {t}");
+    }
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("delivered the result of a job that ended while the controller was away"));
+    assert_eq!(
+        std::fs::read_to_string(sim.join("CONT1/apply"))
+            .unwrap()
+            .trim(),
+        "active"
+    );
+}
