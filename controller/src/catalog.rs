@@ -693,12 +693,21 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
     }
 
     fn find_objects(&self, glob: &str, limit: u32) -> Result<Vec<(String, ObjectRow)>> {
+        // A path without wildcards is looked up by the index; a pattern is scanned.
+        let (sql, pattern) = if glob.contains(['*', '?']) {
+            (
+                "SELECT save_set, path, kind, size, mtime FROM objects WHERE path LIKE ?1 ESCAPE '\\' ORDER BY path, save_set LIMIT ?2",
+                glob_to_like(glob),
+            )
+        } else {
+            (
+                "SELECT save_set, path, kind, size, mtime FROM objects WHERE path = ?1 ORDER BY path, save_set LIMIT ?2",
+                glob.to_string(),
+            )
+        };
         Ok(self
             .db
-            .rows(
-                "SELECT save_set, path, kind, size, mtime FROM objects WHERE path LIKE ?1 ESCAPE '\\' ORDER BY path, save_set LIMIT ?2",
-                &[glob_to_like(glob).into(), i64::from(limit).into()],
-            )?
+            .rows(sql, &[pattern.into(), i64::from(limit).into()])?
             .into_iter()
             .map(|r| {
                 let mut it = r.into_iter();

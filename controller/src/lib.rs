@@ -9,6 +9,7 @@
 //! - [`service`]: AgentService and ConsoleService.
 
 pub mod bench;
+pub mod bench_catalog;
 pub mod catalog;
 pub mod clock;
 pub mod config;

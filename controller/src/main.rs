@@ -42,6 +42,17 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Benchmark (not a test): the catalog's object index on SQLite and,
+    /// with --postgres URL, on PostgreSQL: rows/s, restore-point lookups, searches.
+    BenchCatalog {
+        #[arg(long, default_value_t = 1_000_000)]
+        objects: u64,
+        /// A PostgreSQL database to measure beside SQLite (its bench rows are removed after).
+        #[arg(long)]
+        postgres: Option<String>,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -78,6 +89,15 @@ fn run(cli: Cli) -> Result<()> {
                 jobs_per_second,
             )
             .map_err(|e| anyhow::anyhow!("{e}"))
+        }
+        Cmd::BenchCatalog {
+            objects,
+            postgres,
+            dir,
+        } => {
+            let dir = dir.unwrap_or_else(cinta_controller::bench::default_dir);
+            cinta_controller::bench_catalog::run(&dir, objects, postgres.as_deref())
+                .map_err(|e| anyhow::anyhow!("{e}"))
         }
     }
 }
