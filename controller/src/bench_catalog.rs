@@ -21,7 +21,11 @@ struct Figures {
 }
 
 fn path(i: u64) -> String {
-    format!("QSYS.LIB/DATA/dir{:03}/sub{:02}/file{i:08}.dat", i % 997, i % 61)
+    format!(
+        "QSYS.LIB/DATA/dir{:03}/sub{:02}/file{i:08}.dat",
+        i % 997,
+        i % 61
+    )
 }
 
 fn pct(v: &mut [Duration], p: f64) -> Duration {
@@ -107,8 +111,13 @@ pub fn run(dir: &std::path::Path, objects: u64, postgres: Option<&str>) -> AnyRe
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", file.display()));
     }
-    println!("catalog benchmark: {objects} objects in save sets of {PER_SAVE_SET}, batches of 1000");
-    let mut results = vec![("SQLite", measure(&mut crate::catalog::sqlite::open(&file)?, objects, "s")?)];
+    println!(
+        "catalog benchmark: {objects} objects in save sets of {PER_SAVE_SET}, batches of 1000"
+    );
+    let mut results = vec![(
+        "SQLite",
+        measure(&mut crate::catalog::sqlite::open(&file)?, objects, "s")?,
+    )];
     if let Some(url) = postgres {
         let mut pg = crate::catalog::postgres::open(url, None)?;
         results.push(("PostgreSQL", measure(&mut pg, objects, "p")?));

@@ -457,6 +457,23 @@ impl Site {
         std::fs::write(self.d().join("clock"), (EVENING + minutes * 60).to_string()).unwrap();
     }
 
+    /// Starts the agents of both LPARs and waits until both are connected.
+    fn start_both_agents(&mut self) {
+        self.start_agent("PROD1");
+        self.start_agent("CONT1");
+        self.until("both agents", |s| {
+            s.connected("PROD1") && s.connected("CONT1")
+        });
+    }
+
+    /// 20:31: the pre-close save has run; waits for the close window.
+    fn into_close_window(&self) {
+        self.at(31);
+        self.until("the close window", |s| {
+            s.tonight()["state"] == "close-window"
+        });
+    }
+
     fn tonight(&self) -> serde_json::Value {
         let o = self.ctl(&["tonight"]);
         if !o.status.success() {
@@ -677,11 +694,7 @@ fn exit_steps_run_around_the_saves_and_post_steps_run_after_a_failure() {
 #[test]
 fn after_a_role_switch_control_groups_follow_the_role() {
     let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.start_agent("CONT1");
-    s.until("both agents", |s| {
-        s.connected("PROD1") && s.connected("CONT1")
-    });
+    s.start_both_agents();
     let j = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
     assert_eq!(
         (j["agent"].as_str(), j["state"].as_str()),
@@ -782,10 +795,7 @@ fn a_close_that_slips_past_its_deadline_is_escalated_and_the_post_close_still_ru
     let mut s = Site::new();
     s.start_agent("PROD1");
     s.until("the agent to register", Site::agent_connected);
-    s.at(31);
-    s.until("the close window", |s| {
-        s.tonight()["state"] == "close-window"
-    });
+    s.into_close_window();
     s.ctl_json(&["close", "started"]);
     s.at(4 * 60 - 5); // 23:55 local... past 23:00 + 15 min grace
     s.until("the escalation", |s| s.tonight()["escalated"] == true);
@@ -811,15 +821,8 @@ fn a_close_that_slips_past_its_deadline_is_escalated_and_the_post_close_still_ru
 /// grace (to 22:41) and returns once the night is done.
 fn night_with_users_on(users: u32, backlog: u32, latency: u32) -> Site {
     let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.start_agent("CONT1");
-    s.until("both agents", |s| {
-        s.connected("PROD1") && s.connected("CONT1")
-    });
-    s.at(31);
-    s.until("the close window", |s| {
-        s.tonight()["state"] == "close-window"
-    });
+    s.start_both_agents();
+    s.into_close_window();
     let sim = s.d().join("sim");
     std::fs::create_dir_all(sim.join("PROD1")).unwrap();
     std::fs::create_dir_all(sim.join("CONT1")).unwrap();
@@ -1095,10 +1098,7 @@ fn the_close_probe_on_production_ends_the_close_window_without_an_operator() {
     let mut s = Site::new();
     s.start_agent("PROD1");
     s.until("the agent to register", Site::agent_connected);
-    s.at(31);
-    s.until("the close window", |s| {
-        s.tonight()["state"] == "close-window"
-    });
+    s.into_close_window();
     // The close is still running at 21:00...
     s.at(60);
     std::thread::sleep(Duration::from_millis(600));
@@ -1124,15 +1124,8 @@ fn the_close_probe_on_production_ends_the_close_window_without_an_operator() {
 #[test]
 fn a_forced_sign_off_by_policy_quiesces_production_and_the_post_close_runs_there() {
     let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.start_agent("CONT1");
-    s.until("both agents", |s| {
-        s.connected("PROD1") && s.connected("CONT1")
-    });
-    s.at(31);
-    s.until("the close window", |s| {
-        s.tonight()["state"] == "close-window"
-    });
+    s.start_both_agents();
+    s.into_close_window();
     let sim = s.d().join("sim");
     std::fs::create_dir_all(sim.join("PROD1")).unwrap();
     std::fs::write(sim.join("PROD1/users"), "2\n").unwrap();
@@ -1561,11 +1554,7 @@ fn the_controller_runs_on_a_postgresql_catalog_and_keeps_its_jobs_across_a_resta
 #[test]
 fn after_a_failover_the_night_probes_and_saves_the_new_production_lpar() {
     let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.start_agent("CONT1");
-    s.until("both agents", |s| {
-        s.connected("PROD1") && s.connected("CONT1")
-    });
+    s.start_both_agents();
     s.ctl_json(&["switch-role", "CONT1", "production"]);
     // The old production LPAR still has users on; the new one is quiet.
     let sim = s.d().join("sim");
@@ -1573,10 +1562,7 @@ fn after_a_failover_the_night_probes_and_saves_the_new_production_lpar() {
     std::fs::create_dir_all(sim.join("CONT1")).unwrap();
     std::fs::write(sim.join("PROD1/users"), "9\n").unwrap();
     std::fs::write(sim.join("CONT1/users"), "0\n").unwrap();
-    s.at(31);
-    s.until("the close window", |s| {
-        s.tonight()["state"] == "close-window"
-    });
+    s.into_close_window();
     s.at(150);
     s.ctl_json(&["close", "finished"]);
     s.until("the night to end", |s| s.tonight()["state"] == "done");
@@ -1723,15 +1709,8 @@ fn the_controller_restarted_during_the_contingency_save_resumes_without_saving_t
     std::fs::write(sim.join("PROD1/users"), "4\n").unwrap();
     std::fs::write(sim.join("PROD1/stay"), "").unwrap();
     s.start_controller();
-    s.start_agent("PROD1");
-    s.start_agent("CONT1");
-    s.until("both agents", |s| {
-        s.connected("PROD1") && s.connected("CONT1")
-    });
-    s.at(31);
-    s.until("the close window", |s| {
-        s.tonight()["state"] == "close-window"
-    });
+    s.start_both_agents();
+    s.into_close_window();
     s.at(150);
     s.ctl_json(&["close", "finished"]);
     s.until("the quiesce wait", |s| {
