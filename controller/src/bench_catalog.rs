@@ -1,8 +1,9 @@
 //! `cinta-controller bench-catalog`: the catalog's object index on SQLite and, given a URL, on PostgreSQL, side by side: rows recorded per second, restore-point lookups and pattern searches.
 //!
 //! The same `Catalog` code runs on both engines. Objects go in as agents
-//! send them (batches of 1000, one transaction each); a restore-point lookup
-//! is what `cintactl find PATH --at T` asks of the catalog.
+//! send them (batches of 1000, one transaction each), then dated when their
+//! save set is recorded; a restore-point lookup is what `cintactl find PATH
+//! --at T` asks of the catalog (one index lookup among every copy of the path).
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,7 @@ fn measure(c: &mut dyn Catalog, objects: u64, tag: &str) -> AnyResult<Figures> {
             c.put_objects(&id, &batch)?;
             i += n;
         }
+        c.date_objects(&id, 1_000_000 + s as i64)?;
     }
     let rows_per_s = objects as f64 / t.elapsed().as_secs_f64();
     // Restore points: one path, every copy of it, the newest at or before a time.
@@ -77,11 +79,7 @@ fn measure(c: &mut dyn Catalog, objects: u64, tag: &str) -> AnyResult<Figures> {
     for k in 0..2000u64 {
         let p = path((k * 7919) % PER_SAVE_SET.min(objects));
         let t = Instant::now();
-        let rows = c.find_objects(&p, 10_000)?;
-        let newest = rows
-            .iter()
-            .filter(|(id, _)| id.as_str() <= format!("bench-{tag}-{:06}", sets / 2).as_str())
-            .max_by(|a, b| a.0.cmp(&b.0));
+        let newest = c.restore_point(&p, 1_000_000 + (sets / 2) as i64)?;
         std::hint::black_box(newest);
         lookups.push(t.elapsed());
     }

@@ -197,6 +197,20 @@ pub struct ObjectRow {
     pub mtime: i64,
 }
 
+/// A row of (save_set, path, kind, size, mtime).
+fn object_row(r: Vec<Val>) -> (String, ObjectRow) {
+    let mut it = r.into_iter();
+    let mut next = || it.next().unwrap_or(Val::Null);
+    let save_set = next().text();
+    let o = ObjectRow {
+        path: next().text(),
+        kind: next().text(),
+        size: u64::try_from(next().int()).unwrap_or(0),
+        mtime: next().int(),
+    };
+    (save_set, o)
+}
+
 /// A glob (`*`, `?`) as an SQL LIKE pattern with `\` as its escape.
 pub fn glob_to_like(glob: &str) -> String {
     let mut out = String::with_capacity(glob.len() + 4);
@@ -273,6 +287,12 @@ pub trait Catalog: Send {
     fn find_objects(&self, glob: &str, limit: u32) -> Result<Vec<(String, ObjectRow)>>;
     /// Forgets a save set's objects (it expired).
     fn drop_objects(&mut self, save_set: &str) -> Result<()>;
+    /// Dates a save set's objects with its creation time once it is
+    /// recorded; until then they are in no restore point.
+    fn date_objects(&mut self, save_set: &str, created: i64) -> Result<()>;
+    /// The restore point of one path: its newest recorded copy made at or
+    /// before `at` (one index lookup).
+    fn restore_point(&self, path: &str, at: i64) -> Result<Option<(String, ObjectRow)>>;
     /// A small persistent value (scheduler position, tonight's record).
     fn meta(&self, key: &str) -> Result<Option<String>>;
     fn set_meta(&mut self, key: &str, value: &str) -> Result<()>;
@@ -363,9 +383,10 @@ CREATE TABLE IF NOT EXISTS objects (
     path TEXT NOT NULL,
     kind TEXT NOT NULL,
     size BIGINT NOT NULL,
-    mtime BIGINT NOT NULL
+    mtime BIGINT NOT NULL,
+    created BIGINT NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS objects_by_path ON objects (path);
+CREATE INDEX IF NOT EXISTS objects_by_path ON objects (path, created);
 CREATE INDEX IF NOT EXISTS objects_by_save_set ON objects (save_set);
 ";
 
@@ -709,18 +730,7 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
             .db
             .rows(sql, &[pattern.into(), i64::from(limit).into()])?
             .into_iter()
-            .map(|r| {
-                let mut it = r.into_iter();
-                let mut next = || it.next().unwrap_or(Val::Null);
-                let save_set = next().text();
-                let o = ObjectRow {
-                    path: next().text(),
-                    kind: next().text(),
-                    size: u64::try_from(next().int()).unwrap_or(0),
-                    mtime: next().int(),
-                };
-                (save_set, o)
-            })
+            .map(object_row)
             .collect())
     }
 
@@ -729,6 +739,25 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
             "DELETE FROM objects WHERE save_set = ?1",
             vec![save_set.into()],
         )
+    }
+
+    fn date_objects(&mut self, save_set: &str, created: i64) -> Result<()> {
+        self.exec1(
+            "UPDATE objects SET created = ?2 WHERE save_set = ?1",
+            vec![save_set.into(), created.into()],
+        )
+    }
+
+    fn restore_point(&self, path: &str, at: i64) -> Result<Option<(String, ObjectRow)>> {
+        Ok(self
+            .db
+            .rows(
+                "SELECT save_set, path, kind, size, mtime FROM objects WHERE path = ?1 AND created > 0 AND created <= ?2 ORDER BY created DESC LIMIT 1",
+                &[path.into(), at.into()],
+            )?
+            .into_iter()
+            .next()
+            .map(object_row))
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>> {
@@ -990,6 +1019,25 @@ pub fn conformance(c: &mut dyn Catalog) {
     assert_eq!(c.find_objects("home/a_b%c.tx?", 10).unwrap().len(), 1);
     assert_eq!(c.find_objects("home/aXb%c.txt", 10).unwrap().len(), 0);
     assert_eq!(c.find_objects("*", 2).unwrap().len(), 2);
+    // Restore points count only dated (recorded) copies.
+    assert_eq!(c.restore_point("home/a/ledger.dat", 100).unwrap(), None);
+    c.date_objects("Z", 10).unwrap();
+    c.date_objects("M", 20).unwrap();
+    let at = |t: i64| {
+        c.restore_point("home/a/ledger.dat", t)
+            .unwrap()
+            .map(|(s, _)| s)
+    };
+    assert_eq!(
+        (at(9), at(10), at(19), at(20), at(99)),
+        (
+            None,
+            Some("Z".into()),
+            Some("Z".into()),
+            Some("M".into()),
+            Some("M".into())
+        )
+    );
     c.drop_objects("Z").unwrap();
     assert_eq!(c.find_objects("*", 10).unwrap().len(), 1);
     c.event(7, "job.queued", "first").unwrap();

@@ -34,7 +34,17 @@ impl State {
                 "give a pattern, e.g. '*/ledger.dat'",
             ));
         }
-        let rows = self.catalog().find_objects(glob, SCAN).map_err(internal)?;
+        let exact = !glob.contains(['*', '?']);
+        let rows = if exact && at > 0 && agent.is_empty() {
+            // One path at one time: one index lookup.
+            self.catalog()
+                .restore_point(glob, at)
+                .map_err(internal)?
+                .into_iter()
+                .collect()
+        } else {
+            self.catalog().find_objects(glob, SCAN).map_err(internal)?
+        };
         let scanned_all = rows.len() < SCAN as usize;
         let sets: BTreeMap<String, SaveSetRecord> = self
             .catalog()

@@ -338,6 +338,9 @@ impl State {
                 tracing::error!(error = %e, "could not record a save set");
             }
             self.record_volumes(&rec, job.finished);
+            if let Err(e) = self.catalog().date_objects(&rec.id, rec.created) {
+                tracing::error!(error = %e, save_set = %rec.id, "could not date the objects of a save set");
+            }
         }
     }
 

@@ -467,7 +467,7 @@ impl Site {
     }
 
     /// 20:31: the pre-close save has run; waits for the close window.
-    fn into_close_window(&self) {
+    fn reach_close_window(&self) {
         self.at(31);
         self.until("the close window", |s| {
             s.tonight()["state"] == "close-window"
@@ -795,7 +795,7 @@ fn a_close_that_slips_past_its_deadline_is_escalated_and_the_post_close_still_ru
     let mut s = Site::new();
     s.start_agent("PROD1");
     s.until("the agent to register", Site::agent_connected);
-    s.into_close_window();
+    s.reach_close_window();
     s.ctl_json(&["close", "started"]);
     s.at(4 * 60 - 5); // 23:55 local... past 23:00 + 15 min grace
     s.until("the escalation", |s| s.tonight()["escalated"] == true);
@@ -822,7 +822,7 @@ fn a_close_that_slips_past_its_deadline_is_escalated_and_the_post_close_still_ru
 fn night_with_users_on(users: u32, backlog: u32, latency: u32) -> Site {
     let mut s = Site::new();
     s.start_both_agents();
-    s.into_close_window();
+    s.reach_close_window();
     let sim = s.d().join("sim");
     std::fs::create_dir_all(sim.join("PROD1")).unwrap();
     std::fs::create_dir_all(sim.join("CONT1")).unwrap();
@@ -1098,7 +1098,7 @@ fn the_close_probe_on_production_ends_the_close_window_without_an_operator() {
     let mut s = Site::new();
     s.start_agent("PROD1");
     s.until("the agent to register", Site::agent_connected);
-    s.into_close_window();
+    s.reach_close_window();
     // The close is still running at 21:00...
     s.at(60);
     std::thread::sleep(Duration::from_millis(600));
@@ -1125,7 +1125,7 @@ fn the_close_probe_on_production_ends_the_close_window_without_an_operator() {
 fn a_forced_sign_off_by_policy_quiesces_production_and_the_post_close_runs_there() {
     let mut s = Site::new();
     s.start_both_agents();
-    s.into_close_window();
+    s.reach_close_window();
     let sim = s.d().join("sim");
     std::fs::create_dir_all(sim.join("PROD1")).unwrap();
     std::fs::write(sim.join("PROD1/users"), "2\n").unwrap();
@@ -1562,7 +1562,7 @@ fn after_a_failover_the_night_probes_and_saves_the_new_production_lpar() {
     std::fs::create_dir_all(sim.join("CONT1")).unwrap();
     std::fs::write(sim.join("PROD1/users"), "9\n").unwrap();
     std::fs::write(sim.join("CONT1/users"), "0\n").unwrap();
-    s.into_close_window();
+    s.reach_close_window();
     s.at(150);
     s.ctl_json(&["close", "finished"]);
     s.until("the night to end", |s| s.tonight()["state"] == "done");
@@ -1660,6 +1660,13 @@ fn objects_are_found_with_their_cartridges_and_a_restore_point_picks_the_copy_of
     };
     assert_eq!(at(10), a);
     assert_eq!(at(25), b);
+    // The same for an exact path (one index lookup).
+    for (minutes, want) in [(10, a), (25, b)] {
+        let t = (EVENING + minutes * 60).to_string();
+        let f = s.ctl_json(&["find", &path, "--at", &t]);
+        assert_eq!(f["objects"].as_array().unwrap().len(), 1, "{f}");
+        assert_eq!(f["objects"][0]["save_set"], want, "{f}");
+    }
     let f = s.ctl_json(&["find", "*/ledger.dat", "--at", "2026-11-24T19:10:00Z"]);
     assert_eq!(f["objects"][0]["save_set"], a, "{f}");
     // What find names restores: the first copy, byte for byte.
@@ -1710,7 +1717,7 @@ fn the_controller_restarted_during_the_contingency_save_resumes_without_saving_t
     std::fs::write(sim.join("PROD1/stay"), "").unwrap();
     s.start_controller();
     s.start_both_agents();
-    s.into_close_window();
+    s.reach_close_window();
     s.at(150);
     s.ctl_json(&["close", "finished"]);
     s.until("the quiesce wait", |s| {
