@@ -269,6 +269,10 @@ pub trait Catalog: Send {
         now: i64,
     ) -> Result<bool>;
     fn cancel(&mut self, job: &str, now: i64) -> Result<Option<JobRow>>;
+    /// Fails a queued or running job with `message`; false if it had ended.
+    fn abandon(&mut self, job: &str, message: &str, now: i64) -> Result<bool>;
+    /// Jobs queued or running, oldest first.
+    fn active_jobs(&self) -> Result<Vec<JobRow>>;
     fn job(&self, id: &str) -> Result<Option<JobRow>>;
     fn jobs(&self, limit: u32) -> Result<Vec<JobRow>>;
     fn event(&mut self, now: i64, kind: &str, text: &str) -> Result<()>;
@@ -615,6 +619,28 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
         Ok(Some(j))
     }
 
+    fn abandon(&mut self, job: &str, message: &str, now: i64) -> Result<bool> {
+        let Some(mut j) = self.job_of(job)? else {
+            return Ok(false);
+        };
+        if j.state != "queued" && j.state != "running" {
+            return Ok(false);
+        }
+        j.state = "failed".into();
+        j.finished = now;
+        j.message = message.to_string();
+        self.put_job(&j, None)?;
+        Ok(true)
+    }
+
+    fn active_jobs(&self) -> Result<Vec<JobRow>> {
+        self.json_rows(
+            "SELECT body FROM jobs WHERE state IN ('queued', 'running') ORDER BY seq",
+            &[],
+            "a job",
+        )
+    }
+
     fn job(&self, id: &str) -> Result<Option<JobRow>> {
         self.job_of(id)
     }
@@ -894,6 +920,21 @@ pub fn conformance(c: &mut dyn Catalog) {
         "succeeded",
         "ended jobs stay"
     );
+    c.add_job(&job("J4")).unwrap();
+    assert_eq!(
+        c.active_jobs()
+            .unwrap()
+            .iter()
+            .map(|j| j.id.as_str())
+            .collect::<Vec<_>>(),
+        ["J4"]
+    );
+    assert!(c.abandon("J4", "agent lost", 6).unwrap());
+    assert!(
+        !c.abandon("J4", "again", 7).unwrap(),
+        "an ended job stays as it ended"
+    );
+    assert_eq!(c.job("J4").unwrap().unwrap().message, "agent lost");
     c.add_job(&job("J3")).unwrap();
     assert_eq!(c.cancel("J3", 6).unwrap().unwrap().state, "cancelled");
     assert_eq!(
@@ -902,13 +943,13 @@ pub fn conformance(c: &mut dyn Catalog) {
             .iter()
             .map(|j| j.id.as_str())
             .collect::<Vec<_>>(),
-        ["J3", "J2"]
+        ["J3", "J4"]
     );
     assert_eq!(
         c.job_counts().unwrap(),
         [
             ("cancelled".to_string(), 1),
-            ("failed".to_string(), 1),
+            ("failed".to_string(), 2),
             ("succeeded".to_string(), 1)
         ]
     );

@@ -23,6 +23,11 @@ pub struct Config {
     /// Seconds between agent heartbeats; an agent silent for three is shown disconnected.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_seconds: u32,
+    /// An agent silent this long (real time) is lost: its queued and running
+    /// jobs are failed, so a night waiting on them goes on (and escalates).
+    /// 0: never.
+    #[serde(default = "default_agent_lost")]
+    pub agent_lost_seconds: u32,
     /// Time zone of schedules and the night (IANA name; default UTC).
     #[serde(default = "default_tz")]
     pub time_zone: String,
@@ -284,6 +289,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_heartbeat() -> u32 {
     5
+}
+fn default_agent_lost() -> u32 {
+    900
 }
 fn default_library() -> String {
     "default".into()

@@ -27,6 +27,13 @@ pub struct State {
     clock: Box<dyn Clock>,
     /// Last heartbeat time and usage per agent (not persisted: they are refreshed every few seconds).
     live: Mutex<HashMap<String, Live>>,
+    /// When each agent was last heard from, in real time (not the schedule
+    /// clock, which tests and demos move by hours): lost-agent detection.
+    heard: Mutex<HashMap<String, std::time::Instant>>,
+    /// When this controller started (agents not heard from since count from here).
+    started: std::time::Instant,
+    /// Agents already reported lost (one event per loss).
+    lost: Mutex<std::collections::HashSet<String>>,
     /// When retention last looked at the save sets (it reads them all, so
     /// not on every scheduler tick).
     last_expiry_scan: Mutex<Option<std::time::Instant>>,
@@ -46,6 +53,9 @@ impl State {
             cfg,
             clock,
             live: Mutex::new(HashMap::new()),
+            heard: Mutex::new(HashMap::new()),
+            started: std::time::Instant::now(),
+            lost: Mutex::new(Default::default()),
             last_expiry_scan: Mutex::new(None),
             events,
             catalog: Mutex::new(catalog),
@@ -358,6 +368,7 @@ impl State {
             *last = Some(std::time::Instant::now());
         }
         self.media_jobs(now);
+        self.lost_agents(now);
         let all = self.catalog().save_sets().unwrap_or_default();
         // Outcomes of expiry jobs already out.
         for mut s in all.iter().filter(|s| s.state == "expiring").cloned() {
@@ -434,6 +445,60 @@ impl State {
                 s.state = "expiring".into();
                 s.expire_job = job.id.clone();
                 let _ = self.catalog().put_save_set(&s);
+            }
+        }
+    }
+
+    /// Notes that `agent` was heard from (registration, heartbeat).
+    pub(crate) fn heard_from(&self, agent: &str) {
+        self.heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(agent.to_string(), std::time::Instant::now());
+        self.lost
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(agent);
+    }
+
+    /// Fails the queued and running jobs of agents silent longer than
+    /// `agent_lost_seconds`, so nothing waits on them for ever.
+    fn lost_agents(&self, now: i64) {
+        let limit = std::time::Duration::from_secs(u64::from(self.cfg.agent_lost_seconds));
+        if limit.is_zero() {
+            return;
+        }
+        let silent = |agent: &str| {
+            let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+            heard.get(agent).copied().unwrap_or(self.started).elapsed() > limit
+        };
+        let jobs = self.catalog().active_jobs().unwrap_or_default();
+        for j in jobs.into_iter().filter(|j| silent(&j.agent)) {
+            let first = self
+                .lost
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(j.agent.clone());
+            if first {
+                self.event(
+                    "agent.lost",
+                    &format!(
+                        "agent {} silent for more than {}s: its jobs are failed",
+                        j.agent,
+                        limit.as_secs()
+                    ),
+                );
+            }
+            let why = format!(
+                "agent {} silent for more than {}s (lost); the job was {} and is given up",
+                j.agent,
+                limit.as_secs(),
+                j.state
+            );
+            // (The catalog's lock is let go before the event takes it again.)
+            let abandoned = self.catalog().abandon(&j.id, &why, now);
+            if let Ok(true) = abandoned {
+                self.event("job.failed", &format!("job {} failed: {why}", j.id));
             }
         }
     }
@@ -1019,6 +1084,7 @@ impl pb::agent_service_server::AgentService for Agents {
             last_seen: self.0.now(),
         };
         let failed = self.0.catalog().register(&row).map_err(internal)?;
+        self.0.heard_from(&cn);
         self.0.event(
             "agent.registered",
             &format!("agent {cn} registered (session {session})"),
@@ -1079,6 +1145,7 @@ impl pb::agent_service_server::AgentService for Agents {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(cn.clone(), (self.0.now(), usage.clone(), watched.clone()));
+        self.0.heard_from(&cn);
         for (name, up, detail) in self.0.events.watch_changes(&cn, &watched) {
             let (kind, how) = if up {
                 ("watch.up", "up again")

@@ -1779,3 +1779,70 @@ fn the_controller_restarted_during_the_contingency_save_resumes_without_saving_t
         "active"
     );
 }
+
+#[test]
+fn a_contingency_agent_lost_mid_save_fails_its_jobs_and_the_night_escalates_instead_of_waiting() {
+    let mut s = Site::new();
+    drop(s.controller.take());
+    let p = s.d().join("controller.toml");
+    let cfg = std::fs::read_to_string(&p)
+        .unwrap()
+        .replacen(
+            "heartbeat_seconds = 1\n",
+            "heartbeat_seconds = 1\nagent_lost_seconds = 3\n",
+            1,
+        )
+        .replacen(
+            "name = \"POST-CLOSE\"\ntarget = \"production\"\n",
+            "name = \"POST-CLOSE\"\ntarget = \"production\"\n[[control_group.entry]]\nlibrary = \"PAYLIB\"\n",
+            1,
+        );
+    std::fs::write(&p, cfg).unwrap();
+    let sim = s.d().join("sim");
+    std::fs::create_dir_all(sim.join("CONT1/libs/PAYLIB")).unwrap();
+    std::fs::write(
+        sim.join("CONT1/libs/PAYLIB/LEDGER.FILE"),
+        vec![5u8; 3_000_000],
+    )
+    .unwrap();
+    std::fs::write(sim.join("CONT1/slow-save"), "30\n").unwrap();
+    std::fs::create_dir_all(sim.join("PROD1")).unwrap();
+    std::fs::write(sim.join("PROD1/users"), "4\n").unwrap();
+    std::fs::write(sim.join("PROD1/stay"), "").unwrap();
+    s.start_controller();
+    s.start_both_agents();
+    s.reach_close_window();
+    s.at(150);
+    s.ctl_json(&["close", "finished"]);
+    s.until("the quiesce wait", |s| {
+        s.tonight()["state"] == "quiesce-wait"
+    });
+    s.at(161);
+    s.until("the contingency save to run", |s| {
+        s.ctl_json(&["jobs"]).as_array().unwrap().iter().any(|j| {
+            j["agent"] == "CONT1" && j["control_group"] == "POST-CLOSE" && j["state"] == "running"
+        })
+    });
+    // The contingency LPAR's agent dies and does not come back.
+    drop(s.agents.remove("CONT1"));
+    s.until("the night to end", |s| s.tonight()["state"] == "done");
+    let n = s.tonight();
+    assert_eq!(n["escalated"], true, "{n}");
+    let t = n["timeline"].to_string();
+    for want in [
+        "ESCALATION: the contingency save failed: agent CONT1 silent for more than 3s",
+        "ESCALATION: apply could not be resumed",
+    ] {
+        assert!(t.contains(want), "{want:?} not in {t}");
+    }
+    let ev = s.ctl_json(&["events", "--limit", "200"]).to_string();
+    assert_eq!(ev.matches("agent.lost").count(), 1, "{ev}");
+    // Production's agent, which kept talking, lost nothing.
+    let prod_failed = s
+        .ctl_json(&["jobs", "--limit", "100"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|j| j["agent"] == "PROD1" && j["message"].as_str().unwrap_or("").contains("silent"));
+    assert!(!prod_failed);
+}
