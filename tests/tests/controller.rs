@@ -1691,18 +1691,26 @@ fn objects_are_found_with_their_cartridges_and_a_restore_point_picks_the_copy_of
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("give a pattern"));
 }
 
-#[test]
-fn the_controller_restarted_during_the_contingency_save_resumes_without_saving_twice() {
+/// Users stay on production, so the night falls back to contingency, whose
+/// post-close save also saves library PAYLIB, slowly (`slow` seconds):
+/// returns once that contingency save is running. `extra` goes at the top
+/// of the controller's configuration.
+fn night_with_a_slow_contingency_save(slow: u32, extra: &str) -> Site {
     let mut s = Site::new();
-    // The post-close group also saves library PAYLIB, slowly (3 s) on the
-    // contingency LPAR: long enough to stop the controller under it.
     drop(s.controller.take());
     let p = s.d().join("controller.toml");
-    let cfg = std::fs::read_to_string(&p).unwrap().replacen(
-        "name = \"POST-CLOSE\"\ntarget = \"production\"\n",
-        "name = \"POST-CLOSE\"\ntarget = \"production\"\n[[control_group.entry]]\nlibrary = \"PAYLIB\"\n",
-        1,
-    );
+    let cfg = std::fs::read_to_string(&p)
+        .unwrap()
+        .replacen(
+            "heartbeat_seconds = 1\n",
+            &format!("heartbeat_seconds = 1\n{extra}"),
+            1,
+        )
+        .replacen(
+            "name = \"POST-CLOSE\"\ntarget = \"production\"\n",
+            "name = \"POST-CLOSE\"\ntarget = \"production\"\n[[control_group.entry]]\nlibrary = \"PAYLIB\"\n",
+            1,
+        );
     std::fs::write(&p, cfg).unwrap();
     let sim = s.d().join("sim");
     std::fs::create_dir_all(sim.join("CONT1/libs/PAYLIB")).unwrap();
@@ -1711,7 +1719,7 @@ fn the_controller_restarted_during_the_contingency_save_resumes_without_saving_t
         vec![5u8; 3_000_000],
     )
     .unwrap();
-    std::fs::write(sim.join("CONT1/slow-save"), "3\n").unwrap();
+    std::fs::write(sim.join("CONT1/slow-save"), format!("{slow}\n")).unwrap();
     std::fs::create_dir_all(sim.join("PROD1")).unwrap();
     std::fs::write(sim.join("PROD1/users"), "4\n").unwrap();
     std::fs::write(sim.join("PROD1/stay"), "").unwrap();
@@ -1724,18 +1732,28 @@ fn the_controller_restarted_during_the_contingency_save_resumes_without_saving_t
         s.tonight()["state"] == "quiesce-wait"
     });
     s.at(161);
-    let contingency = |s: &Site| -> Vec<serde_json::Value> {
-        s.ctl_json(&["jobs", "--limit", "100"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|j| j["control_group"] == "POST-CLOSE" && j["agent"] == "CONT1")
-            .cloned()
-            .collect()
-    };
     s.until("the contingency save to run", |s| {
-        contingency(s).iter().any(|j| j["state"] == "running")
+        contingency_jobs(s).iter().any(|j| j["state"] == "running")
     });
+    s
+}
+
+/// The jobs of the post-close group on the contingency LPAR.
+fn contingency_jobs(s: &Site) -> Vec<serde_json::Value> {
+    s.ctl_json(&["jobs", "--limit", "100"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["control_group"] == "POST-CLOSE" && j["agent"] == "CONT1")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn the_controller_restarted_during_the_contingency_save_resumes_without_saving_twice() {
+    // 3 s: long enough to stop the controller under the save.
+    let mut s = night_with_a_slow_contingency_save(3, "");
+    let sim = s.d().join("sim");
     drop(s.controller.take());
     // The save ends while the controller is away: the agent keeps its result.
     let log = s.d().join("agent.log");
@@ -1752,7 +1770,7 @@ fn the_controller_restarted_during_the_contingency_save_resumes_without_saving_t
     }
     s.start_controller();
     s.until("the night to end", |s| s.tonight()["state"] == "done");
-    let jobs = contingency(&s);
+    let jobs = contingency_jobs(&s);
     assert_eq!(jobs.len(), 1, "saved once: {jobs:?}");
     assert_eq!(jobs[0]["state"], "succeeded", "{jobs:?}");
     assert_eq!(
@@ -1782,47 +1800,7 @@ fn the_controller_restarted_during_the_contingency_save_resumes_without_saving_t
 
 #[test]
 fn a_contingency_agent_lost_mid_save_fails_its_jobs_and_the_night_escalates_instead_of_waiting() {
-    let mut s = Site::new();
-    drop(s.controller.take());
-    let p = s.d().join("controller.toml");
-    let cfg = std::fs::read_to_string(&p)
-        .unwrap()
-        .replacen(
-            "heartbeat_seconds = 1\n",
-            "heartbeat_seconds = 1\nagent_lost_seconds = 3\n",
-            1,
-        )
-        .replacen(
-            "name = \"POST-CLOSE\"\ntarget = \"production\"\n",
-            "name = \"POST-CLOSE\"\ntarget = \"production\"\n[[control_group.entry]]\nlibrary = \"PAYLIB\"\n",
-            1,
-        );
-    std::fs::write(&p, cfg).unwrap();
-    let sim = s.d().join("sim");
-    std::fs::create_dir_all(sim.join("CONT1/libs/PAYLIB")).unwrap();
-    std::fs::write(
-        sim.join("CONT1/libs/PAYLIB/LEDGER.FILE"),
-        vec![5u8; 3_000_000],
-    )
-    .unwrap();
-    std::fs::write(sim.join("CONT1/slow-save"), "30\n").unwrap();
-    std::fs::create_dir_all(sim.join("PROD1")).unwrap();
-    std::fs::write(sim.join("PROD1/users"), "4\n").unwrap();
-    std::fs::write(sim.join("PROD1/stay"), "").unwrap();
-    s.start_controller();
-    s.start_both_agents();
-    s.reach_close_window();
-    s.at(150);
-    s.ctl_json(&["close", "finished"]);
-    s.until("the quiesce wait", |s| {
-        s.tonight()["state"] == "quiesce-wait"
-    });
-    s.at(161);
-    s.until("the contingency save to run", |s| {
-        s.ctl_json(&["jobs"]).as_array().unwrap().iter().any(|j| {
-            j["agent"] == "CONT1" && j["control_group"] == "POST-CLOSE" && j["state"] == "running"
-        })
-    });
+    let mut s = night_with_a_slow_contingency_save(30, "agent_lost_seconds = 3\n");
     // The contingency LPAR's agent dies and does not come back.
     drop(s.agents.remove("CONT1"));
     s.until("the night to end", |s| s.tonight()["state"] == "done");
