@@ -271,9 +271,8 @@ async fn watch(
 ) {
     let every = Duration::from_secs(u64::from(w.every_seconds.max(1)));
     loop {
-        let mut c = tokio::process::Command::new("/bin/sh");
-        c.args(["-c", &w.command]).kill_on_drop(true);
-        die_with_parent(&mut c);
+        let mut c = child("/bin/sh");
+        c.args(["-c", &w.command]);
         let (ok, detail) =
             match tokio::time::timeout(every.max(Duration::from_secs(5)), c.output()).await {
                 Err(_) => (
@@ -363,12 +362,7 @@ async fn step(
     job: &pb::JobAssignment,
     timeout: Duration,
 ) -> std::result::Result<String, String> {
-    let mut c = tokio::process::Command::new("/bin/sh");
-    c.args(["-c", cmd])
-        .env("CINTA_JOB_ID", &job.job_id)
-        .env("CINTA_CONTROL_GROUP", &job.control_group)
-        .kill_on_drop(true);
-    die_with_parent(&mut c);
+    let mut c = job_shell(cmd, job);
     let out = tokio::time::timeout(timeout, c.output())
         .await
         .map_err(|_| format!("still running after {}s; killed", timeout.as_secs()))?
@@ -379,6 +373,38 @@ async fn step(
         let err = String::from_utf8_lossy(&out.stderr);
         Err(format!("{} {}", out.status, tail(&err, 300)))
     }
+}
+
+/// A child process that dies with the agent (dropped or killed with it).
+fn child(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(program);
+    c.kill_on_drop(true);
+    die_with_parent(&mut c);
+    c
+}
+
+/// This agent's own binary as a child (save, ls, expire, library commands).
+fn this_program() -> std::result::Result<tokio::process::Command, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    Ok(child(exe))
+}
+
+/// `sh -c cmd` for a job (an exit step, a library save), with the job in its environment.
+fn job_shell(cmd: &str, job: &pb::JobAssignment) -> tokio::process::Command {
+    let mut c = child("/bin/sh");
+    c.args(["-c", cmd])
+        .env("CINTA_JOB_ID", &job.job_id)
+        .env("CINTA_CONTROL_GROUP", &job.control_group);
+    c
+}
+
+/// This agent's key source as `save`/`ls` arguments.
+fn key_args(c: &AgentConfig, cmd: &mut tokio::process::Command) {
+    match (&c.key_file, &c.kmip) {
+        (Some(f), _) => cmd.arg("--key-file").arg(f),
+        (_, Some(k)) => cmd.arg("--kmip").arg(k),
+        _ => unreachable!("checked at load"),
+    };
 }
 
 fn die_with_parent(c: &mut tokio::process::Command) {
@@ -427,14 +453,9 @@ async fn save_entry(
     live: &tokio::sync::watch::Sender<Live>,
 ) -> std::result::Result<pb::SaveSetResult, String> {
     use std::process::Stdio;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let mut cmd = tokio::process::Command::new(exe);
+    let mut cmd = this_program()?;
     cmd.arg("save").arg(&lib.path);
-    match (&c.key_file, &c.kmip) {
-        (Some(f), _) => cmd.arg("--key-file").arg(f),
-        (_, Some(k)) => cmd.arg("--kmip").arg(k),
-        _ => unreachable!("checked at load"),
-    };
+    key_args(c, &mut cmd);
     let producer = (!e.command.is_empty()).then_some(e.command.as_str());
     if producer.is_none() {
         cmd.args(["--source", &e.path, "--level", &job.level]);
@@ -456,15 +477,13 @@ async fn save_entry(
     if job.compress {
         cmd.arg("--compress");
     }
-    cmd.kill_on_drop(true)
-        .stdin(if producer.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    die_with_parent(&mut cmd);
+    cmd.stdin(if producer.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut saver = cmd
         .spawn()
         .map_err(|err| format!("cannot start the save: {err}"))?;
@@ -565,20 +584,12 @@ async fn report_objects(
 ) -> std::result::Result<u64, String> {
     use std::process::Stdio;
     use tokio::io::AsyncBufReadExt;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let mut cmd = tokio::process::Command::new(exe);
+    let mut cmd = this_program()?;
     cmd.arg("ls")
         .arg(&lib.path)
         .args(["--save-set", id, "--lines"]);
-    match (&c.key_file, &c.kmip) {
-        (Some(f), _) => cmd.arg("--key-file").arg(f),
-        (_, Some(k)) => cmd.arg("--kmip").arg(k),
-        _ => unreachable!("checked at load"),
-    };
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    die_with_parent(&mut cmd);
+    key_args(c, &mut cmd);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot read the index back: {e}"))?;
@@ -641,15 +652,10 @@ async fn feed(
     to: &mut tokio::process::ChildStdin,
 ) -> std::result::Result<(), String> {
     use std::process::Stdio;
-    let mut p = tokio::process::Command::new("/bin/sh");
-    p.args(["-c", producer])
-        .env("CINTA_JOB_ID", &job.job_id)
-        .env("CINTA_CONTROL_GROUP", &job.control_group)
-        .stdin(Stdio::null())
+    let mut p = job_shell(producer, job);
+    p.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    die_with_parent(&mut p);
+        .stderr(Stdio::piped());
     let mut child = p
         .spawn()
         .map_err(|e| format!("cannot start {producer:?}: {e}"))?;
@@ -709,12 +715,8 @@ async fn expire_save_set(
 
 /// Runs this program with `args` (a library or catalog command); Err is what it said.
 async fn run_self(args: &[std::ffi::OsString]) -> std::result::Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.args(args);
-    cmd.kill_on_drop(true);
-    die_with_parent(&mut cmd);
-    let out = cmd
+    let out = this_program()?
+        .args(args)
         .output()
         .await
         .map_err(|e| format!("cannot start: {e}"))?;

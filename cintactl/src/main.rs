@@ -418,6 +418,15 @@ async fn watch(c: &mut ConsoleServiceClient<Channel>, id: &str, json: bool) -> R
     }
 }
 
+/// `watch` until the job ends, then the job; exit 0 if it succeeded, 1 if not.
+async fn follow(c: &mut ConsoleServiceClient<Channel>, id: &str, json: bool) -> Result<i32> {
+    let j = watch(c, id, json).await?;
+    if !json {
+        print_job(&j);
+    }
+    Ok(if j.state == "succeeded" { 0 } else { 1 })
+}
+
 async fn run(cli: Cli) -> Result<i32> {
     let mut c = client(&cli).await?;
     match &cli.cmd {
@@ -499,17 +508,11 @@ async fn run(cli: Cli) -> Result<i32> {
                 print_job(&j);
             }
         }
-        Cmd::Watch { id } => {
-            let j = watch(&mut c, id, cli.json).await?;
-            if !cli.json {
-                print_job(&j);
-            }
-            return Ok(if j.state == "succeeded" { 0 } else { 1 });
-        }
+        Cmd::Watch { id } => return follow(&mut c, id, cli.json).await,
         Cmd::Run {
             control_group,
             wait,
-            watch: follow,
+            watch: watch_it,
         } => {
             let mut j = c
                 .run_control_group(pb::RunControlGroupRequest {
@@ -520,12 +523,8 @@ async fn run(cli: Cli) -> Result<i32> {
             if !cli.json {
                 println!("queued job {} ({}) for {}", j.id, j.control_group, j.agent);
             }
-            if *follow {
-                let j = watch(&mut c, &j.id.clone(), cli.json).await?;
-                if !cli.json {
-                    print_job(&j);
-                }
-                return Ok(if j.state == "succeeded" { 0 } else { 1 });
+            if *watch_it {
+                return follow(&mut c, &j.id, cli.json).await;
             }
             if *wait {
                 while j.state == "queued" || j.state == "running" {
