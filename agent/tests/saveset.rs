@@ -193,11 +193,22 @@ fn mixed_tree(root: &Path) {
         std::os::unix::fs::lchown(d.join("large.bin"), Some(1234), Some(2345)).unwrap();
         std::os::unix::fs::lchown(d.join("sub/link"), Some(1234), Some(2345)).unwrap();
     }
-    std::fs::set_permissions(
-        d.join("large.bin"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o640),
-    )
-    .unwrap();
+    // Modes a restore must set exactly: below and beyond the umask, read-only, set-id.
+    for (name, mode) in [
+        ("large.bin", 0o640),
+        ("readonly", 0o444),
+        ("world", 0o666),
+        ("setid", 0o6750),
+    ] {
+        if !d.join(name).exists() {
+            std::fs::write(d.join(name), name.as_bytes()).unwrap();
+        }
+        std::fs::set_permissions(
+            d.join(name),
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap();
+    }
     let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
     std::fs::File::options()
         .write(true)
@@ -599,6 +610,41 @@ fn incremental_and_cumulative_saves_hold_only_changes() {
     );
     let src = std::fs::canonicalize(&d).unwrap();
     same_tree(&src, &to.join(src.strip_prefix("/").unwrap()));
+}
+
+#[test]
+fn existing_files_are_kept_unless_replacing_is_asked() {
+    let r = Rig::new("64M", 2);
+    let d = r.p("keep");
+    for f in ["a/f1", "a/f2", "b/g1"] {
+        std::fs::create_dir_all(d.join(f).parent().unwrap()).unwrap();
+        std::fs::write(d.join(f), format!("saved {f}")).unwrap();
+    }
+    let id = r.save(&d, &[])["save_set"].as_str().unwrap().to_string();
+    // The destination already holds a/ with a file of its own at a/f1; b/ is new.
+    let to = r.p("to");
+    let src = std::fs::canonicalize(&d).unwrap();
+    let back = to.join(src.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(back.join("a")).unwrap();
+    std::fs::write(back.join("a/f1"), "mine").unwrap();
+    let (code, v) = r.restore(&id, &to, &[]);
+    assert_eq!(code, Some(0), "{v}");
+    let skipped: Vec<String> = v["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| base(s.as_str().unwrap()))
+        .collect();
+    assert_eq!(skipped, vec!["f1"], "{v}");
+    let read = |f: &str| std::fs::read_to_string(back.join(f)).unwrap();
+    assert_eq!(read("a/f1"), "mine");
+    assert_eq!(read("a/f2"), "saved a/f2");
+    assert_eq!(read("b/g1"), "saved b/g1");
+    // Replacing: the saved content comes back, and nothing else is left beside it.
+    let (code, v) = r.restore(&id, &to, &["--existing", "replace"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["skipped"].as_array().unwrap().len(), 0, "{v}");
+    same_tree(&src, &back);
 }
 
 #[test]

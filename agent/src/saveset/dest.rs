@@ -12,6 +12,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::rc::Rc;
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
+use std::thread::JoinHandle;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, AtFlags, OFlag};
@@ -32,7 +35,7 @@ pub enum Existing {
 }
 
 struct Current {
-    parent: OwnedFd,
+    parent: Rc<OwnedFd>,
     name: Vec<u8>,
     tmp: Vec<u8>,
     file: Option<File>,
@@ -43,11 +46,15 @@ struct Current {
     anonymous: bool,
 }
 
-/// A restore into a directory.
-pub struct Restore {
+/// The destination directory: its descriptor and its name for messages.
+struct Dest {
     root: OwnedFd,
-    root_name: String,
-    select: Vec<String>,
+    name: String,
+}
+
+/// Writes objects into the destination, on the restore's writer thread.
+struct Writer {
+    dest: Dest,
     existing: Existing,
     owners: bool,
     current: Option<Current>,
@@ -57,11 +64,13 @@ pub struct Restore {
     ids: (u32, u32),
     /// The last parent directory opened, by its stored path: consecutive
     /// objects mostly share one.
-    parent: Option<(Vec<u8>, OwnedFd)>,
+    parent: Option<(Vec<u8>, Rc<OwnedFd>)>,
+    /// The process's umask: a file created with its mode already got it
+    /// whole when the umask takes nothing away.
+    umask: u32,
     dirs: Vec<Meta>,
-    pub restored: u64,
-    pub skipped: Vec<String>,
-    pub warnings: Vec<String>,
+    restored: u64,
+    warnings: Vec<String>,
 }
 
 /// A stored path's directory part and last name.
@@ -80,70 +89,11 @@ fn ts((s, ns): (i64, u32)) -> TimeSpec {
     TimeSpec::new(s, i64::from(ns))
 }
 
-impl Restore {
-    /// A restore into `root` (created if missing) of the objects matching
-    /// `select` (globs over stored paths; all if empty), and what lies below
-    /// a selected directory.
-    pub fn new(root: &Path, select: Vec<String>, existing: Existing) -> Result<Self> {
-        std::fs::create_dir_all(root)
-            .map_err(|e| Error::io(format!("destination {}", root.display()), e))?;
-        let fd = nix::fcntl::open(
-            root,
-            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| Error::io(format!("destination {}", root.display()), e.into()))?;
-        Ok(Restore {
-            root: fd,
-            root_name: root.display().to_string(),
-            select,
-            existing,
-            owners: nix::unistd::geteuid().is_root(),
-            current: None,
-            parent: None,
-            tmp_suffix: format!(".cinta-{}", std::process::id()),
-            ids: (
-                nix::unistd::geteuid().as_raw(),
-                nix::unistd::getegid().as_raw(),
-            ),
-            dirs: Vec::new(),
-            restored: 0,
-            skipped: Vec::new(),
-            warnings: Vec::new(),
-        })
-    }
-
+impl Dest {
     fn err(&self, path: &[u8], reason: impl std::fmt::Display) -> Error {
         Error::Format {
-            reason: format!(
-                "restoring {} into {}: {reason}",
-                shown(path),
-                self.root_name
-            ),
+            reason: format!("restoring {} into {}: {reason}", shown(path), self.name),
         }
-    }
-
-    /// Opens the directory that will hold `path`, creating missing
-    /// directories, following no symlink. Returns it and the last name.
-    fn parent_of(&mut self, path: &[u8]) -> Result<(OwnedFd, Vec<u8>)> {
-        let (dir_path, name) = split(path);
-        let name = name.to_vec();
-        if let Some((p, fd)) = &self.parent {
-            if p.as_slice() == dir_path {
-                return Ok((
-                    fd.try_clone()
-                        .map_err(|e| Error::io(self.root_name.clone(), e))?,
-                    name,
-                ));
-            }
-        }
-        let dir = self.open_dirs(path, dir_path, true)?;
-        self.parent = Some((
-            dir_path.to_vec(),
-            dir.try_clone()
-                .map_err(|e| Error::io(self.root_name.clone(), e))?,
-        ));
-        Ok((dir, name))
     }
 
     /// Opens the directories of `dir_path` (creating missing ones if
@@ -157,7 +107,7 @@ impl Restore {
         let mut dir = self
             .root
             .try_clone()
-            .map_err(|e| Error::io(self.root_name.clone(), e))?;
+            .map_err(|e| Error::io(self.name.clone(), e))?;
         for c in parts {
             let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
             let next = match openat(&dir, c, flags, Mode::empty()) {
@@ -188,17 +138,52 @@ impl Restore {
         }
         Ok(dir)
     }
+}
 
-    /// Whether `path` exists in the destination (without creating anything).
-    fn exists(&self, path: &[u8]) -> bool {
-        let (dir_path, name) = split(path);
-        let stat = |dir: &OwnedFd| fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok();
-        match &self.parent {
-            Some((p, fd)) if p.as_slice() == dir_path => stat(fd),
-            _ => self
-                .open_dirs(path, dir_path, false)
-                .is_ok_and(|d| stat(&d)),
+/// The process's umask (reading it means setting it: it is put back at once).
+fn current_umask() -> u32 {
+    let old = nix::sys::stat::umask(Mode::from_bits_truncate(0o077));
+    nix::sys::stat::umask(old);
+    old.bits()
+}
+
+impl Writer {
+    fn new(dest: Dest, existing: Existing) -> Self {
+        Writer {
+            dest,
+            existing,
+            owners: nix::unistd::geteuid().is_root(),
+            current: None,
+            parent: None,
+            umask: current_umask(),
+            tmp_suffix: format!(".cinta-{}", std::process::id()),
+            ids: (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
+            dirs: Vec::new(),
+            restored: 0,
+            warnings: Vec::new(),
         }
+    }
+
+    fn err(&self, path: &[u8], reason: impl std::fmt::Display) -> Error {
+        self.dest.err(path, reason)
+    }
+
+    /// Opens the directory that will hold `path`, creating missing
+    /// directories, following no symlink. Returns it and the last name.
+    fn parent_of(&mut self, path: &[u8]) -> Result<(Rc<OwnedFd>, Vec<u8>)> {
+        let (dir_path, name) = split(path);
+        let name = name.to_vec();
+        if let Some((p, fd)) = &self.parent {
+            if p.as_slice() == dir_path {
+                return Ok((fd.clone(), name));
+            }
+        }
+        let dir = Rc::new(self.dest.open_dirs(path, dir_path, true)?);
+        self.parent = Some((dir_path.to_vec(), dir.clone()));
+        Ok((dir, name))
     }
 
     fn apply_owner_xattrs(&mut self, fd: impl AsFd, m: &Meta) {
@@ -261,7 +246,7 @@ impl Restore {
     }
 
     /// Applies directories' metadata, deepest first (their times change while they fill).
-    pub fn finish(&mut self) -> Result<()> {
+    fn finish(&mut self) -> Result<()> {
         let dirs = std::mem::take(&mut self.dirs);
         for m in dirs.iter().rev() {
             let (parent, name) = self.parent_of(&m.path)?;
@@ -280,24 +265,7 @@ impl Restore {
     }
 }
 
-impl Sink for Restore {
-    fn wanted(&mut self, e: &Entry) -> bool {
-        let p = &e.meta.path;
-        let selected = self.select.is_empty()
-            || self.select.iter().any(|s| {
-                let s = s.trim_start_matches('/').trim_end_matches('/').as_bytes();
-                glob_match(s, p) || (p.starts_with(s) && p.get(s.len()) == Some(&b'/'))
-            });
-        if !selected {
-            return false;
-        }
-        if self.existing == Existing::Keep && e.meta.kind != Kind::Dir && self.exists(p) {
-            self.skipped.push(shown(p));
-            return false;
-        }
-        true
-    }
-
+impl Writer {
     fn begin(&mut self, e: &Entry) -> Result<()> {
         let m = &e.meta;
         let (parent, name) = self.parent_of(&m.path)?;
@@ -329,7 +297,7 @@ impl Sink for Restore {
                     &parent,
                     ".",
                     OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
+                    Mode::from_bits_truncate(m.mode & 0o777),
                 );
                 let fd = match anon {
                     Ok(fd) => {
@@ -343,7 +311,7 @@ impl Sink for Restore {
                             | OFlag::O_WRONLY
                             | OFlag::O_NOFOLLOW
                             | OFlag::O_CLOEXEC;
-                        let mode = Mode::from_bits_truncate(0o600);
+                        let mode = Mode::from_bits_truncate(m.mode & 0o777);
                         match openat(&parent, tmp.as_slice(), flags, mode) {
                             // A temporary name left by an earlier run that stopped: replace it.
                             Err(Errno::EEXIST) => {
@@ -410,7 +378,12 @@ impl Sink for Restore {
                 }
                 f.flush().map_err(|e| self.err(&m.path, e))?;
                 self.apply_owner_xattrs(&f, m);
-                let _ = fchmod(&f, Mode::from_bits_truncate(m.mode & 0o7777));
+                // Created with its permission bits: set the mode again only
+                // when the umask took some away or there are set-id or sticky
+                // bits (which a change of owner would clear anyway).
+                if m.mode & 0o7000 != 0 || m.mode & 0o777 & self.umask != 0 {
+                    let _ = fchmod(&f, Mode::from_bits_truncate(m.mode & 0o7777));
+                }
                 let _ = futimens(&f, &ts(m.atime), &ts(m.mtime));
                 if c.anonymous {
                     self.name_anonymous(&f, &c, m)?;
@@ -465,6 +438,267 @@ impl Sink for Restore {
         }
         self.restored += 1;
         Ok(())
+    }
+}
+
+/// What the reading thread hands the writer thread, in stream order.
+enum Op {
+    Begin(Box<Entry>),
+    /// The next this many bytes of the batch's data.
+    Data(usize),
+    Hole(u64),
+    /// The object ended; whether its digest matched.
+    End(bool),
+    /// Every object was handed over: apply directories' metadata.
+    Finish,
+}
+
+/// Operations handed over together, so the threads meet once per batch,
+/// not once per object.
+#[derive(Default)]
+struct Batch {
+    ops: Vec<Op>,
+    data: Vec<u8>,
+}
+
+/// A batch is handed over once it holds this many bytes or operations.
+const BATCH_BYTES: usize = 256 << 10;
+const BATCH_OPS: usize = 1024;
+/// Batches in flight between the threads (memory: about this many times
+/// [`BATCH_BYTES`] plus one segment's data).
+const BATCHES: usize = 4;
+
+/// What the writer thread did, when it ended.
+struct Done {
+    restored: u64,
+    warnings: Vec<String>,
+}
+
+/// A restore into a directory. The reading thread (the caller's) picks the
+/// objects and checks their digests; a writer thread creates them, so file
+/// system calls overlap reading, decrypting and hashing. What fails on the
+/// writer thread is returned by the next call, or by [`Restore::finish`].
+pub struct Restore {
+    dest: Dest,
+    select: Vec<String>,
+    existing: Existing,
+    /// The last directory looked up by [`Restore::exists`], by stored path.
+    looked: Option<(Vec<u8>, OwnedFd)>,
+    /// The last directory of the save set found missing from the
+    /// destination: the restore creates it, so nothing in it predates the
+    /// restore and its files need no look before they are written.
+    fresh: Option<Vec<u8>>,
+    batch: Batch,
+    tx: Option<SyncSender<Batch>>,
+    pool: Receiver<Batch>,
+    writer: Option<JoinHandle<Result<Done>>>,
+    pub restored: u64,
+    pub skipped: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Restore {
+    /// A restore into `root` (created if missing) of the objects matching
+    /// `select` (globs over stored paths; all if empty), and what lies below
+    /// a selected directory.
+    pub fn new(root: &Path, select: Vec<String>, existing: Existing) -> Result<Self> {
+        let name = root.display().to_string();
+        std::fs::create_dir_all(root).map_err(|e| Error::io(format!("destination {name}"), e))?;
+        let fd = nix::fcntl::open(
+            root,
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io(format!("destination {name}"), e.into()))?;
+        let theirs = Dest {
+            root: fd
+                .try_clone()
+                .map_err(|e| Error::io(format!("destination {name}"), e))?,
+            name: name.clone(),
+        };
+        let (tx, rx) = sync_channel::<Batch>(BATCHES);
+        let (pool_tx, pool) = channel::<Batch>();
+        let writer = std::thread::Builder::new()
+            .name("restore-writer".into())
+            .spawn(move || write_batches(Writer::new(theirs, existing), rx, pool_tx))
+            .map_err(|e| Error::io("starting the restore's writer thread", e))?;
+        Ok(Restore {
+            dest: Dest { root: fd, name },
+            select,
+            existing,
+            looked: None,
+            fresh: None,
+            batch: Batch::default(),
+            tx: Some(tx),
+            pool,
+            writer: Some(writer),
+            restored: 0,
+            skipped: Vec::new(),
+            warnings: Vec::new(),
+        })
+    }
+
+    /// Whether `path` exists in the destination (without creating anything).
+    fn exists(&mut self, path: &[u8]) -> bool {
+        let (dir_path, name) = split(path);
+        let stat = |dir: &OwnedFd| fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok();
+        if let Some((p, fd)) = &self.looked {
+            if p.as_slice() == dir_path {
+                return stat(fd);
+            }
+        }
+        match self.dest.open_dirs(path, dir_path, false) {
+            Ok(d) => {
+                let found = stat(&d);
+                self.looked = Some((dir_path.to_vec(), d));
+                found
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn push(&mut self, op: Op) -> Result<()> {
+        self.batch.ops.push(op);
+        if self.batch.ops.len() >= BATCH_OPS || self.batch.data.len() >= BATCH_BYTES {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+
+    fn hand_over(&mut self) -> Result<()> {
+        let next = self.pool.try_recv().unwrap_or_default();
+        let b = std::mem::replace(&mut self.batch, next);
+        let sent = self.tx.as_ref().is_some_and(|tx| tx.send(b).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            // The writer stopped: it failed, and says why when joined.
+            Err(self.join().err().unwrap_or_else(|| Error::Format {
+                reason: format!("restoring into {}: the writer stopped", self.dest.name),
+            }))
+        }
+    }
+
+    fn join(&mut self) -> Result<()> {
+        self.tx = None;
+        let Some(w) = self.writer.take() else {
+            return Ok(());
+        };
+        let done = w.join().map_err(|_| Error::Format {
+            reason: format!(
+                "restoring into {}: the writer thread panicked",
+                self.dest.name
+            ),
+        })??;
+        self.restored = done.restored;
+        self.warnings.extend(done.warnings);
+        Ok(())
+    }
+
+    /// Waits for every object to be written, then applies directories'
+    /// metadata, deepest first (their times change while they fill).
+    pub fn finish(&mut self) -> Result<()> {
+        if self.writer.is_none() {
+            return Ok(());
+        }
+        self.batch.ops.push(Op::Finish);
+        self.hand_over()?;
+        self.join()
+    }
+}
+
+impl Drop for Restore {
+    /// Stops the writer: an object it had begun is not named.
+    fn drop(&mut self) {
+        let _ = self.join();
+    }
+}
+
+/// The writer thread: applies batches until [`Op::Finish`], or until the
+/// reading side stops (then an object begun is left unnamed).
+fn write_batches(mut w: Writer, rx: Receiver<Batch>, pool: Sender<Batch>) -> Result<Done> {
+    let mut entry: Option<Box<Entry>> = None;
+    let r = (|| {
+        for mut b in rx.iter() {
+            let mut at = 0;
+            for op in b.ops.drain(..) {
+                match op {
+                    Op::Begin(e) => {
+                        w.begin(&e)?;
+                        entry = Some(e);
+                    }
+                    Op::Data(n) => {
+                        w.data(&b.data[at..at + n])?;
+                        at += n;
+                    }
+                    Op::Hole(n) => w.hole(n)?,
+                    Op::End(ok) => {
+                        if let Some(e) = entry.take() {
+                            w.end(&e, ok)?;
+                        }
+                    }
+                    Op::Finish => {
+                        w.finish()?;
+                        return Ok(true);
+                    }
+                }
+            }
+            b.data.clear();
+            let _ = pool.send(b);
+        }
+        Ok(false)
+    })();
+    if !matches!(r, Ok(true)) {
+        // Stopped part-way: the object begun is dropped, never named.
+        if let Some(e) = entry {
+            let _ = w.end(&e, false);
+        }
+    }
+    r.map(|_| Done {
+        restored: w.restored,
+        warnings: w.warnings,
+    })
+}
+
+impl Sink for Restore {
+    fn wanted(&mut self, e: &Entry) -> bool {
+        let p = &e.meta.path;
+        let selected = self.select.is_empty()
+            || self.select.iter().any(|s| {
+                let s = s.trim_start_matches('/').trim_end_matches('/').as_bytes();
+                glob_match(s, p) || (p.starts_with(s) && p.get(s.len()) == Some(&b'/'))
+            });
+        if !selected || self.existing == Existing::Replace {
+            return selected;
+        }
+        if e.meta.kind == Kind::Dir {
+            if !self.exists(p) {
+                self.fresh = Some(p.clone());
+            }
+            return true;
+        }
+        if self.fresh.as_deref() != Some(split(p).0) && self.exists(p) {
+            self.skipped.push(shown(p));
+            return false;
+        }
+        true
+    }
+
+    fn begin(&mut self, e: &Entry) -> Result<()> {
+        self.push(Op::Begin(Box::new(e.clone())))
+    }
+
+    fn data(&mut self, d: &[u8]) -> Result<()> {
+        self.batch.data.extend_from_slice(d);
+        self.push(Op::Data(d.len()))
+    }
+
+    fn hole(&mut self, n: u64) -> Result<()> {
+        self.push(Op::Hole(n))
+    }
+
+    fn end(&mut self, _: &Entry, ok: bool) -> Result<()> {
+        self.push(Op::End(ok))
     }
 }
 

@@ -349,7 +349,7 @@ impl<'a> Saver<'a> {
         match &self.opts.source {
             Source::Tree { root, filter } => {
                 let root = std::fs::canonicalize(root).map_err(io(root))?;
-                walk::walk(&root, filter, &mut |abs, _rel, md| self.object(abs, md))?;
+                walk::walk_ahead(&root, filter, &mut |abs, _rel, md| self.object(abs, md))?;
             }
             Source::Stdin { name } => self.stdin(name)?,
         }

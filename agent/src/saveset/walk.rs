@@ -121,6 +121,66 @@ pub fn walk(root: &Path, filter: &Filter, visit: &mut Visit<'_>) -> Result<()> {
     Ok(())
 }
 
+/// How many entries [`walk_ahead`] may list ahead of its visitor.
+pub const AHEAD: usize = 512;
+
+/// Files up to this size are read ahead whole by [`walk_ahead`]; larger ones
+/// get the kernel's own sequential read-ahead once they are read.
+const READ_AHEAD_MAX: u64 = 1 << 20;
+
+/// [`walk`] on a second thread, up to [`AHEAD`] entries ahead of `visit`,
+/// asking the kernel to read each small file's content while the entries
+/// before it are still being saved. Listing directories and reading many
+/// small files is latency, not bandwidth: this keeps several reads in
+/// flight instead of one. Same entries, same order, same errors as [`walk`].
+pub fn walk_ahead(root: &Path, filter: &Filter, visit: &mut Visit<'_>) -> Result<()> {
+    type Item = Result<(PathBuf, Vec<u8>, std::fs::Metadata)>;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Item>(AHEAD);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let r = walk(root, filter, &mut |abs, rel, md| {
+                if md.is_file() && md.len() > 0 && md.len() <= READ_AHEAD_MAX {
+                    read_ahead(abs, md.len());
+                }
+                tx.send(Ok((abs.to_path_buf(), rel.to_vec(), md.clone())))
+                    // The visitor stopped (it failed): stop listing.
+                    .map_err(|_| Error::Format {
+                        reason: "stopped".into(),
+                    })
+            });
+            if let Err(e) = r {
+                let _ = tx.send(Err(e));
+            }
+        });
+        // The receiver is dropped on return, which stops the walker.
+        for item in rx {
+            let (abs, rel, md) = item?;
+            visit(&abs, &rel, &md)?;
+        }
+        Ok(())
+    })
+}
+
+/// Starts reading a file's content into the page cache, without waiting.
+/// Only a hint: a file that cannot be opened is simply not read ahead.
+fn read_ahead(abs: &Path, len: u64) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        // Never follow a symlink swapped in, never block on a FIFO swapped in.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(abs)
+    else {
+        return;
+    };
+    let _ = nix::fcntl::posix_fadvise(
+        &f,
+        0,
+        len as libc::off_t,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +196,55 @@ mod tests {
         assert!(glob_match(b"**/tmp", b"x/y/tmp"));
         assert!(glob_match(b"f?le", b"dir/file"));
         assert!(!glob_match(b"f?le", b"dir/fle"));
+    }
+
+    fn listed(root: &Path, how: fn(&Path, &Filter, &mut Visit<'_>) -> Result<()>) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        how(root, &Filter::default(), &mut |_, rel, _| {
+            v.push(rel.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        v
+    }
+
+    #[test]
+    fn walking_ahead_gives_the_same_entries_in_the_same_order() {
+        let t = tempfile::tempdir().unwrap();
+        for i in 0..(AHEAD * 2 + 7) {
+            let d = t.path().join(format!("d{}", i % 5));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(format!("f{i}")), vec![7u8; i % 3000]).unwrap();
+        }
+        std::os::unix::fs::symlink("d0/f0", t.path().join("link")).unwrap();
+        let plain = listed(t.path(), walk);
+        assert_eq!(plain.len(), AHEAD * 2 + 7 + 5 + 2);
+        assert_eq!(listed(t.path(), walk_ahead), plain);
+    }
+
+    #[test]
+    fn walking_ahead_stops_at_the_visitors_error_and_returns_it() {
+        let t = tempfile::tempdir().unwrap();
+        for i in 0..(AHEAD * 3) {
+            std::fs::write(t.path().join(format!("f{i:05}")), b"x").unwrap();
+        }
+        let mut seen = 0;
+        let r = walk_ahead(t.path(), &Filter::default(), &mut |_, rel, _| {
+            seen += 1;
+            if rel == b"f00010" {
+                return Err(Error::Format {
+                    reason: "visitor says no".into(),
+                });
+            }
+            Ok(())
+        });
+        assert!(matches!(r, Err(Error::Format { reason }) if reason == "visitor says no"));
+        assert_eq!(seen, 12, "the root, then f00000 to f00010");
+        let gone = walk_ahead(
+            &t.path().join("missing"),
+            &Filter::default(),
+            &mut |_, _, _| Ok(()),
+        );
+        assert!(gone.is_err());
     }
 }
