@@ -3,8 +3,9 @@
 //! Every path is walked from the destination one component at a time with
 //! `O_NOFOLLOW`: a symlink already in the destination is never followed,
 //! and stored paths cannot hold `..` or be absolute (the format refuses
-//! them). Content goes to a temporary name and is renamed into place only
-//! after its digest matched, so a failed object never looks restored.
+//! them). Content goes to an unnamed file (or a temporary name) and is named
+//! only after its digest matched, so a failed object never looks restored.
+//! Files are made on a writer thread, fed in bounded batches.
 
 use std::fs::File;
 use std::io::Write as _;

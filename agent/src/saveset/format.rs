@@ -216,12 +216,20 @@ pub fn put_info(json: &[u8], out: &mut Vec<u8>) -> Result<()> {
 
 /// Appends a data record's header; the caller appends `len` bytes after it.
 pub fn put_data_header(len: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(&data_header(len));
+}
+
+/// Bytes of a data record's header.
+pub const DATA_HEADER: usize = 5;
+
+/// The header of a data record of `len` bytes (the data follows it).
+pub fn data_header(len: usize) -> [u8; DATA_HEADER] {
     assert!(
         (1..=MAX_DATA).contains(&len),
         "data records are 1 B to 1 MiB"
     );
-    out.push(b'D');
-    out.extend_from_slice(&(len as u32).to_be_bytes());
+    let l = (len as u32).to_be_bytes();
+    [b'D', l[0], l[1], l[2], l[3]]
 }
 
 /// Appends a hole record.

@@ -1,7 +1,8 @@
 //! Saving: a source read, encoded as records, sealed into segments and written as one tape file; the index goes last.
 //!
-//! Two threads: one reads the source, encodes and seals; the caller's
-//! thread writes sealed blocks to tape. A bounded channel joins them, so
+//! Three threads: the walker lists the tree ahead ([`walk::walk_ahead`]),
+//! the reader reads, encodes and seals; the caller's thread writes sealed
+//! blocks to tape. Bounded channels join them, so
 //! memory is a few segments whatever the data size; index entries wait in
 //! an unnamed temporary file, not in memory.
 
@@ -232,7 +233,10 @@ pub fn save<C: Changer + ?Sized>(
 
 /// Stream bytes cut into segment payloads, sent to the sealing and writing thread.
 struct Segments {
+    /// The segment being filled, always `payload` bytes long (so file data
+    /// can be read straight into it); `used` of them are stream bytes.
     buf: Vec<u8>,
+    used: usize,
     payload: usize,
     offset: u64,
     sent: u64,
@@ -242,12 +246,12 @@ struct Segments {
 
 impl Segments {
     fn seal(&mut self, last: bool) -> Result<()> {
-        let mut next = self
-            .pool
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(self.payload));
-        next.clear();
-        let full = std::mem::replace(&mut self.buf, next);
+        let mut next = self.pool.try_recv().unwrap_or_default();
+        // A buffer that went out full comes back full: nothing to clear.
+        next.resize(self.payload, 0);
+        let mut full = std::mem::replace(&mut self.buf, next);
+        full.truncate(self.used);
+        self.used = 0;
         self.sent += 1;
         self.tx.send((full, last)).map_err(|_| Error::Format {
             reason: "the tape writer stopped".into(),
@@ -256,17 +260,48 @@ impl Segments {
 
     fn write(&mut self, mut b: &[u8]) -> Result<()> {
         while !b.is_empty() {
-            if self.buf.len() == self.payload {
+            if self.used == self.payload {
                 self.seal(false)?;
             }
-            let n = (self.payload - self.buf.len()).min(b.len());
-            self.buf.extend_from_slice(&b[..n]);
+            let n = (self.payload - self.used).min(b.len());
+            self.buf[self.used..self.used + n].copy_from_slice(&b[..n]);
+            self.used += n;
             self.offset += n as u64;
             b = &b[n..];
         }
         Ok(())
     }
+
+    /// Reads up to `want` bytes of `r` straight into the segment as one
+    /// data record, if the segment has room for it; returns the bytes
+    /// read and whether the input ended, and `None` (nothing read) when
+    /// there is no room.
+    fn read_data(
+        &mut self,
+        r: &mut dyn std::io::Read,
+        want: u64,
+    ) -> std::io::Result<Option<(&[u8], bool)>> {
+        if self.used == self.payload {
+            return Ok(None);
+        }
+        let room = self.payload - self.used;
+        if room < DIRECT_MIN {
+            return Ok(None);
+        }
+        let want = want.min((room - format::DATA_HEADER).min(MAX_DATA) as u64) as usize;
+        let at = self.used + format::DATA_HEADER;
+        let n = crate::io::fill(r, &mut self.buf[at..at + want])?;
+        if n > 0 {
+            self.buf[self.used..at].copy_from_slice(&format::data_header(n));
+            self.used = at + n;
+            self.offset += (format::DATA_HEADER + n) as u64;
+        }
+        Ok(Some((&self.buf[at..at + n], n < want)))
+    }
 }
+
+/// Data is read straight into a segment when at least this much of it is free.
+const DIRECT_MIN: usize = 4096;
 
 struct Produced {
     objects: u64,
@@ -294,6 +329,16 @@ struct Saver<'a> {
     warnings: Vec<String>,
 }
 
+/// Opens a file to save, never through a symlink swapped in since it was
+/// listed, never waiting on a FIFO swapped in (O_NONBLOCK changes nothing
+/// for a regular file).
+fn open_file(abs: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(abs)
+}
+
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io(path.display().to_string(), e)
 }
@@ -318,7 +363,8 @@ impl<'a> Saver<'a> {
         let spill = tempfile::tempfile().map_err(|e| Error::io("index spill file", e))?;
         Ok(Saver {
             seg: Segments {
-                buf: Vec::with_capacity(payload),
+                buf: vec![0; payload],
+                used: 0,
                 payload,
                 offset: 0,
                 sent: 0,
@@ -376,12 +422,23 @@ impl<'a> Saver<'a> {
         Ok(())
     }
 
-    fn xattrs(&mut self, path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// Extended attributes, read through `file` when it is open (no path
+    /// lookup), else through the path.
+    fn xattrs(&mut self, path: &Path, file: Option<&File>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        use xattr::FileExt;
         let mut out = Vec::new();
-        match xattr::list(path) {
+        let names = match file {
+            Some(f) => f.list_xattr(),
+            None => xattr::list(path),
+        };
+        match names {
             Ok(names) => {
                 for n in names {
-                    match xattr::get(path, &n) {
+                    let value = match file {
+                        Some(f) => f.get_xattr(&n),
+                        None => xattr::get(path, &n),
+                    };
+                    match value {
                         Ok(Some(v)) => out.push((
                             std::os::unix::ffi::OsStrExt::as_bytes(n.as_os_str()).to_vec(),
                             v,
@@ -448,18 +505,36 @@ impl<'a> Saver<'a> {
                 std::fs::read_link(abs).map_err(io(abs))?.as_os_str(),
             )
             .to_vec();
-        } else {
-            meta.xattrs = self.xattrs(abs);
         }
+        let link_key = (md.dev(), md.ino());
         if kind == Kind::File && md.nlink() > 1 {
-            let key = (md.dev(), md.ino());
-            if let Some(first) = self.links.get(&key) {
+            if let Some(first) = self.links.get(&link_key) {
                 meta.kind = Kind::HardLink;
                 meta.target = first.clone();
                 meta.size = 0;
-            } else {
-                self.links.insert(key, meta.path.clone());
             }
+        }
+        // A file is opened before anything of it is written, so one removed
+        // since it was listed is left out whole, with a warning.
+        let mut opened = None;
+        if meta.kind == Kind::File {
+            match open_file(abs) {
+                Ok(f) => opened = Some(f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.warnings.push(format!(
+                        "{}: removed before it was read; not saved",
+                        abs.display()
+                    ));
+                    return Ok(());
+                }
+                Err(e) => return Err(io(abs)(e)),
+            }
+            if md.nlink() > 1 {
+                self.links.insert(link_key, meta.path.clone());
+            }
+        }
+        if kind != Kind::Symlink {
+            meta.xattrs = self.xattrs(abs, opened.as_ref());
         }
         let mut attempt = 0;
         loop {
@@ -467,7 +542,7 @@ impl<'a> Saver<'a> {
             format::put_object(&meta, &mut self.rec)?;
             self.emit_record()?;
             let (digest, changed, size) = if meta.kind == Kind::File {
-                self.file_content(abs, md)?
+                self.file_content(abs, md, opened.take())?
             } else {
                 (*blake3::hash(b"").as_bytes(), false, 0)
             };
@@ -511,17 +586,19 @@ impl<'a> Saver<'a> {
     }
 
     /// Writes a file's content; returns its digest, whether it changed while read, and the bytes read.
+    /// `opened` is the file opened already (a retry opens it again).
     fn file_content(
         &mut self,
         abs: &Path,
         before: &std::fs::Metadata,
+        opened: Option<File>,
     ) -> Result<([u8; 32], bool, u64)> {
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(abs)
-            .map_err(io(abs))?;
-        let md0 = f.metadata().map_err(io(abs))?;
+        let mut f = match opened {
+            Some(f) => f,
+            None => open_file(abs).map_err(io(abs))?,
+        };
+        // As listed: a file changed since is caught after reading.
+        let md0 = before;
         let sparse = md0.blocks() * 512 < md0.len();
         let mut hasher = blake3::Hasher::new();
         let mut pos = 0u64;
@@ -577,6 +654,21 @@ impl<'a> Saver<'a> {
     ) -> Result<u64> {
         let mut done = 0u64;
         while done < limit {
+            if self.seg.used == self.seg.payload {
+                self.seg.seal(false)?;
+            }
+            // Straight into the segment when it has room: no copy.
+            if let Some((d, ended)) = self.seg.read_data(r, limit - done).map_err(io(what))? {
+                let n = d.len() as u64;
+                hasher.update(d);
+                self.progress.bytes.fetch_add(n, Ordering::Relaxed);
+                self.bytes += n;
+                done += n;
+                if ended {
+                    break;
+                }
+                continue;
+            }
             let want = (limit - done).min(MAX_DATA as u64) as usize;
             let mut buf = std::mem::take(&mut self.buf);
             let n = crate::io::fill(r, &mut buf[..want]).map_err(io(what));

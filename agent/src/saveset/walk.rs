@@ -124,6 +124,10 @@ pub fn walk(root: &Path, filter: &Filter, visit: &mut Visit<'_>) -> Result<()> {
 /// How many entries [`walk_ahead`] may list ahead of its visitor.
 pub const AHEAD: usize = 512;
 
+/// Entries are handed over this many at a time, so the threads meet once
+/// per batch rather than once per file.
+const BATCH: usize = 32;
+
 /// Files up to this size are read ahead whole by [`walk_ahead`]; larger ones
 /// get the kernel's own sequential read-ahead once they are read.
 const READ_AHEAD_MAX: u64 = 1 << 20;
@@ -134,31 +138,56 @@ const READ_AHEAD_MAX: u64 = 1 << 20;
 /// small files is latency, not bandwidth: this keeps several reads in
 /// flight instead of one. Same entries, same order, same errors as [`walk`].
 pub fn walk_ahead(root: &Path, filter: &Filter, visit: &mut Visit<'_>) -> Result<()> {
-    type Item = Result<(PathBuf, Vec<u8>, std::fs::Metadata)>;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Item>(AHEAD);
+    type Batch = Vec<(PathBuf, Vec<u8>, std::fs::Metadata)>;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(AHEAD / BATCH);
     std::thread::scope(|s| {
         s.spawn(move || {
+            let mut batch = Batch::with_capacity(BATCH);
+            let stopped = || Error::Format {
+                reason: "stopped".into(),
+            };
+            // Per file system (device): whether its files live in memory anyway.
+            let mut in_memory: Vec<(u64, bool)> = Vec::new();
             let r = walk(root, filter, &mut |abs, rel, md| {
-                if md.is_file() && md.len() > 0 && md.len() <= READ_AHEAD_MAX {
+                use std::os::unix::fs::MetadataExt;
+                if md.is_dir() && !in_memory.iter().any(|&(d, _)| d == md.dev()) {
+                    in_memory.push((md.dev(), memory_fs(abs)));
+                }
+                let small = md.is_file() && md.len() > 0 && md.len() <= READ_AHEAD_MAX;
+                if small && in_memory.iter().any(|&(d, m)| d == md.dev() && !m) {
                     read_ahead(abs, md.len());
                 }
-                tx.send(Ok((abs.to_path_buf(), rel.to_vec(), md.clone())))
+                batch.push((abs.to_path_buf(), rel.to_vec(), md.clone()));
+                if batch.len() == BATCH {
+                    let full = std::mem::replace(&mut batch, Batch::with_capacity(BATCH));
                     // The visitor stopped (it failed): stop listing.
-                    .map_err(|_| Error::Format {
-                        reason: "stopped".into(),
-                    })
+                    tx.send(Ok(full)).map_err(|_| stopped())?;
+                }
+                Ok(())
             });
-            if let Err(e) = r {
-                let _ = tx.send(Err(e));
-            }
+            let _ = match r {
+                Ok(()) => tx.send(Ok(batch)),
+                // What was listed before the error is still visited first.
+                Err(e) => tx.send(Ok(batch)).and_then(|()| tx.send(Err(e))),
+            };
         });
         // The receiver is dropped on return, which stops the walker.
-        for item in rx {
-            let (abs, rel, md) = item?;
-            visit(&abs, &rel, &md)?;
+        for batch in rx {
+            for (abs, rel, md) in batch? {
+                visit(&abs, &rel, &md)?;
+            }
         }
         Ok(())
     })
+}
+
+/// Whether the file system holding `dir` keeps its files in memory
+/// (tmpfs, ramfs): nothing to read ahead there.
+fn memory_fs(dir: &Path) -> bool {
+    use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
+    // RAMFS_MAGIC (linux/magic.h), which neither libc nor nix names.
+    const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+    statfs(dir).is_ok_and(|s| [TMPFS_MAGIC, RAMFS_MAGIC].contains(&s.filesystem_type()))
 }
 
 /// Starts reading a file's content into the page cache, without waiting.
