@@ -229,6 +229,8 @@ pub struct Sealer {
     next: u64,
     done: bool,
     zstd_level: i32,
+    /// A copy of the payload, for [`Sealer::seal_in_place`] when compressing.
+    scratch: Vec<u8>,
 }
 
 impl Sealer {
@@ -246,6 +248,7 @@ impl Sealer {
                 next: 0,
                 done: false,
                 zstd_level: 1,
+                scratch: Vec::new(),
             },
             block,
         ))
@@ -263,31 +266,7 @@ impl Sealer {
     /// Seals the next segment's stream bytes (1 to P bytes; fewer only on the
     /// last) into `out` (cleared first).
     pub fn seal(&mut self, payload: &[u8], last: bool, out: &mut Vec<u8>) -> Result<()> {
-        if self.done {
-            return Err(Error::Segment {
-                segment: self.next,
-                reason: "the stream is already finished".into(),
-            });
-        }
-        if self.next >= MAX_SEGMENTS {
-            return Err(Error::Segment {
-                segment: self.next,
-                reason: format!("a stream holds at most {MAX_SEGMENTS} segments"),
-            });
-        }
-        let p = self.header.payload as usize;
-        if payload.len() > p || (payload.len() < p && !last) || (payload.is_empty() && !last) {
-            return Err(Error::Segment {
-                segment: self.next,
-                reason: format!(
-                    "{} bytes given; segments hold {p} (fewer only in the last)",
-                    payload.len()
-                ),
-            });
-        }
-        if self.next > 0 && self.next.is_multiple_of(SEGMENTS_PER_PART) {
-            self.key = self.keys.part(self.next / SEGMENTS_PER_PART);
-        }
+        self.check(payload.len(), last)?;
         out.clear();
         out.reserve(payload.len() + SEGMENT_OVERHEAD);
         out.push(Coding::Raw as u8);
@@ -309,6 +288,63 @@ impl Sealer {
         if !coded {
             out.extend_from_slice(payload);
         }
+        self.aead(last, out)
+    }
+
+    /// Seals the next segment where it lies: `block` holds one byte of room
+    /// (for the coding byte), then the segment's stream bytes, and becomes
+    /// the sealed block, the same bytes [`Sealer::seal`] gives, without
+    /// copying the payload (unless it is to be compressed).
+    pub fn seal_in_place(&mut self, block: &mut Vec<u8>, last: bool) -> Result<()> {
+        let Some(len) = block.len().checked_sub(1) else {
+            return Err(Error::Segment {
+                segment: self.next,
+                reason: "no room for the coding byte".into(),
+            });
+        };
+        if self.header.compression {
+            let mut plain = std::mem::take(&mut self.scratch);
+            plain.clear();
+            plain.extend_from_slice(&block[1..]);
+            let r = self.seal(&plain, last, block);
+            self.scratch = plain;
+            return r;
+        }
+        self.check(len, last)?;
+        block[0] = Coding::Raw as u8;
+        self.aead(last, block)
+    }
+
+    /// Refuses a segment the stream cannot take; moves to the next part's
+    /// key when the segment starts a part.
+    fn check(&mut self, len: usize, last: bool) -> Result<()> {
+        if self.done {
+            return Err(Error::Segment {
+                segment: self.next,
+                reason: "the stream is already finished".into(),
+            });
+        }
+        if self.next >= MAX_SEGMENTS {
+            return Err(Error::Segment {
+                segment: self.next,
+                reason: format!("a stream holds at most {MAX_SEGMENTS} segments"),
+            });
+        }
+        let p = self.header.payload as usize;
+        if len > p || (len < p && !last) || (len == 0 && !last) {
+            return Err(Error::Segment {
+                segment: self.next,
+                reason: format!("{len} bytes given; segments hold {p} (fewer only in the last)"),
+            });
+        }
+        if self.next > 0 && self.next.is_multiple_of(SEGMENTS_PER_PART) {
+            self.key = self.keys.part(self.next / SEGMENTS_PER_PART);
+        }
+        Ok(())
+    }
+
+    /// Encrypts `out` (coding byte and payload) in place and appends the tag.
+    fn aead(&mut self, last: bool, out: &mut Vec<u8>) -> Result<()> {
         let tag = self
             .key
             .seal_in_place_separate_tag(nonce(self.next, last), Aad::empty(), out)
@@ -477,6 +513,24 @@ mod tests {
             let (hb, blocks) = seal_all(&key, header(compression, payload), &data);
             prop_assert_eq!(Header::peek(&hb).unwrap(), header(compression, payload));
             prop_assert_eq!(open_all(&key, &hb, &blocks).unwrap(), data);
+        }
+
+        #[test]
+        fn sealing_in_place_gives_the_same_blocks(data in proptest::collection::vec(any::<u8>(), 0..3000), payload in 1u32..700, compression in any::<bool>()) {
+            let key = [9u8; 32];
+            let (hb, blocks) = seal_all(&key, header(compression, payload), &data);
+            let (mut s, hb2) = Sealer::new(&key, header(compression, payload)).unwrap();
+            prop_assert_eq!(hb2, hb);
+            let chunks: Vec<&[u8]> = if data.is_empty() { vec![&[][..]] } else { data.chunks(payload as usize).collect() };
+            for (i, c) in chunks.iter().enumerate() {
+                let mut block = vec![0xEE];
+                block.extend_from_slice(c);
+                s.seal_in_place(&mut block, i + 1 == chunks.len()).unwrap();
+                prop_assert_eq!(&block, &blocks[i]);
+            }
+            // Nothing after the last, in place or not.
+            prop_assert!(s.seal_in_place(&mut vec![0, 1], true).is_err());
+            prop_assert!(s.seal_in_place(&mut Vec::new(), true).is_err());
         }
 
         #[test]

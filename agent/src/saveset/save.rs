@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read as _, Seek, Write as _};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -190,16 +190,15 @@ pub fn save<C: Changer + ?Sized>(
     let (pool_tx, pool_rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let mut sealer = sealer;
     let payload = sealer.header().payload;
-    let mut sealed = Vec::new();
     let info_ref = &info;
     let produced = std::thread::scope(|s| {
         let producer =
             s.spawn(move || Saver::new(payload, tx, pool_rx, opts, info_ref, progress)?.run());
         let written = (|| -> Result<()> {
-            for (plain, last) in rx.iter() {
-                sealer.seal(&plain, last, &mut sealed)?;
-                w.write_block(&sealed)?;
-                let _ = pool_tx.send(plain);
+            for (mut block, last) in rx.iter() {
+                sealer.seal_in_place(&mut block, last)?;
+                w.write_block(&block)?;
+                let _ = pool_tx.send(block);
             }
             Ok(())
         })();
@@ -233,8 +232,9 @@ pub fn save<C: Changer + ?Sized>(
 
 /// Stream bytes cut into segment payloads, sent to the sealing and writing thread.
 struct Segments {
-    /// The segment being filled, always `payload` bytes long (so file data
-    /// can be read straight into it); `used` of them are stream bytes.
+    /// The segment being filled: one byte of room for the sealer's coding
+    /// byte, then always `payload` bytes (so file data can be read straight
+    /// into it), of which `used` are stream bytes. It is sealed in place.
     buf: Vec<u8>,
     used: usize,
     payload: usize,
@@ -246,11 +246,14 @@ struct Segments {
 
 impl Segments {
     fn seal(&mut self, last: bool) -> Result<()> {
-        let mut next = self.pool.try_recv().unwrap_or_default();
+        let mut next = self
+            .pool
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(1 + self.payload + stream::SEGMENT_OVERHEAD));
         // A buffer that went out full comes back full: nothing to clear.
-        next.resize(self.payload, 0);
+        next.resize(1 + self.payload, 0);
         let mut full = std::mem::replace(&mut self.buf, next);
-        full.truncate(self.used);
+        full.truncate(1 + self.used);
         self.used = 0;
         self.sent += 1;
         self.tx.send((full, last)).map_err(|_| Error::Format {
@@ -264,7 +267,8 @@ impl Segments {
                 self.seal(false)?;
             }
             let n = (self.payload - self.used).min(b.len());
-            self.buf[self.used..self.used + n].copy_from_slice(&b[..n]);
+            let at = 1 + self.used;
+            self.buf[at..at + n].copy_from_slice(&b[..n]);
             self.used += n;
             self.offset += n as u64;
             b = &b[n..];
@@ -289,11 +293,12 @@ impl Segments {
             return Ok(None);
         }
         let want = want.min((room - format::DATA_HEADER).min(MAX_DATA) as u64) as usize;
-        let at = self.used + format::DATA_HEADER;
+        let head = 1 + self.used;
+        let at = head + format::DATA_HEADER;
         let n = crate::io::fill(r, &mut self.buf[at..at + want])?;
         if n > 0 {
-            self.buf[self.used..at].copy_from_slice(&format::data_header(n));
-            self.used = at + n;
+            self.buf[head..at].copy_from_slice(&format::data_header(n));
+            self.used += format::DATA_HEADER + n;
             self.offset += (format::DATA_HEADER + n) as u64;
         }
         Ok(Some((&self.buf[at..at + n], n < want)))
@@ -329,16 +334,6 @@ struct Saver<'a> {
     warnings: Vec<String>,
 }
 
-/// Opens a file to save, never through a symlink swapped in since it was
-/// listed, never waiting on a FIFO swapped in (O_NONBLOCK changes nothing
-/// for a regular file).
-fn open_file(abs: &Path) -> std::io::Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(abs)
-}
-
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io(path.display().to_string(), e)
 }
@@ -363,7 +358,11 @@ impl<'a> Saver<'a> {
         let spill = tempfile::tempfile().map_err(|e| Error::io("index spill file", e))?;
         Ok(Saver {
             seg: Segments {
-                buf: vec![0; payload],
+                buf: {
+                    let mut b = Vec::with_capacity(1 + payload + stream::SEGMENT_OVERHEAD);
+                    b.resize(1 + payload, 0);
+                    b
+                },
                 used: 0,
                 payload,
                 offset: 0,
@@ -395,7 +394,9 @@ impl<'a> Saver<'a> {
         match &self.opts.source {
             Source::Tree { root, filter } => {
                 let root = std::fs::canonicalize(root).map_err(io(root))?;
-                walk::walk_ahead(&root, filter, &mut |abs, _rel, md| self.object(abs, md))?;
+                walk::walk_ahead(&root, filter, &mut |abs, _rel, md, file| {
+                    self.object(abs, md, file)
+                })?;
             }
             Source::Stdin { name } => self.stdin(name)?,
         }
@@ -460,7 +461,8 @@ impl<'a> Saver<'a> {
         out
     }
 
-    fn object(&mut self, abs: &Path, md: &std::fs::Metadata) -> Result<()> {
+    /// Saves one entry; `file` is the regular file, opened by the walker.
+    fn object(&mut self, abs: &Path, md: &std::fs::Metadata, file: Option<File>) -> Result<()> {
         let ft = md.file_type();
         let kind = if ft.is_dir() {
             Kind::Dir
@@ -518,7 +520,7 @@ impl<'a> Saver<'a> {
         // since it was listed is left out whole, with a warning.
         let mut opened = None;
         if meta.kind == Kind::File {
-            match open_file(abs) {
+            match file.map_or_else(|| walk::open_file(abs), Ok) {
                 Ok(f) => opened = Some(f),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     self.warnings.push(format!(
@@ -595,7 +597,7 @@ impl<'a> Saver<'a> {
     ) -> Result<([u8; 32], bool, u64)> {
         let mut f = match opened {
             Some(f) => f,
-            None => open_file(abs).map_err(io(abs))?,
+            None => walk::open_file(abs).map_err(io(abs))?,
         };
         // As listed: a file changed since is caught after reading.
         let md0 = before;

@@ -1,6 +1,7 @@
 //! What a save reads: a directory tree (with include/exclude patterns), one file, or standard input.
 
 use std::ffi::OsStr;
+use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -121,8 +122,10 @@ pub fn walk(root: &Path, filter: &Filter, visit: &mut Visit<'_>) -> Result<()> {
     Ok(())
 }
 
-/// How many entries [`walk_ahead`] may list ahead of its visitor.
-pub const AHEAD: usize = 512;
+/// How many entries [`walk_ahead`] may list ahead of its visitor (each
+/// regular file among them is held open: well within the usual 1024
+/// descriptors).
+pub const AHEAD: usize = 256;
 
 /// Entries are handed over this many at a time, so the threads meet once
 /// per batch rather than once per file.
@@ -132,13 +135,21 @@ const BATCH: usize = 32;
 /// get the kernel's own sequential read-ahead once they are read.
 const READ_AHEAD_MAX: u64 = 1 << 20;
 
-/// [`walk`] on a second thread, up to [`AHEAD`] entries ahead of `visit`,
-/// asking the kernel to read each small file's content while the entries
-/// before it are still being saved. Listing directories and reading many
-/// small files is latency, not bandwidth: this keeps several reads in
-/// flight instead of one. Same entries, same order, same errors as [`walk`].
-pub fn walk_ahead(root: &Path, filter: &Filter, visit: &mut Visit<'_>) -> Result<()> {
-    type Batch = Vec<(PathBuf, Vec<u8>, std::fs::Metadata)>;
+/// What [`walk_ahead`] calls for each entry: as [`Visit`], with regular
+/// files already open (`None` when opening failed: the visitor opens again
+/// and meets the error itself).
+pub type VisitOpen<'a> =
+    dyn FnMut(&Path, &[u8], &std::fs::Metadata, Option<File>) -> Result<()> + 'a;
+
+/// [`walk`] on a second thread, up to [`AHEAD`] entries ahead of `visit`:
+/// it opens each regular file, and asks the kernel to read each small
+/// file's content while the entries before it are still being saved.
+/// Listing directories and reading many small files is latency, not
+/// bandwidth: this keeps several reads in flight instead of one, and takes
+/// the opening off the saving thread. Same entries, same order, same errors
+/// as [`walk`].
+pub fn walk_ahead(root: &Path, filter: &Filter, visit: &mut VisitOpen<'_>) -> Result<()> {
+    type Batch = Vec<(PathBuf, Vec<u8>, std::fs::Metadata, Option<File>)>;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(AHEAD / BATCH);
     std::thread::scope(|s| {
         s.spawn(move || {
@@ -153,11 +164,18 @@ pub fn walk_ahead(root: &Path, filter: &Filter, visit: &mut Visit<'_>) -> Result
                 if md.is_dir() && !in_memory.iter().any(|&(d, _)| d == md.dev()) {
                     in_memory.push((md.dev(), memory_fs(abs)));
                 }
-                let small = md.is_file() && md.len() > 0 && md.len() <= READ_AHEAD_MAX;
-                if small && in_memory.iter().any(|&(d, m)| d == md.dev() && !m) {
-                    read_ahead(abs, md.len());
+                let file = if md.is_file() {
+                    open_file(abs).ok()
+                } else {
+                    None
+                };
+                if let Some(f) = &file {
+                    let small = md.len() > 0 && md.len() <= READ_AHEAD_MAX;
+                    if small && in_memory.iter().any(|&(d, m)| d == md.dev() && !m) {
+                        read_ahead(f, md.len());
+                    }
                 }
-                batch.push((abs.to_path_buf(), rel.to_vec(), md.clone()));
+                batch.push((abs.to_path_buf(), rel.to_vec(), md.clone(), file));
                 if batch.len() == BATCH {
                     let full = std::mem::replace(&mut batch, Batch::with_capacity(BATCH));
                     // The visitor stopped (it failed): stop listing.
@@ -173,12 +191,23 @@ pub fn walk_ahead(root: &Path, filter: &Filter, visit: &mut Visit<'_>) -> Result
         });
         // The receiver is dropped on return, which stops the walker.
         for batch in rx {
-            for (abs, rel, md) in batch? {
-                visit(&abs, &rel, &md)?;
+            for (abs, rel, md, file) in batch? {
+                visit(&abs, &rel, &md, file)?;
             }
         }
         Ok(())
     })
+}
+
+/// Opens a file to save, never through a symlink swapped in since it was
+/// listed, never waiting on a FIFO swapped in (O_NONBLOCK changes nothing
+/// for a regular file).
+pub fn open_file(abs: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(abs)
 }
 
 /// Whether the file system holding `dir` keeps its files in memory
@@ -191,19 +220,10 @@ fn memory_fs(dir: &Path) -> bool {
 }
 
 /// Starts reading a file's content into the page cache, without waiting.
-/// Only a hint: a file that cannot be opened is simply not read ahead.
-fn read_ahead(abs: &Path, len: u64) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let Ok(f) = std::fs::OpenOptions::new()
-        .read(true)
-        // Never follow a symlink swapped in, never block on a FIFO swapped in.
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(abs)
-    else {
-        return;
-    };
+/// Only a hint: it changes nothing the save reads.
+fn read_ahead(f: &File, len: u64) {
     let _ = nix::fcntl::posix_fadvise(
-        &f,
+        f,
         0,
         len as libc::off_t,
         nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
@@ -248,7 +268,20 @@ mod tests {
         std::os::unix::fs::symlink("d0/f0", t.path().join("link")).unwrap();
         let plain = listed(t.path(), walk);
         assert_eq!(plain.len(), AHEAD * 2 + 7 + 5 + 2);
-        assert_eq!(listed(t.path(), walk_ahead), plain);
+        // Ahead: the same, and each regular file comes open, holding its own content.
+        let mut ahead = Vec::new();
+        walk_ahead(t.path(), &Filter::default(), &mut |abs, rel, md, file| {
+            assert_eq!(file.is_some(), md.is_file(), "{abs:?}");
+            if let Some(mut f) = file {
+                let mut content = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut content).unwrap();
+                assert_eq!(content, std::fs::read(abs).unwrap());
+            }
+            ahead.push(rel.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(ahead, plain);
     }
 
     #[test]
@@ -258,7 +291,7 @@ mod tests {
             std::fs::write(t.path().join(format!("f{i:05}")), b"x").unwrap();
         }
         let mut seen = 0;
-        let r = walk_ahead(t.path(), &Filter::default(), &mut |_, rel, _| {
+        let r = walk_ahead(t.path(), &Filter::default(), &mut |_, rel, _, _| {
             seen += 1;
             if rel == b"f00010" {
                 return Err(Error::Format {
@@ -272,7 +305,7 @@ mod tests {
         let gone = walk_ahead(
             &t.path().join("missing"),
             &Filter::default(),
-            &mut |_, _, _| Ok(()),
+            &mut |_, _, _, _| Ok(()),
         );
         assert!(gone.is_err());
     }
