@@ -629,7 +629,9 @@ impl<'a> Saver<'a> {
                 }
             }
         } else {
-            pos = self.copy(&mut f, abs, u64::MAX, &mut hasher)?;
+            // The size listed, as tar reads: no read to meet the end, and a
+            // file that grew since is caught below as changed.
+            pos = self.copy(&mut f, abs, md0.len(), &mut hasher)?;
         }
         let md1 = f.metadata().map_err(io(abs))?;
         let now = std::fs::symlink_metadata(abs).ok();
