@@ -109,7 +109,7 @@ pub fn estimate(source: &Source, since: Option<i64>) -> u64 {
     };
     let mut total = 0u64;
     let _ = walk::walk(root, filter, &mut |_, _, md| {
-        if md.is_file() && since.is_none_or(|t| md.mtime() > t || md.ctime() > t) {
+        if md.is_file() && walk::changed_since(md, since) {
             total += md.blocks().saturating_mul(512).min(md.len());
         }
         Ok(())
@@ -394,9 +394,12 @@ impl<'a> Saver<'a> {
         match &self.opts.source {
             Source::Tree { root, filter } => {
                 let root = std::fs::canonicalize(root).map_err(io(root))?;
-                walk::walk_ahead(&root, filter, &mut |abs, _rel, md, file| {
-                    self.object(abs, md, file)
-                })?;
+                walk::walk_ahead(
+                    &root,
+                    filter,
+                    self.opts.since,
+                    &mut |abs, _rel, md, file| self.object(abs, md, file),
+                )?;
             }
             Source::Stdin { name } => self.stdin(name)?,
         }
@@ -478,10 +481,8 @@ impl<'a> Saver<'a> {
             return Ok(());
         };
         // Incremental and cumulative: unchanged files are left out (directories are kept for the structure).
-        if let (Some(since), false) = (self.opts.since, kind == Kind::Dir) {
-            if md.mtime() <= since && md.ctime() <= since {
-                return Ok(());
-            }
+        if kind != Kind::Dir && !walk::changed_since(md, self.opts.since) {
+            return Ok(());
         }
         let path = walk::stored_path(abs);
         if path.is_empty() {

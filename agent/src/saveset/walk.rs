@@ -60,6 +60,14 @@ pub fn stored_path(abs: &Path) -> Vec<u8> {
         .to_vec()
 }
 
+/// Whether an entry changed since `since` (seconds since 1970; `None`:
+/// everything counts as changed), by its modification or change time: what
+/// an incremental or cumulative save takes.
+pub fn changed_since(md: &std::fs::Metadata, since: Option<i64>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    since.is_none_or(|t| md.mtime() > t || md.ctime() > t)
+}
+
 /// What [`walk`] calls for each entry: absolute path, path relative to the root, metadata.
 pub type Visit<'a> = dyn FnMut(&Path, &[u8], &std::fs::Metadata) -> Result<()> + 'a;
 
@@ -147,8 +155,14 @@ pub type VisitOpen<'a> =
 /// Listing directories and reading many small files is latency, not
 /// bandwidth: this keeps several reads in flight instead of one, and takes
 /// the opening off the saving thread. Same entries, same order, same errors
-/// as [`walk`].
-pub fn walk_ahead(root: &Path, filter: &Filter, visit: &mut VisitOpen<'_>) -> Result<()> {
+/// as [`walk`]. Files unchanged since `since` are neither opened nor read:
+/// an incremental save leaves them out.
+pub fn walk_ahead(
+    root: &Path,
+    filter: &Filter,
+    since: Option<i64>,
+    visit: &mut VisitOpen<'_>,
+) -> Result<()> {
     type Batch = Vec<(PathBuf, Vec<u8>, std::fs::Metadata, Option<File>)>;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(AHEAD / BATCH);
     std::thread::scope(|s| {
@@ -164,7 +178,7 @@ pub fn walk_ahead(root: &Path, filter: &Filter, visit: &mut VisitOpen<'_>) -> Re
                 if md.is_dir() && !in_memory.iter().any(|&(d, _)| d == md.dev()) {
                     in_memory.push((md.dev(), memory_fs(abs)));
                 }
-                let file = if md.is_file() {
+                let file = if md.is_file() && changed_since(md, since) {
                     open_file(abs).ok()
                 } else {
                     None
@@ -270,18 +284,61 @@ mod tests {
         assert_eq!(plain.len(), AHEAD * 2 + 7 + 5 + 2);
         // Ahead: the same, and each regular file comes open, holding its own content.
         let mut ahead = Vec::new();
-        walk_ahead(t.path(), &Filter::default(), &mut |abs, rel, md, file| {
-            assert_eq!(file.is_some(), md.is_file(), "{abs:?}");
-            if let Some(mut f) = file {
-                let mut content = Vec::new();
-                std::io::Read::read_to_end(&mut f, &mut content).unwrap();
-                assert_eq!(content, std::fs::read(abs).unwrap());
-            }
-            ahead.push(rel.to_vec());
-            Ok(())
-        })
+        walk_ahead(
+            t.path(),
+            &Filter::default(),
+            None,
+            &mut |abs, rel, md, file| {
+                assert_eq!(file.is_some(), md.is_file(), "{abs:?}");
+                if let Some(mut f) = file {
+                    let mut content = Vec::new();
+                    std::io::Read::read_to_end(&mut f, &mut content).unwrap();
+                    assert_eq!(content, std::fs::read(abs).unwrap());
+                }
+                ahead.push(rel.to_vec());
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(ahead, plain);
+    }
+
+    #[test]
+    fn walking_ahead_for_an_incremental_opens_only_changed_files() {
+        let t = tempfile::tempdir().unwrap();
+        for i in 0..40 {
+            std::fs::write(t.path().join(format!("f{i:02}")), b"x").unwrap();
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let opened = |since: Option<i64>| {
+            let (mut files, mut open) = (0, 0);
+            walk_ahead(
+                t.path(),
+                &Filter::default(),
+                since,
+                &mut |_, _, md, file| {
+                    files += usize::from(md.is_file());
+                    open += usize::from(file.is_some());
+                    Ok(())
+                },
+            )
+            .unwrap();
+            (files, open)
+        };
+        assert_eq!(opened(None), (40, 40));
+        assert_eq!(
+            opened(Some(now - 3600)),
+            (40, 40),
+            "all changed since an hour ago"
+        );
+        assert_eq!(
+            opened(Some(now + 3600)),
+            (40, 0),
+            "none changed since: none opened"
+        );
     }
 
     #[test]
@@ -291,7 +348,7 @@ mod tests {
             std::fs::write(t.path().join(format!("f{i:05}")), b"x").unwrap();
         }
         let mut seen = 0;
-        let r = walk_ahead(t.path(), &Filter::default(), &mut |_, rel, _, _| {
+        let r = walk_ahead(t.path(), &Filter::default(), None, &mut |_, rel, _, _| {
             seen += 1;
             if rel == b"f00010" {
                 return Err(Error::Format {
@@ -305,6 +362,7 @@ mod tests {
         let gone = walk_ahead(
             &t.path().join("missing"),
             &Filter::default(),
+            None,
             &mut |_, _, _, _| Ok(()),
         );
         assert!(gone.is_err());
