@@ -149,14 +149,14 @@ fn current_umask() -> u32 {
 }
 
 impl Writer {
-    fn new(dest: Dest, existing: Existing) -> Self {
+    fn new(dest: Dest, existing: Existing, umask: u32) -> Self {
         Writer {
             dest,
             existing,
             owners: nix::unistd::geteuid().is_root(),
             current: None,
             parent: None,
-            umask: current_umask(),
+            umask,
             tmp_suffix: format!(".cinta-{}", std::process::id()),
             ids: (
                 nix::unistd::geteuid().as_raw(),
@@ -517,11 +517,13 @@ impl Restore {
                 .map_err(|e| Error::io(format!("destination {name}"), e))?,
             name: name.clone(),
         };
+        // Read here, before the writer runs: reading it means setting it.
+        let umask = current_umask();
         let (tx, rx) = sync_channel::<Batch>(BATCHES);
         let (pool_tx, pool) = channel::<Batch>();
         let writer = std::thread::Builder::new()
             .name("restore-writer".into())
-            .spawn(move || write_batches(Writer::new(theirs, existing), rx, pool_tx))
+            .spawn(move || write_batches(Writer::new(theirs, existing, umask), rx, pool_tx))
             .map_err(|e| Error::io("starting the restore's writer thread", e))?;
         Ok(Restore {
             dest: Dest { root: fd, name },
