@@ -30,6 +30,15 @@ cargo build --release --locked -q -p cinta-agent
 agent=$PWD/target/release/cinta-agent
 
 rm -rf "$dir"; mkdir -p "$dir"
+# Whatever happens, the data set and the archives do not stay behind.
+trap 'rm -rf "$dir"' EXIT
+# At the peak: the data set, and an archive and a restore of its large files.
+need_kib=$(( (3 * large_gib * 1048576 + small * 12) * 21 / 20 ))
+have_kib=$(df -Pk "$dir" | awk 'NR == 2 {print $4}')
+if [ "$have_kib" -lt "$need_kib" ]; then
+  echo "$dir has $((have_kib / 1048576)) GiB free; this run needs about $((need_kib / 1048576 + 1)) GiB (fewer with --large-gib/--small)" >&2
+  exit 1
+fi
 data=$dir/data
 echo "== data set: $large_gib GiB of large files, $small small files (1-16 KiB) in $dir"
 mkdir -p "$data/large" "$data/small"
@@ -118,4 +127,3 @@ print("\ncinta/x: how many times faster cinta is than x (>1: cinta faster). dd: 
 print("(read and write, as a save does); restore copies the copies. dd-write: the same bytes from /dev/zero,")
 print("nothing read (the disk's write ceiling). Every command ends with sync; caches are dropped before each.")
 PY
-rm -rf "$dir"
