@@ -634,11 +634,14 @@ impl<'a> Saver<'a> {
             // file that grew since is caught below as changed.
             pos = self.copy(&mut f, abs, md0.len(), &mut hasher)?;
         }
+        // Changed while read: what was read is not the file listed, or its
+        // size or modification time moved. (A file replaced by another under
+        // its name while it was read was read whole, as it was: that is a
+        // consistent copy, and the next incremental takes the new one.)
         let md1 = f.metadata().map_err(io(abs))?;
-        let now = std::fs::symlink_metadata(abs).ok();
         let changed = md1.len() != pos
-            || (md1.mtime(), md1.mtime_nsec()) != (before.mtime(), before.mtime_nsec())
-            || now.is_none_or(|n| n.ino() != md1.ino() || n.len() != md1.len());
+            || (md1.dev(), md1.ino()) != (before.dev(), before.ino())
+            || (md1.mtime(), md1.mtime_nsec()) != (before.mtime(), before.mtime_nsec());
         Ok((*hasher.finalize().as_bytes(), changed, pos))
     }
 
