@@ -326,6 +326,7 @@ struct Saver<'a> {
     opts: &'a SaveOptions,
     info: &'a Info,
     progress: &'a Progress,
+    /// For the few bytes at a segment's end too short to read into directly.
     buf: Vec<u8>,
     rec: Vec<u8>,
     bytes: u64,
@@ -376,7 +377,7 @@ impl<'a> Saver<'a> {
             opts,
             info,
             progress,
-            buf: vec![0; MAX_DATA],
+            buf: vec![0; DIRECT_MIN],
             rec: Vec::with_capacity(256),
             bytes: 0,
             logical: 0,
@@ -665,39 +666,30 @@ impl<'a> Saver<'a> {
             if self.seg.used == self.seg.payload {
                 self.seg.seal(false)?;
             }
-            // Straight into the segment when it has room: no copy.
-            if let Some((d, ended)) = self.seg.read_data(r, limit - done).map_err(io(what))? {
-                let n = d.len() as u64;
-                hasher.update(d);
-                self.progress.bytes.fetch_add(n, Ordering::Relaxed);
-                self.bytes += n;
-                done += n;
-                if ended {
-                    break;
+            let (n, ended) = match self.seg.read_data(r, limit - done).map_err(io(what))? {
+                // Straight into the segment when it has room: no copy.
+                Some((d, ended)) => {
+                    hasher.update(d);
+                    (d.len(), ended)
                 }
-                continue;
-            }
-            let want = (limit - done).min(MAX_DATA as u64) as usize;
-            let mut buf = std::mem::take(&mut self.buf);
-            let n = crate::io::fill(r, &mut buf[..want]).map_err(io(what));
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    self.buf = buf;
-                    return Err(e);
+                // The segment's last few bytes: a small record through `buf`,
+                // running on into the next segment.
+                None => {
+                    let want = (limit - done).min(self.buf.len() as u64) as usize;
+                    let n = crate::io::fill(r, &mut self.buf[..want]).map_err(io(what))?;
+                    if n > 0 {
+                        format::put_data_header(n, &mut self.rec);
+                        self.emit_record()?;
+                        self.seg.write(&self.buf[..n])?;
+                        hasher.update(&self.buf[..n]);
+                    }
+                    (n, n < want)
                 }
             };
-            if n > 0 {
-                format::put_data_header(n, &mut self.rec);
-                self.emit_record()?;
-                self.seg.write(&buf[..n])?;
-                hasher.update(&buf[..n]);
-                self.progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                self.bytes += n as u64;
-                done += n as u64;
-            }
-            self.buf = buf;
-            if n < want {
+            self.progress.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            self.bytes += n as u64;
+            done += n as u64;
+            if ended {
                 break;
             }
         }
