@@ -634,11 +634,16 @@ async fn report_objects(
         let _ = tx.send(batch(objects)).await;
     }
     drop(tx);
+    // Stop reading before waiting: `ls` still writing (the controller refused
+    // part-way) then ends instead of blocking on a full pipe.
+    drop(lines);
+    let sent = send.await.map_err(|e| e.to_string())?;
     let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
+    // The controller's refusal is the cause when both failed.
+    sent?;
     if !out.status.success() {
         return Err(tail(&String::from_utf8_lossy(&out.stderr), 300));
     }
-    send.await.map_err(|e| e.to_string())??;
     Ok(n)
 }
 
