@@ -239,11 +239,19 @@ pub fn put_hole(len: u64, out: &mut Vec<u8>) {
 }
 
 /// Appends an end-of-object record.
+/// Bytes of an end record, and where its digest starts.
+pub const END_LEN: usize = 34;
+pub const END_DIGEST_AT: usize = 1;
+
 pub fn put_end(digest: &[u8; 32], flags: u8, out: &mut Vec<u8>) {
     out.push(b'E');
     out.extend_from_slice(digest);
     out.push(flags);
 }
+
+/// Where an index entry's digest starts in its record (after the tag, the
+/// length, the start and the end).
+pub const ENTRY_DIGEST_AT: usize = 21;
 
 /// Appends an index entry record.
 pub fn put_entry(e: &Entry, out: &mut Vec<u8>) -> Result<()> {
@@ -735,6 +743,18 @@ mod tests {
                 out
             };
             prop_assert_eq!(flat(&got), flat(&recs));
+        }
+
+        /// The digest offsets a save's sealing thread writes at (see `deferred`).
+        #[test]
+        fn digests_sit_where_the_constants_say(digest in any::<[u8; 32]>(), flags in any::<u8>(), meta in meta()) {
+            let mut end = vec![7u8; 3];
+            put_end(&digest, flags, &mut end);
+            prop_assert_eq!(end.len(), 3 + END_LEN);
+            prop_assert_eq!(&end[3 + END_DIGEST_AT..3 + END_DIGEST_AT + 32], &digest);
+            let mut entry = vec![7u8; 5];
+            put_entry(&Entry { start: 1, end: 2, digest, flags, meta }, &mut entry).unwrap();
+            prop_assert_eq!(&entry[5 + ENTRY_DIGEST_AT..5 + ENTRY_DIGEST_AT + 32], &digest);
         }
 
         #[test]
