@@ -377,15 +377,16 @@ fn sealer_stopped() -> Error {
 }
 
 impl Segments<'_> {
-    /// Whether to leave the next file's hashing to the sealing thread: when
-    /// it has sealed every segment sent, it waits for work. (Hashing is
-    /// cheapest right after reading, while the data is in this core's
-    /// cache: left even when a segment or two wait, it costs the sealing
-    /// thread more than it saves this one.)
-    fn leave_hashing(&self) -> bool {
-        self.to
-            .leave
-            .unwrap_or_else(|| self.to.sealed.load(Ordering::Relaxed) == self.sent)
+    /// Whether to leave the hashing of a file of `len` bytes to the sealing
+    /// thread: a file no bigger than a segment, when the sealing thread has
+    /// sealed every segment sent and waits for work. Hashing is cheapest
+    /// right after reading, while the data is in this core's cache: left
+    /// when segments wait, or for a large file (whose reading and sealing
+    /// already keep both threads busy), it costs more than it saves.
+    fn leave_hashing(&self, len: u64) -> bool {
+        self.to.leave.unwrap_or_else(|| {
+            len <= self.payload as u64 && self.to.sealed.load(Ordering::Relaxed) == self.sent
+        })
     }
 
     /// Has the sealing thread finish every digest left to it, including
@@ -819,7 +820,7 @@ impl<'a> Saver<'a> {
         } else {
             // The size listed, as tar reads: no read to meet the end, and a
             // file that grew since is caught below as changed.
-            left = self.seg.leave_hashing();
+            left = self.seg.leave_hashing(md0.len());
             let h = if left { None } else { Some(&mut hasher) };
             pos = self.copy(&mut f, abs, md0.len(), h)?;
         }
@@ -925,7 +926,8 @@ impl<'a> Saver<'a> {
         format::put_object(&meta, &mut self.rec)?;
         self.emit_record()?;
         let mut hasher = blake3::Hasher::new();
-        let left = self.seg.leave_hashing();
+        // A stream is as long as it is: hashed here, as a large file is.
+        let left = self.seg.leave_hashing(u64::MAX);
         let stdin = std::io::stdin();
         let mut lock = stdin.lock();
         meta.size = self.copy(
