@@ -611,46 +611,20 @@ impl<'a> Saver<'a> {
         self.emit_record()
     }
 
-    /// Extended attributes, read through `file` when it is open (no path
-    /// lookup), else through the path.
-    fn xattrs(&mut self, path: &Path, file: Option<&File>) -> Vec<(Vec<u8>, Vec<u8>)> {
-        use xattr::FileExt;
-        let mut out = Vec::new();
-        let names = match file {
-            Some(f) => f.list_xattr(),
-            None => xattr::list(path),
-        };
-        match names {
-            Ok(names) => {
-                for n in names {
-                    let value = match file {
-                        Some(f) => f.get_xattr(&n),
-                        None => xattr::get(path, &n),
-                    };
-                    match value {
-                        Ok(Some(v)) => out.push((
-                            std::os::unix::ffi::OsStrExt::as_bytes(n.as_os_str()).to_vec(),
-                            v,
-                        )),
-                        Ok(None) => {}
-                        Err(e) => self.warnings.push(format!(
-                            "{}: extended attribute {n:?} not read: {e}",
-                            path.display()
-                        )),
-                    }
-                }
+    /// Saves one entry; `opened` is the regular file, opened by the walker.
+    fn object(
+        &mut self,
+        abs: &Path,
+        md: &std::fs::Metadata,
+        opened: Option<walk::Opened>,
+    ) -> Result<()> {
+        let (file, mut xattrs) = match opened {
+            Some(o) => {
+                self.warnings.extend(o.warnings);
+                (Some(o.file), Some(o.xattrs))
             }
-            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
-            Err(e) => self.warnings.push(format!(
-                "{}: extended attributes not read: {e}",
-                path.display()
-            )),
-        }
-        out
-    }
-
-    /// Saves one entry; `file` is the regular file, opened by the walker.
-    fn object(&mut self, abs: &Path, md: &std::fs::Metadata, file: Option<File>) -> Result<()> {
+            None => (None, None),
+        };
         let ft = md.file_type();
         let kind = if ft.is_dir() {
             Kind::Dir
@@ -722,7 +696,10 @@ impl<'a> Saver<'a> {
             }
         }
         if kind != Kind::Symlink {
-            meta.xattrs = self.xattrs(abs, opened.as_ref());
+            meta.xattrs = match xattrs.take() {
+                Some(x) => x,
+                None => walk::read_xattrs(abs, opened.as_ref(), &mut self.warnings),
+            };
         }
         let mut attempt = 0;
         loop {

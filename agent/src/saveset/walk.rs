@@ -143,15 +143,64 @@ const BATCH: usize = 32;
 /// get the kernel's own sequential read-ahead once they are read.
 const READ_AHEAD_MAX: u64 = 1 << 20;
 
+/// A regular file [`walk_ahead`] opened, and its extended attributes.
+pub struct Opened {
+    pub file: File,
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Attributes that could not be read, named.
+    pub warnings: Vec<String>,
+}
+
 /// What [`walk_ahead`] calls for each entry: as [`Visit`], with regular
 /// files already open (`None` when opening failed: the visitor opens again
 /// and meets the error itself).
 pub type VisitOpen<'a> =
-    dyn FnMut(&Path, &[u8], &std::fs::Metadata, Option<File>) -> Result<()> + 'a;
+    dyn FnMut(&Path, &[u8], &std::fs::Metadata, Option<Opened>) -> Result<()> + 'a;
+
+/// Extended attributes of `path`, read through `file` when it is open (no
+/// path lookup), else through the path; those that cannot be read are
+/// named in `warnings`.
+pub fn read_xattrs(
+    path: &Path,
+    file: Option<&File>,
+    warnings: &mut Vec<String>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use xattr::FileExt;
+    let mut out = Vec::new();
+    let names = match file {
+        Some(f) => f.list_xattr(),
+        None => xattr::list(path),
+    };
+    match names {
+        Ok(names) => {
+            for n in names {
+                let value = match file {
+                    Some(f) => f.get_xattr(&n),
+                    None => xattr::get(path, &n),
+                };
+                match value {
+                    Ok(Some(v)) => out.push((n.as_bytes().to_vec(), v)),
+                    Ok(None) => {}
+                    Err(e) => warnings.push(format!(
+                        "{}: extended attribute {n:?} not read: {e}",
+                        path.display()
+                    )),
+                }
+            }
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {}
+        Err(e) => warnings.push(format!(
+            "{}: extended attributes not read: {e}",
+            path.display()
+        )),
+    }
+    out
+}
 
 /// [`walk`] on a second thread, up to [`AHEAD`] entries ahead of `visit`:
-/// it opens each regular file, and asks the kernel to read each small
-/// file's content while the entries before it are still being saved.
+/// it opens each regular file and reads its extended attributes, and asks
+/// the kernel to read each small file's content while the entries before
+/// it are still being saved.
 /// Listing directories and reading many small files is latency, not
 /// bandwidth: this keeps several reads in flight instead of one, and takes
 /// the opening off the saving thread. Same entries, same order, same errors
@@ -163,7 +212,7 @@ pub fn walk_ahead(
     since: Option<i64>,
     visit: &mut VisitOpen<'_>,
 ) -> Result<()> {
-    type Batch = Vec<(PathBuf, Vec<u8>, std::fs::Metadata, Option<File>)>;
+    type Batch = Vec<(PathBuf, Vec<u8>, std::fs::Metadata, Option<Opened>)>;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch>>(AHEAD / BATCH);
     std::thread::scope(|s| {
         s.spawn(move || {
@@ -183,13 +232,20 @@ pub fn walk_ahead(
                 } else {
                     None
                 };
-                if let Some(f) = &file {
+                let opened = file.map(|f| {
                     let small = md.len() > 0 && md.len() <= READ_AHEAD_MAX;
                     if small && in_memory.iter().any(|&(d, m)| d == md.dev() && !m) {
-                        read_ahead(f, md.len());
+                        read_ahead(&f, md.len());
                     }
-                }
-                batch.push((abs.to_path_buf(), rel.to_vec(), md.clone(), file));
+                    let mut warnings = Vec::new();
+                    let xattrs = read_xattrs(abs, Some(&f), &mut warnings);
+                    Opened {
+                        file: f,
+                        xattrs,
+                        warnings,
+                    }
+                });
+                batch.push((abs.to_path_buf(), rel.to_vec(), md.clone(), opened));
                 if batch.len() == BATCH {
                     let full = std::mem::replace(&mut batch, Batch::with_capacity(BATCH));
                     // The visitor stopped (it failed): stop listing.
@@ -280,20 +336,31 @@ mod tests {
             std::fs::write(d.join(format!("f{i}")), vec![7u8; i % 3000]).unwrap();
         }
         std::os::unix::fs::symlink("d0/f0", t.path().join("link")).unwrap();
+        // Where the file system has user xattrs, one file carries one.
+        let noted = xattr::set(t.path().join("d1/f1"), "user.cinta.note", b"kept").is_ok();
         let plain = listed(t.path(), walk);
         assert_eq!(plain.len(), AHEAD * 2 + 7 + 5 + 2);
-        // Ahead: the same, and each regular file comes open, holding its own content.
+        // Ahead: the same, and each regular file comes open, holding its
+        // own content, with its own extended attributes.
         let mut ahead = Vec::new();
+        let mut with_note = 0;
         walk_ahead(
             t.path(),
             &Filter::default(),
             None,
-            &mut |abs, rel, md, file| {
-                assert_eq!(file.is_some(), md.is_file(), "{abs:?}");
-                if let Some(mut f) = file {
+            &mut |abs, rel, md, opened| {
+                assert_eq!(opened.is_some(), md.is_file(), "{abs:?}");
+                if let Some(mut o) = opened {
                     let mut content = Vec::new();
-                    std::io::Read::read_to_end(&mut f, &mut content).unwrap();
+                    std::io::Read::read_to_end(&mut o.file, &mut content).unwrap();
                     assert_eq!(content, std::fs::read(abs).unwrap());
+                    assert_eq!(o.xattrs, read_xattrs(abs, None, &mut Vec::new()));
+                    assert!(o.warnings.is_empty(), "{:?}", o.warnings);
+                    with_note += o
+                        .xattrs
+                        .iter()
+                        .filter(|(n, v)| n == b"user.cinta.note" && v == b"kept")
+                        .count();
                 }
                 ahead.push(rel.to_vec());
                 Ok(())
@@ -301,6 +368,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ahead, plain);
+        assert_eq!(with_note, usize::from(noted));
     }
 
     #[test]
