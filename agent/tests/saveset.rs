@@ -319,6 +319,36 @@ fn a_mixed_tree_spanning_cartridges_round_trips() {
 }
 
 #[test]
+fn a_save_leaves_access_times_as_they_were() {
+    let r = Rig::new("64M", 1);
+    let src = r.p("src");
+    std::fs::create_dir(&src).unwrap();
+    let year_2000 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(946_684_800);
+    for name in ["a", "b"] {
+        std::fs::write(src.join(name), pattern(7, 5000)).unwrap();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(src.join(name))
+            .unwrap();
+        f.set_times(std::fs::FileTimes::new().set_accessed(year_2000))
+            .unwrap();
+    }
+    // Reading such a file (accessed before it was modified) sets its access
+    // time, unless the file system never does (noatime).
+    let _ = std::fs::read(src.join("b")).unwrap();
+    let atime = |n: &str| std::fs::metadata(src.join(n)).unwrap().atime();
+    let moves = atime("b") != 946_684_800;
+    let id = r.save(&src, &[])["save_set"].as_str().unwrap().to_string();
+    assert_eq!(atime("a"), 946_684_800, "the save changed the access time");
+    // What was saved is the access time the file had.
+    let (code, v) = r.restore(&id, &r.p("back"), &[]);
+    assert_eq!(code, Some(0), "{v}");
+    let back = r.p("back").join(src.strip_prefix("/").unwrap()).join("a");
+    assert_eq!(std::fs::metadata(back).unwrap().atime(), 946_684_800);
+    eprintln!("reads set access times here: {moves}");
+}
+
+#[test]
 fn stdin_is_one_object() {
     let r = Rig::new("64M", 2);
     let data = pattern(7, 3_000_001);

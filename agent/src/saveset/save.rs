@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Seek;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -503,6 +502,21 @@ struct Saver<'a> {
     warnings: Vec<String>,
 }
 
+/// Reads a file on from `pos` with `pread`: the kernel has no shared file
+/// offset to lock for each call.
+struct ReadAt<'a> {
+    f: &'a File,
+    pos: u64,
+}
+
+impl std::io::Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.f.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io(path.display().to_string(), e)
 }
@@ -680,7 +694,7 @@ impl<'a> Saver<'a> {
         // since it was listed is left out whole, with a warning.
         let mut opened = None;
         if meta.kind == Kind::File {
-            match file.map_or_else(|| walk::open_file(abs), Ok) {
+            match file.map_or_else(|| walk::open_file(abs, md), Ok) {
                 Ok(f) => opened = Some(f),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     self.warnings.push(format!(
@@ -759,9 +773,9 @@ impl<'a> Saver<'a> {
         before: &std::fs::Metadata,
         opened: Option<File>,
     ) -> Result<(Option<[u8; 32]>, bool, u64)> {
-        let mut f = match opened {
+        let f = match opened {
             Some(f) => f,
-            None => walk::open_file(abs).map_err(io(abs))?,
+            None => walk::open_file(abs, before).map_err(io(abs))?,
         };
         // As listed: a file changed since is caught after reading.
         let md0 = before;
@@ -787,8 +801,8 @@ impl<'a> Saver<'a> {
                 let hole = lseek(&f, pos as i64, Whence::SeekHole)
                     .map_err(|e| Error::io(abs.display().to_string(), e.into()))?
                     as u64;
-                f.seek(std::io::SeekFrom::Start(pos)).map_err(io(abs))?;
-                pos += self.copy(&mut f, abs, hole - pos, Some(&mut hasher))?;
+                let mut from = ReadAt { f: &f, pos };
+                pos += self.copy(&mut from, abs, hole - pos, Some(&mut hasher))?;
                 if pos < hole {
                     break; // the file shrank
                 }
@@ -799,7 +813,7 @@ impl<'a> Saver<'a> {
             // file that grew since is caught below as changed.
             left = self.seg.leave_hashing(md0.len());
             let h = if left { None } else { Some(&mut hasher) };
-            pos = self.copy(&mut f, abs, md0.len(), h)?;
+            pos = self.copy(&mut ReadAt { f: &f, pos: 0 }, abs, md0.len(), h)?;
         }
         // Changed while read: what was read is not the file listed, or its
         // size or modification time moved. (A file replaced by another under

@@ -228,7 +228,7 @@ pub fn walk_ahead(
                     in_memory.push((md.dev(), memory_fs(abs)));
                 }
                 let file = if md.is_file() && changed_since(md, since) {
-                    open_file(abs).ok()
+                    open_file(abs, md).ok()
                 } else {
                     None
                 };
@@ -269,15 +269,30 @@ pub fn walk_ahead(
     })
 }
 
-/// Opens a file to save, never through a symlink swapped in since it was
-/// listed, never waiting on a FIFO swapped in (O_NONBLOCK changes nothing
-/// for a regular file).
-pub fn open_file(abs: &Path) -> std::io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(abs)
+/// Opens a file to save (listed as `md`), never through a symlink swapped
+/// in since it was listed, never waiting on a FIFO swapped in (O_NONBLOCK
+/// changes nothing for a regular file). Reading it leaves its access time
+/// as it was (O_NOATIME, as borg and `tar --atime-preserve=system` do): a
+/// save is not a use, and "not read for a year" stays true. The kernel
+/// allows that to the file's owner and to root; others read it plainly.
+pub fn open_file(abs: &Path, md: &std::fs::Metadata) -> std::io::Result<File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let euid = *EUID.get_or_init(|| nix::unistd::geteuid().as_raw());
+    let open = |noatime: libc::c_int| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | noatime)
+            .open(abs)
+    };
+    if euid == 0 || euid == md.uid() {
+        match open(libc::O_NOATIME) {
+            // Root without CAP_FOWNER, or the owner changed since listing.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            r => return r,
+        }
+    }
+    open(0)
 }
 
 /// Whether the file system holding `dir` keeps its files in memory
