@@ -282,6 +282,8 @@ pub trait Catalog: Send {
     fn job_counts(&self) -> Result<Vec<(String, i64)>>;
     fn put_save_set(&mut self, s: &SaveSetRecord) -> Result<()>;
     fn save_sets(&self) -> Result<Vec<SaveSetRecord>>;
+    /// One save set, if it is recorded.
+    fn save_set(&self, id: &str) -> Result<Option<SaveSetRecord>>;
     fn put_volume(&mut self, v: &VolumeRecord) -> Result<()>;
     fn volumes(&self) -> Result<Vec<VolumeRecord>>;
     /// Records objects of a save set (one transaction).
@@ -706,6 +708,16 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
         self.json_rows(&sql, &[], "a save set")
     }
 
+    fn save_set(&self, id: &str) -> Result<Option<SaveSetRecord>> {
+        Ok(self
+            .json_rows(
+                "SELECT body FROM save_sets WHERE id = ?1",
+                &[id.into()],
+                "a save set",
+            )?
+            .pop())
+    }
+
     fn put_volume(&mut self, v: &VolumeRecord) -> Result<()> {
         self.exec1(
             "INSERT INTO volumes (volser, body) VALUES (?1, ?2) ON CONFLICT (volser) DO UPDATE SET body = ?2",
@@ -986,6 +998,11 @@ pub fn conformance(c: &mut dyn Catalog) {
         ["Z", "A", "M"]
     );
     assert_eq!(sets[1].state, "expired");
+    assert_eq!(
+        c.save_set("A").unwrap().map(|s| s.state),
+        Some("expired".into())
+    );
+    assert_eq!(c.save_set("Q").unwrap(), None);
     let v = VolumeRecord {
         volser: "PR0001".into(),
         agent: "PROD1".into(),

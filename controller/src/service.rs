@@ -1003,6 +1003,19 @@ impl Agents {
         }
         Ok(())
     }
+
+    /// Refuses a save set an agent reports as its job's own when it is recorded already.
+    fn not_recorded(&self, save_set: &str) -> Result<(), Status> {
+        // Bind first: the catalog's lock is not held across the check.
+        let recorded = self.0.catalog().save_set(save_set).map_err(internal)?;
+        match recorded {
+            Some(s) => Err(Status::failed_precondition(format!(
+                "save set {save_set} is recorded already (made by {}): a job reports only save sets it made",
+                s.agent
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 fn assignment(j: &JobRow) -> pb::JobAssignment {
@@ -1280,6 +1293,7 @@ impl pb::agent_service_server::AgentService for Agents {
         let cn = peer_cn(&req)?;
         let mut stream = req.into_inner();
         let mut checked = String::new();
+        let mut checked_set = String::new();
         while let Some(b) = stream.message().await? {
             if checked != b.job_id {
                 self.session(&cn, &b.session_id)?;
@@ -1291,6 +1305,13 @@ impl pb::agent_service_server::AgentService for Agents {
                     )));
                 }
                 checked = b.job_id.clone();
+            }
+            // A running job's save sets are recorded when it finishes: one
+            // recorded already is another job's, and its objects are not
+            // this agent's to add to.
+            if checked_set != b.save_set {
+                self.not_recorded(&b.save_set)?;
+                checked_set = b.save_set.clone();
             }
             let rows: Vec<crate::catalog::ObjectRow> = b
                 .objects
@@ -1314,6 +1335,18 @@ impl pb::agent_service_server::AgentService for Agents {
         let cn = peer_cn(&req)?;
         let r = req.into_inner();
         self.session(&cn, &r.session_id)?;
+        // A job reports the save sets it made: new ones, each once. (Else an
+        // agent could rewrite another's record: its volumes, its expiry.)
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &r.save_sets {
+            if !seen.insert(s.id.as_str()) {
+                return Err(Status::invalid_argument(format!(
+                    "save set {} is reported twice",
+                    s.id
+                )));
+            }
+            self.not_recorded(&s.id)?;
+        }
         let sets: Vec<SaveSetRow> = r
             .save_sets
             .into_iter()

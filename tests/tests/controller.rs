@@ -617,17 +617,7 @@ fn an_agent_killed_mid_job_fails_the_job_and_leaves_no_save_set_recorded() {
 
 #[test]
 fn a_python_grpc_client_built_from_the_protos_lists_agents_and_starts_a_job() {
-    let py = match std::env::var("CINTA_PYTHON") {
-        Ok(p) => PathBuf::from(p),
-        Err(_) => {
-            let o = Command::new("bash")
-                .arg(cinta_tests::repo().join("tests/python/setup.sh"))
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
-        }
-    };
+    let py = grpc_python();
     let mut s = Site::new();
     s.start_agent("PROD1");
     s.until("the agent to register", Site::agent_connected);
@@ -659,6 +649,85 @@ fn a_python_grpc_client_built_from_the_protos_lists_agents_and_starts_a_job() {
     s.until("the Python-started job to succeed", |s| {
         s.ctl_json(&["job", &id])["state"] == "succeeded"
     });
+}
+
+/// The Python interpreter with grpcio (made once by tests/python/setup.sh).
+fn grpc_python() -> PathBuf {
+    match std::env::var("CINTA_PYTHON") {
+        Ok(p) => PathBuf::from(p),
+        Err(_) => {
+            let o = Command::new("bash")
+                .arg(cinta_tests::repo().join("tests/python/setup.sh"))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
+        }
+    }
+}
+
+#[test]
+fn an_agent_cannot_claim_a_recorded_save_set_as_its_jobs() {
+    let py = grpc_python();
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let job = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let id = job["save_sets"][0]["id"].as_str().unwrap().to_string();
+    let sets_before = s.ctl_json(&["save-sets"]);
+    // The agent's process is replaced by one that, given its next job,
+    // reports objects into that save set and names it as the job's own.
+    drop(s.agents.remove("PROD1"));
+    let pki = &s.kms.pki;
+    let mut rogue = Command::new(py)
+        .arg(cinta_tests::repo().join("tests/python/grpc_rogue_agent.py"))
+        .args(["--target", &s.addr, "--name", "PROD1", "--claim", &id])
+        .arg("--cert")
+        .arg(pki.join("PROD1.pem"))
+        .arg("--key")
+        .arg(pki.join("PROD1.key"))
+        .arg("--ca")
+        .arg(pki.join("ca.pem"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(rogue.stdout.take().unwrap()));
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.unwrap().contains("registered")),
+        "the rogue agent did not register"
+    );
+    let second = s.ctl_json(&["run", "NIGHTLY"]);
+    let doc: serde_json::Value = match lines.next() {
+        Some(l) => serde_json::from_str(&l.unwrap()).unwrap(),
+        None => {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut rogue.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("the rogue agent said nothing: {err}");
+        }
+    };
+    assert!(rogue.wait().unwrap().success());
+    assert_eq!(doc["job"], second["id"], "{doc}");
+    for call in ["report_objects", "finish_claiming"] {
+        assert_eq!(doc[call]["code"], "FAILED_PRECONDITION", "{call}: {doc}");
+        assert!(
+            doc[call]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("save set {id} is recorded already")),
+            "{call}: {doc}"
+        );
+    }
+    assert_eq!(doc["finish_plainly"]["code"], "OK", "{doc}");
+    // The record is as the first job left it; nothing was planted in it.
+    assert_eq!(s.ctl_json(&["save-sets"]), sets_before);
+    let found = s.ctl_json(&["find", "*/planted"]);
+    assert_eq!(found["objects"].as_array().unwrap().len(), 0, "{found}");
+    let ended = s.ctl_json(&["job", second["id"].as_str().unwrap()]);
+    assert_eq!(ended["state"], "failed", "{ended}");
 }
 
 #[test]

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""An agent that claims a save set it did not make (grpcio, from the .proto files alone).
+
+usage: grpc_rogue_agent.py --target HOST:PORT --cert C --key K --ca CA --name AGENT
+                           --claim SAVE_SET_ID [--server-name NAME]
+Registers as AGENT, takes the first job assigned to it, then reports objects
+for SAVE_SET_ID and finishes the job naming SAVE_SET_ID as its own, on cartridge
+EVIL01. Prints one JSON document: the gRPC status code and message of each
+call ("OK" when it was accepted).
+"""
+import argparse
+import importlib
+import json
+import os
+import sys
+import tempfile
+
+from grpc_tools import protoc
+import grpc
+
+
+def outcome(call):
+    try:
+        call()
+        return {"code": "OK", "message": ""}
+    except grpc.RpcError as e:
+        return {"code": e.code().name, "message": e.details()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--target", required=True)
+    for a in ("--cert", "--key", "--ca", "--name", "--claim"):
+        ap.add_argument(a, required=True)
+    ap.add_argument("--server-name", default="localhost")
+    a = ap.parse_args()
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
+    out = tempfile.mkdtemp(prefix="cinta-grpc-")
+    rc = protoc.main(["protoc", "-I" + root, "--python_out=" + out, "--grpc_python_out=" + out,
+                      os.path.join("cinta", "v1", "agent.proto")])
+    if rc != 0:
+        sys.exit("protoc failed: %d" % rc)
+    sys.path.insert(0, out)
+    pb = importlib.import_module("cinta.v1.agent_pb2")
+    rpc = importlib.import_module("cinta.v1.agent_pb2_grpc")
+    read = lambda p: open(p, "rb").read()
+    creds = grpc.ssl_channel_credentials(read(a.ca), read(a.key), read(a.cert))
+    ch = grpc.secure_channel(a.target, creds, options=[("grpc.ssl_target_name_override", a.server_name)])
+    stub = rpc.AgentServiceStub(ch)
+    inv = pb.Inventory(name=a.name, host="rogue", version="rogue")
+    session = stub.Register(pb.RegisterRequest(inventory=inv), timeout=10).session_id
+    print(json.dumps({"registered": True}), flush=True)
+    job = next(stub.Assignments(pb.AssignmentsRequest(session_id=session), timeout=60))
+    acc = stub.AcceptJob(pb.AcceptJobRequest(session_id=session, job_id=job.job_id), timeout=10)
+    doc = {"job": job.job_id, "accepted": acc.ok}
+    batch = pb.ObjectBatch(session_id=session, job_id=job.job_id, save_set=a.claim,
+                           objects=[pb.ObjectInfo(path="etc/planted", kind="file", size=1, mtime=1)])
+    doc["report_objects"] = outcome(lambda: stub.ReportObjects(iter([batch]), timeout=10))
+    claimed = pb.SaveSetResult(id=a.claim, source="/", key_id="none", volumes=["EVIL01"])
+    doc["finish_claiming"] = outcome(lambda: stub.FinishJob(pb.JobResult(
+        session_id=session, job_id=job.job_id, ok=True, message="rogue", save_sets=[claimed]), timeout=10))
+    doc["finish_plainly"] = outcome(lambda: stub.FinishJob(pb.JobResult(
+        session_id=session, job_id=job.job_id, ok=False, message="rogue gave up"), timeout=10))
+    print(json.dumps(doc))
+
+
+if __name__ == "__main__":
+    main()
