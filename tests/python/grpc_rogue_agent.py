@@ -9,14 +9,11 @@ EVIL01. Prints one JSON document: the gRPC status code and message of each
 call ("OK" when it was accepted).
 """
 import argparse
-import importlib
 import json
-import os
-import sys
-import tempfile
 
-from grpc_tools import protoc
 import grpc
+
+import grpc_common
 
 
 def outcome(call):
@@ -29,23 +26,12 @@ def outcome(call):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--target", required=True)
-    for a in ("--cert", "--key", "--ca", "--name", "--claim"):
-        ap.add_argument(a, required=True)
-    ap.add_argument("--server-name", default="localhost")
+    grpc_common.add_tls_args(ap)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--claim", required=True)
     a = ap.parse_args()
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
-    out = tempfile.mkdtemp(prefix="cinta-grpc-")
-    rc = protoc.main(["protoc", "-I" + root, "--python_out=" + out, "--grpc_python_out=" + out,
-                      os.path.join("cinta", "v1", "agent.proto")])
-    if rc != 0:
-        sys.exit("protoc failed: %d" % rc)
-    sys.path.insert(0, out)
-    pb = importlib.import_module("cinta.v1.agent_pb2")
-    rpc = importlib.import_module("cinta.v1.agent_pb2_grpc")
-    read = lambda p: open(p, "rb").read()
-    creds = grpc.ssl_channel_credentials(read(a.ca), read(a.key), read(a.cert))
-    ch = grpc.secure_channel(a.target, creds, options=[("grpc.ssl_target_name_override", a.server_name)])
+    pb, rpc = grpc_common.modules("agent")
+    ch = grpc_common.channel(a)
     stub = rpc.AgentServiceStub(ch)
     inv = pb.Inventory(name=a.name, host="rogue", version="rogue")
     session = stub.Register(pb.RegisterRequest(inventory=inv), timeout=10).session_id

@@ -621,23 +621,8 @@ fn a_python_grpc_client_built_from_the_protos_lists_agents_and_starts_a_job() {
     let mut s = Site::new();
     s.start_agent("PROD1");
     s.until("the agent to register", Site::agent_connected);
-    let pki = &s.kms.pki;
-    let o = Command::new(py)
-        .arg(cinta_tests::repo().join("tests/python/grpc_console.py"))
-        .args([
-            "--target",
-            &s.addr,
-            "--server-name",
-            "localhost",
-            "--run",
-            "NIGHTLY",
-        ])
-        .arg("--cert")
-        .arg(pki.join("console.pem"))
-        .arg("--key")
-        .arg(pki.join("console.key"))
-        .arg("--ca")
-        .arg(pki.join("ca.pem"))
+    let o = grpc_script(&py, &s, "grpc_console.py", "console")
+        .args(["--run", "NIGHTLY"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -649,6 +634,22 @@ fn a_python_grpc_client_built_from_the_protos_lists_agents_and_starts_a_job() {
     s.until("the Python-started job to succeed", |s| {
         s.ctl_json(&["job", &id])["state"] == "succeeded"
     });
+}
+
+/// A gRPC client script of tests/python, run as `identity` (a certificate
+/// of the site's PKI) against the site's controller.
+fn grpc_script(py: &Path, s: &Site, script: &str, identity: &str) -> Command {
+    let pki = &s.kms.pki;
+    let mut c = Command::new(py);
+    c.arg(cinta_tests::repo().join("tests/python").join(script))
+        .args(["--target", &s.addr, "--server-name", "localhost"])
+        .arg("--cert")
+        .arg(pki.join(format!("{identity}.pem")))
+        .arg("--key")
+        .arg(pki.join(format!("{identity}.key")))
+        .arg("--ca")
+        .arg(pki.join("ca.pem"));
+    c
 }
 
 /// The Python interpreter with grpcio (made once by tests/python/setup.sh).
@@ -679,16 +680,8 @@ fn an_agent_cannot_claim_a_recorded_save_set_as_its_jobs() {
     // The agent's process is replaced by one that, given its next job,
     // reports objects into that save set and names it as the job's own.
     drop(s.agents.remove("PROD1"));
-    let pki = &s.kms.pki;
-    let mut rogue = Command::new(py)
-        .arg(cinta_tests::repo().join("tests/python/grpc_rogue_agent.py"))
-        .args(["--target", &s.addr, "--name", "PROD1", "--claim", &id])
-        .arg("--cert")
-        .arg(pki.join("PROD1.pem"))
-        .arg("--key")
-        .arg(pki.join("PROD1.key"))
-        .arg("--ca")
-        .arg(pki.join("ca.pem"))
+    let mut rogue = grpc_script(&py, &s, "grpc_rogue_agent.py", "PROD1")
+        .args(["--name", "PROD1", "--claim", &id])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
