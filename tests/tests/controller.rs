@@ -617,11 +617,10 @@ fn an_agent_killed_mid_job_fails_the_job_and_leaves_no_save_set_recorded() {
 
 #[test]
 fn a_python_grpc_client_built_from_the_protos_lists_agents_and_starts_a_job() {
-    let py = grpc_python();
     let mut s = Site::new();
     s.start_agent("PROD1");
     s.until("the agent to register", Site::agent_connected);
-    let o = grpc_script(&py, &s, "grpc_console.py", "console")
+    let o = grpc_script(&s, "grpc_console.py", "console")
         .args(["--run", "NIGHTLY"])
         .output()
         .unwrap();
@@ -638,9 +637,9 @@ fn a_python_grpc_client_built_from_the_protos_lists_agents_and_starts_a_job() {
 
 /// A gRPC client script of tests/python, run as `identity` (a certificate
 /// of the site's PKI) against the site's controller.
-fn grpc_script(py: &Path, s: &Site, script: &str, identity: &str) -> Command {
+fn grpc_script(s: &Site, script: &str, identity: &str) -> Command {
     let pki = &s.kms.pki;
-    let mut c = Command::new(py);
+    let mut c = Command::new(grpc_python());
     c.arg(cinta_tests::repo().join("tests/python").join(script))
         .args(["--target", &s.addr, "--server-name", "localhost"])
         .arg("--cert")
@@ -669,7 +668,6 @@ fn grpc_python() -> PathBuf {
 
 #[test]
 fn an_agent_cannot_claim_a_recorded_save_set_as_its_jobs() {
-    let py = grpc_python();
     let mut s = Site::new();
     s.start_agent("PROD1");
     s.until("the agent to register", Site::agent_connected);
@@ -680,7 +678,7 @@ fn an_agent_cannot_claim_a_recorded_save_set_as_its_jobs() {
     // The agent's process is replaced by one that, given its next job,
     // reports objects into that save set and names it as the job's own.
     drop(s.agents.remove("PROD1"));
-    let mut rogue = grpc_script(&py, &s, "grpc_rogue_agent.py", "PROD1")
+    let mut rogue = grpc_script(&s, "grpc_rogue_agent.py", "PROD1")
         .args(["--name", "PROD1", "--claim", &id])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -238,11 +238,11 @@ pub fn put_hole(len: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(&len.to_be_bytes());
 }
 
-/// Appends an end-of-object record.
 /// Bytes of an end record, and where its digest starts.
 pub const END_LEN: usize = 34;
 pub const END_DIGEST_AT: usize = 1;
 
+/// Appends an end-of-object record.
 pub fn put_end(digest: &[u8; 32], flags: u8, out: &mut Vec<u8>) {
     out.push(b'E');
     out.extend_from_slice(digest);

@@ -632,7 +632,7 @@ impl<'a> Saver<'a> {
         md: &std::fs::Metadata,
         opened: Option<walk::Opened>,
     ) -> Result<()> {
-        let (file, mut xattrs) = match opened {
+        let (file, xattrs) = match opened {
             Some(o) => {
                 self.warnings.extend(o.warnings);
                 (Some(o.file), Some(o.xattrs))
@@ -710,7 +710,7 @@ impl<'a> Saver<'a> {
             }
         }
         if kind != Kind::Symlink {
-            meta.xattrs = match xattrs.take() {
+            meta.xattrs = match xattrs {
                 Some(x) => x,
                 None => walk::read_xattrs(abs, opened.as_ref(), &mut self.warnings),
             };
@@ -749,19 +749,30 @@ impl<'a> Saver<'a> {
                     }
                 }
             }
-            // The entry goes first: a digest left to the sealing thread is
-            // written into it there, once the end record is sealed.
             meta.size = size;
-            let e = Entry {
-                start,
-                end: self.seg.offset + format::END_LEN as u64,
-                digest: digest.unwrap_or_default(),
-                flags,
-                meta,
-            };
-            let spill = self.index(&e)?;
-            return self.end(digest, flags, Some(spill));
+            return self.close_object(start, meta, digest, flags);
         }
+    }
+
+    /// Ends an object that began at stream offset `start`: its index entry
+    /// first (a digest left to the sealing thread is written into it there,
+    /// once the end record is sealed), then its end record.
+    fn close_object(
+        &mut self,
+        start: u64,
+        meta: Meta,
+        digest: Option<[u8; 32]>,
+        flags: u8,
+    ) -> Result<()> {
+        let e = Entry {
+            start,
+            end: self.seg.offset + format::END_LEN as u64,
+            digest: digest.unwrap_or_default(),
+            flags,
+            meta,
+        };
+        let spill = self.index(&e)?;
+        self.end(digest, flags, Some(spill))
     }
 
     /// Writes a file's content; returns its digest (`None`: left to the
@@ -916,27 +927,18 @@ impl<'a> Saver<'a> {
         let start = self.seg.offset;
         format::put_object(&meta, &mut self.rec)?;
         self.emit_record()?;
-        let mut hasher = blake3::Hasher::new();
         // A stream is as long as it is: hashed here, as a large file is.
-        let left = self.seg.leave_hashing(u64::MAX);
+        let mut hasher = blake3::Hasher::new();
         let stdin = std::io::stdin();
         let mut lock = stdin.lock();
         meta.size = self.copy(
             &mut lock,
             Path::new("standard input"),
             u64::MAX,
-            (!left).then_some(&mut hasher),
+            Some(&mut hasher),
         )?;
-        let digest = (!left).then(|| *hasher.finalize().as_bytes());
-        let e = Entry {
-            start,
-            end: self.seg.offset + format::END_LEN as u64,
-            digest: digest.unwrap_or_default(),
-            flags: 0,
-            meta,
-        };
-        let spill = self.index(&e)?;
-        self.end(digest, 0, Some(spill))
+        let digest = *hasher.finalize().as_bytes();
+        self.close_object(start, meta, Some(digest), 0)
     }
 
     fn finish(mut self) -> Result<Produced> {
