@@ -291,6 +291,13 @@ pub trait Catalog: Send {
     /// Objects whose path matches `glob` (`*`, `?`; `*` crosses `/`), by path
     /// then save set, at most `limit`: (save set, object).
     fn find_objects(&self, glob: &str, limit: u32) -> Result<Vec<(String, ObjectRow)>>;
+    /// Binds a save set not yet recorded to the job making it, the first
+    /// time the job names it. Returns the job it was bound to before, if
+    /// that is another one (and then binds nothing).
+    fn claim_save_set(&mut self, save_set: &str, job: &str) -> Result<Option<String>>;
+    /// Forgets the objects a job reported for save sets that were never
+    /// recorded (the job failed or left them out); returns how many.
+    fn drop_unrecorded_objects(&mut self, job: &str) -> Result<u64>;
     /// Forgets a save set's objects (it expired).
     fn drop_objects(&mut self, save_set: &str) -> Result<()>;
     /// Dates a save set's objects with its creation time once it is
@@ -392,6 +399,11 @@ CREATE TABLE IF NOT EXISTS objects (
     mtime BIGINT NOT NULL,
     created BIGINT NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS claims (
+    save_set TEXT PRIMARY KEY,
+    job TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS claims_by_job ON claims (job);
 CREATE INDEX IF NOT EXISTS objects_by_path ON objects (path, created);
 CREATE INDEX IF NOT EXISTS objects_by_save_set ON objects (save_set);
 ";
@@ -772,6 +784,38 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
             .collect())
     }
 
+    fn claim_save_set(&mut self, save_set: &str, job: &str) -> Result<Option<String>> {
+        // One statement decides: of two jobs naming the same id, one binds it.
+        self.exec1(
+            "INSERT INTO claims (save_set, job) VALUES (?1, ?2) ON CONFLICT (save_set) DO NOTHING",
+            vec![save_set.into(), job.into()],
+        )?;
+        let owner = self
+            .db
+            .rows(
+                "SELECT job FROM claims WHERE save_set = ?1",
+                &[save_set.into()],
+            )?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .map(Val::text);
+        Ok(owner.filter(|o| o != job))
+    }
+
+    fn drop_unrecorded_objects(&mut self, job: &str) -> Result<u64> {
+        const UNRECORDED: &str = "FROM objects WHERE save_set IN (SELECT save_set FROM claims WHERE job = ?1) AND save_set NOT IN (SELECT id FROM save_sets)";
+        let n = self
+            .db
+            .rows(&format!("SELECT COUNT(*) {UNRECORDED}"), &[job.into()])?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .map_or(0, Val::int);
+        self.exec1(&format!("DELETE {UNRECORDED}"), vec![job.into()])?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     fn drop_objects(&mut self, save_set: &str) -> Result<()> {
         self.exec1(
             "DELETE FROM objects WHERE save_set = ?1",
@@ -1098,6 +1142,25 @@ pub fn conformance(c: &mut dyn Catalog) {
     );
     c.drop_objects("Z").unwrap();
     assert_eq!(c.find_objects("*", 10).unwrap().len(), 1);
+    // A save set not yet recorded belongs to the first job that names it.
+    assert_eq!(c.claim_save_set("N", "J1").unwrap(), None);
+    assert_eq!(c.claim_save_set("N", "J1").unwrap(), None);
+    assert_eq!(c.claim_save_set("N", "J2").unwrap(), Some("J1".into()));
+    assert_eq!(c.claim_save_set("R", "J1").unwrap(), None);
+    c.put_objects("N", &[obj("home/n1"), obj("home/n2")])
+        .unwrap();
+    c.put_objects("R", &[obj("home/r")]).unwrap();
+    // Of J1's, only what was never recorded goes; others' stay.
+    c.put_save_set(&rec("R")).unwrap();
+    assert_eq!(c.drop_unrecorded_objects("J2").unwrap(), 0);
+    assert_eq!(c.drop_unrecorded_objects("J1").unwrap(), 2);
+    let left: Vec<String> = c
+        .find_objects("home/*", 10)
+        .unwrap()
+        .into_iter()
+        .map(|(s, o)| format!("{s}:{}", o.path))
+        .collect();
+    assert_eq!(left, ["M:home/a/ledger.dat", "R:home/r"]);
     c.event(7, "job.queued", "first").unwrap();
     c.event(8, "job.failed", "it's \"quoted\"").unwrap();
     let ev = c.events(10).unwrap();

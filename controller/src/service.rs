@@ -354,6 +354,23 @@ impl State {
         }
     }
 
+    /// Forgets the objects an ended job reported for save sets it never
+    /// finished: they are on no cartridge the catalog knows of.
+    fn forget_unfinished(&self, job: &str) {
+        let dropped = self.catalog().drop_unrecorded_objects(job);
+        match dropped {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                job,
+                objects = n,
+                "forgot objects of save sets the job did not finish"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, job, "could not forget objects of save sets the job did not finish")
+            }
+        }
+    }
+
     /// Retention: queues expiry jobs for save sets past their date or beyond
     /// their versions, and records the outcome of those jobs.
     fn expire(&self, now: i64) {
@@ -498,6 +515,7 @@ impl State {
             // (The catalog's lock is let go before the event takes it again.)
             let abandoned = self.catalog().abandon(&j.id, &why, now);
             if let Ok(true) = abandoned {
+                self.forget_unfinished(&j.id);
                 self.event("job.failed", &format!("job {} failed: {why}", j.id));
             }
         }
@@ -1004,14 +1022,38 @@ impl Agents {
         Ok(())
     }
 
-    /// Refuses a save set an agent reports as its job's own when it is recorded already.
-    fn not_recorded(&self, save_set: &str) -> Result<(), Status> {
+    /// Refuses a job that is not running on agent `cn`.
+    fn running_on(&self, cn: &str, job: &str) -> Result<(), Status> {
+        let j = self.0.catalog().job(job).map_err(internal)?;
+        if j.is_some_and(|j| j.agent == cn && j.state == "running") {
+            Ok(())
+        } else {
+            Err(Status::failed_precondition(format!(
+                "job {job} is not running on {cn}"
+            )))
+        }
+    }
+
+    /// A job reports only save sets it is making: one recorded already is
+    /// another job's, and so is one another job named first (its objects
+    /// and its record are not this agent's to write).
+    fn own_save_set(&self, save_set: &str, job: &str) -> Result<(), Status> {
         // Bind first: the catalog's lock is not held across the check.
         let recorded = self.0.catalog().save_set(save_set).map_err(internal)?;
-        match recorded {
-            Some(s) => Err(Status::failed_precondition(format!(
+        if let Some(s) = recorded {
+            return Err(Status::failed_precondition(format!(
                 "save set {save_set} is recorded already (made by {}): a job reports only save sets it made",
                 s.agent
+            )));
+        }
+        let claimed = self
+            .0
+            .catalog()
+            .claim_save_set(save_set, job)
+            .map_err(internal)?;
+        match claimed {
+            Some(other) => Err(Status::failed_precondition(format!(
+                "save set {save_set} is job {other}'s: a job reports only save sets it made"
             ))),
             None => Ok(()),
         }
@@ -1103,6 +1145,7 @@ impl pb::agent_service_server::AgentService for Agents {
             &format!("agent {cn} registered (session {session})"),
         );
         for j in failed {
+            self.0.forget_unfinished(&j);
             self.0.event(
                 "job.failed",
                 &format!("job {j} failed: agent {cn} restarted while it ran"),
@@ -1293,25 +1336,16 @@ impl pb::agent_service_server::AgentService for Agents {
         let cn = peer_cn(&req)?;
         let mut stream = req.into_inner();
         let mut checked = String::new();
-        let mut checked_set = String::new();
+        let mut checked_set = (String::new(), String::new());
         while let Some(b) = stream.message().await? {
             if checked != b.job_id {
                 self.session(&cn, &b.session_id)?;
-                let j = self.0.catalog().job(&b.job_id).map_err(internal)?;
-                if !j.is_some_and(|j| j.agent == cn && j.state == "running") {
-                    return Err(Status::failed_precondition(format!(
-                        "job {} is not running on {cn}",
-                        b.job_id
-                    )));
-                }
+                self.running_on(&cn, &b.job_id)?;
                 checked = b.job_id.clone();
             }
-            // A running job's save sets are recorded when it finishes: one
-            // recorded already is another job's, and its objects are not
-            // this agent's to add to.
-            if checked_set != b.save_set {
-                self.not_recorded(&b.save_set)?;
-                checked_set = b.save_set.clone();
+            if (checked_set.0.as_str(), checked_set.1.as_str()) != (&b.job_id, &b.save_set) {
+                self.own_save_set(&b.save_set, &b.job_id)?;
+                checked_set = (b.job_id.clone(), b.save_set.clone());
             }
             let rows: Vec<crate::catalog::ObjectRow> = b
                 .objects
@@ -1335,6 +1369,7 @@ impl pb::agent_service_server::AgentService for Agents {
         let cn = peer_cn(&req)?;
         let r = req.into_inner();
         self.session(&cn, &r.session_id)?;
+        self.running_on(&cn, &r.job_id)?;
         // A job reports the save sets it made: new ones, each once. (Else an
         // agent could rewrite another's record: its volumes, its expiry.)
         let mut seen = std::collections::BTreeSet::new();
@@ -1345,7 +1380,7 @@ impl pb::agent_service_server::AgentService for Agents {
                     s.id
                 )));
             }
-            self.not_recorded(&s.id)?;
+            self.own_save_set(&s.id, &r.job_id)?;
         }
         let sets: Vec<SaveSetRow> = r
             .save_sets
@@ -1379,6 +1414,7 @@ impl pb::agent_service_server::AgentService for Agents {
             )));
         }
         self.0.record_save_sets(&r.job_id, &sets);
+        self.0.forget_unfinished(&r.job_id);
         let kind = if r.ok { "job.succeeded" } else { "job.failed" };
         self.0.event(
             kind,
@@ -1787,6 +1823,7 @@ impl pb::console_service_server::ConsoleService for Console {
             .cancel(&id, self.0.now())
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("no job {id}")))?;
+        self.0.forget_unfinished(&id);
         self.0
             .event("job.cancelled", &format!("job {id} cancelled by {who}"));
         Ok(Response::new(job_pb(j)))

@@ -36,7 +36,7 @@ fn the_postgresql_catalog_conforms_and_survives_a_server_restart() {
     // A second catalog on the same database sees everything (one schema, created once).
     let again = catalog::postgres::open(&pg.url(), None).unwrap();
     assert_eq!(again.meta("k").unwrap().as_deref(), Some("3"));
-    assert_eq!(again.save_sets().unwrap().len(), 3);
+    assert_eq!(again.save_sets().unwrap().len(), 4);
     // Over the server's Unix socket, as on a host that runs both.
     let local = format!(
         "postgresql://cinta@/postgres?host={}&port={}",

@@ -678,29 +678,10 @@ fn an_agent_cannot_claim_a_recorded_save_set_as_its_jobs() {
     // The agent's process is replaced by one that, given its next job,
     // reports objects into that save set and names it as the job's own.
     drop(s.agents.remove("PROD1"));
-    let mut rogue = grpc_script(&s, "grpc_rogue_agent.py", "PROD1")
-        .args(["--name", "PROD1", "--claim", &id])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(rogue.stdout.take().unwrap()));
-    assert!(
-        lines
-            .next()
-            .is_some_and(|l| l.unwrap().contains("registered")),
-        "the rogue agent did not register"
-    );
-    let second = s.ctl_json(&["run", "NIGHTLY"]);
-    let doc: serde_json::Value = match lines.next() {
-        Some(l) => serde_json::from_str(&l.unwrap()).unwrap(),
-        None => {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut rogue.stderr.take().unwrap(), &mut err).unwrap();
-            panic!("the rogue agent said nothing: {err}");
-        }
-    };
-    assert!(rogue.wait().unwrap().success());
+    let mut second = serde_json::Value::Null;
+    let doc = rogue_agent(&s, &["--claim", &id], || {
+        second = s.ctl_json(&["run", "NIGHTLY"]);
+    });
     assert_eq!(doc["job"], second["id"], "{doc}");
     for call in ["report_objects", "finish_claiming"] {
         assert_eq!(doc[call]["code"], "FAILED_PRECONDITION", "{call}: {doc}");
@@ -719,6 +700,69 @@ fn an_agent_cannot_claim_a_recorded_save_set_as_its_jobs() {
     assert_eq!(found["objects"].as_array().unwrap().len(), 0, "{found}");
     let ended = s.ctl_json(&["job", second["id"].as_str().unwrap()]);
     assert_eq!(ended["state"], "failed", "{ended}");
+}
+
+/// Runs `grpc_rogue_agent.py` as PROD1 with `args`; once it has registered,
+/// `queue` gives it work. Returns the JSON document it prints.
+fn rogue_agent(s: &Site, args: &[&str], queue: impl FnOnce()) -> serde_json::Value {
+    let mut rogue = grpc_script(s, "grpc_rogue_agent.py", "PROD1")
+        .args(["--name", "PROD1"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(rogue.stdout.take().unwrap()));
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.unwrap().contains("registered")),
+        "the rogue agent did not register"
+    );
+    queue();
+    let doc: serde_json::Value = match lines.next() {
+        Some(l) => serde_json::from_str(&l.unwrap()).unwrap(),
+        None => {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut rogue.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("the rogue agent said nothing: {err}");
+        }
+    };
+    assert!(rogue.wait().unwrap().success());
+    doc
+}
+
+#[test]
+fn a_save_set_being_made_is_its_jobs_alone_and_is_forgotten_if_never_finished() {
+    let s = Site::new();
+    // A grpcio "agent" takes two jobs. The first reports an object into a
+    // new save set; the second reports into the same one and claims it.
+    let mut jobs = Vec::new();
+    let doc = rogue_agent(&s, &["--plant", "S-UNFINISHED"], || {
+        for _ in 0..2 {
+            jobs.push(s.ctl_json(&["run", "NIGHTLY"])["id"].clone());
+        }
+    });
+    assert_eq!(doc["jobs"], serde_json::Value::Array(jobs.clone()), "{doc}");
+    assert_eq!(doc["first_reports"]["code"], "OK", "{doc}");
+    for call in ["second_reports", "second_finish_claiming"] {
+        assert_eq!(doc[call]["code"], "FAILED_PRECONDITION", "{call}: {doc}");
+        assert!(
+            doc[call]["message"].as_str().unwrap().contains(&format!(
+                "save set S-UNFINISHED is job {}'s",
+                jobs[0].as_str().unwrap()
+            )),
+            "{call}: {doc}"
+        );
+    }
+    for call in ["second_finish_plainly", "first_finish_plainly"] {
+        assert_eq!(doc[call]["code"], "OK", "{call}: {doc}");
+    }
+    // Both jobs failed: the save set was never recorded, and what the first
+    // reported into it is forgotten with it; the second planted nothing.
+    assert_eq!(s.ctl_json(&["save-sets"]), serde_json::json!([]));
+    let catalog = cinta_controller::catalog::open(&s.d().join("catalog.db"), None).unwrap();
+    assert_eq!(catalog.find_objects("etc/*", 10).unwrap(), []);
 }
 
 #[test]
