@@ -480,6 +480,16 @@ impl<S: Sql> SqlCatalog<S> {
             .pop())
     }
 
+    /// The first column of the first row, if there is a row.
+    fn value(&self, sql: &str, p: &[Val]) -> Result<Option<Val>> {
+        Ok(self
+            .db
+            .rows(sql, p)?
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next()))
+    }
+
     fn pairs(&self, sql: &str, p: &[Val]) -> Result<Vec<(Val, Val)>> {
         Ok(self
             .db
@@ -791,14 +801,10 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
             vec![save_set.into(), job.into()],
         )?;
         let owner = self
-            .db
-            .rows(
+            .value(
                 "SELECT job FROM claims WHERE save_set = ?1",
                 &[save_set.into()],
             )?
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next())
             .map(Val::text);
         Ok(owner.filter(|o| o != job))
     }
@@ -806,11 +812,7 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
     fn drop_unrecorded_objects(&mut self, job: &str) -> Result<u64> {
         const UNRECORDED: &str = "FROM objects WHERE save_set IN (SELECT save_set FROM claims WHERE job = ?1) AND save_set NOT IN (SELECT id FROM save_sets)";
         let n = self
-            .db
-            .rows(&format!("SELECT COUNT(*) {UNRECORDED}"), &[job.into()])?
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next())
+            .value(&format!("SELECT COUNT(*) {UNRECORDED}"), &[job.into()])?
             .map_or(0, Val::int);
         self.exec1(&format!("DELETE {UNRECORDED}"), vec![job.into()])?;
         Ok(u64::try_from(n).unwrap_or(0))
@@ -844,11 +846,7 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
 
     fn meta(&self, key: &str) -> Result<Option<String>> {
         Ok(self
-            .db
-            .rows("SELECT v FROM meta WHERE k = ?1", &[key.into()])?
-            .into_iter()
-            .next()
-            .and_then(|r| r.into_iter().next())
+            .value("SELECT v FROM meta WHERE k = ?1", &[key.into()])?
             .map(Val::text))
     }
 

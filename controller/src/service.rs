@@ -1335,17 +1335,20 @@ impl pb::agent_service_server::AgentService for Agents {
     ) -> Result<Response<pb::Ack>, Status> {
         let cn = peer_cn(&req)?;
         let mut stream = req.into_inner();
-        let mut checked = String::new();
-        let mut checked_set = (String::new(), String::new());
+        // Checked when they change, not per batch: the job (session, running
+        // here), then the save set (this job's own).
+        let mut job: Option<String> = None;
+        let mut save_set: Option<String> = None;
         while let Some(b) = stream.message().await? {
-            if checked != b.job_id {
+            if job.as_deref() != Some(b.job_id.as_str()) {
                 self.session(&cn, &b.session_id)?;
                 self.running_on(&cn, &b.job_id)?;
-                checked = b.job_id.clone();
+                job = Some(b.job_id.clone());
+                save_set = None;
             }
-            if (checked_set.0.as_str(), checked_set.1.as_str()) != (&b.job_id, &b.save_set) {
+            if save_set.as_deref() != Some(b.save_set.as_str()) {
                 self.own_save_set(&b.save_set, &b.job_id)?;
-                checked_set = (b.job_id.clone(), b.save_set.clone());
+                save_set = Some(b.save_set.clone());
             }
             let rows: Vec<crate::catalog::ObjectRow> = b
                 .objects

@@ -4,9 +4,9 @@
 usage: grpc_rogue_agent.py --target HOST:PORT --cert C --key K --ca CA --name AGENT
                            (--claim SAVE_SET_ID | --plant SAVE_SET_ID) [--server-name NAME]
 Registers as AGENT and prints {"registered": true}.
---claim: takes the first job assigned to it, then reports objects for
-SAVE_SET_ID and finishes the job naming SAVE_SET_ID as its own, on cartridge
-EVIL01.
+--claim: reports objects under no job, then takes the first job assigned to
+it, reports objects for SAVE_SET_ID and finishes the job naming SAVE_SET_ID as
+its own, on cartridge EVIL01.
 --plant: takes the first two jobs; the first reports objects for the new
 SAVE_SET_ID, then the second reports objects for it and finishes naming it as
 its own; then both jobs end failed.
@@ -61,8 +61,9 @@ def main():
             session_id=session, job_id=job, ok=ok, message="rogue", save_sets=sets), timeout=10))
 
     if a.claim:
+        doc = {"report_without_job": report("", "S-NOJOB", "etc/planted")}
         job = take()
-        doc = {"job": job}
+        doc["job"] = job
         doc["report_objects"] = report(job, a.claim, "etc/planted")
         doc["finish_claiming"] = finish(job, True, a.claim)
         doc["finish_plainly"] = finish(job, False)
