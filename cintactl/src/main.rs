@@ -60,8 +60,8 @@ enum Cmd {
         watch: bool,
     },
     /// Follow a job live until it ends: a progress bar on a terminal, a line
-    /// every 10 s otherwise, a JSON line per change with --json. Exit 0 if it
-    /// succeeded, 1 if not.
+    /// per state or entry and every 10 s otherwise, a JSON line per change
+    /// with --json. Exit 0 if it succeeded, 1 if not.
     Watch { id: String },
     /// Cancel a queued or running job.
     Cancel { id: String },
@@ -401,7 +401,10 @@ async fn watch(c: &mut ConsoleServiceClient<Channel>, id: &str, json: bool) -> R
             print!("\r{}\x1b[K", progress_line(&j, rate, 30));
             std::io::stdout().flush()?;
         } else if ended
-            || last.as_ref().map(|l| &l.state) != Some(&j.state)
+            || last
+                .as_ref()
+                .map(|l| (&l.state, l.entries_done, &l.current))
+                != Some((&j.state, j.entries_done, &j.current))
             || printed.elapsed() >= Duration::from_secs(10)
         {
             println!("{}", progress_line(&j, rate, 20));
