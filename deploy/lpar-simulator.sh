@@ -16,7 +16,8 @@
 #   lpar-simulator.sh DIR subsystem SBS  # exits 0 if subsystem SBS is active (DIR/down-SBS: inactive)
 #
 # Switches: DIR/close (running or finished), DIR/users (connected users), DIR/backlog and DIR/latency
-# (replication lag), DIR/fail-hook (end-apply and start-apply fail),
+# (replication lag), DIR/fail-hook (end-apply and start-apply fail), DIR/fail-resume (N: the
+# next N start-apply fail),
 # DIR/seq (the journal sequence reported as the recovery point), DIR/fail-save (savlib
 # writes part of the save file, then fails), DIR/slow-save (seconds savlib pauses after
 # the first 2.5 MB), DIR/stay (signoff leaves the users on).
@@ -36,6 +37,8 @@ case $cmd in
         echo "recovery point: journal sequence $(get seq 1000) at $(date -u +%FT%TZ)" ;;
     start-apply)
         if [ -f "$dir/fail-hook" ]; then echo "STRDG failed (simulated)" >&2; exit 1; fi
+        n=$(get fail-resume 0)
+        if [ "$n" -gt 0 ]; then echo $((n - 1)) > "$dir/fail-resume"; echo "STRDG failed: data group locked (simulated, $((n - 1)) failures left)" >&2; exit 1; fi
         echo active > "$dir/apply"; echo 0 > "$dir/backlog"; echo 0 > "$dir/latency"
         echo "apply restarted; caught up" ;;
     savlib)

@@ -165,6 +165,10 @@ clock_file = "clock"
 cert = "$demo/pki/controller.pem"
 key = "$demo/pki/controller.key"
 client_ca = "$demo/pki/ca.pem"
+[[operator]]
+name = "operator"
+cn = "console"
+roles = ["operator"]
 [ibmi]
 save_library = "bash $sim $night/sim/{lpar} savlib {lib}"
 [[lpar]]

@@ -97,8 +97,10 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         limit: u32,
     },
-    /// Tonight: the plan's state and timeline.
-    Tonight,
+    /// Tonight: the plan's state, what it waits for, and its timeline;
+    /// `tonight ack` acknowledges an escalation so a step being retried
+    /// (the contingency save, resuming apply) is not tried again.
+    Tonight { what: Option<String> },
     /// Signal the business close: `started` or `finished` (finished starts the post-close save).
     Close { what: String },
     /// Give an LPAR a role (failover: the contingency LPAR becomes production); control groups follow roles.
@@ -216,9 +218,33 @@ fn main() {
     match rt.block_on(run(cli)) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("cintactl: {e:#}");
+            eprintln!("cintactl: {}", describe(&e));
             std::process::exit(1);
         }
+    }
+}
+
+/// One line for an error: a gRPC refusal as what it means and the
+/// controller's message, never the status's debug form.
+fn describe(e: &anyhow::Error) -> String {
+    let Some(s) = e.chain().find_map(|c| c.downcast_ref::<tonic::Status>()) else {
+        return format!("{e:#}");
+    };
+    use tonic::Code;
+    let what = match s.code() {
+        Code::PermissionDenied => "permission denied",
+        Code::Unauthenticated => "not authenticated",
+        Code::NotFound => "not found",
+        Code::InvalidArgument => "invalid request",
+        Code::FailedPrecondition => "refused",
+        Code::Unavailable => "the controller cannot be reached",
+        Code::DeadlineExceeded => "timed out",
+        _ => "failed",
+    };
+    if s.message().is_empty() {
+        what.to_string()
+    } else {
+        format!("{what}: {}", s.message())
     }
 }
 
@@ -719,8 +745,15 @@ async fn run(cli: Cli) -> Result<i32> {
                 }
             }
         }
-        Cmd::Tonight | Cmd::Close { .. } => {
+        Cmd::Tonight { .. } | Cmd::Close { .. } => {
             let n = match &cli.cmd {
+                Cmd::Tonight { what: Some(w) } if w == "ack" => c
+                    .acknowledge_night(pb::AcknowledgeNightRequest {})
+                    .await?
+                    .into_inner(),
+                Cmd::Tonight { what: Some(w) } => {
+                    bail!("tonight {w:?}: say `tonight` to see it or `tonight ack` to acknowledge")
+                }
                 Cmd::Close { what } => {
                     let finished = match what.as_str() {
                         "started" => false,
@@ -738,18 +771,27 @@ async fn run(cli: Cli) -> Result<i32> {
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
                         "id": n.id, "state": n.state, "escalated": n.escalated, "deadline": n.deadline,
+                        "outcome": n.outcome, "waiting_for": n.waiting_for,
                         "pre_close_job": n.pre_close_job, "post_close_job": n.post_close_job,
                         "timeline": n.timeline.iter().map(|e| serde_json::json!({"time": e.time, "text": e.text})).collect::<Vec<_>>(),
                     }))?
                 );
             } else {
                 println!(
-                    "night {}: {}{}  (deadline {})",
+                    "night {}: {}{}{}  (deadline {})",
                     n.id,
                     n.state,
+                    if n.outcome.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {}", n.outcome)
+                    },
                     if n.escalated { ", ESCALATED" } else { "" },
                     when(n.deadline)
                 );
+                if !n.waiting_for.is_empty() {
+                    println!("  waiting for {}", n.waiting_for);
+                }
                 for e in &n.timeline {
                     println!("  {}  {}", when(e.time), e.text);
                 }

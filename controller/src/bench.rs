@@ -105,7 +105,7 @@ pub fn run(
     std::fs::write(dir.join("server.key"), &skey)?;
     let _ = std::fs::remove_file(dir.join("catalog.db"));
     let names: Vec<String> = (1..=agents).map(|i| format!("SIM{i:04}")).collect();
-    let mut cfg = String::from("listen = \"127.0.0.1:0\"\ncatalog = \"catalog.db\"\nheartbeat_seconds = 1\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n");
+    let mut cfg = String::from("listen = \"127.0.0.1:0\"\ncatalog = \"catalog.db\"\nheartbeat_seconds = 1\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n[[operator]]\nname = \"console\"\ncn = \"console\"\nroles = [\"operator\"]\n");
     for n in &names {
         cfg.push_str(&format!("[[lpar]]\nname = \"{n}\"\nrole = \"server\"\n"));
     }

@@ -52,6 +52,10 @@ pub struct Config {
     /// How IBM i libraries are saved (command templates).
     #[serde(default)]
     pub ibmi: Ibmi,
+    /// The people (and scripts) at the console, by certificate, with their
+    /// roles. Any other certificate, an agent's included, is refused at the console.
+    #[serde(default, rename = "operator")]
+    pub operators: Vec<crate::access::Operator>,
 }
 
 /// The IBM i bridge: command templates the agent runs to save a library.
@@ -189,8 +193,16 @@ pub struct Contingency {
     pub max_latency_seconds: u64,
     /// Suspends apply; its output is recorded as the recovery point.
     pub suspend: String,
-    /// Resumes apply (run even if the save failed).
+    /// Resumes apply (run even if the save failed; retried with backoff
+    /// until it works or an operator acknowledges).
     pub resume: String,
+    /// Attempts of the contingency save while apply is suspended (1: no retry).
+    #[serde(default = "default_save_attempts")]
+    pub save_attempts: u32,
+}
+
+fn default_save_attempts() -> u32 {
+    2
 }
 
 fn default_close_probe_every() -> u32 {
@@ -490,7 +502,117 @@ impl Config {
                 )));
             }
         }
+        c.check_night_and_names().map_err(bad)?;
         Ok(c)
+    }
+
+    /// What would only fail at night: duplicate names, a contingency plan
+    /// no LPAR can carry out, empty commands, operators that would be agents.
+    fn check_night_and_names(&self) -> std::result::Result<(), String> {
+        if self.heartbeat_seconds == 0 {
+            return Err("heartbeat_seconds must be at least 1".into());
+        }
+        let dup = |names: Vec<&str>| -> Option<String> {
+            names
+                .iter()
+                .enumerate()
+                .find(|(i, n)| names[..*i].contains(n))
+                .map(|(_, n)| n.to_string())
+        };
+        if let Some(n) = dup(self.lpars.iter().map(|l| l.name.as_str()).collect()) {
+            return Err(format!("lpar {n:?} is named twice"));
+        }
+        if let Some(n) = dup(self
+            .control_groups
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect())
+        {
+            return Err(format!("control group {n:?} is named twice"));
+        }
+        if let Some(n) = dup(self
+            .media_policies
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect())
+        {
+            return Err(format!("media policy {n:?} is named twice"));
+        }
+        if let Some(n) = dup(self.move_policies.iter().map(|g| g.name.as_str()).collect()) {
+            return Err(format!("move policy {n:?} is named twice"));
+        }
+        if let Some(n) = dup(self.operators.iter().map(|o| o.name.as_str()).collect()) {
+            return Err(format!("operator {n:?} is named twice"));
+        }
+        for o in &self.operators {
+            if o.cn.is_none() && o.fingerprint.is_none() {
+                return Err(format!(
+                    "operator {}: give its certificate's cn or fingerprint",
+                    o.name
+                ));
+            }
+            if let Some(cn) = &o.cn {
+                if self.lpars.iter().any(|l| &l.name == cn) {
+                    return Err(format!(
+                        "operator {}: cn {cn:?} is an LPAR's name (an agent's certificate); a console certificate must not be an agent's",
+                        o.name
+                    ));
+                }
+            }
+            if let Some(f) = &o.fingerprint {
+                if crate::access::normalize_fingerprint(f).len() != 64 {
+                    return Err(format!(
+                        "operator {}: fingerprint {f:?} is not a SHA-256 (64 hex digits)",
+                        o.name
+                    ));
+                }
+            }
+            if o.roles.is_empty() {
+                return Err(format!("operator {}: no roles", o.name));
+            }
+        }
+        for g in &self.control_groups {
+            if g.pre.iter().chain(&g.post).any(|c| c.trim().is_empty()) {
+                return Err(format!("control group {}: an exit step is empty", g.name));
+            }
+        }
+        for l in &self.lpars {
+            if l.watches.iter().any(|w| w.command.trim().is_empty()) {
+                return Err(format!("lpar {}: a watch's command is empty", l.name));
+            }
+        }
+        let Some(n) = &self.night else { return Ok(()) };
+        let empty = |what: &str, c: &Option<String>| match c {
+            Some(c) if c.trim().is_empty() => Err(format!("night.{what} is empty")),
+            _ => Ok(()),
+        };
+        empty("close_probe", &n.close_probe)?;
+        empty("quiesce_probe", &n.quiesce_probe)?;
+        empty("force_signoff", &n.force_signoff)?;
+        if !self.lpars.iter().any(|l| l.role == "production") {
+            return Err("[night] needs an LPAR with role = \"production\"".into());
+        }
+        if let Some(c) = &n.contingency {
+            for (what, cmd) in [
+                ("replication_probe", &c.replication_probe),
+                ("suspend", &c.suspend),
+                ("resume", &c.resume),
+            ] {
+                if cmd.trim().is_empty() {
+                    return Err(format!("night.contingency.{what} is empty"));
+                }
+            }
+            if c.save_attempts == 0 {
+                return Err("night.contingency.save_attempts must be at least 1".into());
+            }
+            if !self.lpars.iter().any(|l| l.role == "contingency") {
+                return Err(
+                    "[night.contingency] is configured but no LPAR has role = \"contingency\""
+                        .into(),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The command that saves IBM i library `lib` on `lpar` (its save file on standard output).
@@ -659,5 +781,38 @@ mod tests {
             Path::new("x")
         )
         .is_err());
+    }
+
+    #[test]
+    fn what_would_fail_at_night_is_refused_at_start_by_name() {
+        let tls = "[tls]\ncert=\"a\"\nkey=\"b\"\nclient_ca=\"c\"\n";
+        let prod = "[[lpar]]\nname = \"PROD1\"\nrole = \"production\"\n";
+        let group = "[[control_group]]\nname = \"G\"\ntarget = \"production\"\n[[control_group.entry]]\npath = \"/d\"\n";
+        let night = "[night]\npre_close = \"G\"\npre_close_at = \"30 20 * * *\"\npost_close = \"G\"\ndeadline = \"0 23 * * *\"\n";
+        let cont =
+            "[night.contingency]\nreplication_probe = \"r\"\nsuspend = \"s\"\nresume = \"x\"\n";
+        let op = |extra: &str| format!("[[operator]]\nname = \"ana\"\n{extra}");
+        for (top, rest, why) in [
+            ("heartbeat_seconds = 0\n", String::new(), "heartbeat_seconds must be at least 1"),
+            ("", format!("{prod}{prod}"), "lpar \"PROD1\" is named twice"),
+            ("", format!("{prod}{group}{group}"), "control group \"G\" is named twice"),
+            ("", format!("{prod}{group}{night}{cont}"), "no LPAR has role = \"contingency\""),
+            ("", format!("{prod}{group}{night}close_probe = \" \"\n"), "night.close_probe is empty"),
+            ("", format!("{prod}{group}{night}{}", cont.replace("\"s\"", "\"\"")), "night.contingency.suspend is empty"),
+            ("", format!("{prod}[[control_group]]\nname = \"H\"\ntarget = \"PROD1\"\npre = [\"\"]\n[[control_group.entry]]\npath = \"/d\"\n"), "control group H: an exit step is empty"),
+            ("", format!("{prod}{}", op("cn = \"PROD1\"\nroles = [\"viewer\"]\n")), "cn \"PROD1\" is an LPAR's name"),
+            ("", op("roles = [\"viewer\"]\n"), "give its certificate's cn or fingerprint"),
+            ("", op("fingerprint = \"ab:cd\"\nroles = [\"viewer\"]\n"), "is not a SHA-256"),
+            ("", op("cn = \"ana\"\nroles = []\n"), "operator ana: no roles"),
+            ("", op("cn = \"ana\"\nroles = [\"root\"]\n"), "unknown variant `root`"),
+        ] {
+            let text = format!("catalog = \"c\"\n{top}{tls}{rest}");
+            let e = Config::parse(&text, Path::new("x")).unwrap_err().to_string();
+            assert!(e.contains(why), "{why:?}: {e}");
+        }
+        let ok = format!("catalog = \"c\"\n{tls}{prod}[[lpar]]\nname = \"CONT1\"\nrole = \"contingency\"\n{group}{night}{cont}{}", op("cn = \"ana\"\nroles = [\"operator\", \"approver\"]\n"));
+        let c = Config::parse(&ok, Path::new("x")).unwrap();
+        assert_eq!(c.night.unwrap().contingency.unwrap().save_attempts, 2);
+        assert_eq!(c.operators[0].roles.len(), 2);
     }
 }

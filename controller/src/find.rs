@@ -2,10 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use tonic::Status;
-
 use crate::catalog::{ObjectRow, SaveSetRecord, VolumeRecord};
-use crate::service::{internal, State};
+use crate::error::{Error, Result};
+use crate::state::State;
 
 /// Rows read from the catalog for one search, at most (a restore point
 /// looks at every copy of a path before choosing one).
@@ -18,79 +17,73 @@ pub struct Found {
     pub volumes: Vec<VolumeRecord>,
 }
 
-impl State {
-    /// Objects matching `glob` in active save sets (of `agent`, if not
-    /// empty); with `at` > 0, per path only the newest copy made at or
-    /// before `at`. Returns at most `limit` and whether more matched.
-    pub fn find_objects(
-        &self,
-        glob: &str,
-        agent: &str,
-        at: i64,
-        limit: usize,
-    ) -> Result<(Vec<Found>, bool), Status> {
-        if glob.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "give a pattern, e.g. '*/ledger.dat'",
-            ));
-        }
-        let exact = !glob.contains(['*', '?']);
-        let rows = if exact && at > 0 && agent.is_empty() {
-            // One path at one time: one index lookup.
-            self.catalog()
-                .restore_point(glob, at)
-                .map_err(internal)?
-                .into_iter()
-                .collect()
-        } else {
-            self.catalog().find_objects(glob, SCAN).map_err(internal)?
-        };
-        let scanned_all = rows.len() < SCAN as usize;
-        let sets: BTreeMap<String, SaveSetRecord> = self
+/// Objects matching `glob` in active save sets (of `agent`, if not
+/// empty); with `at` > 0, per path only the newest copy made at or
+/// before `at`. Returns at most `limit` and whether more matched.
+pub fn find_objects(
+    state: &State,
+    glob: &str,
+    agent: &str,
+    at: i64,
+    limit: usize,
+) -> Result<(Vec<Found>, bool)> {
+    if glob.trim().is_empty() {
+        return Err(Error::Invalid("give a pattern, e.g. '*/ledger.dat'".into()));
+    }
+    let exact = !glob.contains(['*', '?']);
+    let rows = if exact && at > 0 && agent.is_empty() {
+        // One path at one time: one index lookup.
+        state
             .catalog()
-            .save_sets()
-            .map_err(internal)?
+            .restore_point(glob, at)?
             .into_iter()
-            .map(|s| (s.id.clone(), s))
-            .collect();
-        let vols: BTreeMap<String, VolumeRecord> = self
-            .catalog()
-            .volumes()
-            .map_err(internal)?
-            .into_iter()
-            .map(|v| (v.volser.clone(), v))
-            .collect();
-        let mut found: Vec<Found> = rows
-            .into_iter()
-            .filter_map(|(id, object)| {
-                let s = sets.get(&id)?;
-                let usable = s.state != "expired" && (agent.is_empty() || s.agent == agent);
-                (usable && (at == 0 || s.created <= at)).then(|| Found {
-                    object,
-                    volumes: s
-                        .volumes
-                        .iter()
-                        .filter_map(|v| vols.get(v).cloned())
-                        .collect(),
-                    save_set: s.clone(),
-                })
+            .collect()
+    } else {
+        state.catalog().find_objects(glob, SCAN)?
+    };
+    let scanned_all = rows.len() < SCAN as usize;
+    let sets: BTreeMap<String, SaveSetRecord> = state
+        .catalog()
+        .save_sets()?
+        .into_iter()
+        .map(|s| (s.id.clone(), s))
+        .collect();
+    let vols: BTreeMap<String, VolumeRecord> = state
+        .catalog()
+        .volumes()?
+        .into_iter()
+        .map(|v| (v.volser.clone(), v))
+        .collect();
+    let mut found: Vec<Found> = rows
+        .into_iter()
+        .filter_map(|(id, object)| {
+            let s = sets.get(&id)?;
+            let usable = s.state != "expired" && (agent.is_empty() || s.agent == agent);
+            (usable && (at == 0 || s.created <= at)).then(|| Found {
+                object,
+                volumes: s
+                    .volumes
+                    .iter()
+                    .filter_map(|v| vols.get(v).cloned())
+                    .collect(),
+                save_set: s.clone(),
             })
-            .collect();
-        if at > 0 {
-            // The restore point: per path, the newest copy at or before `at`.
-            let mut newest: BTreeMap<String, Found> = BTreeMap::new();
-            for f in found {
-                match newest.get(&f.object.path) {
-                    Some(o) if o.save_set.created >= f.save_set.created => {}
-                    _ => {
-                        newest.insert(f.object.path.clone(), f);
-                    }
+        })
+        .collect();
+    if at > 0 {
+        // The restore point: per path, the newest copy at or before `at`.
+        let mut newest: BTreeMap<String, Found> = BTreeMap::new();
+        for f in found {
+            match newest.get(&f.object.path) {
+                Some(o) if o.save_set.created >= f.save_set.created => {}
+                _ => {
+                    newest.insert(f.object.path.clone(), f);
                 }
             }
-            found = newest.into_values().collect();
         }
-        let more = found.len() > limit || !scanned_all;
-        found.truncate(limit);
-        Ok((found, more))
+        found = newest.into_values().collect();
     }
+    let more = found.len() > limit || !scanned_all;
+    found.truncate(limit);
+    Ok((found, more))
 }

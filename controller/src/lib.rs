@@ -1,13 +1,17 @@
-//! cinta-controller: coordinates agents over gRPC (mutual TLS), keeps the catalog, and runs control groups on the LPAR their target names.
+//! cinta-controller: coordinates agents over gRPC (mutual TLS), keeps the catalog, and runs control groups and the night on the LPAR their target names.
 //!
-//! - [`config`]: TOML: LPARs and roles, control groups.
-//! - [`catalog`]: agents, jobs, events (SQLite behind a trait).
+//! - [`state`]: the core every service and the scheduler use (the only `impl State`);
+//!   [`grpc`]: AgentService and ConsoleService, the only room that knows the gRPC stack.
+//! - [`access`]: operators, their roles, agents; who may call what.
+//! - [`config`]: TOML: LPARs and roles, control groups, operators, the night.
+//! - [`catalog`]: agents, jobs, events, save sets, volumes, objects (SQLite or PostgreSQL behind a trait).
+//! - [`night`]: schedules and the nightly close: a pure state machine and its driver.
+//! - [`housekeeping`]: the scheduler's tick; [`retention`], [`liveness`], [`metrics`].
 //! - [`moves`]: where cartridges go next (move policies, vault rotation);
 //!   [`media`]: the volumes inventory and the moves started and confirmed.
 //! - [`find`]: object search and restore points.
-//! - [`night`]: schedules and the nightly close, driven by [`clock`].
-//! - [`service`]: AgentService and ConsoleService.
 
+pub mod access;
 pub mod bench;
 pub mod bench_catalog;
 pub mod catalog;
@@ -16,9 +20,14 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod find;
+pub mod grpc;
+pub mod housekeeping;
+pub mod liveness;
 pub mod media;
+pub mod metrics;
 pub mod moves;
 pub mod night;
-pub mod service;
+pub mod retention;
+pub mod state;
 
 pub use error::{Error, Result};

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use cinta_controller::config::Config;
-use cinta_controller::service::{Agents, Console, State};
+use cinta_controller::grpc::{Agents, Console};
+use cinta_controller::state::State;
 use cinta_proto::v1::agent_service_server::AgentServiceServer;
 use cinta_proto::v1::console_service_server::ConsoleServiceServer;
 use clap::{Parser, Subcommand};
@@ -115,7 +116,7 @@ fn serve(cfg: Config) -> Result<()> {
     let clock: Box<dyn cinta_controller::clock::Clock> = match &cfg.clock_file {
         Some(p) => {
             tracing::warn!(file = %p.display(), "the clock is read from a file (tests and demos only)");
-            Box::new(cinta_controller::clock::FileClock(p.clone()))
+            Box::new(cinta_controller::clock::FileClock::open(p.clone())?)
         }
         None => Box::new(cinta_controller::clock::SystemClock),
     };
@@ -133,16 +134,23 @@ fn serve(cfg: Config) -> Result<()> {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AgentServiceServer<Agents>>().await;
         health.set_serving::<ConsoleServiceServer<Console>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(cinta_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
+        // Both reflection protocols: many clients (grpcio's descriptor
+        // database among them) speak only v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(cinta_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1alpha = reflection().build_v1alpha()?;
+        let reflection = reflection().build_v1()?;
         // The scheduler: schedules and the night, a few times a second.
         let sched = state.clone();
         tokio::spawn(async move {
             loop {
                 let s = sched.clone();
-                let _ = tokio::task::spawn_blocking(move || s.tick()).await;
+                let _ =
+                    tokio::task::spawn_blocking(move || cinta_controller::housekeeping::tick(&s))
+                        .await;
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         });
@@ -158,7 +166,7 @@ fn serve(cfg: Config) -> Result<()> {
             let s = state.clone();
             tokio::spawn(cinta_controller::events::serve_metrics(
                 l,
-                std::sync::Arc::new(move || s.metrics()),
+                std::sync::Arc::new(move || cinta_controller::metrics::render(&s)),
             ));
         }
         use std::io::Write;
@@ -178,6 +186,7 @@ fn serve(cfg: Config) -> Result<()> {
             .tls_config(tls)?
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(AgentServiceServer::new(Agents(state.clone())))
             .add_service(ConsoleServiceServer::new(Console(state)))
             .serve_with_incoming_shutdown(

@@ -84,6 +84,8 @@ impl Site {
             ("PROD1", "--client"),
             ("CONT1", "--client"),
             ("console", "--client"),
+            ("viewer", "--client"),
+            ("stranger", "--client"),
         ] {
             let mut a = vec!["pki", "issue", &pki, name, role];
             if name == "controller" {
@@ -118,6 +120,14 @@ usage_threshold_percent = 0.01
 cert = "{pki}/controller.pem"
 key = "{pki}/controller.key"
 client_ca = "{pki}/ca.pem"
+[[operator]]
+name = "console"
+cn = "console"
+roles = ["admin"]
+[[operator]]
+name = "helpdesk"
+cn = "viewer"
+roles = ["viewer"]
 [ibmi]
 save_library = "bash {sim} {d}/sim/{{lpar}} savlib {{lib}}"
 [[lpar]]
@@ -391,6 +401,11 @@ path = "{d}/data/home"
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_as("console", args)
+    }
+
+    /// cintactl with the certificate of `identity` (an operator, an agent, a stranger).
+    fn ctl_as(&self, identity: &str, args: &[&str]) -> Output {
         let pki = &self.kms.pki;
         Command::new(cinta_tests::binary("cintactl"))
             .args([
@@ -401,9 +416,9 @@ path = "{d}/data/home"
                 "--json",
             ])
             .arg("--cert")
-            .arg(pki.join("console.pem"))
+            .arg(pki.join(format!("{identity}.pem")))
             .arg("--key")
-            .arg(pki.join("console.key"))
+            .arg(pki.join(format!("{identity}.key")))
             .arg("--ca")
             .arg(pki.join("ca.pem"))
             .args(args)
@@ -936,6 +951,14 @@ fn a_close_that_slips_past_its_deadline_is_escalated_and_the_post_close_still_ru
 /// `backlog` entries and `latency` seconds behind; waits out the quiesce
 /// grace (to 22:41) and returns once the night is done.
 fn night_with_users_on(users: u32, backlog: u32, latency: u32) -> Site {
+    let s = fallback_begins(users, backlog, latency, |_| {});
+    s.until("the night to end", |s| s.tonight()["state"] == "done");
+    s
+}
+
+/// A night whose users stay signed on, up to 22:41 (past the grace period:
+/// the fallback begins); `setup` prepares the simulated LPARs first.
+fn fallback_begins(users: u32, backlog: u32, latency: u32, setup: impl FnOnce(&Path)) -> Site {
     let mut s = Site::new();
     s.start_both_agents();
     s.reach_close_window();
@@ -952,8 +975,8 @@ fn night_with_users_on(users: u32, backlog: u32, latency: u32) -> Site {
     s.until("the quiesce wait", |s| {
         s.tonight()["state"] == "quiesce-wait"
     });
+    setup(&sim);
     s.at(150 + 11); // the grace has passed and they are still there
-    s.until("the night to end", |s| s.tonight()["state"] == "done");
     s
 }
 
@@ -1915,22 +1938,40 @@ fn the_controller_restarted_during_the_contingency_save_resumes_without_saving_t
 }
 
 #[test]
-fn a_contingency_agent_lost_mid_save_fails_its_jobs_and_the_night_escalates_instead_of_waiting() {
+fn a_contingency_agent_lost_mid_save_escalates_waits_for_it_and_resumes_apply_when_it_is_back() {
     let mut s = night_with_a_slow_contingency_save(30, "agent_lost_seconds = 3\n");
-    // The contingency LPAR's agent dies and does not come back.
+    let sim = s.d().join("sim");
+    // The contingency LPAR's agent dies mid-save.
     drop(s.agents.remove("CONT1"));
-    s.until("the night to end", |s| s.tonight()["state"] == "done");
+    s.until("the save given up and a retry waiting", |s| {
+        s.tonight()["waiting_for"]
+            .as_str()
+            .unwrap_or("")
+            .contains("contingency save to be tried again")
+    });
     let n = s.tonight();
-    assert_eq!(n["escalated"], true, "{n}");
+    assert_eq!(
+        (n["escalated"].as_bool(), n["state"].as_str()),
+        (Some(true), Some("contingency-save")),
+        "{n}"
+    );
     let t = n["timeline"].to_string();
     for want in [
         "ESCALATION: the contingency save failed: agent CONT1 silent for more than 3s",
-        "ESCALATION: apply could not be resumed",
+        "agent CONT1 is not connected: will save again when it is back",
     ] {
         assert!(t.contains(want), "{want:?} not in {t}");
     }
+    assert_eq!(
+        std::fs::read_to_string(sim.join("CONT1/apply"))
+            .unwrap()
+            .trim(),
+        "suspended",
+        "apply stays at its recovery point while the night waits"
+    );
     let ev = s.ctl_json(&["events", "--limit", "200"]).to_string();
     assert_eq!(ev.matches("agent.lost").count(), 1, "{ev}");
+    assert!(ev.contains("night.escalated"), "{ev}");
     // Production's agent, which kept talking, lost nothing.
     let prod_failed = s
         .ctl_json(&["jobs", "--limit", "100"])
@@ -1939,4 +1980,233 @@ fn a_contingency_agent_lost_mid_save_fails_its_jobs_and_the_night_escalates_inst
         .iter()
         .any(|j| j["agent"] == "PROD1" && j["message"].as_str().unwrap_or("").contains("silent"));
     assert!(!prod_failed);
+    // It comes back (the save is quick now): the save again, then apply resumed.
+    std::fs::remove_file(sim.join("CONT1/slow-save")).unwrap();
+    s.start_agent("CONT1");
+    s.until("the night to end", |s| s.tonight()["state"] == "done");
+    let n = s.tonight();
+    let t = n["timeline"].to_string();
+    for want in [
+        "contingency save: attempt 2 of 2",
+        "apply resumed",
+        "night done (contingency fallback): degraded",
+    ] {
+        assert!(t.contains(want), "{want:?} not in {t}");
+    }
+    assert_eq!(n["outcome"], "degraded", "{n}");
+    assert_eq!(
+        std::fs::read_to_string(sim.join("CONT1/apply"))
+            .unwrap()
+            .trim(),
+        "active"
+    );
+    let jobs = contingency_jobs(&s);
+    assert_eq!(
+        jobs.iter()
+            .map(|j| j["state"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["succeeded", "failed"],
+        "{jobs:?}"
+    );
+}
+
+#[test]
+fn a_resume_that_fails_twice_is_retried_with_backoff_and_the_night_ends_degraded() {
+    let s = fallback_begins(2, 0, 0, |sim| {
+        std::fs::write(sim.join("CONT1/fail-resume"), "2\n").unwrap();
+    });
+    let waiting = |attempt: u32| {
+        move |s: &Site| {
+            s.tonight()["waiting_for"]
+                .as_str()
+                .unwrap_or("")
+                .contains(&format!("attempt {attempt} failed"))
+        }
+    };
+    s.until("the first resume to fail", waiting(1));
+    let sim = s.d().join("sim");
+    assert_eq!(
+        std::fs::read_to_string(sim.join("CONT1/apply"))
+            .unwrap()
+            .trim(),
+        "suspended"
+    );
+    // Not before its backoff (1 min)...
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(waiting(1)(&s), "{}", s.tonight());
+    s.at(161 + 1);
+    s.until("the second resume to fail", waiting(2));
+    s.at(161 + 1 + 2);
+    s.until("the night to end", |s| s.tonight()["state"] == "done");
+    let n = s.tonight();
+    assert_eq!(
+        (n["outcome"].as_str(), n["escalated"].as_bool()),
+        (Some("degraded"), Some(true)),
+        "{n}"
+    );
+    let t = n["timeline"].to_string();
+    for want in [
+        "ESCALATION: apply could not be resumed (attempt 1)",
+        "STRDG failed: data group locked",
+        "resuming apply: attempt 2",
+        "ESCALATION: apply could not be resumed (attempt 2)",
+        "resuming apply: attempt 3",
+        "apply resumed",
+        "replication catching up",
+    ] {
+        assert!(t.contains(want), "{want:?} not in {t}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(sim.join("CONT1/apply"))
+            .unwrap()
+            .trim(),
+        "active"
+    );
+    // The escalations are events of their own: in the catalog, on the webhook, counted.
+    let ev = s.ctl_json(&["events", "--limit", "300"]).to_string();
+    assert!(
+        ev.matches("apply could not be resumed").count() >= 2,
+        "{ev}"
+    );
+    assert!(
+        ev.contains("night 2026-11-24: degraded (contingency fallback)"),
+        "{ev}"
+    );
+    s.until("the webhook", |s| {
+        let h = s.hooks.lock().unwrap().join("\n");
+        h.contains("\"night.escalated\"") && h.contains("degraded")
+    });
+    let m = metrics(&s);
+    assert!(m.contains("cinta_night_escalations_total 2"), "{m}");
+    assert!(
+        m.contains("cinta_nights_total{outcome=\"degraded\"} 1"),
+        "{m}"
+    );
+    let log = std::fs::read_to_string(s.d().join("controller.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ERROR") && l.contains("apply could not be resumed")),
+        "escalations are logged as errors"
+    );
+}
+
+#[test]
+fn only_operators_with_the_role_reach_the_console_and_agents_never_do() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let j = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    let id = j["id"].as_str().unwrap().to_string();
+    let every: Vec<Vec<&str>> = vec![
+        vec!["agents"],
+        vec!["jobs"],
+        vec!["job", &id],
+        vec!["run", "NIGHTLY"],
+        vec!["cancel", &id],
+        vec!["switch-role", "CONT1", "production"],
+        vec!["tonight"],
+        vec!["tonight", "ack"],
+        vec!["close", "finished"],
+        vec!["events"],
+        vec!["save-sets"],
+        vec!["volumes"],
+        vec!["find", "*"],
+        vec!["moves", "start"],
+        vec!["moves", "confirm", "--all"],
+    ];
+    let refused = |who: &str, args: &[&str], why: &str| {
+        let o = s.ctl_as(who, args);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!o.status.success(), "{who} {args:?} was let through");
+        assert!(
+            err.contains("PermissionDenied")
+                || err.contains("permission denied")
+                || err.contains(why),
+            "{who} {args:?}: {err}"
+        );
+        assert!(err.contains(why), "{who} {args:?}: {err}");
+    };
+    // An agent's certificate: refused on every console method.
+    for args in &every {
+        refused("PROD1", args, "PROD1 is an agent's certificate");
+    }
+    // A stranger the CA signed: refused, named.
+    refused("stranger", &["agents"], "CN=\"stranger\"");
+    // A viewer reads, and may not act.
+    let o = s.ctl_as("viewer", &["jobs"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (args, role) in [
+        (vec!["run", "NIGHTLY"], "needs the operator role"),
+        (vec!["close", "finished"], "needs the operator role"),
+        (
+            vec!["switch-role", "CONT1", "production"],
+            "needs the admin role",
+        ),
+    ] {
+        refused("viewer", &args, role);
+    }
+    assert_eq!(
+        s.ctl_json(&["agents"])[0]["role"],
+        "production",
+        "nothing was switched"
+    );
+    // Every refusal is an event.
+    let ev = s.ctl_json(&["events", "--limit", "200"]).to_string();
+    assert!(
+        ev.matches("access.denied").count() >= every.len() + 4,
+        "{ev}"
+    );
+    // A console certificate never acts as an agent.
+    drop(s.agents.remove("PROD1"));
+    let cfg = s.d().join("agent-PROD1.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("/PROD1.pem", "/console.pem")
+        .replace("/PROD1.key", "/console.key");
+    std::fs::write(&cfg, text).unwrap();
+    let a = Command::new(cinta_tests::binary("cinta-agent"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _a = Proc(a);
+    s.until("the console certificate refused as an agent", |s| {
+        s.ctl_json(&["events", "--limit", "20"])
+            .to_string()
+            .contains("operator console's certificate may not act as an agent")
+    });
+}
+
+#[test]
+fn a_clock_file_read_empty_never_starts_a_new_night() {
+    let mut s = Site::new();
+    s.start_both_agents();
+    s.reach_close_window();
+    let before = s.tonight();
+    // A writer caught half-way: the file empty, then garbage.
+    for bad in ["", "17955"] {
+        std::fs::write(s.d().join("clock"), bad).unwrap();
+        std::thread::sleep(Duration::from_millis(800));
+        let n = s.tonight();
+        assert_eq!(
+            (&n["id"], &n["state"]),
+            (&before["id"], &before["state"]),
+            "{n}"
+        );
+    }
+    let log = std::fs::read_to_string(s.d().join("controller.log")).unwrap();
+    assert!(log.contains("the clock file did not give a time"), "{log}");
+    // The next night, due while this one is unfinished, does not replace it.
+    s.at(24 * 60 + 31);
+    s.until("the overlap escalated", |s| {
+        s.tonight()["timeline"]
+            .to_string()
+            .contains("is due but night 2026-11-24 is not finished")
+    });
+    let n = s.tonight();
+    assert_eq!(
+        (n["id"].as_str(), n["state"].as_str()),
+        (Some("2026-11-24"), Some("close-window"))
+    );
 }

@@ -1,0 +1,295 @@
+//! ConsoleService: what operators and scripts ask and tell the controller. Every method first checks the caller is an operator holding the role it needs (viewer to read, operator to act, admin to switch roles).
+
+use std::sync::Arc;
+
+use cinta_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::convert::{job_pb, night_pb, volume_pb};
+use super::peer;
+use crate::access::Role;
+use crate::state::State;
+
+pub struct Console(pub Arc<State>);
+
+impl Console {
+    fn who<T>(&self, req: &Request<T>, method: &str, need: Role) -> Result<String, Status> {
+        peer::console(&self.0, req, method, need)
+    }
+
+    /// The moved volumes as the console shows them (with their next moves).
+    fn moves_response(
+        &self,
+        moved: Vec<crate::catalog::VolumeRecord>,
+        refused: Vec<String>,
+    ) -> Result<pb::MovesResponse, Status> {
+        let names: Vec<String> = moved.into_iter().map(|v| v.volser).collect();
+        let volumes = crate::media::volumes_view(&self.0)?
+            .into_iter()
+            .filter(|w| names.contains(&w.v.volser))
+            .map(volume_pb)
+            .collect();
+        Ok(pb::MovesResponse { volumes, refused })
+    }
+
+    fn night(&self) -> Result<pb::Night, Status> {
+        let n = self
+            .0
+            .night()?
+            .ok_or_else(|| Status::not_found("no night has started yet"))?;
+        Ok(night_pb(n))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::console_service_server::ConsoleService for Console {
+    async fn list_agents(
+        &self,
+        req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        self.who(&req, "ListAgents", Role::Viewer)?;
+        let t = self.0.now();
+        let stale = 3 * i64::from(self.0.cfg.heartbeat_seconds);
+        let roles = self.0.catalog().roles()?;
+        let agents = self
+            .0
+            .agents_live()
+            .into_iter()
+            .map(|a| pb::Agent {
+                connected: t - a.last_seen <= stale,
+                role: self.0.cfg.role_of(&a.name, &roles).unwrap_or(a.role),
+                name: a.name,
+                host: a.host,
+                version: a.version,
+                last_seen: a.last_seen,
+                libraries: a
+                    .libraries
+                    .into_iter()
+                    .map(|(name, drives, slots, scratch)| pb::Library {
+                        name,
+                        drives,
+                        slots,
+                        scratch,
+                    })
+                    .collect(),
+                usage: a
+                    .usage
+                    .into_iter()
+                    .map(|(what, percent_used)| pb::Usage { what, percent_used })
+                    .collect(),
+                watched: a
+                    .watched
+                    .into_iter()
+                    .map(|(name, ok, detail)| pb::WatchStatus { name, ok, detail })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        self.who(&req, "ListJobs", Role::Viewer)?;
+        let limit = match req.into_inner().limit {
+            0 => 50,
+            n => n,
+        };
+        let jobs = self.0.catalog().jobs(limit)?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.into_iter().map(job_pb).collect(),
+        }))
+    }
+
+    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        self.who(&req, "GetJob", Role::Viewer)?;
+        let j = self.0.job(&req.into_inner().id)?;
+        Ok(Response::new(job_pb(j)))
+    }
+
+    async fn run_control_group(
+        &self,
+        req: Request<pb::RunControlGroupRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let who = self.who(&req, "RunControlGroup", Role::Operator)?;
+        let job = self.0.queue(&req.into_inner().control_group, &who)?;
+        Ok(Response::new(job_pb(job)))
+    }
+
+    async fn switch_role(
+        &self,
+        req: Request<pb::SwitchRoleRequest>,
+    ) -> Result<Response<pb::SwitchRoleResponse>, Status> {
+        let who = self.who(&req, "SwitchRole", Role::Admin)?;
+        let r = req.into_inner();
+        let roles = self.0.switch_role(&r.lpar, &r.role, &who)?;
+        Ok(Response::new(pb::SwitchRoleResponse {
+            roles: roles.into_iter().collect(),
+        }))
+    }
+
+    async fn signal_close(
+        &self,
+        req: Request<pb::SignalCloseRequest>,
+    ) -> Result<Response<pb::Night>, Status> {
+        let who = self.who(&req, "SignalClose", Role::Operator)?;
+        let n = self.0.signal_close(req.into_inner().finished, &who)?;
+        crate::housekeeping::tick(&self.0);
+        Ok(Response::new(self.night().unwrap_or_else(|_| night_pb(n))))
+    }
+
+    async fn acknowledge_night(
+        &self,
+        req: Request<pb::AcknowledgeNightRequest>,
+    ) -> Result<Response<pb::Night>, Status> {
+        let who = self.who(&req, "AcknowledgeNight", Role::Operator)?;
+        let n = self.0.acknowledge(&who)?;
+        crate::housekeeping::tick(&self.0);
+        Ok(Response::new(self.night().unwrap_or_else(|_| night_pb(n))))
+    }
+
+    async fn list_events(
+        &self,
+        req: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        self.who(&req, "ListEvents", Role::Viewer)?;
+        let limit = match req.into_inner().limit {
+            0 => 50,
+            n => n,
+        };
+        let events = self
+            .0
+            .catalog()
+            .events(limit)?
+            .into_iter()
+            .map(|(time, kind, text)| pb::Event { time, kind, text })
+            .collect();
+        Ok(Response::new(pb::ListEventsResponse { events }))
+    }
+
+    async fn find_objects(
+        &self,
+        req: Request<pb::FindObjectsRequest>,
+    ) -> Result<Response<pb::FindObjectsResponse>, Status> {
+        self.who(&req, "FindObjects", Role::Viewer)?;
+        let r = req.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        let (found, truncated) =
+            crate::find::find_objects(&self.0, &r.pattern, &r.agent, r.at, limit)?;
+        let objects = found
+            .into_iter()
+            .map(|f| pb::FoundObject {
+                path: f.object.path,
+                kind: f.object.kind,
+                size: f.object.size,
+                mtime: f.object.mtime,
+                save_set: f.save_set.id,
+                agent: f.save_set.agent,
+                library: f.save_set.library,
+                created: f.save_set.created,
+                key_id: f.save_set.key_id,
+                volumes: f
+                    .volumes
+                    .into_iter()
+                    .map(|v| pb::VolumeWhere {
+                        volser: v.volser,
+                        location: v.location,
+                        in_transit_to: v.in_transit_to,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::FindObjectsResponse {
+            objects,
+            truncated,
+        }))
+    }
+
+    async fn list_volumes(
+        &self,
+        req: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::ListVolumesResponse>, Status> {
+        self.who(&req, "ListVolumes", Role::Viewer)?;
+        let only = req.into_inner().moves_only;
+        let now = self.0.now();
+        let volumes = crate::media::volumes_view(&self.0)?
+            .into_iter()
+            .filter(|w| {
+                !only
+                    || !w.v.in_transit_to.is_empty()
+                    || w.due.as_ref().is_some_and(|d| d.at <= now)
+            })
+            .map(volume_pb)
+            .collect();
+        Ok(Response::new(pb::ListVolumesResponse { volumes }))
+    }
+
+    async fn start_moves(
+        &self,
+        req: Request<pb::MovesRequest>,
+    ) -> Result<Response<pb::MovesResponse>, Status> {
+        let who = self.who(&req, "StartMoves", Role::Operator)?;
+        let r = req.into_inner();
+        let (moved, refused) = crate::media::start_moves(&self.0, &r.volumes, &who)?;
+        Ok(Response::new(self.moves_response(moved, refused)?))
+    }
+
+    async fn confirm_moves(
+        &self,
+        req: Request<pb::MovesRequest>,
+    ) -> Result<Response<pb::MovesResponse>, Status> {
+        let who = self.who(&req, "ConfirmMoves", Role::Operator)?;
+        let r = req.into_inner();
+        if r.volumes.is_empty() && !r.all {
+            return Err(Status::invalid_argument(
+                "name the volumes that arrived, or confirm all",
+            ));
+        }
+        let (moved, refused) = crate::media::confirm_moves(&self.0, &r.volumes, r.all, &who)?;
+        Ok(Response::new(self.moves_response(moved, refused)?))
+    }
+
+    async fn list_save_sets(
+        &self,
+        req: Request<pb::ListSaveSetsRequest>,
+    ) -> Result<Response<pb::ListSaveSetsResponse>, Status> {
+        self.who(&req, "ListSaveSets", Role::Viewer)?;
+        let save_sets = self
+            .0
+            .catalog()
+            .save_sets()?
+            .into_iter()
+            .map(|s| pb::SaveSetInfo {
+                id: s.id,
+                agent: s.agent,
+                control_group: s.control_group,
+                source: s.source,
+                key_id: s.key_id,
+                volumes: s.volumes,
+                created: s.created,
+                expires: s.expires,
+                state: s.state,
+                media_policy: s.media_policy,
+            })
+            .collect();
+        Ok(Response::new(pb::ListSaveSetsResponse { save_sets }))
+    }
+
+    async fn get_night(
+        &self,
+        req: Request<pb::GetNightRequest>,
+    ) -> Result<Response<pb::Night>, Status> {
+        self.who(&req, "GetNight", Role::Viewer)?;
+        Ok(Response::new(self.night()?))
+    }
+
+    async fn cancel_job(
+        &self,
+        req: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let who = self.who(&req, "CancelJob", Role::Operator)?;
+        let j = self.0.cancel_job(&req.into_inner().id, &who)?;
+        Ok(Response::new(job_pb(j)))
+    }
+}
