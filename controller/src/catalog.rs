@@ -1,9 +1,10 @@
-//! The catalog: agents, jobs, save sets, volumes and events, behind a trait; one implementation over SQL, run on SQLite (one file, the default) or PostgreSQL (large sites).
+//! The catalog: agents, jobs, save sets and their claims, objects, volumes, events, role switches and small values (tonight's record, the scheduler's last tick, persisted counters), behind a trait; one implementation over SQL, run on SQLite (one file, the default) or PostgreSQL (large sites).
 //!
 //! Job states: queued -> running (accepted by the agent's session, exactly
-//! once) -> succeeded | failed; queued or running -> cancelled. A running
-//! job whose agent registers a new session is failed: the agent restarted
-//! under it, and its save set, if any, was never recorded as complete.
+//! once) -> succeeded | failed; queued or running -> cancelled, or failed
+//! when its agent is lost. A running job whose agent registers a new
+//! session is failed: the agent restarted under it, and its save set, if
+//! any, was never recorded as complete.
 
 mod pg_tls;
 pub mod postgres;

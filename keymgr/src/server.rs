@@ -4,7 +4,8 @@
 //! limit) closes its connection; one that frames but does not decode or parse
 //! gets a KMIP error response and the connection goes on. Other connections
 //! are never affected: each runs on its own task, and only keystore access is
-//! shared (one SQLite connection behind a mutex, used off the async threads).
+//! shared: one keystore thread owns the SQLite connection and runs the
+//! messages queued to it in groups, one transaction (one fsync) per group.
 
 use std::sync::Arc;
 use std::time::Duration;

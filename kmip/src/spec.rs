@@ -1,9 +1,11 @@
 //! KMIP numbers: tags, enumerations and the attribute table, taken from the specification (values cross-checked with PyKMIP's enums).
 //!
-//! Generated mechanically from PyKMIP 0.11.0 (`kmip.core.enums`, and the
-//! attribute version sets of `enums.is_attribute`); spelled names, value
-//! types and multi-instance flags follow the KMIP 1.4 and 2.0
-//! specifications. Edit the generator, not the numbers.
+//! The numbers were taken mechanically from PyKMIP 0.11.0
+//! (`kmip.core.enums`, and the attribute version sets of
+//! `enums.is_attribute`); spelled names, value types and multi-instance flags
+//! follow the KMIP 1.4 and 2.0 specifications. The script that did it is not
+//! kept: this file is the source now, and a change to it is checked against
+//! the specification and PyKMIP's enums by hand.
 
 /// Tags (KMIP 1.0 through 2.0), named after PyKMIP's `Tags` members.
 pub mod tag {
