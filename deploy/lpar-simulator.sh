@@ -43,6 +43,7 @@ case $cmd in
         echo "apply restarted; caught up" ;;
     savlib)
         lib=${3:?$usage}
+        echo $$ > "$dir/savlib.pid"
         if [ ! -d "$dir/libs/$lib" ]; then echo "CPF3781: Library $lib not found. (simulated)" >&2; exit 1; fi
         if [ -f "$dir/fail-save" ]; then
             tar -C "$dir/libs" -cf - "$lib" 2>/dev/null | head -c 10000 || true

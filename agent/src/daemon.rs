@@ -17,6 +17,7 @@ use serde::Deserialize;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::error::{Error, Result};
+use crate::wire;
 
 /// `cinta-agent serve --config FILE`.
 #[derive(Debug, Clone, Deserialize)]
@@ -326,52 +327,54 @@ fn disk_usage() -> Vec<pb::Usage> {
     }
 }
 
-#[derive(Deserialize)]
-struct SaveOut {
-    report: SaveReportOut,
-}
-
-#[derive(Deserialize)]
-struct SaveReportOut {
-    save_set: String,
-    key_id: String,
-    objects: u64,
-    bytes: u64,
-    info: InfoOut,
-    file: FileOut,
-}
-
-#[derive(Deserialize)]
-struct InfoOut {
-    source: String,
-}
-
-#[derive(Deserialize)]
-struct FileOut {
-    sections: Vec<SectionOut>,
-}
-
-#[derive(Deserialize)]
-struct SectionOut {
-    volser: String,
-}
-
 /// Runs one exit step (`sh -c`), killed after `timeout`; Err says why it failed.
 async fn step(
     cmd: &str,
     job: &pb::JobAssignment,
     timeout: Duration,
 ) -> std::result::Result<String, String> {
+    use std::process::Stdio;
     let mut c = job_shell(cmd, job);
-    let out = tokio::time::timeout(timeout, c.output())
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().map_err(|e| format!("cannot start: {e}"))?;
+    let group = KillGroup::of(&child);
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
         .await
         .map_err(|_| format!("still running after {}s; killed", timeout.as_secs()))?
-        .map_err(|e| format!("cannot start: {e}"))?;
+        .map_err(|e| format!("cannot wait for it: {e}"))?;
+    group.ended();
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
         Err(format!("{} {}", out.status, tail(&err, 300)))
+    }
+}
+
+/// Kills a supervised command's process group when dropped, unless the
+/// command ended by itself (`ended`): a step past its time limit, a library
+/// save the save stopped taking, a job given up.
+struct KillGroup(Option<u32>);
+
+impl KillGroup {
+    fn of(c: &tokio::process::Child) -> KillGroup {
+        KillGroup(c.id())
+    }
+
+    fn ended(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) of the group the supervisor leads
+            // (process_group(0)), which is this agent's child.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
     }
 }
 
@@ -389,9 +392,23 @@ fn this_program() -> std::result::Result<tokio::process::Command, String> {
     Ok(child(exe))
 }
 
-/// `sh -c cmd` for a job (an exit step, a library save), with the job in its environment.
+/// `sh -c cmd` for a job (an exit step, a library save), with the job in
+/// its environment, under this program's supervisor: the shell and all it
+/// starts (ssh, SAVLIB) are killed when the agent goes away.
 fn job_shell(cmd: &str, job: &pb::JobAssignment) -> tokio::process::Command {
-    let mut c = child("/bin/sh");
+    let mut c = match std::env::current_exe() {
+        Ok(exe) => {
+            let mut c = child(exe);
+            c.arg("supervise")
+                .arg("--parent")
+                .arg(std::process::id().to_string())
+                .arg("--")
+                .arg("/bin/sh")
+                .process_group(0);
+            c
+        }
+        Err(_) => child("/bin/sh"),
+    };
     c.args(["-c", cmd])
         .env("CINTA_JOB_ID", &job.job_id)
         .env("CINTA_CONTROL_GROUP", &job.control_group);
@@ -431,27 +448,32 @@ struct Live {
     objects: u64,
 }
 
-#[derive(Deserialize)]
-struct ProgressLine {
-    progress: ProgressOut,
+/// Objects per message to the controller.
+const OBJECT_BATCH: usize = 1000;
+
+/// Where the controller stands with the objects of one save set.
+struct Indexing {
+    tx: tokio::sync::mpsc::Sender<pb::ObjectBatch>,
+    send: tokio::task::JoinHandle<std::result::Result<(), String>>,
+    batch: Vec<pb::ObjectInfo>,
+    save_set: String,
 }
 
-#[derive(Deserialize)]
-struct ProgressOut {
-    bytes: u64,
-    objects: u64,
-    total: u64,
-}
-
-/// Saves one entry as a save set with `cinta-agent save --json
-/// --progress-json`, its progress going into `live` as it runs.
+/// Saves one entry as a save set with one child, `cinta-agent save
+/// --wire`: its progress goes into `live` as it runs; once the save set is
+/// recorded, the objects it reads back from its index go to the
+/// controller's catalog in batches (one batch in memory, whatever the
+/// count). Ok: the save set, and a note when its objects could not all be
+/// indexed (the save set stands without them).
 async fn save_entry(
     c: &AgentConfig,
     lib: &LibraryRef,
     job: &pb::JobAssignment,
     e: &pb::SaveEntry,
     live: &tokio::sync::watch::Sender<Live>,
-) -> std::result::Result<pb::SaveSetResult, String> {
+    client: &AgentServiceClient<Channel>,
+    session: &str,
+) -> std::result::Result<(pb::SaveSetResult, Option<String>), String> {
     use std::process::Stdio;
     let mut cmd = this_program()?;
     cmd.arg("save").arg(&lib.path);
@@ -464,7 +486,7 @@ async fn save_entry(
         let name = format!("{}.SAVF", e.library);
         cmd.args(["--stdin", &name, "--level", "full"]);
     }
-    cmd.args(["--append", "--json", "--progress-json"]);
+    cmd.args(["--append", "--wire"]);
     if !job.media_class.is_empty() {
         cmd.args(["--media-class", &job.media_class]);
     }
@@ -487,37 +509,29 @@ async fn save_entry(
     let mut saver = cmd
         .spawn()
         .map_err(|err| format!("cannot start the save: {err}"))?;
-    let mut stdout = saver.stdout.take().expect("piped");
-    let out_task = tokio::spawn(async move {
-        let mut v = Vec::new();
-        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stdout, &mut v).await;
-        v
-    });
-    // Progress lines go to `live`; anything else is the save's message.
-    let stderr = saver.stderr.take().expect("piped");
+    let stdout = saver.stdout.take().expect("piped");
     let (base, base_total) = {
         let l = live.borrow();
         (l.bytes, l.bytes_total)
     };
     let live_tx = live.clone();
+    let (client, session, job_id) = (client.clone(), session.to_string(), job.job_id.clone());
+    let out_task = tokio::spawn(async move {
+        read_wire(
+            stdout,
+            &live_tx,
+            (base, base_total),
+            client,
+            &session,
+            &job_id,
+        )
+        .await
+    });
+    let mut stderr = saver.stderr.take().expect("piped");
     let err_task = tokio::spawn(async move {
-        use tokio::io::AsyncBufReadExt;
-        let mut lines = tokio::io::BufReader::new(stderr).lines();
-        let mut said = String::new();
-        while let Ok(Some(l)) = lines.next_line().await {
-            match serde_json::from_str::<ProgressLine>(&l) {
-                Ok(p) => live_tx.send_modify(|v| {
-                    v.bytes = base + p.progress.bytes;
-                    v.bytes_total = base_total + p.progress.total.max(p.progress.bytes);
-                    v.objects = p.progress.objects;
-                }),
-                Err(_) => {
-                    said.push_str(&l);
-                    said.push('\n');
-                }
-            }
-        }
-        said
+        let mut v = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut stderr, &mut v).await;
+        String::from_utf8_lossy(&v).into_owned()
     });
     if let Some(producer) = producer {
         let mut to = saver.stdin.take().expect("piped");
@@ -536,115 +550,151 @@ async fn save_entry(
         }
         drop(to); // the end of the save file
     }
+    let (saved, indexed) = out_task
+        .await
+        .map_err(|err| format!("the save's reader: {err}"))?;
     let status = saver
         .wait()
         .await
         .map_err(|err| format!("the save: {err}"))?;
-    let stdout = out_task.await.unwrap_or_default();
     let said = err_task.await.unwrap_or_default();
-    if !status.success() {
-        return Err(said.trim().to_string());
-    }
-    let parsed: SaveOut =
-        serde_json::from_slice(&stdout).map_err(|err| format!("unreadable save report: {err}"))?;
-    let r = parsed.report;
-    let mut volumes: Vec<String> = r.file.sections.into_iter().map(|s| s.volser).collect();
-    volumes.dedup();
-    Ok(pb::SaveSetResult {
-        id: r.save_set,
-        source: r.info.source,
-        key_id: r.key_id,
-        volumes,
-        objects: r.objects,
-        bytes: r.bytes,
-    })
+    let Some(r) = saved else {
+        return Err(match indexed {
+            Err(m) if said.trim().is_empty() => m,
+            _ if said.trim().is_empty() => format!("the save ended ({status}) without a save set"),
+            _ => tail(&said, 600),
+        });
+    };
+    // The save set is recorded; what follows is the catalog's object search.
+    let note = match indexed {
+        Err(m) => Some(m),
+        Ok(_) if !status.success() => {
+            Some(format!("the index read back failed: {}", tail(&said, 300)))
+        }
+        Ok(_) => None,
+    };
+    Ok((
+        pb::SaveSetResult {
+            id: r.save_set,
+            source: r.source,
+            key_id: r.key_id,
+            volumes: r.volumes,
+            objects: r.objects,
+            bytes: r.bytes,
+            warnings: r.warnings,
+            changed: r.changed,
+            changed_count: r.changed_count,
+        },
+        note,
+    ))
 }
 
-#[derive(Deserialize)]
-struct ObjectLine {
-    path: String,
-    kind: serde_json::Value,
-    size: u64,
-    mtime: i64,
-}
-
-/// Objects per message to the controller.
-const OBJECT_BATCH: usize = 1000;
-
-/// Sends the objects of save set `id` (read back from its index on tape with
-/// `cinta-agent ls --save-set ID --lines`) to the controller's catalog, in
-/// batches: memory stays one batch whatever the object count.
-async fn report_objects(
-    c: &AgentConfig,
-    lib: &LibraryRef,
-    client: &AgentServiceClient<Channel>,
+/// Reads a save child's wire lines: progress into `live`; the save set
+/// made; its objects, batched to the controller as they come. Returns the
+/// save set (None: none was made) and how its objects were indexed.
+async fn read_wire(
+    stdout: tokio::process::ChildStdout,
+    live: &tokio::sync::watch::Sender<Live>,
+    (base, base_total): (u64, u64),
+    client: AgentServiceClient<Channel>,
     session: &str,
-    job: &pb::JobAssignment,
-    id: &str,
-) -> std::result::Result<u64, String> {
-    use std::process::Stdio;
+    job_id: &str,
+) -> (Option<wire::Saved>, std::result::Result<u64, String>) {
     use tokio::io::AsyncBufReadExt;
-    let mut cmd = this_program()?;
-    cmd.arg("ls")
-        .arg(&lib.path)
-        .args(["--save-set", id, "--lines"]);
-    key_args(c, &mut cmd);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot read the index back: {e}"))?;
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
-    let (tx, rx) = tokio::sync::mpsc::channel::<pb::ObjectBatch>(2);
-    let mut sender = client.clone();
-    let send = tokio::spawn(async move {
-        sender
-            .report_objects(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .map_err(|s| s.message().to_string())
-    });
-    let batch = |objects: Vec<pb::ObjectInfo>| pb::ObjectBatch {
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut saved: Option<wire::Saved> = None;
+    let mut indexing: Option<Indexing> = None;
+    let mut count: Option<u64> = None;
+    let batch = |save_set: &str, objects: Vec<pb::ObjectInfo>| pb::ObjectBatch {
         session_id: session.to_string(),
-        job_id: job.job_id.clone(),
-        save_set: id.to_string(),
+        job_id: job_id.to_string(),
+        save_set: save_set.to_string(),
         objects,
     };
-    let mut n = 0u64;
-    let mut objects = Vec::with_capacity(OBJECT_BATCH);
-    while let Some(l) = lines.next_line().await.map_err(|e| e.to_string())? {
-        let o: ObjectLine =
-            serde_json::from_str(&l).map_err(|e| format!("unreadable index line: {e}"))?;
-        objects.push(pb::ObjectInfo {
-            path: o.path,
-            kind: o
-                .kind
-                .as_str()
-                .map_or_else(|| o.kind.to_string(), str::to_string),
-            size: o.size,
-            mtime: o.mtime,
-        });
-        n += 1;
-        if objects.len() == OBJECT_BATCH {
-            let full = std::mem::replace(&mut objects, Vec::with_capacity(OBJECT_BATCH));
-            if tx.send(batch(full)).await.is_err() {
-                break;
+    let mut refused = false;
+    while let Ok(Some(l)) = lines.next_line().await {
+        let line = match wire::Line::decode(&l) {
+            Ok(x) => x,
+            Err(m) => return (saved, Err(m)),
+        };
+        match line {
+            wire::Line::Progress {
+                bytes,
+                objects,
+                total,
+            } => live.send_modify(|v| {
+                v.bytes = base + bytes;
+                // A size not known (a save file) stays unknown: 0.
+                v.bytes_total = if total == 0 {
+                    0
+                } else {
+                    base_total + total.max(bytes)
+                };
+                v.objects = objects;
+            }),
+            wire::Line::Saved(s) => {
+                let (tx, rx) = tokio::sync::mpsc::channel::<pb::ObjectBatch>(2);
+                let mut sender = client.clone();
+                let send = tokio::spawn(async move {
+                    sender
+                        .report_objects(tokio_stream::wrappers::ReceiverStream::new(rx))
+                        .await
+                        .map(|_| ())
+                        .map_err(|s| s.message().to_string())
+                });
+                indexing = Some(Indexing {
+                    tx,
+                    send,
+                    batch: Vec::with_capacity(OBJECT_BATCH),
+                    save_set: s.save_set.clone(),
+                });
+                saved = Some(s);
             }
+            wire::Line::Object(o) => {
+                let Some(ix) = indexing.as_mut() else {
+                    return (saved, Err("an object before its save set".into()));
+                };
+                ix.batch.push(pb::ObjectInfo {
+                    path: o.path,
+                    kind: o.kind,
+                    size: o.size,
+                    mtime: o.mtime,
+                });
+                if ix.batch.len() == OBJECT_BATCH {
+                    let full = std::mem::replace(&mut ix.batch, Vec::with_capacity(OBJECT_BATCH));
+                    if ix.tx.send(batch(&ix.save_set, full)).await.is_err() {
+                        // The controller refused part-way: stop reading, so
+                        // the child ends instead of blocking on a full pipe.
+                        refused = true;
+                        break;
+                    }
+                }
+            }
+            wire::Line::Indexed { objects } => count = Some(objects),
         }
     }
-    if !objects.is_empty() {
-        let _ = tx.send(batch(objects)).await;
-    }
-    drop(tx);
-    // Stop reading before waiting: `ls` still writing (the controller refused
-    // part-way) then ends instead of blocking on a full pipe.
     drop(lines);
-    let sent = send.await.map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
-    // The controller's refusal is the cause when both failed.
-    sent?;
-    if !out.status.success() {
-        return Err(tail(&String::from_utf8_lossy(&out.stderr), 300));
+    let Some(ix) = indexing else {
+        return (saved, Err("the save made no save set".into()));
+    };
+    if !refused && !ix.batch.is_empty() {
+        let _ = ix.tx.send(batch(&ix.save_set, ix.batch)).await;
     }
-    Ok(n)
+    drop(ix.tx);
+    let sent = ix.send.await.map_err(|e| e.to_string()).and_then(|r| r);
+    let id = saved
+        .as_ref()
+        .map(|s| s.save_set.clone())
+        .unwrap_or_default();
+    // The controller's refusal is the cause when both failed.
+    let indexed = match (sent, count) {
+        (Err(m), _) => Err(format!("objects of {id} not indexed in the catalog ({m})")),
+        (Ok(()), None) => Err(format!(
+            "objects of {id} not all indexed in the catalog (the index read back stopped)"
+        )),
+        (Ok(()), Some(n)) => Ok(n),
+    };
+    (saved, indexed)
 }
 
 /// Copies the standard output of `producer` (`sh -c`) into `to`, the input
@@ -664,6 +714,8 @@ async fn feed(
     let mut child = p
         .spawn()
         .map_err(|e| format!("cannot start {producer:?}: {e}"))?;
+    // Dropped before the command ended (an error, the job given up): its whole group is killed.
+    let group = KillGroup::of(&child);
     let mut from = child.stdout.take().expect("piped");
     let mut perr = child.stderr.take().expect("piped");
     let err_task = tokio::spawn(async move {
@@ -672,11 +724,12 @@ async fn feed(
         v
     });
     if let Err(e) = tokio::io::copy(&mut from, to).await {
-        let _ = child.start_kill();
+        drop(group);
         let _ = child.wait().await;
         return Err(format!("the save stopped taking the data ({e})"));
     }
     let status = child.wait().await;
+    group.ended();
     let stderr = err_task.await.unwrap_or_default();
     match status {
         Ok(s) if s.success() => Ok(()),
@@ -823,14 +876,19 @@ async fn run_job(
                     format!("library {}", e.library)
                 };
             });
-            match save_entry(c, lib, &job, e, &live).await {
-                Ok(r) => {
+            match save_entry(c, lib, &job, e, &live, client, session).await {
+                Ok((r, note)) => {
                     // The catalog's object search; the save set stands without it.
-                    if let Err(m) = report_objects(c, lib, client, session, &job, &r.id).await {
+                    if let Some(m) = note {
                         tracing::warn!(save_set = %r.id, error = %m, "objects not indexed in the catalog");
+                        notes.push(m);
+                    }
+                    if r.changed_count > 0 || !r.warnings.is_empty() {
                         notes.push(format!(
-                            "objects of {} not indexed in the catalog ({m})",
-                            r.id
+                            "save set {}: {} objects changed while saved, {} warnings",
+                            r.id,
+                            r.changed_count,
+                            r.warnings.len()
                         ));
                     }
                     live.send_modify(|l| {

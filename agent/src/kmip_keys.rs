@@ -58,6 +58,16 @@ fn err(key_id: &str, reason: impl std::fmt::Display) -> Error {
 pub struct KmipKeySource {
     client: Client,
     host: String,
+    /// The key this source made last: reading back the save set it made
+    /// (its index, after the save) needs no second round trip.
+    made: Option<DataKey>,
+}
+
+fn copy(k: &DataKey) -> DataKey {
+    DataKey {
+        id: k.id.clone(),
+        key: k.key,
+    }
 }
 
 impl KmipKeySource {
@@ -104,11 +114,15 @@ impl KmipKeySource {
             host: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
+            made: None,
         })
     }
 
     /// Destroys the key behind `key_id` (revoking it first if active).
     pub fn shred(&mut self, key_id: &str) -> Result<()> {
+        if self.made.as_ref().is_some_and(|k| k.id == key_id) {
+            self.made = None;
+        }
         let uid = uid(key_id)?;
         self.client.shred(uid).map_err(|e| err(key_id, e))
     }
@@ -149,10 +163,14 @@ impl KeySource for KmipKeySource {
             ));
         }
         key.key.copy_from_slice(&bytes);
+        self.made = Some(copy(&key));
         Ok(key)
     }
 
     fn get(&mut self, key_id: &str) -> Result<DataKey> {
+        if let Some(k) = self.made.as_ref().filter(|k| k.id == key_id) {
+            return Ok(copy(k));
+        }
         let bytes = self
             .client
             .get_key(uid(key_id)?)

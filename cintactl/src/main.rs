@@ -302,6 +302,7 @@ fn job_json(j: &pb::Job) -> serde_json::Value {
         "bytes_total": j.bytes_total, "objects": j.objects, "current": j.current,
         "save_sets": j.save_sets.iter().map(|s| serde_json::json!({
             "id": s.id, "source": s.source, "key_id": s.key_id, "volumes": s.volumes, "objects": s.objects, "bytes": s.bytes,
+            "warnings": s.warnings, "changed": s.changed, "changed_count": s.changed_count,
         })).collect::<Vec<_>>(),
     })
 }
@@ -333,6 +334,26 @@ fn print_job(j: &pb::Job) {
             s.volumes.join(","),
             s.key_id
         );
+        for w in &s.warnings {
+            println!("    warning: {w}");
+        }
+        if s.changed_count > 0 {
+            println!(
+                "    warning: {} objects changed while they were saved (kept, flagged){}",
+                s.changed_count,
+                if s.changed.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", s.changed.join(", "))
+                }
+            );
+        }
+        if s.changed_count as usize > s.changed.len() {
+            println!(
+                "    ... and {} more changed",
+                s.changed_count as usize - s.changed.len()
+            );
+        }
     }
 }
 

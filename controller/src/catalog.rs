@@ -127,6 +127,21 @@ pub struct SaveSetRow {
     pub volumes: Vec<String>,
     pub objects: u64,
     pub bytes: u64,
+    /// What the save warned of.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Objects changed while read (the first 100), and how many in all.
+    #[serde(default)]
+    pub changed: Vec<String>,
+    #[serde(default)]
+    pub changed_count: u64,
+}
+
+impl SaveSetRow {
+    /// How many things the save warned of (warnings and changed objects).
+    pub fn warning_count(&self) -> u64 {
+        self.warnings.len() as u64 + self.changed_count
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -964,6 +979,9 @@ pub fn conformance(c: &mut dyn Catalog) {
         volumes: vec!["PR0001".into()],
         objects: 2,
         bytes: 7,
+        warnings: vec!["/home/x: removed before it was read; not saved".into()],
+        changed: vec!["home/y".into()],
+        changed_count: 1,
     };
     assert!(c
         .finish("J2", "PROD1", true, "ok", &[set], "out", 5)

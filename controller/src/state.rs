@@ -497,6 +497,43 @@ impl State {
                 sets.len()
             ),
         );
+        let warned: Vec<String> = sets
+            .iter()
+            .filter(|s| s.warning_count() > 0)
+            .map(|s| {
+                let mut w = format!("save set {} of {}: ", s.id, s.source);
+                let mut parts = Vec::new();
+                if s.changed_count > 0 {
+                    parts.push(format!(
+                        "{} objects changed while saved ({}{})",
+                        s.changed_count,
+                        s.changed
+                            .iter()
+                            .take(3)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        if s.changed_count > 3 { ", ..." } else { "" }
+                    ));
+                }
+                if !s.warnings.is_empty() {
+                    parts.push(format!(
+                        "{} warnings (first: {})",
+                        s.warnings.len(),
+                        s.warnings[0]
+                    ));
+                }
+                w.push_str(&parts.join("; "));
+                w
+            })
+            .collect();
+        if !warned.is_empty() {
+            self.event_at(
+                Level::Warn,
+                "job.warnings",
+                &format!("job {job} on {agent}: {}", warned.join("; ")),
+            );
+        }
         Ok(())
     }
 

@@ -2210,3 +2210,70 @@ fn a_clock_file_read_empty_never_starts_a_new_night() {
         (Some("2026-11-24"), Some("close-window"))
     );
 }
+
+#[test]
+fn a_library_save_command_dies_with_the_agent() {
+    let mut s = Site::new();
+    let sim = s.d().join("sim/PROD1");
+    std::fs::create_dir_all(sim.join("libs/PAYLIB")).unwrap();
+    std::fs::write(sim.join("libs/PAYLIB/LEDGER.FILE"), vec![5u8; 3_000_000]).unwrap();
+    std::fs::write(sim.join("slow-save"), "120\n").unwrap();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let job = s.ctl_json(&["run", "LIBS"]);
+    let id = job["id"].as_str().unwrap().to_string();
+    s.until("the SAVLIB to run", |_| sim.join("savlib.pid").exists());
+    let pid = std::fs::read_to_string(sim.join("savlib.pid"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    assert!(proc_dir.exists(), "the simulated SAVLIB runs");
+    assert_eq!(s.ctl_json(&["job", &id])["state"], "running");
+    drop(s.agents.remove("PROD1")); // SIGKILL
+    let t = Instant::now();
+    while proc_dir.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "SAVLIB {pid} still runs after its agent died"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn what_a_save_warns_of_reaches_the_job_the_console_and_an_event() {
+    let mut s = Site::new();
+    // A FIFO is not saved: the save says so.
+    let fifo = s.d().join("data/home/pipe");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let j = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    let home = j["save_sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"].as_str().unwrap().ends_with("data/home"))
+        .unwrap()
+        .clone();
+    let w = home["warnings"].to_string();
+    assert!(w.contains("pipe") && w.contains("not saved"), "{home}");
+    assert!(j["message"].as_str().unwrap().contains("1 warnings"), "{j}");
+    // The objects were still indexed from the same save child.
+    let found = s.ctl_json(&["find", "*/data/home/note.txt"]);
+    assert_eq!(found["objects"].as_array().unwrap().len(), 1, "{found}");
+    let o = s.ctl_as("console", &["job", j["id"].as_str().unwrap()]);
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(text.contains("not saved"), "{text}");
+    let ev = s.ctl_json(&["events", "--limit", "50"]).to_string();
+    assert!(
+        ev.contains("job.warnings") && ev.contains("1 warnings"),
+        "{ev}"
+    );
+}

@@ -37,6 +37,15 @@ enum Command {
     /// Benchmarks (not tests): cinta beside what a user would use instead.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Run a command as its own process group, killed whole when the agent
+    /// `--parent PID` goes away (how the agent runs exit steps and library saves).
+    #[command(hide = true)]
+    Supervise {
+        #[arg(long)]
+        parent: i32,
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Keep a session with the controller and run the jobs it assigns.
     Serve {
         /// Agent configuration (name, controller, certificates, libraries, key source).
@@ -52,6 +61,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(c) => bench::run(c),
         Command::Key(c) => saveset::key(c),
         Command::Saveset(c) => saveset::run(c),
+        Command::Supervise { parent, command } => {
+            let code = cinta_agent::supervise::run(parent, &command[0], &command[1..])?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+        }
         Command::Serve { config } => {
             let cfg = cinta_agent::daemon::AgentConfig::load(&config)?;
             let rt = tokio::runtime::Builder::new_multi_thread()

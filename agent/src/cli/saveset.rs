@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use cinta_agent::jobs;
 use cinta_agent::keys::{FileKeySource, KeySource};
 use cinta_agent::kmip_keys::KmipKeySource;
 use cinta_agent::saveset::catalog::{self, Record};
@@ -98,9 +99,14 @@ pub struct SaveArgs {
     #[arg(long)]
     json: bool,
     /// Progress as JSON lines on standard error, every second:
-    /// {"progress":{"bytes":..,"objects":..,"total":..}} (what `cinta-agent serve` reads).
+    /// {"progress":{"bytes":..,"objects":..,"total":..}}.
     #[arg(long)]
     progress_json: bool,
+    /// For `cinta-agent serve`: progress, the save set made, then its
+    /// objects read back from tape, as the wire lines of `cinta_agent::wire`
+    /// on standard output.
+    #[arg(long, conflicts_with_all = ["json", "progress_json"], hide = true)]
+    wire: bool,
 }
 
 /// Which save set: by id (catalog) or by where it starts on tape.
@@ -255,6 +261,8 @@ enum Show {
     Human,
     /// A JSON line every second, for a program.
     Json,
+    /// A wire line (`progress`) on standard output every second, for the daemon.
+    Wire,
 }
 
 /// Prints progress on standard error while `f` runs.
@@ -270,7 +278,7 @@ fn with_progress<T>(show: Show, p: &Progress, f: impl FnOnce() -> T) -> T {
             let mut last = Instant::now();
             while !done.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(200));
-                let every = if tty || show == Show::Json {
+                let every = if tty || show != Show::Human {
                     Duration::from_secs(1)
                 } else {
                     Duration::from_secs(10)
@@ -280,6 +288,15 @@ fn with_progress<T>(show: Show, p: &Progress, f: impl FnOnce() -> T) -> T {
                 }
                 last = Instant::now();
                 let b = p.bytes.load(Ordering::Relaxed);
+                if show == Show::Wire {
+                    let l = cinta_agent::wire::Line::Progress {
+                        bytes: b,
+                        objects: p.objects.load(Ordering::Relaxed),
+                        total: p.total.load(Ordering::Relaxed),
+                    };
+                    println!("{}", l.encode());
+                    continue;
+                }
                 if show == Show::Json {
                     eprintln!(
                         "{{\"progress\":{{\"bytes\":{b},\"objects\":{},\"total\":{}}}}}",
@@ -364,14 +381,13 @@ pub fn save_cmd(a: SaveArgs) -> anyhow::Result<ExitCode> {
     } else {
         Target::Scratch
     };
-    let mut session = l.session()?;
-    session.set_media_class(&a.media_class);
     let progress = Progress::default();
     let t = Instant::now();
-    let show = match (a.progress_json, a.json) {
-        (true, _) => Show::Json,
-        (false, true) => Show::Nothing,
-        (false, false) => Show::Human,
+    let show = match (a.wire, a.progress_json, a.json) {
+        (true, _, _) => Show::Wire,
+        (_, true, _) => Show::Json,
+        (_, false, true) => Show::Nothing,
+        _ => Show::Human,
     };
     let report = with_progress(show, &progress, || {
         std::thread::scope(|s| {
@@ -382,28 +398,25 @@ pub fn save_cmd(a: SaveArgs) -> anyhow::Result<ExitCode> {
                         .store(save::estimate(&opts.source, opts.since), Ordering::Relaxed)
                 });
             }
-            save::save(&mut session, target, &mut *keys, &opts, &progress)
+            jobs::save_and_record(&l, &mut *keys, &opts, target, &a.media_class, &progress)
         })
     })?;
     let secs = t.elapsed().as_secs_f64();
-    let first = &report.file.sections[0];
-    let info = report.info.clone();
-    let rec = Record {
-        id: report.save_set.clone(),
-        key_id: report.key_id.clone(),
-        source: info.source,
-        level: info.level,
-        since: info.since,
-        started: info.started,
-        host: info.host,
-        volume: first.volser.clone(),
-        sequence: report.file.sequence,
-        sections: report.file.sections.clone(),
-        objects: report.objects,
-        bytes: report.bytes,
-        compression: opts.compression,
-    };
-    catalog::put(l.dir(), &rec)?;
+    if a.wire {
+        // The save set stands once recorded; its objects follow, read back
+        // from tape with the same key source (no second key request).
+        use cinta_agent::wire::Line;
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", Line::Saved(jobs::saved(&report)).encode())?;
+        out.flush()?;
+        let n = jobs::objects(&l, &mut *keys, &report.save_set, |o| {
+            writeln!(out, "{}", Line::Object(o).encode())
+                .map_err(|e| cinta_agent::Error::io("standard output", e))
+        })?;
+        writeln!(out, "{}", Line::Indexed { objects: n }.encode())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if a.json {
         println!(
             "{}",
@@ -680,23 +693,19 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             kmip,
         } => {
             let l = Library::open(&lib.library)?;
-            let r = catalog::find(l.dir(), &save_set)?;
-            if shred {
-                let kmip = kmip.expect("clap requires --kmip with --shred");
-                if !r.key_id.starts_with(cinta_agent::kmip_keys::PREFIX) {
-                    anyhow::bail!(
-                        "save set {} is encrypted with key {} from a key file; one save set's key cannot be destroyed alone (crypto-shredding needs the key manager)",
-                        r.id,
-                        r.key_id
-                    );
-                }
-                KmipKeySource::open(&kmip)?.shred(&r.key_id)?;
+            let mut keys = match (shred, kmip) {
+                (true, Some(k)) => Some(KmipKeySource::open(&k)?),
+                (true, None) => anyhow::bail!("--shred needs --kmip FILE"),
+                (false, _) => None,
+            };
+            let e = jobs::expire(&l, &save_set, keys.as_mut())?;
+            let r = &e.record;
+            if e.shredded {
                 println!(
                     "destroyed key {} of save set {}: its data on every copy is unreadable",
                     r.key_id, r.id
                 );
             }
-            catalog::remove(l.dir(), &r.id)?;
             println!(
                 "expired save set {} (cartridges {})",
                 r.id,

@@ -255,6 +255,9 @@ impl pb::agent_service_server::AgentService for Agents {
                 volumes: s.volumes,
                 objects: s.objects,
                 bytes: s.bytes,
+                warnings: s.warnings,
+                changed: s.changed,
+                changed_count: s.changed_count,
             })
             .collect();
         self.0.finish_job(

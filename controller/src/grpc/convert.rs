@@ -108,6 +108,9 @@ pub fn job_pb(j: JobRow) -> pb::Job {
                 volumes: s.volumes,
                 objects: s.objects,
                 bytes: s.bytes,
+                warnings: s.warnings,
+                changed: s.changed,
+                changed_count: s.changed_count,
             })
             .collect(),
     }

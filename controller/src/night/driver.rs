@@ -55,10 +55,12 @@ fn observe(state: &State, n: &Night, now: i64) -> Observed {
                 state: "not run".into(),
                 output: String::new(),
                 message: "it could not be queued".into(),
+                warnings: 0,
             });
         }
         let j = state.catalog().job(id).ok().flatten()?;
-        ended(&j.state).then_some(Ended {
+        ended(&j.state).then(|| Ended {
+            warnings: j.save_sets.iter().map(|s| s.warning_count()).sum(),
             id: j.id,
             state: j.state,
             output: j.output,

@@ -18,6 +18,8 @@ pub struct Ended {
     pub state: String,
     pub output: String,
     pub message: String,
+    /// What its save sets warned of (warnings and objects changed while saved).
+    pub warnings: u64,
 }
 
 impl Ended {
@@ -222,7 +224,7 @@ impl Machine {
     fn finish(&mut self, how: &str) {
         let outcome = if !self.n.saved {
             Outcome::Failed
-        } else if self.n.escalated {
+        } else if self.n.escalated || self.n.warnings > 0 {
             Outcome::Degraded
         } else {
             Outcome::Ok
@@ -365,6 +367,7 @@ impl Machine {
                 self.note(format!("contingency save {} {}", j.id, j.state));
                 if j.ok() {
                     self.n.saved = true;
+                    self.warned(&j, "contingency save");
                 } else {
                     self.escalate(
                         Level::Error,
@@ -451,6 +454,7 @@ impl Machine {
                 self.note(format!("post-close save {}; night done", j.state));
                 if j.ok() {
                     self.n.saved = true;
+                    self.warned(&j, "post-close save");
                 } else {
                     self.escalate(
                         Level::Error,
@@ -460,6 +464,18 @@ impl Machine {
                 self.finish("");
             }
             Step::Done => {}
+        }
+    }
+
+    /// A save that worked with warnings (objects changed while saved):
+    /// said in the timeline, and the night is not plainly ok.
+    fn warned(&mut self, j: &Ended, what: &str) {
+        if j.warnings > 0 {
+            self.n.warnings += j.warnings;
+            self.note(format!(
+                "WARNING: the {what} {} has {} warnings (objects changed while saved, files left out): `cintactl job {}`",
+                j.id, j.warnings, j.id
+            ));
         }
     }
 

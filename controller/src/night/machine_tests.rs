@@ -48,6 +48,7 @@ fn ended(state: &str, output: &str) -> Option<Ended> {
         } else {
             format!("it {state}")
         },
+        warnings: 0,
     })
 }
 
@@ -423,6 +424,15 @@ fn the_post_close_save_ends_the_night_with_its_outcome() {
     assert_eq!(events(&a), ["night.done"]);
     let (m, _) = run(&n, &obs(ended("failed", "")));
     assert_eq!(m.outcome, Some(Outcome::Failed));
+    let mut warned = ended("succeeded", "");
+    warned.as_mut().unwrap().warnings = 2;
+    let (m, _) = run(&n, &obs(warned));
+    assert_eq!(
+        m.outcome,
+        Some(Outcome::Degraded),
+        "objects changed while saved"
+    );
+    assert!(said(&m, "WARNING: the post-close save J1 has 2 warnings"));
     let mut late = n.clone();
     late.escalated = true;
     let (m, _) = run(&late, &obs(ended("succeeded", "")));

@@ -136,6 +136,9 @@ pub struct Night {
     /// An operator acknowledged the escalation: stop retrying (who).
     #[serde(default)]
     pub acknowledged_by: String,
+    /// Warnings of tonight's save (objects changed while saved, files left out).
+    #[serde(default)]
+    pub warnings: u64,
 }
 
 impl Night {
@@ -166,6 +169,7 @@ impl Night {
             retry_pending: false,
             close_late: false,
             acknowledged_by: String::new(),
+            warnings: 0,
         }
     }
 
