@@ -1,13 +1,17 @@
 //! `cintactl`: the operations console: agents, jobs, run a control group now, cancel; `--json` for scripts.
 
+mod connect;
+mod time;
+mod watch;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use cinta_proto::v1 as pb;
 use clap::{Parser, Subcommand};
-use pb::console_service_client::ConsoleServiceClient;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use time::when;
+use watch::watch;
 
 /// cinta operations console.
 #[derive(Parser)]
@@ -31,9 +35,15 @@ struct Cli {
     key: Option<PathBuf>,
     #[arg(long, global = true, env = "CINTA_CA")]
     ca: Option<PathBuf>,
-    /// JSON output.
+    /// JSON output (times as seconds since 1970).
     #[arg(long, global = true)]
     json: bool,
+    /// Show and read times in UTC (default: TZ if set, else the controller's time zone).
+    #[arg(long, global = true)]
+    utc: bool,
+    /// Seconds to wait for the connection and for each answer.
+    #[arg(long, global = true, env = "CINTA_TIMEOUT", default_value_t = 15)]
+    timeout: u64,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -81,9 +91,10 @@ enum Cmd {
         /// Only this agent's save sets.
         #[arg(long, default_value = "")]
         agent: String,
-        /// A time, as seconds since 1970 or YYYY-MM-DDTHH:MM:SSZ.
-        #[arg(long, value_parser = parse_time)]
-        at: Option<i64>,
+        /// The restore point: a local time (YYYY-MM-DD HH:MM, in the
+        /// controller's time zone or TZ), an RFC 3339 time, or seconds since 1970.
+        #[arg(long)]
+        at: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
@@ -100,7 +111,12 @@ enum Cmd {
     /// Tonight: the plan's state, what it waits for, and its timeline;
     /// `tonight ack` acknowledges an escalation so a step being retried
     /// (the contingency save, resuming apply) is not tried again.
-    Tonight { what: Option<String> },
+    Tonight {
+        what: Option<String>,
+        /// Also the shell command each probe and hook ran.
+        #[arg(long)]
+        verbose: bool,
+    },
     /// Signal the business close: `started` or `finished` (finished starts the post-close save).
     Close { what: String },
     /// Give an LPAR a role (failover: the contingency LPAR becomes production); control groups follow roles.
@@ -129,40 +145,6 @@ fn volume_json(v: &pb::Volume) -> serde_json::Value {
         "expired": v.expired, "next_move_to": v.next_move_to, "next_move_at": v.next_move_at,
         "next_move_why": v.next_move_why, "last_written": v.last_written,
     })
-}
-
-/// Seconds since 1970, or an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SSZ).
-fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(n) = s.parse::<i64>() {
-        return Ok(n);
-    }
-    let bad = || format!("{s:?}: give seconds since 1970 or YYYY-MM-DDTHH:MM:SSZ");
-    let b = s.as_bytes();
-    if b.len() != 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-        || b[19] != b'Z'
-    {
-        return Err(bad());
-    }
-    let num = |r: std::ops::Range<usize>| s[r].parse::<i64>().map_err(|_| bad());
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
-        return Err(bad());
-    }
-    // Days from civil (the inverse of `when`).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 /// A location as an operator reads it.
@@ -238,7 +220,7 @@ fn describe(e: &anyhow::Error) -> String {
         Code::InvalidArgument => "invalid request",
         Code::FailedPrecondition => "refused",
         Code::Unavailable => "the controller cannot be reached",
-        Code::DeadlineExceeded => "timed out",
+        Code::DeadlineExceeded | Code::Cancelled => "no answer in time (--timeout)",
         _ => "failed",
     };
     if s.message().is_empty() {
@@ -246,52 +228,6 @@ fn describe(e: &anyhow::Error) -> String {
     } else {
         format!("{what}: {}", s.message())
     }
-}
-
-async fn client(cli: &Cli) -> Result<ConsoleServiceClient<Channel>> {
-    let (Some(cert), Some(key), Some(ca)) = (&cli.cert, &cli.key, &cli.ca) else {
-        bail!("give --cert, --key and --ca (or CINTA_CERT, CINTA_KEY, CINTA_CA): the controller speaks mutual TLS only");
-    };
-    let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("read {}", p.display()));
-    let host = cli.server_name.clone().unwrap_or_else(|| {
-        cli.controller
-            .rsplit_once(':')
-            .map(|(h, _)| h.to_string())
-            .unwrap_or_default()
-    });
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(ca)?))
-        .identity(Identity::from_pem(read(cert)?, read(key)?))
-        .domain_name(host);
-    let ch = Channel::from_shared(format!("https://{}", cli.controller))?
-        .tls_config(tls)?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("connect to the controller at {}", cli.controller))?;
-    Ok(ConsoleServiceClient::new(ch))
-}
-
-fn when(t: i64) -> String {
-    if t == 0 {
-        return "-".into();
-    }
-    let (d, s) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    let z = d + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + (m <= 2) as i64;
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
 }
 
 fn job_json(j: &pb::Job) -> serde_json::Value {
@@ -304,6 +240,7 @@ fn job_json(j: &pb::Job) -> serde_json::Value {
             "id": s.id, "source": s.source, "key_id": s.key_id, "volumes": s.volumes, "objects": s.objects, "bytes": s.bytes,
             "warnings": s.warnings, "changed": s.changed, "changed_count": s.changed_count,
         })).collect::<Vec<_>>(),
+        "steps": j.steps,
     })
 }
 
@@ -323,6 +260,9 @@ fn print_job(j: &pb::Job) {
     );
     if !j.message.is_empty() {
         println!("  {}", j.message);
+    }
+    for cmd in &j.steps {
+        println!("  $ {cmd}");
     }
     for s in &j.save_sets {
         println!(
@@ -373,112 +313,29 @@ fn human(b: f64) -> String {
     unreachable!()
 }
 
-/// One line of a running job: bar, bytes, rate, ETA, entry. `rate` in bytes/s (measured here).
-fn progress_line(j: &pb::Job, rate: f64, width: usize) -> String {
-    let frac = if j.bytes_total > 0 {
-        (j.bytes as f64 / j.bytes_total as f64).min(1.0)
-    } else if j.entries_total > 0 {
-        f64::from(j.entries_done) / f64::from(j.entries_total)
-    } else {
-        0.0
-    };
-    let filled = (frac * width as f64).round() as usize;
-    let bar = format!("[{}{}]", "#".repeat(filled), "-".repeat(width - filled));
-    let mut line = format!(
-        "{} {} {bar} {:>3.0}%  {}",
-        j.id,
-        j.state,
-        frac * 100.0,
-        human(j.bytes as f64)
-    );
-    if j.bytes_total > 0 {
-        line.push_str(&format!(" of {}", human(j.bytes_total as f64)));
-    }
-    if rate > 0.0 {
-        line.push_str(&format!("  {}/s", human(rate)));
-        if j.bytes_total > j.bytes {
-            let left = ((j.bytes_total - j.bytes) as f64 / rate) as u64;
-            line.push_str(&format!("  ETA {}:{:02}", left / 60, left % 60));
-        }
-    }
-    line.push_str(&format!(
-        "  entry {}/{}",
-        (j.entries_done + u32::from(!j.current.is_empty())).min(j.entries_total),
-        j.entries_total
-    ));
-    if !j.current.is_empty() {
-        line.push_str(&format!(": {} ({} objects)", j.current, j.objects));
-    }
-    line
-}
-
-/// Follows job `id` until it ends; returns it as it ended.
-async fn watch(c: &mut ConsoleServiceClient<Channel>, id: &str, json: bool) -> Result<pb::Job> {
-    use std::io::{IsTerminal, Write};
-    let tty = !json && std::io::stdout().is_terminal();
-    let mut last: Option<pb::Job> = None;
-    let mut printed = std::time::Instant::now() - Duration::from_secs(60);
-    // Rate from what this console saw: (when, bytes) at the first sighting while running.
-    let mut first: Option<(std::time::Instant, u64)> = None;
-    loop {
-        let j = c
-            .get_job(pb::GetJobRequest { id: id.to_string() })
-            .await?
-            .into_inner();
-        let ended = !matches!(j.state.as_str(), "queued" | "running");
-        if j.state == "running" && first.is_none() {
-            first = Some((std::time::Instant::now(), j.bytes));
-        }
-        let rate = first
-            .map(|(t, b)| {
-                let s = t.elapsed().as_secs_f64();
-                if s > 0.5 {
-                    j.bytes.saturating_sub(b) as f64 / s
-                } else {
-                    0.0
-                }
-            })
-            .unwrap_or(0.0);
-        let changed = last.as_ref() != Some(&j);
-        if json {
-            if changed {
-                println!("{}", serde_json::to_string(&job_json(&j))?);
-            }
-        } else if tty {
-            print!("\r{}\x1b[K", progress_line(&j, rate, 30));
-            std::io::stdout().flush()?;
-        } else if ended
-            || last
-                .as_ref()
-                .map(|l| (&l.state, l.entries_done, &l.current))
-                != Some((&j.state, j.entries_done, &j.current))
-            || printed.elapsed() >= Duration::from_secs(10)
-        {
-            println!("{}", progress_line(&j, rate, 20));
-            printed = std::time::Instant::now();
-        }
-        if ended {
-            if tty {
-                println!();
-            }
-            return Ok(j);
-        }
-        last = Some(j);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// `watch` until the job ends, then the job; exit 0 if it succeeded, 1 if not.
-async fn follow(c: &mut ConsoleServiceClient<Channel>, id: &str, json: bool) -> Result<i32> {
-    let j = watch(c, id, json).await?;
-    if !json {
-        print_job(&j);
-    }
-    Ok(if j.state == "succeeded" { 0 } else { 1 })
-}
-
 async fn run(cli: Cli) -> Result<i32> {
-    let mut c = client(&cli).await?;
+    let mut c = connect::client(&connect::Target {
+        controller: &cli.controller,
+        server_name: cli.server_name.as_deref(),
+        cert: cli.cert.as_deref(),
+        key: cli.key.as_deref(),
+        ca: cli.ca.as_deref(),
+        timeout: Duration::from_secs(cli.timeout.max(1)),
+    })
+    .await?;
+    let needs_zone = !cli.json || matches!(&cli.cmd, Cmd::Find { at: Some(_), .. });
+    time::set_zone(if cli.utc {
+        time::Zone::Utc
+    } else if let Some(z) = time::zone_from_env() {
+        z
+    } else if needs_zone {
+        match c.get_info(pb::GetInfoRequest {}).await {
+            Ok(i) => time::zone_named(&i.into_inner().time_zone),
+            Err(_) => time::Zone::Utc,
+        }
+    } else {
+        time::Zone::Utc
+    });
     match &cli.cmd {
         Cmd::Agents => {
             let a = c
@@ -617,7 +474,10 @@ async fn run(cli: Cli) -> Result<i32> {
                 .find_objects(pb::FindObjectsRequest {
                     pattern: pattern.clone(),
                     agent: agent.clone(),
-                    at: at.unwrap_or(0),
+                    at: match at {
+                        Some(a) => time::parse_time(a, time::zone()).map_err(anyhow::Error::msg)?,
+                        None => 0,
+                    },
                     limit: *limit,
                 })
                 .await?
@@ -768,11 +628,11 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Tonight { .. } | Cmd::Close { .. } => {
             let n = match &cli.cmd {
-                Cmd::Tonight { what: Some(w) } if w == "ack" => c
+                Cmd::Tonight { what: Some(w), .. } if w == "ack" => c
                     .acknowledge_night(pb::AcknowledgeNightRequest {})
                     .await?
                     .into_inner(),
-                Cmd::Tonight { what: Some(w) } => {
+                Cmd::Tonight { what: Some(w), .. } => {
                     bail!("tonight {w:?}: say `tonight` to see it or `tonight ack` to acknowledge")
                 }
                 Cmd::Close { what } => {
@@ -813,8 +673,21 @@ async fn run(cli: Cli) -> Result<i32> {
                 if !n.waiting_for.is_empty() {
                     println!("  waiting for {}", n.waiting_for);
                 }
+                let verbose = matches!(&cli.cmd, Cmd::Tonight { verbose: true, .. });
                 for e in &n.timeline {
                     println!("  {}  {}", when(e.time), e.text);
+                    let job = e
+                        .text
+                        .split_once("(job ")
+                        .and_then(|(_, r)| r.split_once(')'))
+                        .map(|(id, _)| id.to_string());
+                    if let (true, Some(id)) = (verbose, job) {
+                        if let Ok(j) = c.get_job(pb::GetJobRequest { id }).await {
+                            for cmd in &j.into_inner().steps {
+                                println!("      $ {cmd}");
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -859,18 +732,15 @@ async fn run(cli: Cli) -> Result<i32> {
     Ok(0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_read_as_they_are_printed() {
-        for t in [1i64, 1_795_546_800, 951_782_400, 4_102_444_799] {
-            assert_eq!(parse_time(&when(t)).unwrap(), t, "{}", when(t));
-        }
-        assert_eq!(parse_time("1795546800").unwrap(), 1_795_546_800);
-        for bad in ["2026-13-01T00:00:00Z", "2026-11-24 19:00:00", "tomorrow"] {
-            assert!(parse_time(bad).is_err(), "{bad}");
-        }
+/// Watches job `id` to its end; exit 0 if it succeeded, 1 if not.
+async fn follow(
+    c: &mut pb::console_service_client::ConsoleServiceClient<tonic::transport::Channel>,
+    id: &str,
+    json: bool,
+) -> Result<i32> {
+    let j = watch(c, id, json).await?;
+    if !json {
+        print_job(&j);
     }
+    Ok(if j.state == "succeeded" { 0 } else { 1 })
 }

@@ -2277,3 +2277,147 @@ fn what_a_save_warns_of_reaches_the_job_the_console_and_an_event() {
         "{ev}"
     );
 }
+
+#[test]
+fn the_console_says_in_one_line_what_is_wrong_and_shows_local_times() {
+    let mut s = Site::new();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let pki = s.kms.pki.clone();
+    let ctl = |addr: &str, cert: &Path, key: &Path, ca: &Path, args: &[&str]| {
+        let o = Command::new(cinta_tests::binary("cintactl"))
+            .args([
+                "--controller",
+                addr,
+                "--server-name",
+                "localhost",
+                "--timeout",
+                "1",
+            ])
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .arg("--ca")
+            .arg(ca)
+            .args(args)
+            .env_remove("TZ")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            err,
+        )
+    };
+    let (cert, key, ca) = (
+        pki.join("console.pem"),
+        pki.join("console.key"),
+        pki.join("ca.pem"),
+    );
+    let one_line = |err: &str| {
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            !err.contains("Status {") && !err.contains("details"),
+            "{err}"
+        );
+    };
+    // An expired console certificate is named as such, before connecting.
+    let mut p = rcgen::CertificateParams::new(vec!["console".to_string()]).unwrap();
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "console");
+    p.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2020, 1, 2);
+    let k = rcgen::KeyPair::generate().unwrap();
+    let old = p.self_signed(&k).unwrap();
+    let (old_cert, old_key) = (s.d().join("old.pem"), s.d().join("old.key"));
+    std::fs::write(&old_cert, old.pem()).unwrap();
+    std::fs::write(&old_key, k.serialize_pem()).unwrap();
+    let (ok, _, err) = ctl(&s.addr, &old_cert, &old_key, &ca, &["agents"]);
+    assert!(
+        !ok && err.contains("your certificate") && err.contains("expired on 2020-01-02"),
+        "{err}"
+    );
+    one_line(&err);
+    // The controller's certificate checked against another CA.
+    let other = s.d().join("other-pki");
+    ok_bin("cinta-keymgr", &["pki", "init", other.to_str().unwrap()]);
+    let (ok, _, err) = ctl(&s.addr, &cert, &key, &other.join("ca.pem"), &["agents"]);
+    assert!(
+        !ok && err.contains("is not signed by CA") && err.contains("other-pki/ca.pem"),
+        "{err}"
+    );
+    one_line(&err);
+    // Nothing listening; something listening that never answers.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone_addr = gone.local_addr().unwrap().to_string();
+    drop(gone);
+    let (ok, _, err) = ctl(&gone_addr, &cert, &key, &ca, &["agents"]);
+    assert!(!ok && err.contains("nothing answers at"), "{err}");
+    one_line(&err);
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute_addr = mute.local_addr().unwrap().to_string();
+    let t = Instant::now();
+    let (ok, _, err) = ctl(&mute_addr, &cert, &key, &ca, &["agents"]);
+    assert!(!ok && err.contains("did not answer within 1s"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    one_line(&err);
+    drop(mute);
+    // Times in the controller's zone (Europe/Madrid: +01:00 in November), or UTC.
+    s.reach_close_window();
+    let (ok, out, err) = ctl(&s.addr, &cert, &key, &ca, &["tonight"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("2026-11-24 20:31:00+01:00"), "{out}");
+    assert!(
+        out.contains("waiting for the close: `cintactl close finished`"),
+        "{out}"
+    );
+    let (_, out, _) = ctl(&s.addr, &cert, &key, &ca, &["--utc", "tonight"]);
+    assert!(out.contains("2026-11-24 19:31:00Z"), "{out}");
+    // The pre-close save's objects, found by a local restore point.
+    let (ok, out, err) = ctl(
+        &s.addr,
+        &cert,
+        &key,
+        &ca,
+        &["--json", "find", "*/ledger.dat", "--at", "2026-11-24 20:40"],
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["objects"].as_array().unwrap().len(), 1, "{v}");
+    let (ok, out, _) = ctl(
+        &s.addr,
+        &cert,
+        &key,
+        &ca,
+        &["--json", "find", "*/ledger.dat", "--at", "2026-11-24 20:20"],
+    );
+    assert!(ok);
+    assert!(
+        out.contains("\"objects\": []"),
+        "before the pre-close save, no copy: {out}"
+    );
+    // Server reflection answers both protocols.
+    let o = grpc_script(&s, "grpc_reflection.py", "console")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn ok_bin(bin: &str, args: &[&str]) {
+    let o = Command::new(cinta_tests::binary(bin))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{bin} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -276,6 +276,27 @@ impl pb::console_service_server::ConsoleService for Console {
         Ok(Response::new(pb::ListSaveSetsResponse { save_sets }))
     }
 
+    async fn get_info(
+        &self,
+        req: Request<pb::GetInfoRequest>,
+    ) -> Result<Response<pb::ControllerInfo>, Status> {
+        let who = self.who(&req, "GetInfo", Role::Viewer)?;
+        let roles = self
+            .0
+            .cfg
+            .operators
+            .iter()
+            .find(|o| o.name == who)
+            .map(|o| o.roles.iter().map(|r| r.as_str().to_string()).collect())
+            .unwrap_or_default();
+        Ok(Response::new(pb::ControllerInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            time_zone: self.0.cfg.time_zone.clone(),
+            operator: who,
+            roles,
+        }))
+    }
+
     async fn get_night(
         &self,
         req: Request<pb::GetNightRequest>,

@@ -82,7 +82,15 @@ pub fn night_pb(n: Night) -> pb::Night {
 }
 
 pub fn job_pb(j: JobRow) -> pb::Job {
+    let steps = j
+        .assignment
+        .pre
+        .iter()
+        .chain(&j.assignment.post)
+        .cloned()
+        .collect();
     pb::Job {
+        steps,
         id: j.id,
         control_group: j.control_group,
         agent: j.agent,

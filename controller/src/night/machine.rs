@@ -304,10 +304,23 @@ impl Machine {
                         ));
                         self.probe(Role::Contingency, Step::Suspend, &c.suspend);
                     }
-                    Some(r) => self.give_up(&format!(
-                        "replication unhealthy (backlog {} > {} or latency {}s > {}s); the contingency copy is not current",
-                        r.backlog, c.max_backlog, r.latency, c.max_latency_seconds
-                    )),
+                    Some(r) => {
+                        // Only the limits exceeded, each as it stands.
+                        let mut over = Vec::new();
+                        if r.backlog > c.max_backlog {
+                            over.push(format!("backlog {} > {} allowed", r.backlog, c.max_backlog));
+                        }
+                        if r.latency > c.max_latency_seconds {
+                            over.push(format!(
+                                "latency {}s > {}s allowed",
+                                r.latency, c.max_latency_seconds
+                            ));
+                        }
+                        self.give_up(&format!(
+                            "replication unhealthy ({}); the contingency copy is not current",
+                            over.join(", ")
+                        ))
+                    }
                     None => self.give_up(&format!(
                         "the replication probe did not answer ({}: {})",
                         j.state, j.message

@@ -264,7 +264,16 @@ fn only_a_current_replica_is_suspended_and_saved() {
     );
     let (m, a) = run(&n, &obs(ended("succeeded", "backlog=5000 latency=0")));
     assert_eq!((m.state, m.outcome), (Step::Done, Some(Outcome::Failed)));
-    assert!(said(&m, "replication unhealthy (backlog 5000 > 100"));
+    assert!(said(
+        &m,
+        "replication unhealthy (backlog 5000 > 100 allowed); the contingency"
+    ));
+    let (m, _) = run(&n, &obs(ended("succeeded", "backlog=1 latency=90")));
+    assert!(
+        said(&m, "replication unhealthy (latency 90s > 60s allowed); the"),
+        "{:?}",
+        m.timeline
+    );
     assert!(probes(&a).is_empty() && saves(&a).is_empty());
     let (m, _) = run(&n, &obs(ended("failed", "")));
     assert!(said(&m, "the replication probe did not answer"));
