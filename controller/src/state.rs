@@ -29,7 +29,15 @@ pub struct State {
     wake: Mutex<HashMap<String, Arc<Notify>>>,
     /// When the housekeeping sweeps last ran.
     pub(crate) last_sweep: Mutex<Option<std::time::Instant>>,
+    /// Refusals recorded lately, by what was refused: when, and how many
+    /// more since (a caller refused in a loop must not make the catalog
+    /// write, and fsync, once per call).
+    denials: Mutex<HashMap<String, (std::time::Instant, u64)>>,
 }
+
+/// A refusal of the same thing is recorded at most once in this time; the
+/// ones between are counted into the next record.
+const DENIAL_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Job states in which a job has ended.
 pub fn ended(state: &str) -> bool {
@@ -51,6 +59,7 @@ impl State {
             catalog: Mutex::new(catalog),
             wake: Mutex::new(HashMap::new()),
             last_sweep: Mutex::new(None),
+            denials: Mutex::new(HashMap::new()),
         })
     }
 
@@ -92,9 +101,34 @@ impl State {
         self.events.emit(t, kind, text);
     }
 
-    /// A refused call: PERMISSION_DENIED for the caller, an event for the operators.
+    /// A refused call: PERMISSION_DENIED for the caller, an event for the
+    /// operators (the same refusal at most once every ten seconds, with the
+    /// count of those in between).
     pub fn refused(&self, why: String) -> Error {
-        self.event("access.denied", &why);
+        let record = {
+            let mut d = self.denials.lock().unwrap_or_else(|p| p.into_inner());
+            if d.len() >= 4096 {
+                d.retain(|_, (t, _)| t.elapsed() < DENIAL_EVERY);
+            }
+            match d.get_mut(&why) {
+                Some((t, more)) if t.elapsed() < DENIAL_EVERY => {
+                    *more += 1;
+                    None
+                }
+                _ => {
+                    let more = d.insert(why.clone(), (std::time::Instant::now(), 0));
+                    Some(more.map_or(0, |(_, n)| n))
+                }
+            }
+        };
+        match record {
+            Some(0) => self.event("access.denied", &why),
+            Some(n) => self.event(
+                "access.denied",
+                &format!("{why} (and {n} more times since it was last recorded)"),
+            ),
+            None => tracing::debug!("refused again: {why}"),
+        }
         Error::PermissionDenied(why)
     }
 

@@ -1,4 +1,4 @@
-"""Asks the controller's server reflection for its services over both protocols, grpc.reflection.v1 and v1alpha (grpcio's descriptor database speaks only v1alpha), with raw bytes: ServerReflectionRequest{list_services: ""}."""
+"""(Not named grpc_reflection: that is the name of grpcio's own reflection package, which grpc imports.) Asks the controller's server reflection for its services over both protocols, grpc.reflection.v1 and v1alpha (grpcio's descriptor database speaks only v1alpha), with raw bytes: ServerReflectionRequest{list_services: ""}."""
 import argparse
 import sys
 
