@@ -326,6 +326,14 @@ path = "{d}/data/home"
         s
     }
 
+    /// A site whose production agent (PROD1) has registered.
+    fn with_production_agent() -> Site {
+        let mut s = Site::new();
+        s.start_agent("PROD1");
+        s.until("the agent to register", Site::agent_connected);
+        s
+    }
+
     fn d(&self) -> &Path {
         self.dir.path()
     }
@@ -632,9 +640,7 @@ fn an_agent_killed_mid_job_fails_the_job_and_leaves_no_save_set_recorded() {
 
 #[test]
 fn a_python_grpc_client_built_from_the_protos_lists_agents_and_starts_a_job() {
-    let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.until("the agent to register", Site::agent_connected);
+    let s = Site::with_production_agent();
     let o = grpc_script(&s, "grpc_console.py", "console")
         .args(["--run", "NIGHTLY"])
         .output()
@@ -683,9 +689,7 @@ fn grpc_python() -> PathBuf {
 
 #[test]
 fn an_agent_cannot_claim_a_recorded_save_set_as_its_jobs() {
-    let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.until("the agent to register", Site::agent_connected);
+    let mut s = Site::with_production_agent();
     let job = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
     assert_eq!(job["state"], "succeeded", "{job}");
     let id = job["save_sets"][0]["id"].as_str().unwrap().to_string();
@@ -796,9 +800,7 @@ fn a_save_set_being_made_is_its_jobs_alone_and_is_forgotten_if_never_finished() 
 
 #[test]
 fn exit_steps_run_around_the_saves_and_post_steps_run_after_a_failure() {
-    let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.until("the agent to register", Site::agent_connected);
+    let s = Site::with_production_agent();
     let j = s.ctl_json(&["run", "WITH-STEPS", "--wait"]);
     assert_eq!(j["state"], "succeeded", "{j}");
     assert_eq!(
@@ -872,9 +874,7 @@ fn after_a_role_switch_control_groups_follow_the_role() {
 
 #[test]
 fn a_normal_night_with_a_controller_restart_in_the_close_window() {
-    let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.until("the agent to register", Site::agent_connected);
+    let mut s = Site::with_production_agent();
     assert!(s.tonight().is_null(), "no night before the pre-close time");
     s.at(31); // 20:31 local: the pre-close save runs
     s.until("the pre-close save and the close window", |s| {
@@ -925,9 +925,7 @@ fn a_normal_night_with_a_controller_restart_in_the_close_window() {
 
 #[test]
 fn a_close_that_slips_past_its_deadline_is_escalated_and_the_post_close_still_runs() {
-    let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.until("the agent to register", Site::agent_connected);
+    let s = Site::with_production_agent();
     s.reach_close_window();
     s.ctl_json(&["close", "started"]);
     s.at(4 * 60 - 5); // 23:55 local... past 23:00 + 15 min grace
@@ -1003,13 +1001,7 @@ fn users_still_signed_on_fall_back_to_contingency_end_to_end() {
         assert!(t.contains(want), "{want:?} not in the timeline: {t}");
     }
     assert_eq!(n["post_close_job"], "", "no post-close save on production");
-    assert_eq!(
-        std::fs::read_to_string(sim.join("CONT1/apply"))
-            .unwrap()
-            .trim(),
-        "active",
-        "replication runs again"
-    );
+    assert_eq!(apply_state(&sim), "active", "replication runs again");
     // The contingency save is in CONT1's library and restores the production data (replicated there).
     let ls: serde_json::Value = serde_json::from_str(&ok(
         "cinta-agent",
@@ -1079,9 +1071,7 @@ fn an_unhealthy_replica_is_not_saved_and_the_night_is_escalated() {
 
 #[test]
 fn events_reach_the_console_the_webhook_and_the_metrics_endpoint() {
-    let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.until("the agent to register", Site::agent_connected);
+    let s = Site::with_production_agent();
     let j = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
     assert_eq!(j["state"], "succeeded");
     // A heartbeat above the (tiny) usage threshold raised one event, not one per heartbeat.
@@ -1138,9 +1128,7 @@ fn events_reach_the_console_the_webhook_and_the_metrics_endpoint() {
 
 #[test]
 fn media_policies_expire_save_sets_by_date_with_shredding_and_by_versions() {
-    let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.until("the agent to register", Site::agent_connected);
+    let s = Site::with_production_agent();
     let j = s.ctl_json(&["run", "KEEP-1-DAY", "--wait"]);
     assert_eq!(j["state"], "succeeded", "{j}");
     let id = j["save_sets"][0]["id"].as_str().unwrap().to_string();
@@ -1236,9 +1224,7 @@ fn media_policies_expire_save_sets_by_date_with_shredding_and_by_versions() {
 
 #[test]
 fn the_close_probe_on_production_ends_the_close_window_without_an_operator() {
-    let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.until("the agent to register", Site::agent_connected);
+    let s = Site::with_production_agent();
     s.reach_close_window();
     // The close is still running at 21:00...
     s.at(60);
@@ -1540,9 +1526,7 @@ fn a_watched_subsystem_going_down_and_up_raises_events_everywhere() {
 
 #[test]
 fn cartridges_rotate_to_the_vault_and_back_by_move_policy_with_confirmed_moves() {
-    let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.until("the agent to register", Site::agent_connected);
+    let s = Site::with_production_agent();
     let job = s.ctl_json(&["run", "TO-VAULT", "--wait"]);
     assert_eq!(job["state"], "succeeded", "{job}");
     let vol = job["save_sets"][0]["volumes"][0]
@@ -1767,9 +1751,7 @@ fn a_media_policy_with_a_media_class_writes_only_on_cartridges_of_that_class() {
 
 #[test]
 fn objects_are_found_with_their_cartridges_and_a_restore_point_picks_the_copy_of_its_time() {
-    let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.until("the agent to register", Site::agent_connected);
+    let s = Site::with_production_agent();
     let ledger = s.d().join("data/payroll/ledger.dat");
     let first = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
     assert_eq!(first["state"], "succeeded", "{first}");
@@ -1934,12 +1916,7 @@ fn the_controller_restarted_during_the_contingency_save_resumes_without_saving_t
     assert!(std::fs::read_to_string(&log)
         .unwrap()
         .contains("delivered the result of a job that ended while the controller was away"));
-    assert_eq!(
-        std::fs::read_to_string(sim.join("CONT1/apply"))
-            .unwrap()
-            .trim(),
-        "active"
-    );
+    assert_eq!(apply_state(&sim), "active");
 }
 
 #[test]
@@ -1968,9 +1945,7 @@ fn a_contingency_agent_lost_mid_save_escalates_waits_for_it_and_resumes_apply_wh
         assert!(t.contains(want), "{want:?} not in {t}");
     }
     assert_eq!(
-        std::fs::read_to_string(sim.join("CONT1/apply"))
-            .unwrap()
-            .trim(),
+        apply_state(&sim),
         "suspended",
         "apply stays at its recovery point while the night waits"
     );
@@ -1999,12 +1974,7 @@ fn a_contingency_agent_lost_mid_save_escalates_waits_for_it_and_resumes_apply_wh
         assert!(t.contains(want), "{want:?} not in {t}");
     }
     assert_eq!(n["outcome"], "degraded", "{n}");
-    assert_eq!(
-        std::fs::read_to_string(sim.join("CONT1/apply"))
-            .unwrap()
-            .trim(),
-        "active"
-    );
+    assert_eq!(apply_state(&sim), "active");
     let jobs = contingency_jobs(&s);
     assert_eq!(
         jobs.iter()
@@ -2030,12 +2000,7 @@ fn a_resume_that_fails_twice_is_retried_with_backoff_and_the_night_ends_degraded
     };
     s.until("the first resume to fail", waiting(1));
     let sim = s.d().join("sim");
-    assert_eq!(
-        std::fs::read_to_string(sim.join("CONT1/apply"))
-            .unwrap()
-            .trim(),
-        "suspended"
-    );
+    assert_eq!(apply_state(&sim), "suspended");
     // Not before its backoff (1 min)...
     std::thread::sleep(Duration::from_millis(1500));
     assert!(waiting(1)(&s), "{}", s.tonight());
@@ -2061,12 +2026,7 @@ fn a_resume_that_fails_twice_is_retried_with_backoff_and_the_night_ends_degraded
     ] {
         assert!(t.contains(want), "{want:?} not in {t}");
     }
-    assert_eq!(
-        std::fs::read_to_string(sim.join("CONT1/apply"))
-            .unwrap()
-            .trim(),
-        "active"
-    );
+    assert_eq!(apply_state(&sim), "active");
     // The escalations are events of their own: in the catalog, on the webhook, counted.
     let ev = s.ctl_json(&["events", "--limit", "300"]).to_string();
     assert!(
@@ -2097,9 +2057,7 @@ fn a_resume_that_fails_twice_is_retried_with_backoff_and_the_night_ends_degraded
 
 #[test]
 fn only_operators_with_the_role_reach_the_console_and_agents_never_do() {
-    let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.until("the agent to register", Site::agent_connected);
+    let mut s = Site::with_production_agent();
     let j = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
     let id = j["id"].as_str().unwrap().to_string();
     let every: Vec<Vec<&str>> = vec![
@@ -2285,9 +2243,7 @@ fn what_a_save_warns_of_reaches_the_job_the_console_and_an_event() {
 
 #[test]
 fn the_console_says_in_one_line_what_is_wrong_and_shows_local_times() {
-    let mut s = Site::new();
-    s.start_agent("PROD1");
-    s.until("the agent to register", Site::agent_connected);
+    let s = Site::with_production_agent();
     let pki = s.kms.pki.clone();
     let ctl = |addr: &str, cert: &Path, key: &Path, ca: &Path, args: &[&str]| {
         let o = Command::new(cinta_tests::binary("cintactl"))
@@ -2425,4 +2381,12 @@ fn ok_bin(bin: &str, args: &[&str]) {
         "{bin} {args:?}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// What the simulated contingency LPAR says apply is (active, suspended).
+fn apply_state(sim: &Path) -> String {
+    std::fs::read_to_string(sim.join("CONT1/apply"))
+        .unwrap()
+        .trim()
+        .to_string()
 }

@@ -8,7 +8,7 @@ use cinta_proto::v1 as pb;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::convert::assignment;
+use super::convert::{assignment, save_set_row};
 use super::peer;
 use crate::catalog::{AgentRow, ObjectRow, Progress, SaveSetRow};
 use crate::state::State;
@@ -245,21 +245,7 @@ impl pb::agent_service_server::AgentService for Agents {
     async fn finish_job(&self, req: Request<pb::JobResult>) -> Result<Response<pb::Ack>, Status> {
         let cn = peer::agent(&self.0, &req, "FinishJob")?;
         let r = req.into_inner();
-        let sets: Vec<SaveSetRow> = r
-            .save_sets
-            .into_iter()
-            .map(|s| SaveSetRow {
-                id: s.id,
-                source: s.source,
-                key_id: s.key_id,
-                volumes: s.volumes,
-                objects: s.objects,
-                bytes: s.bytes,
-                warnings: s.warnings,
-                changed: s.changed,
-                changed_count: s.changed_count,
-            })
-            .collect();
+        let sets: Vec<SaveSetRow> = r.save_sets.into_iter().map(save_set_row).collect();
         self.0.finish_job(
             &cn,
             &r.session_id,

@@ -2,7 +2,7 @@
 
 use cinta_proto::v1 as pb;
 
-use crate::catalog::JobRow;
+use crate::catalog::{JobRow, SaveSetRow};
 use crate::night::Night;
 
 pub fn assignment(j: &JobRow) -> pb::JobAssignment {
@@ -106,20 +106,35 @@ pub fn job_pb(j: JobRow) -> pb::Job {
         objects: j.objects,
         current: j.current,
         output: j.output,
-        save_sets: j
-            .save_sets
-            .into_iter()
-            .map(|s| pb::SaveSetResult {
-                id: s.id,
-                source: s.source,
-                key_id: s.key_id,
-                volumes: s.volumes,
-                objects: s.objects,
-                bytes: s.bytes,
-                warnings: s.warnings,
-                changed: s.changed,
-                changed_count: s.changed_count,
-            })
-            .collect(),
+        save_sets: j.save_sets.into_iter().map(save_set_pb).collect(),
+    }
+}
+
+pub fn save_set_pb(s: SaveSetRow) -> pb::SaveSetResult {
+    pb::SaveSetResult {
+        id: s.id,
+        source: s.source,
+        key_id: s.key_id,
+        volumes: s.volumes,
+        objects: s.objects,
+        bytes: s.bytes,
+        warnings: s.warnings,
+        changed: s.changed,
+        changed_count: s.changed_count,
+    }
+}
+
+/// A save set as an agent reports it (the inverse of [`save_set_pb`]).
+pub fn save_set_row(s: pb::SaveSetResult) -> SaveSetRow {
+    SaveSetRow {
+        id: s.id,
+        source: s.source,
+        key_id: s.key_id,
+        volumes: s.volumes,
+        objects: s.objects,
+        bytes: s.bytes,
+        warnings: s.warnings,
+        changed: s.changed,
+        changed_count: s.changed_count,
     }
 }

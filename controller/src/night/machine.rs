@@ -207,6 +207,18 @@ impl Machine {
         });
     }
 
+    /// The save on the contingency LPAR (its job id goes to `contingency_job`).
+    fn contingency_save(&mut self, plan: &NightPlan) {
+        self.n.state = Step::ContingencySave;
+        self.n.contingency_job.clear();
+        self.save(Slot::Contingency, &plan.post_close, Some(Role::Contingency));
+    }
+
+    /// Who acknowledged tonight's escalation, if someone did.
+    fn acknowledged(&self) -> Option<String> {
+        (!self.n.acknowledged_by.is_empty()).then(|| self.n.acknowledged_by.clone())
+    }
+
     fn post_close(&mut self, plan: &NightPlan) {
         self.n.state = Step::PostClose;
         self.save(Slot::PostClose, &plan.post_close, None);
@@ -347,16 +359,13 @@ impl Machine {
                 self.n.apply_suspended = true;
                 let rp = self.n.recovery_point.clone();
                 self.note(format!("apply suspended; {rp}"));
-                self.n.state = Step::ContingencySave;
                 self.n.attempts = 1;
-                self.n.contingency_job.clear();
-                self.save(Slot::Contingency, &plan.post_close, Some(Role::Contingency));
+                self.contingency_save(plan);
             }
             Step::ContingencySave => {
                 let Some(c) = &plan.contingency else { return };
                 if self.n.retry_pending {
-                    if !self.n.acknowledged_by.is_empty() {
-                        let who = self.n.acknowledged_by.clone();
+                    if let Some(who) = self.acknowledged() {
                         self.note(format!(
                             "{who} acknowledged: the contingency save is not tried again"
                         ));
@@ -371,8 +380,7 @@ impl Machine {
                             "contingency save: attempt {a} of {} (apply still suspended at the recovery point)",
                             c.save_attempts
                         ));
-                        self.n.contingency_job.clear();
-                        self.save(Slot::Contingency, &plan.post_close, Some(Role::Contingency));
+                        self.contingency_save(plan);
                     }
                     return;
                 }
@@ -397,8 +405,7 @@ impl Machine {
             Step::Resume => {
                 let Some(c) = &plan.contingency else { return };
                 if self.n.retry_pending {
-                    if !self.n.acknowledged_by.is_empty() {
-                        let who = self.n.acknowledged_by.clone();
+                    if let Some(who) = self.acknowledged() {
                         self.note(format!(
                             "{who} acknowledged: resume is no longer retried; apply is left suspended"
                         ));
