@@ -1,6 +1,6 @@
 //! The audit trail: one JSON line per operation (time, client, group, operation, object, result), appended to a file and flushed per message.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -33,13 +33,10 @@ pub struct Audit {
 impl Audit {
     pub fn open(path: &Path) -> Result<Audit> {
         if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(d)
+            crate::private::create_dir(d)
                 .map_err(|e| Error::io(format!("create {}", d.display()), e))?;
         }
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        let f = crate::private::open_append(path)
             .map_err(|e| Error::io(format!("audit log {}", path.display()), e))?;
         Ok(Audit {
             path: path.to_owned(),

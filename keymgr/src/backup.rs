@@ -65,20 +65,7 @@ pub fn write(store: &mut Store, out: &Path, passphrase: &str) -> Result<Summary>
     let _ = std::fs::remove_file(&snap);
     store.snapshot(&snap)?;
     let result = (|| {
-        let uids: Vec<String> = {
-            let c = rusqlite::Connection::open(&snap)
-                .map_err(|e| bad(out, format!("snapshot: {e}")))?;
-            c.execute("UPDATE objects SET backed_up = 1", [])
-                .map_err(|e| bad(out, format!("snapshot: {e}")))?;
-            let mut st = c
-                .prepare("SELECT uid FROM objects")
-                .map_err(|e| bad(out, format!("snapshot: {e}")))?;
-            let r = st
-                .query_map([], |r| r.get(0))
-                .and_then(|r| r.collect())
-                .map_err(|e| bad(out, format!("snapshot: {e}")))?;
-            r
-        };
+        let uids = store.mark_copy_backed_up(&snap)?;
         let bytes = seal_file(&snap, out, passphrase)?;
         Ok::<_, Error>((uids, bytes))
     })();
@@ -115,7 +102,8 @@ fn seal_file(input: &Path, out: &Path, passphrase: &str) -> Result<u64> {
         .metadata()
         .map_err(|e| Error::io(format!("read {}", input.display()), e))?
         .len();
-    let mut dst = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
+    let _ = std::fs::remove_file(&tmp);
+    let mut dst = std::io::BufWriter::new(crate::private::create_file(&tmp).map_err(io)?);
     dst.write_all(&header).map_err(io)?;
     let mut buf = vec![0u8; CHUNK + TAG];
     let mut done: u64 = 0;
@@ -179,7 +167,8 @@ fn open_file(input: &Path, out: &Path, passphrase: &str) -> Result<()> {
     let key = key_for(passphrase, &kdf)?;
 
     let io = |e| Error::io(format!("write {}", out.display()), e);
-    let mut dst = std::io::BufWriter::new(std::fs::File::create(out).map_err(io)?);
+    let _ = std::fs::remove_file(out);
+    let mut dst = std::io::BufWriter::new(crate::private::create_file(out).map_err(io)?);
     let mut counter: u32 = 0;
     let mut buf = vec![0u8; CHUNK + TAG];
     loop {

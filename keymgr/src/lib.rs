@@ -6,6 +6,7 @@
 //! - [`attrs`]: attributes, one form inside, each version's spelling outside.
 //! - [`ops`]: the KMIP operations and lifecycle rules, a batch per transaction.
 //! - [`fault`]: result reasons and messages of failed operations.
+//! - [`private`]: its files 0600 and directories 0700, whatever the umask.
 
 pub mod attrs;
 pub mod config;
@@ -21,5 +22,6 @@ pub mod backup;
 pub mod bench;
 pub mod lock;
 pub mod pki;
+pub mod private;
 pub mod server;
 pub mod tls;

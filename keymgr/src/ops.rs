@@ -157,6 +157,12 @@ pub fn run(tx: &Tx<'_>, req: &Request, caller: &Caller, now: i64) -> Batch {
                 outs.push(outcome(it, done.uid.as_deref(), None));
                 if let Some(u) = done.uid {
                     cx.placeholder = Some(u);
+                } else if it.operation == op::LOCATE as u32 {
+                    // KMIP: Locate sets the ID placeholder only when it
+                    // found exactly one object; otherwise it is emptied, so
+                    // a following item naming no object fails instead of
+                    // acting on an earlier item's (another tape's key).
+                    cx.placeholder = None;
                 }
                 items.push(ResponseItem::success(it, done.payload));
             }
@@ -912,6 +918,8 @@ impl Cx<'_, '_> {
                 .and_then(text)
                 .map(str::to_string)
         });
+        // Destroyed objects are found only by a request that asks for a state.
+        let asks_state = filters.iter().any(|f| f.name == "State");
         let mut found = Vec::new();
         for mut o in self
             .tx
@@ -919,11 +927,12 @@ impl Cx<'_, '_> {
             .map_err(store_err)?
         {
             tick(&mut o, self.now);
-            if matches_all(&o.attrs, &filters) {
+            if matches_all(&o.attrs, &filters) && (asks_state || !is_destroyed(o.state())) {
                 found.push(o.uid);
             }
         }
         let total = found.len();
+        let only = (total == 1).then(|| found[0].clone());
         let page: Vec<String> = found
             .into_iter()
             .skip(offset)
@@ -938,7 +947,7 @@ impl Cx<'_, '_> {
         }
         p.extend(page.iter().map(|u| uid_item(u)));
         Ok(Done {
-            uid: page.first().cloned(),
+            uid: only,
             payload: p,
         })
     }

@@ -17,7 +17,11 @@ use crate::attrs::Attrs;
 use crate::error::{Error, Result};
 use crate::master::{KdfParams, MasterKey, Source};
 
-const FORMAT: &str = "cinta-keymgr keystore 1";
+/// Format 2: an object's row MAC covers its type, state and backed-up
+/// columns too. A format-1 keystore is checked under the old MACs when it
+/// opens, then its MACs are rewritten (one transaction) and it is format 2.
+const FORMAT: &str = "cinta-keymgr keystore 2";
+const FORMAT_1: &str = "cinta-keymgr keystore 1";
 const VERIFIER_AAD: &[u8] = b"cinta-keymgr master key verifier";
 
 const SCHEMA: &str = "
@@ -113,6 +117,11 @@ pub struct Store {
     rng: SystemRandom,
 }
 
+/// SQLite's file beside a keystore (`-wal`, `-shm`).
+fn side(path: &Path, ext: &str) -> PathBuf {
+    PathBuf::from(format!("{}{ext}", path.display()))
+}
+
 fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
     move |source| Error::Sql {
         path: path.to_owned(),
@@ -191,7 +200,7 @@ impl Store {
             });
         }
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            crate::private::create_dir(dir)
                 .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         }
         let rng = SystemRandom::new();
@@ -199,6 +208,9 @@ impl Store {
         let tmp = path.with_extension("creating");
         let _ = std::fs::remove_file(&tmp);
         {
+            // 0600 before SQLite opens it; SQLite gives its WAL the same mode.
+            crate::private::create_file(&tmp)
+                .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
             let mut conn = Connection::open(&tmp).map_err(sql(path))?;
             conn.pragma_update(None, "synchronous", "FULL")
                 .map_err(sql(path))?;
@@ -246,7 +258,7 @@ impl Store {
         )
         .map_err(|e| bad(format!("cannot open: {e}")))?;
         let check: String = conn
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .map_err(|e| {
                 bad(format!(
                     "is damaged or not a keystore ({e}); it was left as it is"
@@ -259,7 +271,8 @@ impl Store {
         }
         let format =
             meta(&conn, "format").map_err(|e| bad(format!("is not a cinta keystore ({e})")))?;
-        if format.as_deref() != Some(FORMAT) {
+        let legacy = format.as_deref() == Some(FORMAT_1);
+        if format.as_deref() != Some(FORMAT) && !legacy {
             return Err(bad(format!(
                 "is not a cinta keystore (format {:?}, expected {FORMAT:?})",
                 format.unwrap_or_default()
@@ -300,8 +313,16 @@ impl Store {
                 given: master.id().to_string(),
             });
         }
-        verify_all(&conn, &master, path)?;
+        verify_all(&conn, &master, path, legacy)?;
         tune(&conn, path)?;
+        if legacy {
+            upgrade_macs(&conn, &master, path)?;
+        }
+        // Keystores made before their files were private: only their user reads them.
+        for p in [path.to_owned(), side(path, "-wal"), side(path, "-shm")] {
+            crate::private::tighten(&p)
+                .map_err(|e| Error::io(format!("chmod {}", p.display()), e))?;
+        }
         Ok(Store {
             conn,
             path: path.to_owned(),
@@ -576,7 +597,7 @@ impl Store {
     /// Every object, for the admin CLI (optionally one group's).
     pub fn objects(&mut self, group: Option<&str>) -> Result<Vec<Object>> {
         self.tx().select(
-            "SELECT seq, uid, grp, attrs, material, backed_up, mac FROM objects WHERE (?1 IS NULL OR grp = ?1) ORDER BY seq",
+            "SELECT seq, uid, grp, attrs, material, backed_up, mac, object_type, state FROM objects WHERE (?1 IS NULL OR grp = ?1) ORDER BY seq",
             params![group],
         )
     }
@@ -586,21 +607,24 @@ impl Store {
         let (mk, kdf, verifier) = fresh_master(new, &self.rng)?;
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(sql(&path))?;
-        verify_all(&tx, &self.master, &path)?;
+        verify_all(&tx, &self.master, &path, false)?;
         let rows: Vec<RotateRow> = {
             let mut stmt = tx
-                .prepare("SELECT seq, uid, grp, attrs, material FROM objects")
+                .prepare("SELECT seq, uid, grp, attrs, material, object_type, state, backed_up FROM objects")
                 .map_err(sql(&path))?;
             let r = stmt
                 .query_map([], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    Ok((
+                        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
+                        (r.get(5)?, r.get(6)?, r.get(7)?),
+                    ))
                 })
                 .and_then(|r| r.collect())
                 .map_err(sql(&path))?;
             r
         };
         let mut keys = 0;
-        for (seq, uid, grp, attrs, wrapped) in &rows {
+        for ((seq, uid, grp, attrs, wrapped), (object_type, state, backed_up)) in &rows {
             let rewrapped = match wrapped {
                 Some(w) => {
                     let plain = self.master.unwrap(uid.as_bytes(), w).ok_or_else(|| Error::Keystore {
@@ -612,7 +636,16 @@ impl Store {
                 }
                 None => None,
             };
-            let mac = object_mac(&mk, uid, grp, attrs, rewrapped.as_deref());
+            let mac = ObjectRow {
+                uid,
+                group: grp,
+                object_type: *object_type,
+                state: *state,
+                attrs,
+                material: rewrapped.as_deref(),
+                backed_up: *backed_up,
+            }
+            .mac(&mk);
             tx.execute(
                 "UPDATE objects SET material = ?2, mac = ?3 WHERE seq = ?1",
                 params![seq, rewrapped, mac],
@@ -667,37 +700,43 @@ impl Store {
         let d = dest
             .to_str()
             .ok_or_else(|| Error::Invalid(format!("{} is not UTF-8", dest.display())))?;
+        // An empty 0600 file first: VACUUM INTO fills it, keeping its mode.
+        crate::private::create_file(dest)
+            .map_err(|e| Error::io(format!("create {}", dest.display()), e))?;
         self.conn
             .execute("VACUUM INTO ?1", [d])
             .map_err(sql(&self.path))?;
         Ok(())
     }
 
-    /// Marks as backed up every object whose uid is in `uids`.
+    /// Marks as backed up every object whose uid is in `uids` (its MAC covers the mark).
     pub fn mark_backed_up(&mut self, uids: &[String]) -> Result<()> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(sql(&path))?;
         for u in uids {
-            tx.execute("UPDATE objects SET backed_up = 1 WHERE uid = ?1", [u])
-                .map_err(sql(&path))?;
+            mark_backed_up(&tx, &self.master, &path, Some(u))?;
         }
         tx.commit().map_err(sql(&path))
     }
 
     /// Marks everything in this (copy of a) keystore as backed up; returns the uids.
     pub fn mark_all_backed_up(&mut self) -> Result<Vec<String>> {
-        self.conn
-            .execute("UPDATE objects SET backed_up = 1", [])
-            .map_err(sql(&self.path))?;
-        let mut stmt = self
-            .conn
-            .prepare("SELECT uid FROM objects")
-            .map_err(sql(&self.path))?;
-        let r = stmt
-            .query_map([], |r| r.get(0))
-            .and_then(|r| r.collect())
-            .map_err(sql(&self.path));
-        r
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(sql(&path))?;
+        let uids = mark_backed_up(&tx, &self.master, &path, None)?;
+        tx.commit().map_err(sql(&path))?;
+        Ok(uids)
+    }
+
+    /// Marks every object of the keystore copy at `copy` (a snapshot about to
+    /// be sealed into a backup) as backed up, with MACs under this
+    /// keystore's master key; returns their uids.
+    pub fn mark_copy_backed_up(&self, copy: &Path) -> Result<Vec<String>> {
+        let mut conn = Connection::open(copy).map_err(sql(copy))?;
+        let tx = conn.transaction().map_err(sql(copy))?;
+        let uids = mark_backed_up(&tx, &self.master, copy, None)?;
+        tx.commit().map_err(sql(copy))?;
+        Ok(uids)
     }
 
     pub fn count_objects(&self) -> Result<i64> {
@@ -768,52 +807,223 @@ fn group_mac(m: &MasterKey, name: &str, auto_accept: bool) -> Vec<u8> {
     m.row_mac("groups", &group_fields(name, auto_accept))
 }
 
-fn object_fields<'a>(
+/// What an object's row MAC covers: every column that decides what a
+/// client gets (its names are checked against its attributes at open).
+/// Not covered: `seq` (the row's place) and nothing else.
+struct ObjectRow<'a> {
     uid: &'a str,
     group: &'a str,
+    object_type: i64,
+    state: i64,
     attrs: &'a [u8],
     material: Option<&'a [u8]>,
-) -> [&'a [u8]; 4] {
-    [
-        uid.as_bytes(),
-        group.as_bytes(),
-        attrs,
-        match material {
-            Some(m) => m,
-            None => b"",
-        },
-    ]
+    backed_up: bool,
 }
 
-fn object_mac(
+impl<'a> ObjectRow<'a> {
+    fn of(o: &'a Object, attrs: &'a [u8], material: Option<&'a [u8]>, backed_up: bool) -> Self {
+        ObjectRow {
+            uid: &o.uid,
+            group: &o.group,
+            object_type: i64::from(o.object_type()),
+            state: i64::from(o.state()),
+            attrs,
+            material,
+            backed_up,
+        }
+    }
+
+    fn fields(&self) -> ([u8; 8], [u8; 8], [&[u8]; 4]) {
+        (
+            self.object_type.to_be_bytes(),
+            self.state.to_be_bytes(),
+            [
+                self.uid.as_bytes(),
+                self.group.as_bytes(),
+                self.attrs,
+                self.material.unwrap_or(b""),
+            ],
+        )
+    }
+
+    fn mac(&self, m: &MasterKey) -> Vec<u8> {
+        let (t, st, f) = self.fields();
+        let flag: &[u8] = if self.backed_up { b"1" } else { b"0" };
+        m.row_mac("objects/2", &[f[0], f[1], &t, &st, f[2], f[3], flag])
+    }
+
+    fn ok(&self, m: &MasterKey, mac: &[u8]) -> bool {
+        let (t, st, f) = self.fields();
+        let flag: &[u8] = if self.backed_up { b"1" } else { b"0" };
+        m.row_ok("objects/2", &[f[0], f[1], &t, &st, f[2], f[3], flag], mac)
+    }
+
+    /// Format 1's MAC: uid, group, attributes, material.
+    fn ok_v1(&self, m: &MasterKey, mac: &[u8]) -> bool {
+        let (_, _, f) = self.fields();
+        m.row_ok("objects", &f, mac)
+    }
+}
+
+/// An objects row whole: seq, uid, group, type, state, attributes, material, backed up, MAC.
+type FullRow = (
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    Vec<u8>,
+    Option<Vec<u8>>,
+    bool,
+    Vec<u8>,
+);
+
+/// Object `uid`'s row, or every object's (None).
+fn full_rows(conn: &Connection, path: &Path, uid: Option<&str>) -> Result<Vec<FullRow>> {
+    let mut st = conn
+        .prepare("SELECT seq, uid, grp, object_type, state, attrs, material, backed_up, mac FROM objects WHERE ?1 IS NULL OR uid = ?1")
+        .map_err(sql(path))?;
+    let r = st
+        .query_map([uid], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            ))
+        })
+        .and_then(|r| r.collect())
+        .map_err(sql(path));
+    r
+}
+
+/// Sets `backed_up` on object `uid` (every object if None), rewriting its
+/// MAC after checking the old one; the uids marked.
+fn mark_backed_up(
+    conn: &Connection,
     m: &MasterKey,
-    uid: &str,
-    group: &str,
-    attrs: &[u8],
-    material: Option<&[u8]>,
-) -> Vec<u8> {
-    m.row_mac("objects", &object_fields(uid, group, attrs, material))
+    path: &Path,
+    uid: Option<&str>,
+) -> Result<Vec<String>> {
+    let rows = full_rows(conn, path, uid)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (seq, uid, grp, object_type, state, attrs, material, backed_up, mac) in rows {
+        let mut row = ObjectRow {
+            uid: &uid,
+            group: &grp,
+            object_type,
+            state,
+            attrs: &attrs,
+            material: material.as_deref(),
+            backed_up,
+        };
+        if !row.ok(m, &mac) {
+            return Err(altered(path, &format!("object {uid}")));
+        }
+        row.backed_up = true;
+        conn.execute(
+            "UPDATE objects SET backed_up = 1, mac = ?2 WHERE seq = ?1",
+            params![seq, row.mac(m)],
+        )
+        .map_err(sql(path))?;
+        out.push(uid);
+    }
+    Ok(out)
+}
+
+/// Rewrites a format-1 keystore's object MACs as format 2 (after they were
+/// all checked under format 1), in one transaction.
+fn upgrade_macs(conn: &Connection, m: &MasterKey, path: &Path) -> Result<()> {
+    let tx = conn.unchecked_transaction().map_err(sql(path))?;
+    let rows = full_rows(&tx, path, None)?;
+    for (seq, uid, grp, object_type, state, attrs, material, backed_up, _) in &rows {
+        let row = ObjectRow {
+            uid,
+            group: grp,
+            object_type: *object_type,
+            state: *state,
+            attrs,
+            material: material.as_deref(),
+            backed_up: *backed_up,
+        };
+        tx.execute(
+            "UPDATE objects SET mac = ?2 WHERE seq = ?1",
+            params![seq, row.mac(m)],
+        )
+        .map_err(sql(path))?;
+    }
+    set_meta(&tx, "format", FORMAT).map_err(sql(path))?;
+    tx.commit().map_err(sql(path))
 }
 
 /// Checks every row of the keystore (at open, before anything is written).
-fn verify_all(conn: &Connection, m: &MasterKey, path: &Path) -> Result<()> {
+fn verify_all(conn: &Connection, m: &MasterKey, path: &Path, legacy: bool) -> Result<()> {
     let mut st = conn
-        .prepare("SELECT uid, grp, attrs, material, mac FROM objects")
+        .prepare("SELECT seq, uid, grp, attrs, material, mac, object_type, state, backed_up FROM objects")
         .map_err(sql(path))?;
     let mut rows = st.query([]).map_err(sql(path))?;
+    let mut names_st = conn
+        .prepare("SELECT name FROM names WHERE seq = ?1 ORDER BY name")
+        .map_err(sql(path))?;
+    let mut named = 0i64;
     while let Some(r) = rows.next().map_err(sql(path))? {
-        let uid: String = r.get(0).map_err(sql(path))?;
-        let grp: String = r.get(1).map_err(sql(path))?;
-        let attrs: Vec<u8> = r.get(2).map_err(sql(path))?;
-        let material: Option<Vec<u8>> = r.get(3).map_err(sql(path))?;
-        let mac: Vec<u8> = r.get(4).map_err(sql(path))?;
-        if !m.row_ok(
-            "objects",
-            &object_fields(&uid, &grp, &attrs, material.as_deref()),
-            &mac,
-        ) {
+        let seq: i64 = r.get(0).map_err(sql(path))?;
+        let uid: String = r.get(1).map_err(sql(path))?;
+        let grp: String = r.get(2).map_err(sql(path))?;
+        let attrs: Vec<u8> = r.get(3).map_err(sql(path))?;
+        let material: Option<Vec<u8>> = r.get(4).map_err(sql(path))?;
+        let mac: Vec<u8> = r.get(5).map_err(sql(path))?;
+        let row = ObjectRow {
+            uid: &uid,
+            group: &grp,
+            object_type: r.get(6).map_err(sql(path))?,
+            state: r.get(7).map_err(sql(path))?,
+            attrs: &attrs,
+            material: material.as_deref(),
+            backed_up: r.get(8).map_err(sql(path))?,
+        };
+        let good = if legacy {
+            row.ok_v1(m, &mac)
+        } else {
+            row.ok(m, &mac)
+        };
+        if !good {
             return Err(altered(path, &format!("object {uid}")));
         }
+        // The names index says what the (authenticated) attributes say.
+        let mut want: Vec<String> = Attrs::from_blob(&attrs)
+            .map(|a| {
+                Object {
+                    seq,
+                    uid: uid.clone(),
+                    group: grp.clone(),
+                    attrs: a,
+                    wrapped: None,
+                    backed_up: false,
+                }
+                .name_values()
+            })
+            .unwrap_or_default();
+        want.sort();
+        let have: Vec<String> = names_st
+            .query_map([seq], |r| r.get(0))
+            .and_then(|r| r.collect())
+            .map_err(sql(path))?;
+        if have != want {
+            return Err(altered(path, &format!("the names of object {uid}")));
+        }
+        named += have.len() as i64;
+    }
+    let all_names: i64 = conn
+        .query_row("SELECT count(*) FROM names", [], |r| r.get(0))
+        .map_err(sql(path))?;
+    if all_names != named {
+        return Err(altered(path, "the names index (names of no object)"));
     }
     let mut st = conn
         .prepare(
@@ -852,10 +1062,23 @@ fn client_row(conn: &Connection, fp: &str) -> rusqlite::Result<Option<(Client, V
 }
 
 /// What rotation re-wraps: seq, uid, group, attributes, wrapped material.
-type RotateRow = (i64, String, String, Vec<u8>, Option<Vec<u8>>);
+type RotateRow = (
+    (i64, String, String, Vec<u8>, Option<Vec<u8>>),
+    (i64, i64, bool),
+);
 
-/// An objects row: seq, uid, group, attributes, wrapped material, backed up, MAC.
-type Row = (i64, String, String, Vec<u8>, Option<Vec<u8>>, bool, Vec<u8>);
+/// An objects row: seq, uid, group, attributes, wrapped material, backed up, MAC, type, state.
+type Row = (
+    i64,
+    String,
+    String,
+    Vec<u8>,
+    Option<Vec<u8>>,
+    bool,
+    Vec<u8>,
+    i64,
+    i64,
+);
 
 /// Object reads and writes on the keystore's connection, inside whatever
 /// transaction the caller opened.
@@ -879,32 +1102,41 @@ impl Tx<'_> {
                     r.get(4)?,
                     r.get(5)?,
                     r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
                 ))
             })
             .and_then(|r| r.collect())
             .map_err(sql(self.path))?;
         rows.into_iter()
-            .map(|(seq, uid, group, attrs, wrapped, backed_up, mac)| {
-                if !self.master.row_ok(
-                    "objects",
-                    &object_fields(&uid, &group, &attrs, wrapped.as_deref()),
-                    &mac,
-                ) {
-                    return Err(altered(self.path, &format!("object {uid}")));
-                }
-                let attrs = Attrs::from_blob(&attrs).ok_or_else(|| Error::Keystore {
-                    path: self.path.to_owned(),
-                    message: format!("object {uid}: unreadable attributes"),
-                })?;
-                Ok(Object {
-                    seq,
-                    uid,
-                    group,
-                    attrs,
-                    wrapped,
-                    backed_up,
-                })
-            })
+            .map(
+                |(seq, uid, group, attrs, wrapped, backed_up, mac, object_type, state)| {
+                    let row = ObjectRow {
+                        uid: &uid,
+                        group: &group,
+                        object_type,
+                        state,
+                        attrs: &attrs,
+                        material: wrapped.as_deref(),
+                        backed_up,
+                    };
+                    if !row.ok(self.master, &mac) {
+                        return Err(altered(self.path, &format!("object {uid}")));
+                    }
+                    let attrs = Attrs::from_blob(&attrs).ok_or_else(|| Error::Keystore {
+                        path: self.path.to_owned(),
+                        message: format!("object {uid}: unreadable attributes"),
+                    })?;
+                    Ok(Object {
+                        seq,
+                        uid,
+                        group,
+                        attrs,
+                        wrapped,
+                        backed_up,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -912,7 +1144,7 @@ impl Tx<'_> {
     pub fn load(&self, uid: &str, group: &str) -> Result<Option<Object>> {
         Ok(self
             .select(
-                "SELECT seq, uid, grp, attrs, material, backed_up, mac FROM objects WHERE uid = ?1 AND grp = ?2",
+                "SELECT seq, uid, grp, attrs, material, backed_up, mac, object_type, state FROM objects WHERE uid = ?1 AND grp = ?2",
                 params![uid, group],
             )?
             .pop())
@@ -922,12 +1154,12 @@ impl Tx<'_> {
     pub fn candidates(&self, group: &str, name: Option<&str>) -> Result<Vec<Object>> {
         match name {
             Some(n) => self.select(
-                "SELECT o.seq, o.uid, o.grp, o.attrs, o.material, o.backed_up, o.mac FROM objects o
+                "SELECT o.seq, o.uid, o.grp, o.attrs, o.material, o.backed_up, o.mac, o.object_type, o.state FROM objects o
                  WHERE o.grp = ?1 AND o.seq IN (SELECT seq FROM names WHERE name = ?2) ORDER BY o.seq DESC",
                 params![group, n],
             ),
             None => self.select(
-                "SELECT seq, uid, grp, attrs, material, backed_up, mac FROM objects WHERE grp = ?1 ORDER BY seq DESC",
+                "SELECT seq, uid, grp, attrs, material, backed_up, mac, object_type, state FROM objects WHERE grp = ?1 ORDER BY seq DESC",
                 params![group],
             ),
         }
@@ -968,7 +1200,7 @@ impl Tx<'_> {
             .prepare_cached("INSERT INTO objects (uid, grp, object_type, state, attrs, material, backed_up, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)")
             .and_then(|mut st| {
                 let blob = obj.attrs.to_blob();
-                let mac = object_mac(self.master, &obj.uid, &obj.group, &blob, Some(&wrapped));
+                let mac = ObjectRow::of(obj, &blob, Some(&wrapped), false).mac(self.master);
                 st.execute(params![obj.uid, obj.group, obj.object_type(), obj.state(), blob, wrapped, mac])
             })
             .map_err(sql(self.path))?;
@@ -999,7 +1231,7 @@ impl Tx<'_> {
             )
             .and_then(|mut st| {
                 let blob = obj.attrs.to_blob();
-                let mac = object_mac(self.master, &obj.uid, &obj.group, &blob, obj.wrapped.as_deref());
+                let mac = ObjectRow::of(obj, &blob, obj.wrapped.as_deref(), obj.backed_up).mac(self.master);
                 st.execute(params![obj.seq, obj.object_type(), obj.state(), blob, mac])
             })
             .map_err(sql(self.path))?;
@@ -1009,16 +1241,11 @@ impl Tx<'_> {
     /// Erases an object's key material for good.
     pub fn erase_material(&self, obj: &mut Object) -> Result<()> {
         self.tx
-            .prepare_cached("UPDATE objects SET material = NULL, mac = ?2 WHERE seq = ?1")
+            .prepare_cached("UPDATE objects SET material = NULL, object_type = ?3, state = ?4, attrs = ?5, mac = ?2 WHERE seq = ?1")
             .and_then(|mut st| {
-                let mac = object_mac(
-                    self.master,
-                    &obj.uid,
-                    &obj.group,
-                    &obj.attrs.to_blob(),
-                    None,
-                );
-                st.execute(params![obj.seq, mac])
+                let blob = obj.attrs.to_blob();
+                let mac = ObjectRow::of(obj, &blob, None, obj.backed_up).mac(self.master);
+                st.execute(params![obj.seq, mac, obj.object_type(), obj.state(), blob])
             })
             .map_err(sql(self.path))?;
         obj.wrapped = None;
@@ -1046,4 +1273,96 @@ impl Tx<'_> {
 /// True for states in which key material may no longer be served.
 pub fn is_destroyed(s: i32) -> bool {
     s == state::DESTROYED || s == state::DESTROYED_COMPROMISED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source() -> Source {
+        Source::Key(Zeroizing::new([7u8; 32]))
+    }
+
+    #[test]
+    fn a_format_1_keystore_is_checked_under_its_macs_then_upgraded_and_its_columns_covered() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("ks.db");
+        Store::create(&path, &source(), "default", 1).unwrap();
+        {
+            let s = Store::open(&path, &source()).unwrap();
+            let mut attrs = Attrs::default();
+            attrs.set("Object Type", Value::Enumeration(2));
+            attrs.set("State", Value::Enumeration(state::ACTIVE as u32));
+            attrs.set(
+                "Name",
+                Value::Structure(vec![
+                    cinta_kmip::ttlv::Item::new(
+                        tag::NAME_VALUE,
+                        Value::TextString("tape-1".into()),
+                    ),
+                    cinta_kmip::ttlv::Item::new(tag::NAME_TYPE, Value::Enumeration(1)),
+                ]),
+            );
+            let mut o = Object {
+                seq: 0,
+                uid: "u1".into(),
+                group: "default".into(),
+                attrs,
+                wrapped: None,
+                backed_up: false,
+            };
+            s.tx().insert(&mut o, &[1u8; 32]).unwrap();
+        }
+        // Made format 1 again: its MACs as format 1 wrote them.
+        let mk = source().derive(None).unwrap();
+        {
+            let conn = Connection::open(&path).unwrap();
+            let (uid, grp, attrs, material): (String, String, Vec<u8>, Vec<u8>) = conn
+                .query_row("SELECT uid, grp, attrs, material FROM objects", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .unwrap();
+            let mac = mk.row_mac(
+                "objects",
+                &[uid.as_bytes(), grp.as_bytes(), &attrs, &material],
+            );
+            conn.execute("UPDATE objects SET mac = ?1", [mac]).unwrap();
+            set_meta(&conn, "format", FORMAT_1).unwrap();
+        }
+        {
+            let s = Store::open(&path, &source()).unwrap();
+            assert_eq!(
+                meta(&s.conn, "format").unwrap().as_deref(),
+                Some(FORMAT),
+                "upgraded"
+            );
+            assert!(s.tx().load("u1", "default").unwrap().is_some());
+        }
+        assert!(
+            Store::open(&path, &source()).is_ok(),
+            "opens again as format 2"
+        );
+        // Every column that decides what a client gets is covered now.
+        for edit in [
+            "UPDATE objects SET state = 5",
+            "UPDATE objects SET backed_up = 1",
+            "UPDATE objects SET object_type = 7",
+            "DELETE FROM names",
+            "INSERT INTO names (seq, name) VALUES (1, 'tape-x')",
+        ] {
+            let copy = d.path().join("copy.db");
+            std::fs::copy(&path, &copy).unwrap();
+            let conn = Connection::open(&copy).unwrap();
+            conn.execute(edit, []).unwrap();
+            drop(conn);
+            let e = Store::open(&copy, &source())
+                .err()
+                .unwrap_or_else(|| panic!("{edit}: opened"));
+            assert!(
+                e.to_string().contains("fails its integrity check"),
+                "{edit}: {e}"
+            );
+            std::fs::remove_file(&copy).unwrap();
+        }
+    }
 }

@@ -444,14 +444,19 @@ impl Client {
         let p = self.call(op::GET, vec![uid_item(uid)])?;
         key_of(&p, uid)
     }
-    /// Identifiers of objects named `name`, newest first.
-    pub fn locate_by_name(&mut self, name: &str) -> Result<Vec<String>> {
+    /// A Locate request's filter for objects named `name`, as this client's version spells it.
+    pub fn name_filter(&self, name: &str) -> Item {
         let f = self.name_attr(name);
-        let filter = if self.cfg.version.major >= 2 {
+        if self.cfg.version.major >= 2 {
             Item::new(tag::ATTRIBUTES, Value::Structure(vec![f]))
         } else {
             f
-        };
+        }
+    }
+
+    /// Identifiers of objects named `name`, newest first.
+    pub fn locate_by_name(&mut self, name: &str) -> Result<Vec<String>> {
+        let filter = self.name_filter(name);
         let p = self.call(op::LOCATE, vec![filter])?;
         Ok(p.iter()
             .filter(|i| i.tag == tag::UNIQUE_IDENTIFIER)

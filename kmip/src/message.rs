@@ -137,9 +137,9 @@ impl ResultReason {
             KeyValueNotPresent if minor < 2 => PermissionDenied,
             ObjectAlreadyExists if minor < 4 => IllegalOperation,
             AttributeNotFound if minor < 99 => ItemNotFound,
-            AttributeReadOnly | WrongKeyLifecycleState | ObjectDestroyed if minor < 99 => {
-                PermissionDenied
-            }
+            AttributeReadOnly | WrongKeyLifecycleState if minor < 99 => PermissionDenied,
+            // 1.x has no Object Destroyed: the object is gone, as far as a 1.x client can tell.
+            ObjectDestroyed if minor < 99 => ItemNotFound,
             AttributeSingleValued if minor < 99 => IllegalOperation,
             ServerLimitExceeded if minor < 99 => IllegalOperation,
             r => r,

@@ -199,7 +199,12 @@ impl Kms {
                     .unwrap()
                     .contains(&format!("CN={name}"))
             })
-            .unwrap_or_else(|| panic!("client {name} not listed: {out}"))["fingerprint"]
+            .unwrap_or_else(|| {
+                panic!(
+                    "client {name} not listed: {out}\nserver log: {}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                )
+            })["fingerprint"]
             .as_str()
             .unwrap()
             .to_string()
