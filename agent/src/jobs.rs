@@ -92,7 +92,7 @@ pub fn objects(
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         each(wire::Object {
-            path: String::from_utf8_lossy(&e.meta.path).into_owned(),
+            path: crate::saveset::names::escape(&e.meta.path),
             kind,
             size: e.meta.size,
             mtime: e.meta.mtime.0,

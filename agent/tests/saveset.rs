@@ -812,3 +812,47 @@ fn scan_rebuilds_the_catalog_from_the_cartridges() {
         assert_eq!(r.verify(id).0, Some(0));
     }
 }
+
+#[test]
+fn names_that_are_not_utf8_are_listed_apart_and_selected_as_listed() {
+    use std::os::unix::ffi::OsStrExt;
+    let r = Rig::new("64M", 1);
+    let src = r.p("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let name = |b: &[u8]| src.join(std::ffi::OsStr::from_bytes(b));
+    std::fs::write(name(b"caf\xe9"), b"latin-1 e acute").unwrap();
+    std::fs::write(name(b"caf\xe8"), b"latin-1 e grave").unwrap();
+    std::fs::write(name("café".as_bytes()), b"utf-8").unwrap();
+    let id = r.save(&src, &[])["save_set"].as_str().unwrap().to_string();
+    let paths: Vec<String> = r
+        .objects(&id)
+        .iter()
+        .map(|o| o["path"].as_str().unwrap().to_string())
+        .collect();
+    let find = |tail: &str| {
+        paths
+            .iter()
+            .find(|p| p.ends_with(&format!("/{tail}")))
+            .unwrap_or_else(|| panic!("{tail} not in {paths:?}"))
+            .clone()
+    };
+    let (e9, e8) = (find("caf\\xe9"), find("caf\\xe8"));
+    find("café");
+    assert_ne!(e9, e8, "two names, listed apart");
+    // The name as listed selects that one object.
+    let to = r.p("out");
+    let (code, rep) = r.restore(&id, &to, &["--select", &e9]);
+    assert_eq!(code, Some(0), "{rep}");
+    let restored = to.join(src.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(restored.join(std::ffi::OsStr::from_bytes(b"caf\xe9"))).unwrap(),
+        b"latin-1 e acute"
+    );
+    assert!(!restored
+        .join(std::ffi::OsStr::from_bytes(b"caf\xe8"))
+        .exists());
+    // A selection that matches nothing is an error, not an empty success.
+    let (code, rep) = r.restore(&id, &r.p("none"), &["--select", "no/such/object"]);
+    assert_eq!(code, Some(1), "{rep}");
+    assert!(rep.to_string().contains("matched no object"), "{rep}");
+}

@@ -2214,6 +2214,15 @@ fn what_a_save_warns_of_reaches_the_job_the_console_and_an_event() {
         .status()
         .unwrap()
         .success());
+    // Two names that are not UTF-8 and differ in one byte.
+    for b in [b"caf\xe9", b"caf\xe8"] {
+        use std::os::unix::ffi::OsStrExt;
+        std::fs::write(
+            s.d().join("data/home").join(std::ffi::OsStr::from_bytes(b)),
+            b,
+        )
+        .unwrap();
+    }
     s.start_agent("PROD1");
     s.until("the agent to register", Site::agent_connected);
     let j = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
@@ -2231,6 +2240,16 @@ fn what_a_save_warns_of_reaches_the_job_the_console_and_an_event() {
     // The objects were still indexed from the same save child.
     let found = s.ctl_json(&["find", "*/data/home/note.txt"]);
     assert_eq!(found["objects"].as_array().unwrap().len(), 1, "{found}");
+    // The catalog tells names apart that differ in a byte that is not UTF-8.
+    let found = s.ctl_json(&["find", "*/data/home/caf*"]);
+    let mut paths: Vec<&str> = found["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["path"].as_str().unwrap().rsplit('/').next().unwrap())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["caf\\xe8", "caf\\xe9"], "{found}");
     let o = s.ctl_as("console", &["job", j["id"].as_str().unwrap()]);
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(text.contains("not saved"), "{text}");

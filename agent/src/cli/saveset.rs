@@ -551,9 +551,15 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             } else {
                 to.expect("clap requires --to or --original")
             };
-            let mut sink = Restore::new(&dest, select, existing)?;
+            let mut sink = Restore::new(&dest, select.clone(), existing)?;
             let report = run_on(&l, &mut *keys, &which, &mut sink, json)?;
             sink.finish()?;
+            if !select.is_empty() && !sink.matched {
+                anyhow::bail!(
+                    "--select {} matched no object of the save set (names are given as `ls --save-set` prints them: \\xNN for a byte that is not UTF-8)",
+                    select.join(" ")
+                );
+            }
             if json {
                 println!(
                     "{}",
@@ -652,7 +658,7 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                         let e = e?;
                         let (vol, block) = ss.where_is(e.start / p);
                         let row = serde_json::json!({
-                            "path": String::from_utf8_lossy(&e.meta.path), "kind": e.meta.kind, "size": e.meta.size,
+                            "path": cinta_agent::saveset::names::escape(&e.meta.path), "kind": e.meta.kind, "size": e.meta.size,
                             "mode": format!("{:o}", e.meta.mode & 0o7777), "mtime": e.meta.mtime.0,
                             "digest": cinta_agent::stream::hex(&e.digest), "volume": vol, "block": block, "offset": e.start % p,
                             "changed_while_saved": e.flags & cinta_agent::saveset::format::FLAG_CHANGED != 0,

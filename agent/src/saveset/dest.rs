@@ -83,7 +83,7 @@ fn split(path: &[u8]) -> (&[u8], &[u8]) {
 }
 
 fn shown(p: &[u8]) -> String {
-    String::from_utf8_lossy(p).into_owned()
+    super::names::escape(p)
 }
 
 fn ts((s, ns): (i64, u32)) -> TimeSpec {
@@ -483,7 +483,10 @@ struct Done {
 /// writer thread is returned by the next call, or by [`Restore::finish`].
 pub struct Restore {
     dest: Dest,
-    select: Vec<String>,
+    /// The selection as bytes (written as `ls` prints names), without leading or trailing `/`.
+    select: Vec<Vec<u8>>,
+    /// Some object was selected.
+    pub matched: bool,
     existing: Existing,
     /// The last directory looked up by [`Restore::exists`], by stored path.
     looked: Option<(Vec<u8>, OwnedFd)>,
@@ -502,9 +505,14 @@ pub struct Restore {
 
 impl Restore {
     /// A restore into `root` (created if missing) of the objects matching
-    /// `select` (globs over stored paths; all if empty), and what lies below
-    /// a selected directory.
+    /// `select` (globs over stored paths, written as `ls` prints names:
+    /// `\xNN` for a byte that is not UTF-8; all if empty), and what lies
+    /// below a selected directory.
     pub fn new(root: &Path, select: Vec<String>, existing: Existing) -> Result<Self> {
+        let select = select
+            .iter()
+            .map(|s| super::names::unescape(s.trim_start_matches('/').trim_end_matches('/')))
+            .collect();
         let name = root.display().to_string();
         std::fs::create_dir_all(root).map_err(|e| Error::io(format!("destination {name}"), e))?;
         let fd = nix::fcntl::open(
@@ -530,6 +538,7 @@ impl Restore {
         Ok(Restore {
             dest: Dest { root: fd, name },
             select,
+            matched: false,
             existing,
             looked: None,
             fresh: None,
@@ -669,10 +678,11 @@ impl Sink for Restore {
     fn wanted(&mut self, e: &Entry) -> bool {
         let p = &e.meta.path;
         let selected = self.select.is_empty()
-            || self.select.iter().any(|s| {
-                let s = s.trim_start_matches('/').trim_end_matches('/').as_bytes();
-                glob_match(s, p) || (p.starts_with(s) && p.get(s.len()) == Some(&b'/'))
-            });
+            || self
+                .select
+                .iter()
+                .any(|s| glob_match(s, p) || (p.starts_with(s) && p.get(s.len()) == Some(&b'/')));
+        self.matched |= selected;
         if !selected || self.existing == Existing::Replace {
             return selected;
         }

@@ -115,7 +115,7 @@ fn bad(reason: impl Into<String>) -> Error {
 
 /// Checks a stored path: relative, no empty, `.` or `..` component, no NUL.
 pub fn check_path(p: &[u8]) -> Result<()> {
-    let shown = || String::from_utf8_lossy(p).into_owned();
+    let shown = || super::names::escape(p);
     if p.is_empty() || p.len() > MAX_PATH {
         return Err(bad(format!(
             "path {:?} is empty or longer than {MAX_PATH} bytes",
@@ -196,7 +196,7 @@ pub fn put_object(m: &Meta, out: &mut Vec<u8>) -> Result<()> {
     if body.len() > MAX_META {
         return Err(bad(format!(
             "metadata of {:?} is over {MAX_META} bytes",
-            String::from_utf8_lossy(&m.path)
+            super::names::escape(&m.path)
         )));
     }
     out.push(b'O');

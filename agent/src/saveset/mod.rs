@@ -3,6 +3,7 @@ pub mod catalog;
 pub mod deferred;
 pub mod dest;
 pub mod format;
+pub mod names;
 pub mod read;
 pub mod save;
 pub mod walk;

@@ -463,7 +463,7 @@ fn walk_objects(
             continue;
         }
         let (first, last) = (entry.start / p, entry.end.saturating_sub(1) / p);
-        let shown = String::from_utf8_lossy(&entry.meta.path).into_owned();
+        let shown = super::names::escape(&entry.meta.path);
         if let Some((_, why)) = bad.range(first..=last).next() {
             report.fail(&shown, why.clone());
             continue;
