@@ -856,3 +856,36 @@ fn names_that_are_not_utf8_are_listed_apart_and_selected_as_listed() {
     assert_eq!(code, Some(1), "{rep}");
     assert!(rep.to_string().contains("matched no object"), "{rep}");
 }
+
+#[test]
+fn an_unreadable_scratch_cartridge_is_put_in_error_and_the_next_one_used() {
+    let r = Rig::new("64M", 2);
+    // The first scratch cartridge's image is garbage (its index gone too).
+    let bad = r.image("SS0001");
+    std::fs::write(&bad, pattern(3, 100_000)).unwrap();
+    let _ = std::fs::remove_file(index_path(&bad));
+    let src = r.p("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"data").unwrap();
+    let rep = r.save(&src, &[]);
+    let w = rep["warnings"].to_string();
+    assert!(
+        w.contains("scratch cartridge SS0001 could not be used"),
+        "{rep}"
+    );
+    assert_eq!(rep["file"]["sections"][0]["volser"], "SS0002", "{rep}");
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(&["library", "list", &r.lib, "--json"])).unwrap();
+    let text = list.to_string();
+    let first = text.find("SS0001").unwrap();
+    assert!(
+        text[first..]
+            .split("SS0002")
+            .next()
+            .unwrap()
+            .contains("error"),
+        "{list}"
+    );
+    let (code, out) = r.verify(rep["save_set"].as_str().unwrap());
+    assert_eq!(code, Some(0), "{out}");
+}

@@ -256,6 +256,8 @@ pub fn save<C: Changer + ?Sized>(
         });
     }
     let file = w.finish()?;
+    let mut warnings = file.warnings.clone();
+    warnings.extend(produced.warnings);
     Ok(SaveReport {
         save_set: id_hex,
         info,
@@ -267,7 +269,7 @@ pub fn save<C: Changer + ?Sized>(
         stream_bytes: produced.stream_bytes,
         segments: produced.segments,
         changed: produced.changed,
-        warnings: produced.warnings,
+        warnings,
     })
 }
 

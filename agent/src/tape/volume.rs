@@ -371,6 +371,46 @@ pub struct FileSummary {
     pub file_set_id: String,
     pub sequence: u16,
     pub sections: Vec<Section>,
+    /// What the write got past (a scratch cartridge that could not be used).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// Scratch cartridges one write skips at most before it gives up.
+const MAX_BAD_SCRATCH: usize = 8;
+
+/// Claims a scratch volume and mounts it. One that cannot be mounted (its
+/// image unreadable, its label wrong: the changer puts it in error state)
+/// is skipped for the next, with a warning in `warnings`.
+fn mount_scratch<C: Changer + ?Sized>(
+    changer: &mut C,
+    warnings: &mut Vec<String>,
+) -> Result<(String, Mounted)> {
+    let mut skipped = 0;
+    loop {
+        let volser = match changer.claim_scratch() {
+            Ok(v) => v,
+            Err(e) if warnings.is_empty() => return Err(e),
+            Err(e) => {
+                return Err(vol_err(
+                    "",
+                    format!("{e} (after skipping: {})", warnings.join("; ")),
+                ))
+            }
+        };
+        match changer.mount(&volser) {
+            Ok(m) => return Ok((volser, m)),
+            Err(e) if skipped < MAX_BAD_SCRATCH => {
+                let w = format!(
+                    "scratch cartridge {volser} could not be used ({e}); it is in error state, and the next scratch cartridge was used"
+                );
+                tracing::warn!(cartridge = %volser, "{w}");
+                warnings.push(w);
+                skipped += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 fn write_labels(dev: &mut dyn TapeDevice, labels: [Label; 2]) -> Result<()> {
@@ -391,16 +431,20 @@ pub struct FileWriter<'c, C: Changer + ?Sized> {
     blocks: u64,
     sections: Vec<Section>,
     early_warning: bool,
+    warnings: Vec<String>,
 }
 
 impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
     /// Mounts the target volume and writes the file's header labels.
     pub fn begin(changer: &'c mut C, target: Target, spec: FileSpec) -> Result<Self> {
-        let volser = match target {
-            Target::Scratch => changer.claim_scratch()?,
-            Target::Append(v) => v,
+        let mut warnings = Vec::new();
+        let (volser, mut mounted) = match target {
+            Target::Scratch => mount_scratch(changer, &mut warnings)?,
+            Target::Append(v) => {
+                let m = changer.mount(&v)?;
+                (v, m)
+            }
         };
-        let mut mounted = changer.mount(&volser)?;
         let info = inspect(&mut *mounted.device, &volser)?;
         let Some(at) = info.append_at else {
             return Err(vol_err(
@@ -452,6 +496,7 @@ impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
             blocks: 0,
             sections: Vec::new(),
             early_warning: false,
+            warnings,
         };
         mounted.device.locate(at)?;
         w.start_section(mounted)?;
@@ -560,6 +605,7 @@ impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
             file_set_id: self.hdr1.file_set_id.clone(),
             sequence: self.hdr1.sequence,
             sections: std::mem::take(&mut self.sections),
+            warnings: std::mem::take(&mut self.warnings),
         })
     }
 

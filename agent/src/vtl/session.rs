@@ -139,9 +139,13 @@ impl Changer for Session<'_> {
                 .relocate(&recs, barcode, Location::Drive(self.drive))?;
             rec = recs[barcode].clone();
         }
-        let mut cart = self.lib.open_image(&rec).inspect_err(|e| {
-            let _ = self.mark_error(barcode, &e.to_string());
-        })?;
+        let mut cart = match self.lib.open_image(&rec) {
+            Ok(c) => c,
+            Err(e) => {
+                self.reject(barcode, &e.to_string());
+                return Err(e);
+            }
+        };
         let report = cart.report().clone();
         if report.crashed() {
             let note = format!(
@@ -156,7 +160,7 @@ impl Changer for Session<'_> {
         }
         if let Err(e) = self.check_label(&mut cart, barcode) {
             drop(cart);
-            let _ = self.mark_error(barcode, &e.to_string());
+            self.reject(barcode, &e.to_string());
             return Err(e);
         }
         Ok(Mounted {
@@ -195,6 +199,26 @@ impl Changer for Session<'_> {
 }
 
 impl Session<'_> {
+    /// A cartridge that cannot be used: in error state, back in its slot and
+    /// let go, so the drive is free for another (best effort: the error
+    /// that made it unusable is the one reported).
+    fn reject(&mut self, barcode: &str, why: &str) {
+        if let Err(e) = self.mark_error(barcode, why) {
+            tracing::error!(cartridge = barcode, error = %e, "could not put the cartridge in error state");
+        }
+        let home = (|| -> Result<()> {
+            let _g = self.lib.state_lock()?;
+            let recs = self.lib.records()?;
+            let rec = self.lib.record(barcode)?;
+            let home = self.lib.home_for(&recs, &rec)?;
+            self.lib.relocate(&recs, barcode, Location::Slot(home))
+        })();
+        if let Err(e) = home {
+            tracing::warn!(cartridge = barcode, error = %e, "could not take the cartridge back to its slot");
+        }
+        self.held.remove(barcode);
+    }
+
     fn mark_error(&self, barcode: &str, why: &str) -> Result<()> {
         let _g = self.lib.state_lock()?;
         let mut r = self.lib.record(barcode)?;
