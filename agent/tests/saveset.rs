@@ -510,7 +510,9 @@ fn swapped_blocks_fail_the_objects_they_hold() {
 
 #[test]
 fn dropped_and_duplicated_blocks_are_found_and_only_the_lost_one_fails() {
-    for dup in [false, true] {
+    // With the trailer label's count patched to match, and as the damage
+    // leaves it (a count that does not match is reported, then read past).
+    for (dup, patched) in [(false, true), (true, true), (false, false), (true, false)] {
         let t = tampered_rig();
         let k = t.at["big1"] as usize + 3;
         let (code, out) = tamper(&t, |o| {
@@ -520,9 +522,16 @@ fn dropped_and_duplicated_blocks_are_found_and_only_the_lost_one_fails() {
             } else {
                 o.remove(k);
             }
-            fix_counts(o);
+            if patched {
+                fix_counts(o);
+            }
         });
-        assert_eq!(code, Some(3), "dup={dup}: {out}");
+        assert_eq!(code, Some(3), "dup={dup} patched={patched}: {out}");
+        assert_eq!(
+            out.contains("the trailer label counts"),
+            !patched,
+            "dup={dup} patched={patched}: {out}"
+        );
         if dup {
             // Nothing is lost: every object reads; the extra block is reported.
             assert!(

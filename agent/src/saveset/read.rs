@@ -156,6 +156,9 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
             ss.loaded = None;
             ss.load(last)?;
         }
+        // Counts the labels give that the volumes do not: said first.
+        let counted = ss.src.reader.anomalies();
+        ss.anomalies.splice(0..0, counted);
         ss.stream_len = last * ss.payload() + ss.plain.len() as u64;
         if ss.stream_len < format::TRAILER_LEN as u64 {
             return Err(Error::Format {

@@ -57,6 +57,10 @@ pub struct TapeFile {
     pub blocks: u64,
     /// EOF1/EOF2 or EOV1/EOV2; `None` when the file was cut short.
     pub trailer: Option<(FileLabel1, FileLabel2)>,
+    /// The trailer label's block count, when it is not the number of blocks
+    /// on the volume (blocks dropped or duplicated on the way): reported,
+    /// and the blocks there are read.
+    pub label_count: Option<u64>,
 }
 
 impl TapeFile {
@@ -245,6 +249,7 @@ pub fn inspect(dev: &mut dyn TapeDevice, expected: &str) -> Result<VolumeInfo> {
             first_block: header_block + 1,
             blocks: 0,
             trailer: None,
+            label_count: None,
         };
         match read_label(dev, &mut buf, expected, "HDR2")? {
             Step::Got(Label::File2(l)) if l.group == Group::Header => file.hdr2 = l,
@@ -307,13 +312,14 @@ pub fn inspect(dev: &mut dyn TapeDevice, expected: &str) -> Result<VolumeInfo> {
             return Ok(info);
         }
         if t1.block_count != file.blocks {
-            return Err(vol_err(
-                expected,
-                format!(
-                    "file {}: trailer label counts {} blocks but {} are on the volume",
-                    file.hdr1.sequence, t1.block_count, file.blocks
-                ),
-            ));
+            tracing::warn!(
+                cartridge = expected,
+                file = file.hdr1.sequence,
+                "trailer label counts {} blocks but {} are on the volume; reading those there",
+                t1.block_count,
+                file.blocks
+            );
+            file.label_count = Some(t1.block_count);
         }
         if (&t1.file_id, t1.sequence, t1.section)
             != (&file.hdr1.file_id, file.hdr1.sequence, file.hdr1.section)
@@ -895,6 +901,22 @@ impl<'c, C: Changer + ?Sized> FileReader<'c, C> {
             }
             self.position_in_current()?;
         }
+    }
+
+    /// What the sections' labels say that the volumes do not (a trailer
+    /// label's block count that is not the count on the volume), for reports.
+    pub fn anomalies(&self) -> Vec<String> {
+        self.sections
+            .iter()
+            .filter_map(|p| {
+                p.file.label_count.map(|n| {
+                    format!(
+                        "cartridge {} file {}: the trailer label counts {n} blocks but {} are on the volume",
+                        p.volser, p.file.hdr1.sequence, p.file.blocks
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Sections seen so far.
