@@ -898,3 +898,34 @@ fn an_unreadable_scratch_cartridge_is_put_in_error_and_the_next_one_used() {
     let (code, out) = r.verify(rep["save_set"].as_str().unwrap());
     assert_eq!(code, Some(0), "{out}");
 }
+
+#[test]
+fn names_near_the_length_limit_restore_whatever_their_kind() {
+    let r = Rig::new("64M", 1);
+    let src = r.p("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let long = |c: char| c.to_string().repeat(250);
+    std::fs::write(src.join(long('f')), b"long file").unwrap();
+    std::os::unix::fs::symlink("f-target", src.join(long('s'))).unwrap();
+    std::fs::hard_link(src.join(long('f')), src.join(long('h'))).unwrap();
+    let id = r.save(&src, &[])["save_set"].as_str().unwrap().to_string();
+    let to = r.p("out");
+    let (code, rep) = r.restore(&id, &to, &[]);
+    assert_eq!(code, Some(0), "{rep}");
+    let got = to.join(src.strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read(got.join(long('f'))).unwrap(), b"long file");
+    assert_eq!(std::fs::read(got.join(long('h'))).unwrap(), b"long file");
+    assert_eq!(
+        std::fs::read_link(got.join(long('s'))).unwrap(),
+        Path::new("f-target")
+    );
+    // Again over what is there, replacing it.
+    std::fs::write(got.join(long('f')), b"old").unwrap();
+    let (code, rep) = r.restore(&id, &to, &["--existing", "replace"]);
+    assert_eq!(code, Some(0), "{rep}");
+    assert_eq!(std::fs::read(got.join(long('f'))).unwrap(), b"long file");
+    assert_eq!(
+        std::fs::read_link(got.join(long('s'))).unwrap(),
+        Path::new("f-target")
+    );
+}

@@ -82,6 +82,22 @@ fn split(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// Longest name a directory entry can have (Linux file systems).
+const NAME_MAX: usize = 255;
+
+/// The temporary name `name` is written under before it is renamed in
+/// place: `.NAME.cinta-PID`, or, when that would be longer than a name can
+/// be, `.cinta-PID-` and a digest of the name (so a name near the limit
+/// restores too, and two names never share a temporary one).
+fn temp_name(name: &[u8], suffix: &str) -> Vec<u8> {
+    let long = [b".".as_slice(), name, suffix.as_bytes()].concat();
+    if long.len() <= NAME_MAX {
+        return long;
+    }
+    let h = blake3::hash(name);
+    format!("{suffix}-{}", &h.to_hex()[..32]).into_bytes()
+}
+
 fn shown(p: &[u8]) -> String {
     super::names::escape(p)
 }
@@ -270,7 +286,7 @@ impl Writer {
     fn begin(&mut self, e: &Entry) -> Result<()> {
         let m = &e.meta;
         let (parent, name) = self.parent_of(&m.path)?;
-        let tmp = [b".".as_slice(), &name, self.tmp_suffix.as_bytes()].concat();
+        let tmp = temp_name(&name, &self.tmp_suffix);
         let mut file = None;
         let mut anonymous = false;
         match m.kind {
