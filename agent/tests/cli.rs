@@ -500,3 +500,54 @@ fn debris_of_a_crash_mid_operation_leaves_the_library_usable() {
     let e = fails(&["library", "list", &lib.path]);
     assert!(e.contains("VT0001.json is damaged"), "{e}");
 }
+
+#[test]
+fn a_cartridge_repaired_after_an_error_is_cleared_by_the_operator_and_keeps_its_data() {
+    let lib = Lib::new("4", "1", "4M", 2);
+    let input = lib.file("in.bin");
+    random_file(&input, 50_000, 9);
+    ok(&[
+        "tape",
+        "write",
+        &lib.path,
+        "--name",
+        "kept",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    let good = std::fs::read(lib.image("VT0001")).unwrap();
+    let e = fails(&["library", "clear", &lib.path, "VT0001"]);
+    assert!(e.contains("not in error state"), "{e}");
+    // Damaged: the next read puts it in error state.
+    std::fs::write(lib.image("VT0001"), b"this is not a tape any more").unwrap();
+    let mut idx = lib.image("VT0001").into_os_string();
+    idx.push(".idx");
+    let _ = std::fs::remove_file(idx);
+    let out = lib.file("out.bin");
+    let read = [
+        "tape",
+        "read",
+        &lib.path,
+        "--volume",
+        "VT0001",
+        "--file",
+        "1",
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    fails(&read);
+    assert_eq!(lib.state("VT0001")["state"], "error");
+    // Still damaged: clearing is refused, and says why.
+    let e = fails(&["library", "clear", &lib.path, "VT0001"]);
+    assert!(
+        e.contains("still not usable") && e.contains("VT0001"),
+        "{e}"
+    );
+    assert_eq!(lib.state("VT0001")["state"], "error");
+    // Repaired (the image put back): cleared, active, its file reads.
+    std::fs::write(lib.image("VT0001"), &good).unwrap();
+    let said = ok(&["library", "clear", &lib.path, "VT0001"]);
+    assert!(said.contains("error state cleared; it is active"), "{said}");
+    ok(&read);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&input).unwrap());
+}

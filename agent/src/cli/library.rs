@@ -129,6 +129,13 @@ pub enum LibraryCmd {
         lib: LibArg,
         barcode: String,
     },
+    /// Take a cartridge out of error state after a repair (its image must
+    /// open and its labels read; its data is kept): scratch, active or full.
+    Clear {
+        #[command(flatten)]
+        lib: LibArg,
+        barcode: String,
+    },
     /// Show a cartridge's labels, tape files and block counts.
     Dump {
         #[command(flatten)]
@@ -254,6 +261,10 @@ pub fn run(cmd: LibraryCmd) -> anyhow::Result<ExitCode> {
         LibraryCmd::Remove { lib, barcode, to } => {
             Library::open(&lib.library)?.remove(&barcode, &to)?;
             println!("removed {barcode} to {}", to.display());
+        }
+        LibraryCmd::Clear { lib, barcode } => {
+            let st = Library::open(&lib.library)?.clear_error(&barcode)?;
+            println!("{barcode}: error state cleared; it is {st}");
         }
         LibraryCmd::Expire { lib, barcode } => {
             Library::open(&lib.library)?.expire(&barcode)?;

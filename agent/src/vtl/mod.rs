@@ -379,6 +379,41 @@ impl Library {
         self.save(&mut rec)
     }
 
+    /// Takes a cartridge out of error state after a repair, keeping its
+    /// data: its image must open and its VOL1 label name it; it becomes
+    /// scratch if it holds no tape file, full if its last file continues on
+    /// another cartridge, active otherwise. Returns the new state.
+    pub fn clear_error(&self, barcode: &str) -> Result<CartState> {
+        let _g = self.state_lock()?;
+        let mut rec = self.record(barcode)?;
+        if rec.state != CartState::Error {
+            return Err(self.err(format!(
+                "cartridge {barcode} is {}, not in error state: nothing to clear",
+                rec.state
+            )));
+        }
+        let _c = self.lock_cartridge(barcode)?;
+        let still = |e: Error| {
+            self.err(format!(
+                "cartridge {barcode} is still not usable, so it stays in error state: {e}"
+            ))
+        };
+        let mut cart = self.open_image(&rec).map_err(still)?;
+        volume::read_vol1(&mut cart, barcode, Some(barcode)).map_err(still)?;
+        let info = volume::inspect(&mut cart, barcode).map_err(still)?;
+        drop(cart);
+        rec.state = if info.files.is_empty() && info.incomplete.is_none() {
+            CartState::Scratch
+        } else if info.append_at.is_none() {
+            CartState::Full
+        } else {
+            CartState::Active
+        };
+        rec.note = None;
+        self.save(&mut rec)?;
+        Ok(rec.state)
+    }
+
     /// Marks an active or full cartridge expired (its data no longer retained).
     pub fn expire(&self, barcode: &str) -> Result<()> {
         let _g = self.state_lock()?;
