@@ -284,7 +284,7 @@ pub fn media_jobs(state: &State, now: i64) {
         let Some(job) = state.catalog().job(&v.move_job).ok().flatten() else {
             continue;
         };
-        if !matches!(job.state.as_str(), "succeeded" | "failed" | "cancelled") {
+        if !crate::state::ended(&job.state) {
             continue;
         }
         let ok = job.state == "succeeded";

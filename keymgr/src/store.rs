@@ -597,7 +597,7 @@ impl Store {
     /// Every object, for the admin CLI (optionally one group's).
     pub fn objects(&mut self, group: Option<&str>) -> Result<Vec<Object>> {
         self.tx().select(
-            "SELECT seq, uid, grp, attrs, material, backed_up, mac, object_type, state FROM objects WHERE (?1 IS NULL OR grp = ?1) ORDER BY seq",
+            "SELECT seq, uid, grp, object_type, state, attrs, material, backed_up, mac FROM objects WHERE (?1 IS NULL OR grp = ?1) ORDER BY seq",
             params![group],
         )
     }
@@ -878,25 +878,28 @@ type FullRow = (
     Vec<u8>,
 );
 
+/// An objects row read as [`FullRow`] (the columns in its order).
+fn full_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FullRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    ))
+}
+
 /// Object `uid`'s row, or every object's (None).
 fn full_rows(conn: &Connection, path: &Path, uid: Option<&str>) -> Result<Vec<FullRow>> {
     let mut st = conn
         .prepare("SELECT seq, uid, grp, object_type, state, attrs, material, backed_up, mac FROM objects WHERE ?1 IS NULL OR uid = ?1")
         .map_err(sql(path))?;
     let r = st
-        .query_map([uid], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-            ))
-        })
+        .query_map([uid], full_row)
         .and_then(|r| r.collect())
         .map_err(sql(path));
     r
@@ -1067,19 +1070,6 @@ type RotateRow = (
     (i64, i64, bool),
 );
 
-/// An objects row: seq, uid, group, attributes, wrapped material, backed up, MAC, type, state.
-type Row = (
-    i64,
-    String,
-    String,
-    Vec<u8>,
-    Option<Vec<u8>>,
-    bool,
-    Vec<u8>,
-    i64,
-    i64,
-);
-
 /// Object reads and writes on the keystore's connection, inside whatever
 /// transaction the caller opened.
 pub struct Tx<'a> {
@@ -1092,25 +1082,13 @@ pub struct Tx<'a> {
 impl Tx<'_> {
     fn select(&self, q: &str, p: impl rusqlite::Params) -> Result<Vec<Object>> {
         let mut stmt = self.tx.prepare_cached(q).map_err(sql(self.path))?;
-        let rows: Vec<Row> = stmt
-            .query_map(p, |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                ))
-            })
+        let rows: Vec<FullRow> = stmt
+            .query_map(p, full_row)
             .and_then(|r| r.collect())
             .map_err(sql(self.path))?;
         rows.into_iter()
             .map(
-                |(seq, uid, group, attrs, wrapped, backed_up, mac, object_type, state)| {
+                |(seq, uid, group, object_type, state, attrs, wrapped, backed_up, mac)| {
                     let row = ObjectRow {
                         uid: &uid,
                         group: &group,
@@ -1144,7 +1122,7 @@ impl Tx<'_> {
     pub fn load(&self, uid: &str, group: &str) -> Result<Option<Object>> {
         Ok(self
             .select(
-                "SELECT seq, uid, grp, attrs, material, backed_up, mac, object_type, state FROM objects WHERE uid = ?1 AND grp = ?2",
+                "SELECT seq, uid, grp, object_type, state, attrs, material, backed_up, mac FROM objects WHERE uid = ?1 AND grp = ?2",
                 params![uid, group],
             )?
             .pop())
@@ -1154,12 +1132,12 @@ impl Tx<'_> {
     pub fn candidates(&self, group: &str, name: Option<&str>) -> Result<Vec<Object>> {
         match name {
             Some(n) => self.select(
-                "SELECT o.seq, o.uid, o.grp, o.attrs, o.material, o.backed_up, o.mac, o.object_type, o.state FROM objects o
+                "SELECT o.seq, o.uid, o.grp, o.object_type, o.state, o.attrs, o.material, o.backed_up, o.mac FROM objects o
                  WHERE o.grp = ?1 AND o.seq IN (SELECT seq FROM names WHERE name = ?2) ORDER BY o.seq DESC",
                 params![group, n],
             ),
             None => self.select(
-                "SELECT seq, uid, grp, attrs, material, backed_up, mac, object_type, state FROM objects WHERE grp = ?1 ORDER BY seq DESC",
+                "SELECT seq, uid, grp, object_type, state, attrs, material, backed_up, mac FROM objects WHERE grp = ?1 ORDER BY seq DESC",
                 params![group],
             ),
         }

@@ -7,7 +7,7 @@ use crate::state::{ended, State};
 /// Advances tonight; `start` is a night the schedule says begins now (its id and deadline).
 pub fn advance(state: &State, start: Option<(String, i64)>, now: i64) {
     let Some(plan) = &state.cfg.night else { return };
-    let current = match state.night() {
+    let mut current = match state.night() {
         Ok(n) => n,
         Err(e) => {
             // Never replaced unseen: say so, and leave the record as it is.
@@ -19,19 +19,18 @@ pub fn advance(state: &State, start: Option<(String, i64)>, now: i64) {
         match &current {
             Some(n) if n.state != Step::Done && n.id != id => {
                 let (m, actions) = machine::overlap(n, &id, now);
-                carry_out(state, m, actions, now);
+                current = Some(carry_out(state, m, actions, now));
             }
             Some(n) if n.id == id => {}
             _ => {
                 let (m, actions) = machine::start(id, deadline, plan);
-                carry_out(state, m, actions, now);
+                current = Some(carry_out(state, m, actions, now));
             }
         }
     }
-    let Ok(Some(n)) = state.night() else { return };
-    if n.state == Step::Done {
+    let Some(n) = current.filter(|n| n.state != Step::Done) else {
         return;
-    }
+    };
     let obs = observe(state, &n, now);
     let (m, actions) = machine::step(&n, plan, &obs);
     if m != n || !actions.is_empty() {
@@ -87,7 +86,8 @@ fn observe(state: &State, n: &Night, now: i64) -> Observed {
     }
 }
 
-fn carry_out(state: &State, mut n: Night, actions: Vec<Action>, now: i64) {
+/// Carries out `actions` on night `n` and persists it; the night as saved.
+fn carry_out(state: &State, mut n: Night, actions: Vec<Action>, now: i64) -> Night {
     let mut events = Vec::new();
     for a in actions {
         match a {
@@ -213,6 +213,7 @@ fn carry_out(state: &State, mut n: Night, actions: Vec<Action>, now: i64) {
         }
         state.event_at(level, kind, &text);
     }
+    n
 }
 
 /// How a probe or hook is named in the timeline: by what it is in the

@@ -436,9 +436,7 @@ impl Machine {
                 }
             }
             Step::CatchUp => {
-                let (Some(j), Some(c)) = (ended, &plan.contingency) else {
-                    return;
-                };
+                let Some(j) = ended else { return };
                 let r = probe::replication(&j.output).filter(|_| j.ok());
                 if let Some(r) = r.as_ref().filter(|r| r.apply_stopped()) {
                     let a = r.apply.clone().unwrap_or_default();
@@ -460,7 +458,6 @@ impl Machine {
                         if j.ok() { j.output.trim() } else { &j.message }
                     )),
                 }
-                let _ = c;
                 self.n.apply_suspended = false;
                 if !obs.contingency_volumes.is_empty() {
                     self.actions.push(Action::CarryToMain {
