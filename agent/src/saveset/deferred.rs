@@ -68,8 +68,12 @@ impl Deferred {
         let end = start + seg.len() as u64;
         while let Some(op) = self.ops.front_mut() {
             match op {
+                // No bytes: nothing to hash, wherever it lies. (Clamped to a
+                // segment it does not reach, it would become a range of
+                // other bytes: the gap before it.)
+                Op::Data { from, to } if *from >= *to => {}
                 Op::Data { from, to } => {
-                    if *from >= end && from != to {
+                    if *from >= end {
                         break;
                     }
                     debug_assert!(*from >= start, "content bytes before the segment");
