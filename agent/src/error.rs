@@ -69,9 +69,15 @@ pub enum Error {
     /// A save set header that is not one this agent can read.
     #[error("save set header: {reason}")]
     StreamHeader { reason: String },
-    /// The header tag does not verify under the key: the wrong key, or a damaged header.
-    #[error("save set {save_set}: the key {key_id:?} does not open it (wrong key, or the header is damaged)")]
-    WrongKey { save_set: String, key_id: String },
+    /// The header tag does not verify under the key: the wrong key (the
+    /// header passed its own check: `intact`), or, for a header of format
+    /// 1 that has no check, the wrong key or a damaged header.
+    #[error("save set {save_set}: the key {key_id:?} does not open it ({})", wrong_key_why(*.intact))]
+    WrongKey {
+        save_set: String,
+        key_id: String,
+        intact: bool,
+    },
     /// A sealed segment that cannot be sealed or opened.
     #[error("segment {segment}: {reason}")]
     Segment { segment: u64, reason: String },
@@ -92,6 +98,14 @@ pub enum Error {
     /// The device or back-end cannot do this operation.
     #[error("{device}: {reason}")]
     Unsupported { device: String, reason: String },
+}
+
+fn wrong_key_why(intact: bool) -> &'static str {
+    if intact {
+        "the header passed its own check: this is not the key it was saved with"
+    } else {
+        "wrong key, or the header is damaged"
+    }
 }
 
 impl Error {

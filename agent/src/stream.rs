@@ -18,7 +18,12 @@
 //! 64   2  key id length n (1-512)
 //! 66   n  key id (UTF-8): tells a restore which key to ask for
 //! 66+n 32 header tag: HMAC-SHA256(header key, bytes 0..66+n)
+//! 98+n 32 header check: SHA-256(bytes 0..98+n), keyless (version 2)
 //! ```
+//!
+//! The check is read first: a header that fails it is damaged, and one
+//! that passes it but whose tag does not verify was opened with the wrong
+//! key. Version 1 headers (no check) are still read.
 //!
 //! Keys, from the save set's data key K (32 bytes, fresh per save set):
 //!
@@ -48,7 +53,9 @@ use ring::{digest, hkdf, hmac};
 use crate::error::{Error, Result};
 
 pub const MAGIC: &[u8; 8] = b"CINTASS1";
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
+/// Bytes of the keyless header check.
+const CHECK_LEN: usize = 32;
 pub const CIPHER_AES_256_GCM: u8 = 1;
 /// Segments sealed under one part key.
 pub const SEGMENTS_PER_PART: u64 = 1 << 16;
@@ -113,21 +120,40 @@ impl Header {
     }
 
     /// Reads a header block without checking its tag (that needs the key):
-    /// enough to know which key to ask for.
+    /// enough to know which key to ask for. A damaged header is said to be.
     pub fn peek(block: &[u8]) -> Result<Header> {
         Ok(Self::parse(block)?.0)
     }
 
+    /// The header and the length of its tagged bytes; the keyless check
+    /// (version 2) is verified before any field is believed.
     fn parse(block: &[u8]) -> Result<(Header, usize)> {
+        let checked = block.len() > CHECK_LEN && {
+            let (bytes, check) = block.split_at(block.len() - CHECK_LEN);
+            digest::digest(&digest::SHA256, bytes).as_ref() == check
+        };
         if block.len() < 66 + 32 || &block[..8] != MAGIC {
-            return Err(header_err("not a cinta save set header (magic)"));
+            return Err(header_err(if checked {
+                "not a cinta save set header (magic)"
+            } else {
+                "not a cinta save set header (magic), or its header block is damaged"
+            }));
         }
         let version = u16::from_be_bytes([block[8], block[9]]);
-        if version != VERSION {
-            return Err(header_err(format!(
-                "format version {version} is not supported (this agent reads {VERSION})"
-            )));
-        }
+        let block = match version {
+            1 => block,
+            VERSION if checked => &block[..block.len() - CHECK_LEN],
+            _ if !checked && block.len() >= 66 + 32 + CHECK_LEN => {
+                return Err(header_err(
+                    "the header block is damaged: its check (SHA-256) does not match its bytes",
+                ))
+            }
+            _ => {
+                return Err(header_err(format!(
+                    "format version {version} is not supported (this agent reads 1 and {VERSION})"
+                )))
+            }
+        };
         if block[10] != CIPHER_AES_256_GCM {
             return Err(header_err(format!("cipher {} is not supported", block[10])));
         }
@@ -239,6 +265,8 @@ impl Sealer {
         let mut block = header.body()?;
         let keys = Keys::new(data_key, &header, &block);
         block.extend_from_slice(keys.header_tag(&block).as_ref());
+        let check = digest::digest(&digest::SHA256, &block);
+        block.extend_from_slice(check.as_ref());
         let key = keys.part(0);
         Ok((
             Sealer {
@@ -374,10 +402,11 @@ impl Opener {
         let (header, body_len) = Header::parse(block)?;
         let body = &block[..body_len];
         let keys = Keys::new(data_key, &header, body);
-        if !keys.verify_header(body, &block[body_len..]) {
+        if !keys.verify_header(body, &block[body_len..body_len + 32]) {
             return Err(Error::WrongKey {
                 save_set: header.id_hex(),
                 key_id: header.key_id.clone(),
+                intact: block.len() == body_len + 32 + CHECK_LEN,
             });
         }
         let key = keys.part(0);
@@ -560,11 +589,43 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_header_is_told_from_a_wrong_key() {
+        let data = vec![5u8; 1000];
+        let (hb, _) = seal_all(&[1; 32], header(false, 300), &data);
+        match Opener::new(&[2; 32], &hb) {
+            Err(Error::WrongKey { intact: true, .. }) => {}
+            other => panic!("{:?}", other.err()),
+        }
+        // Any bit flipped, the key right or wrong: damaged, never "wrong key".
+        for i in [0, 9, 12, 20, 40, 64, 70, hb.len() - 40, hb.len() - 1] {
+            for key in [[1u8; 32], [2; 32]] {
+                let mut b = hb.clone();
+                b[i] ^= 0x08;
+                let e = Opener::new(&key, &b).err().unwrap().to_string();
+                assert!(e.contains("damaged") && !e.contains("not the key"), "byte {i}: {e}");
+            }
+        }
+        // A format 1 header (no check) still opens under its key.
+        let mut v1 = hb[..hb.len() - CHECK_LEN].to_vec();
+        v1[8..10].copy_from_slice(&1u16.to_be_bytes());
+        let (h, body_len) = Header::parse(&v1).unwrap();
+        let tag = Keys::new(&[1; 32], &h, &v1[..body_len]).header_tag(&v1[..body_len]);
+        v1[body_len..].copy_from_slice(tag.as_ref());
+        Opener::new(&[1; 32], &v1).unwrap();
+        match Opener::new(&[2; 32], &v1) {
+            Err(Error::WrongKey { intact: false, .. }) => {}
+            other => panic!("{:?}", other.err()),
+        }
+    }
+
+    #[test]
     fn wrong_key_and_foreign_header_are_named() {
         let data = vec![5u8; 1000];
         let (hb, blocks) = seal_all(&[1; 32], header(false, 300), &data);
         match Opener::new(&[2; 32], &hb) {
-            Err(Error::WrongKey { save_set, key_id }) => {
+            Err(Error::WrongKey {
+                save_set, key_id, ..
+            }) => {
                 assert_eq!((save_set.len(), key_id.as_str()), (32, "file:test"))
             }
             other => panic!("{:?}", other.err()),

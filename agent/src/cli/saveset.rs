@@ -527,6 +527,10 @@ fn run_on(
     progress.total.store(index.content_bytes, Ordering::Relaxed);
     let show = if quiet { Show::Nothing } else { Show::Human };
     let mut report = with_progress(show, &progress, || ss.run(index, sink, &progress))?;
+    // What opening said first, each once.
+    report
+        .damaged
+        .retain(|d| !ss.anomalies.iter().any(|a| a.starts_with(d.as_str())));
     report.damaged.splice(0..0, ss.anomalies.iter().cloned());
     Ok(report)
 }
@@ -552,8 +556,9 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 to.expect("clap requires --to or --original")
             };
             let mut sink = Restore::new(&dest, select.clone(), existing)?;
-            let report = run_on(&l, &mut *keys, &which, &mut sink, json)?;
+            let mut report = run_on(&l, &mut *keys, &which, &mut sink, json)?;
             sink.finish()?;
+            sink.settle(&mut report);
             if !select.is_empty() && !sink.matched {
                 anyhow::bail!(
                     "--select {} matched no object of the save set (names are given as `ls --save-set` prints them: \\xNN for a byte that is not UTF-8)",

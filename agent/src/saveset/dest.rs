@@ -72,6 +72,11 @@ struct Writer {
     dirs: Vec<Meta>,
     restored: u64,
     warnings: Vec<String>,
+    /// Objects that could not be written: (name as shown, why, whether
+    /// their data had read back whole).
+    failed: Vec<(String, String, bool)>,
+    /// Hard links whose file is not in the destination (see [`Op::Orphans`]).
+    orphans: Vec<Entry>,
 }
 
 /// A stored path's directory part and last name.
@@ -107,12 +112,44 @@ fn ts((s, ns): (i64, u32)) -> TimeSpec {
 }
 
 impl Dest {
+    /// What is refused or wrong about one object.
     fn err(&self, path: &[u8], reason: impl std::fmt::Display) -> Error {
         Error::Format {
-            reason: format!("restoring {} into {}: {reason}", shown(path), self.name),
+            reason: format!("{}{reason}", self.prefix(path)),
         }
     }
 
+    /// A system call on one object failed (its errno kept, so a full or
+    /// read-only destination stops the restore: see [`stops_restore`]).
+    fn os(&self, path: &[u8], e: impl Into<std::io::Error>) -> Error {
+        self.os_on(path, "", e)
+    }
+
+    /// As [`Dest::os`], on `what` (a directory on the way).
+    fn os_on(&self, path: &[u8], what: &str, e: impl Into<std::io::Error>) -> Error {
+        let p = self.prefix(path);
+        Error::io(format!("{}{what}", p.trim_end_matches(": ")), e.into())
+    }
+
+    fn prefix(&self, path: &[u8]) -> String {
+        format!("restoring {} into {}: ", shown(path), self.name)
+    }
+}
+
+/// Whether an error writing one object means no other object can be
+/// written either (the destination is full, read-only or failing): the
+/// restore stops. Any other error costs only the object it concerns.
+fn stops_restore(e: &Error) -> bool {
+    match e {
+        Error::Io { source, .. } => matches!(
+            source.raw_os_error(),
+            Some(libc::ENOSPC | libc::EDQUOT | libc::EROFS | libc::EIO)
+        ),
+        _ => false,
+    }
+}
+
+impl Dest {
     /// Opens the directories of `dir_path` (creating missing ones if
     /// `create`), following no symlink.
     fn open_dirs(&self, path: &[u8], dir_path: &[u8], create: bool) -> Result<OwnedFd> {
@@ -133,12 +170,15 @@ impl Dest {
                     match mkdirat(&dir, c, Mode::from_bits_truncate(0o755)) {
                         Ok(()) | Err(Errno::EEXIST) => {}
                         Err(e) => {
-                            return Err(self
-                                .err(path, format!("cannot create directory {}: {e}", shown(c))))
+                            return Err(self.os_on(
+                                path,
+                                &format!(": cannot create directory {}", shown(c)),
+                                e,
+                            ))
                         }
                     }
                     openat(&dir, c, flags, Mode::empty())
-                        .map_err(|e| self.err(path, format!("{}: {e}", shown(c))))?
+                        .map_err(|e| self.os_on(path, &format!(": {}", shown(c)), e))?
                 }
                 Err(Errno::ELOOP) | Err(Errno::ENOTDIR) => {
                     return Err(self.err(
@@ -149,7 +189,7 @@ impl Dest {
                         ),
                     ))
                 }
-                Err(e) => return Err(self.err(path, format!("{}: {e}", shown(c)))),
+                Err(e) => return Err(self.os_on(path, &format!(": {}", shown(c)), e)),
             };
             dir = next;
         }
@@ -181,11 +221,17 @@ impl Writer {
             dirs: Vec::new(),
             restored: 0,
             warnings: Vec::new(),
+            failed: Vec::new(),
+            orphans: Vec::new(),
         }
     }
 
     fn err(&self, path: &[u8], reason: impl std::fmt::Display) -> Error {
         self.dest.err(path, reason)
+    }
+
+    fn os(&self, path: &[u8], e: impl Into<std::io::Error>) -> Error {
+        self.dest.os(path, e)
     }
 
     /// Opens the directory that will hold `path`, creating missing
@@ -254,26 +300,54 @@ impl Writer {
             Ok(()) => Ok(()),
             Err(Errno::EEXIST) if self.existing == Existing::Replace => {
                 let _ = unlinkat(&c.parent, c.tmp.as_slice(), UnlinkatFlags::NoRemoveDir);
-                link(&c.parent, &c.tmp).map_err(|e| self.err(&m.path, e))?;
+                link(&c.parent, &c.tmp).map_err(|e| self.os(&m.path, e))?;
                 renameat(&c.parent, c.tmp.as_slice(), &c.parent, c.name.as_slice())
-                    .map_err(|e| self.err(&m.path, e))
+                    .map_err(|e| self.os(&m.path, e))
             }
-            Err(e) => Err(self.err(&m.path, e)),
+            Err(e) => Err(self.os(&m.path, e)),
         }
+    }
+
+    /// Records that `e` could not be written, or, when no other object
+    /// could be either, stops the restore with `err`.
+    fn failed(&mut self, e: &Entry, err: Error, read_whole: bool) -> Result<()> {
+        if stops_restore(&err) {
+            return Err(err);
+        }
+        let why = match err {
+            Error::Format { reason } => reason,
+            other => other.to_string(),
+        };
+        let why = why
+            .strip_prefix(&self.dest.prefix(&e.meta.path))
+            .unwrap_or(&why)
+            .to_string();
+        self.failed.push((shown(&e.meta.path), why, read_whole));
+        Ok(())
     }
 
     /// Applies directories' metadata, deepest first (their times change while they fill).
     fn finish(&mut self) -> Result<()> {
         let dirs = std::mem::take(&mut self.dirs);
         for m in dirs.iter().rev() {
-            let (parent, name) = self.parent_of(&m.path)?;
-            let fd = openat(
-                &parent,
-                name.as_slice(),
-                OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY,
-                Mode::empty(),
-            )
-            .map_err(|e| self.err(&m.path, e))?;
+            let fd = self.parent_of(&m.path).and_then(|(parent, name)| {
+                openat(
+                    &parent,
+                    name.as_slice(),
+                    OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY,
+                    Mode::empty(),
+                )
+                .map_err(|e| self.os(&m.path, e))
+            });
+            let fd = match fd {
+                Ok(fd) => fd,
+                Err(e) if stops_restore(&e) => return Err(e),
+                Err(e) => {
+                    self.warnings
+                        .push(format!("directory metadata not applied: {e}"));
+                    continue;
+                }
+            };
             self.apply_owner_xattrs(&fd, m);
             let _ = fchmod(&fd, Mode::from_bits_truncate(m.mode & 0o7777));
             let _ = futimens(&fd, &ts(m.atime), &ts(m.mtime));
@@ -295,7 +369,7 @@ impl Writer {
                     Ok(()) => {}
                     Err(Errno::EEXIST) => {
                         let st = fstatat(&parent, name.as_slice(), AtFlags::AT_SYMLINK_NOFOLLOW)
-                            .map_err(|e| self.err(&m.path, e))?;
+                            .map_err(|e| self.os(&m.path, e))?;
                         if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
                             return Err(self.err(
                                 &m.path,
@@ -303,7 +377,7 @@ impl Writer {
                             ));
                         }
                     }
-                    Err(e) => return Err(self.err(&m.path, e)),
+                    Err(e) => return Err(self.os(&m.path, e)),
                 }
                 self.dirs.push(m.clone());
             }
@@ -338,7 +412,7 @@ impl Writer {
                             }
                             r => r,
                         }
-                        .map_err(|e| self.err(&m.path, e))?
+                        .map_err(|e| self.os(&m.path, e))?
                     }
                 };
                 file = Some(File::from(fd));
@@ -374,26 +448,49 @@ impl Writer {
         Ok(())
     }
 
+    /// The object ended (`ok`: its digest matched): it is named, or, when
+    /// it cannot be, whatever was made for it is removed.
     fn end(&mut self, e: &Entry, ok: bool) -> Result<()> {
         let Some(mut c) = self.current.take() else {
             return Ok(());
         };
-        let m = &e.meta;
         if !ok {
-            if c.file.is_some() && !c.anonymous {
-                let _ = unlinkat(&c.parent, c.tmp.as_slice(), UnlinkatFlags::NoRemoveDir);
-            }
+            self.discard(&c);
             return Ok(());
         }
+        match self.name_object(&mut c, e) {
+            Ok(true) => {
+                self.restored += 1;
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(err) => {
+                self.discard(&c);
+                Err(err)
+            }
+        }
+    }
+
+    /// Removes the temporary name an object was being made under.
+    fn discard(&self, c: &Current) {
+        if !c.anonymous {
+            let _ = unlinkat(&c.parent, c.tmp.as_slice(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+
+    /// Gives a whole object its name and metadata. False: a hard link
+    /// whose file is not in the destination, kept for a copy of the data.
+    fn name_object(&mut self, c: &mut Current, e: &Entry) -> Result<bool> {
+        let m = &e.meta;
         match m.kind {
             Kind::Dir => {}
             Kind::File | Kind::Stream => {
                 let mut f = c.file.take().expect("a file was opened");
                 if c.pos > c.written {
                     // A hole at the end: the length comes from set_len.
-                    f.set_len(c.pos).map_err(|e| self.err(&m.path, e))?;
+                    f.set_len(c.pos).map_err(|e| self.os(&m.path, e))?;
                 }
-                f.flush().map_err(|e| self.err(&m.path, e))?;
+                f.flush().map_err(|e| self.os(&m.path, e))?;
                 self.apply_owner_xattrs(&f, m);
                 // Created with its permission bits: set the mode again only
                 // when the umask took some away or there are set-id or sticky
@@ -403,16 +500,16 @@ impl Writer {
                 }
                 let _ = futimens(&f, &ts(m.atime), &ts(m.mtime));
                 if c.anonymous {
-                    self.name_anonymous(&f, &c, m)?;
+                    self.name_anonymous(&f, c, m)?;
                 } else {
                     renameat(&c.parent, c.tmp.as_slice(), &c.parent, c.name.as_slice())
-                        .map_err(|e| self.err(&m.path, e))?;
+                        .map_err(|e| self.os(&m.path, e))?;
                 }
             }
             Kind::Symlink => {
                 let _ = unlinkat(&c.parent, c.tmp.as_slice(), UnlinkatFlags::NoRemoveDir);
                 symlinkat(m.target.as_slice(), &c.parent, c.tmp.as_slice())
-                    .map_err(|e| self.err(&m.path, e))?;
+                    .map_err(|e| self.os(&m.path, e))?;
                 if self.owners {
                     let _ = fchownat(
                         &c.parent,
@@ -430,31 +527,45 @@ impl Writer {
                     UtimensatFlags::NoFollowSymlink,
                 );
                 renameat(&c.parent, c.tmp.as_slice(), &c.parent, c.name.as_slice())
-                    .map_err(|e| self.err(&m.path, e))?;
+                    .map_err(|e| self.os(&m.path, e))?;
             }
             Kind::HardLink => {
                 super::format::check_path(&m.target)?;
-                let (tdir, tname) = self.parent_of(&m.target)?;
+                // Its file's directory is not there (or was refused): nor is its file.
+                let (tdir, tname) = match self.parent_of(&m.target) {
+                    Ok(t) => t,
+                    Err(err) if stops_restore(&err) => return Err(err),
+                    Err(_) => {
+                        self.orphans.push(e.clone());
+                        return Ok(false);
+                    }
+                };
                 let _ = unlinkat(&c.parent, c.tmp.as_slice(), UnlinkatFlags::NoRemoveDir);
-                linkat(
+                match linkat(
                     &tdir,
                     tname.as_slice(),
                     &c.parent,
                     c.tmp.as_slice(),
                     AtFlags::empty(),
-                )
-                .map_err(|e| {
-                    self.err(
-                        &m.path,
-                        format!("hard link to {} (restore it too): {e}", shown(&m.target)),
-                    )
-                })?;
+                ) {
+                    Ok(()) => {}
+                    // Its file was not restored (not selected, or it failed):
+                    // the reading side restores a copy of the data instead.
+                    Err(Errno::ENOENT) => {
+                        self.orphans.push(e.clone());
+                        return Ok(false);
+                    }
+                    Err(err) => {
+                        return Err(
+                            self.err(&m.path, format!("hard link to {}: {err}", shown(&m.target)))
+                        )
+                    }
+                }
                 renameat(&c.parent, c.tmp.as_slice(), &c.parent, c.name.as_slice())
-                    .map_err(|e| self.err(&m.path, e))?;
+                    .map_err(|e| self.os(&m.path, e))?;
             }
         }
-        self.restored += 1;
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -466,6 +577,9 @@ enum Op {
     Hole(u64),
     /// The object ended; whether its digest matched.
     End(bool),
+    /// Send back the hard links whose file was not in the destination so
+    /// far, so the reading side restores them as copies of the data.
+    Orphans(Sender<Vec<Entry>>),
     /// Every object was handed over: apply directories' metadata.
     Finish,
 }
@@ -491,6 +605,7 @@ const BATCHES: usize = 16;
 struct Done {
     restored: u64,
     warnings: Vec<String>,
+    failed: Vec<(String, String, bool)>,
 }
 
 /// A restore into a directory. The reading thread (the caller's) picks the
@@ -517,6 +632,8 @@ pub struct Restore {
     pub restored: u64,
     pub skipped: Vec<String>,
     pub warnings: Vec<String>,
+    /// Objects read whole but not written (name as shown, why).
+    pub failed: Vec<(String, String)>,
 }
 
 impl Restore {
@@ -565,6 +682,7 @@ impl Restore {
             restored: 0,
             skipped: Vec::new(),
             warnings: Vec::new(),
+            failed: Vec::new(),
         })
     }
 
@@ -622,7 +740,31 @@ impl Restore {
         })??;
         self.restored = done.restored;
         self.warnings.extend(done.warnings);
+        // An object whose data did not read back whole is the reading
+        // side's failure, said there already.
+        self.failed.extend(
+            done.failed
+                .into_iter()
+                .filter(|f| f.2)
+                .map(|(p, why, _)| (p, why)),
+        );
         Ok(())
+    }
+
+    /// Counts the objects read whole but not written as failed in
+    /// `report` (after [`Restore::finish`]).
+    pub fn settle(&self, report: &mut super::read::RunReport) {
+        report.ok = report.ok.saturating_sub(self.failed.len() as u64);
+        report.failed.extend(self.failed.iter().cloned());
+    }
+
+    /// Whether `p` is in the selection.
+    fn selected(&self, p: &[u8]) -> bool {
+        self.select.is_empty()
+            || self
+                .select
+                .iter()
+                .any(|s| glob_match(s, p) || (p.starts_with(s) && p.get(s.len()) == Some(&b'/')))
     }
 
     /// Waits for every object to be written, then applies directories'
@@ -645,27 +787,58 @@ impl Drop for Restore {
 }
 
 /// The writer thread: applies batches until [`Op::Finish`], or until the
-/// reading side stops (then an object begun is left unnamed).
+/// reading side stops (then an object begun is left unnamed). An object
+/// that cannot be written is recorded and the next one goes on; only what
+/// no object could survive (see [`stops_restore`]) stops it.
 fn write_batches(mut w: Writer, rx: Receiver<Batch>, pool: Sender<Batch>) -> Result<Done> {
     let mut entry: Option<Box<Entry>> = None;
+    // The object begun failed: the rest of its data is dropped.
+    let mut failing = false;
     let r = (|| {
         for mut b in rx.iter() {
             let mut at = 0;
             for op in b.ops.drain(..) {
                 match op {
                     Op::Begin(e) => {
-                        w.begin(&e)?;
+                        failing = false;
+                        if let Err(err) = w.begin(&e) {
+                            w.failed(&e, err, true)?;
+                            failing = true;
+                        }
                         entry = Some(e);
                     }
                     Op::Data(n) => {
-                        w.data(&b.data[at..at + n])?;
+                        if !failing {
+                            if let Err(err) = w.data(&b.data[at..at + n]) {
+                                let e = entry.as_deref().expect("begun");
+                                let _ = w.end(e, false);
+                                w.failed(e, err, true)?;
+                                failing = true;
+                            }
+                        }
                         at += n;
                     }
-                    Op::Hole(n) => w.hole(n)?,
+                    Op::Hole(n) => {
+                        if !failing {
+                            w.hole(n)?;
+                        }
+                    }
                     Op::End(ok) => {
                         if let Some(e) = entry.take() {
-                            w.end(&e, ok)?;
+                            if failing {
+                                // Said already; whether it read whole decides
+                                // who counts it (see `Restore::settle`).
+                                if let Some(f) = w.failed.last_mut() {
+                                    f.2 = ok;
+                                }
+                            } else if let Err(err) = w.end(&e, ok) {
+                                w.failed(&e, err, ok)?;
+                            }
                         }
+                        failing = false;
+                    }
+                    Op::Orphans(tx) => {
+                        let _ = tx.send(std::mem::take(&mut w.orphans));
                     }
                     Op::Finish => {
                         w.finish()?;
@@ -687,17 +860,14 @@ fn write_batches(mut w: Writer, rx: Receiver<Batch>, pool: Sender<Batch>) -> Res
     r.map(|_| Done {
         restored: w.restored,
         warnings: w.warnings,
+        failed: w.failed,
     })
 }
 
 impl Sink for Restore {
     fn wanted(&mut self, e: &Entry) -> bool {
         let p = &e.meta.path;
-        let selected = self.select.is_empty()
-            || self
-                .select
-                .iter()
-                .any(|s| glob_match(s, p) || (p.starts_with(s) && p.get(s.len()) == Some(&b'/')));
+        let selected = self.selected(p);
         self.matched |= selected;
         if !selected || self.existing == Existing::Replace {
             return selected;
@@ -730,6 +900,21 @@ impl Sink for Restore {
 
     fn end(&mut self, _: &Entry, ok: bool) -> Result<()> {
         self.push(Op::End(ok))
+    }
+
+    fn selects(&self, path: &[u8]) -> bool {
+        self.selected(path)
+    }
+
+    fn orphans(&mut self) -> Result<Vec<Entry>> {
+        let (tx, rx) = channel();
+        self.push(Op::Orphans(tx))?;
+        self.hand_over()?;
+        rx.recv().map_err(|_| {
+            self.join().err().unwrap_or_else(|| Error::Format {
+                reason: format!("restoring into {}: the writer stopped", self.dest.name),
+            })
+        })
     }
 }
 

@@ -579,6 +579,29 @@ impl Parser {
     }
 }
 
+/// Where in `b` the first whole object record lies whose metadata decodes:
+/// a record boundary to go on from when the bytes before `b` are lost (a
+/// damaged segment and no index). Found by structure only: a file whose
+/// content imitates an object record could be taken for one.
+pub fn find_object_record(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(k) = b[i..].iter().position(|&x| x == b'O') {
+        let at = i + k;
+        if let Some(len) = b.get(at + 1..at + 5) {
+            let n = u32::from_be_bytes(len.try_into().unwrap()) as usize;
+            if (1..=MAX_META).contains(&n) {
+                if let Some(body) = b.get(at + 5..at + 5 + n) {
+                    if decode_meta(&mut Cursor(body)).is_ok() {
+                        return Some(at);
+                    }
+                }
+            }
+        }
+        i = at + 1;
+    }
+    None
+}
+
 /// The fuzz target for the stream decoder: arbitrary bytes, fed in pieces.
 pub fn fuzz_parse(bytes: &[u8]) {
     let mut p = Parser::default();

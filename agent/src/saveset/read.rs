@@ -5,7 +5,7 @@ use std::io::{BufReader, BufWriter, Read as _, Seek, Write as _};
 
 use serde::Serialize;
 
-use super::format::{self, Entry, Event, Parser, Trailer};
+use super::format::{self, Entry, Event, Kind, Parser, Trailer};
 use crate::error::{Error, Result};
 use crate::keys::KeySource;
 use crate::stream::{Header, Opener};
@@ -75,7 +75,9 @@ pub struct SaveSet<'c, C: Changer + ?Sized> {
     /// What opening found wrong that did not stop it (dropped or extra blocks).
     pub anomalies: Vec<String>,
     stream_len: u64,
-    trailer: Trailer,
+    /// None when the last segment does not open: the index is then found
+    /// by walking the objects' records.
+    trailer: Option<Trailer>,
     plain: Vec<u8>,
     loaded: Option<u64>,
 }
@@ -96,9 +98,21 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
                 reason: format!("tape file {sequence} on {volser} is empty: not a save set"),
             });
         }
-        let header = Header::peek(&hb)?;
+        // A damaged header is named where it lies.
+        let at = |e: Error, reader: &FileReader<'c, C>| match e {
+            Error::StreamHeader { reason } => {
+                let (vol, block) = reader.locate_block(0).unwrap_or_else(|| ("?".into(), 0));
+                Error::StreamHeader {
+                    reason: format!(
+                        "cartridge {vol} block {block} (tape file {sequence}): {reason}"
+                    ),
+                }
+            }
+            other => other,
+        };
+        let header = Header::peek(&hb).map_err(|e| at(e, &reader))?;
         let key = keys.get(&header.key_id)?;
-        let opener = Opener::new(&key.key, &hb)?;
+        let opener = Opener::new(&key.key, &hb).map_err(|e| at(e, &reader))?;
         drop(key);
         let total = reader.total_blocks()?;
         if total < 2 {
@@ -117,21 +131,13 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
             src,
             anomalies: Vec::new(),
             stream_len: 0,
-            trailer: Trailer {
-                index_offset: 0,
-                entries: 0,
-                index_digest: [0; 32],
-            },
+            trailer: None,
             plain: Vec::new(),
             loaded: None,
         };
-        // A valid header whose segments do not open belongs to another save set.
-        if let Err(e) = ss.load(0) {
-            return Err(Error::Format {
-                reason: format!("{e}; the header verifies under its key but the first segment does not: the header belongs to another save set, or the block is damaged"),
-            });
-        }
+        let first = ss.load(0);
         let mut last = ss.src.segments - 1;
+        let mut tail = true;
         if let Err(e) = ss.load(last) {
             // Blocks dropped or duplicated on the way shift the last segment
             // to another block: find which segment the last block holds.
@@ -142,23 +148,57 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
                 let mut out = Vec::new();
                 ss.src.try_block(s - 1, blocks, &mut out).ok().map(|()| s)
             });
-            let Some(s) = found else {
-                ss.src.segments = blocks;
-                return Err(e);
-            };
-            ss.src.shift = blocks as i64 - s as i64;
-            ss.anomalies.push(if ss.src.shift < 0 {
-                format!("the tape file holds {} block(s) fewer than its {s} segments: blocks were dropped", -ss.src.shift)
-            } else {
-                format!("the tape file holds {} block(s) more than its {s} segments: blocks were duplicated or inserted", ss.src.shift)
-            });
-            last = s - 1;
-            ss.loaded = None;
-            ss.load(last)?;
+            ss.src.segments = blocks;
+            match found {
+                Some(s) => {
+                    ss.src.segments = s;
+                    ss.src.shift = blocks as i64 - s as i64;
+                    ss.anomalies.push(if ss.src.shift < 0 {
+                        format!("the tape file holds {} block(s) fewer than its {s} segments: blocks were dropped", -ss.src.shift)
+                    } else {
+                        format!("the tape file holds {} block(s) more than its {s} segments: blocks were duplicated or inserted", ss.src.shift)
+                    });
+                    last = s - 1;
+                    ss.loaded = None;
+                    ss.load(last)?;
+                }
+                // Neither the first nor the last segment opens: a valid
+                // header whose segments do not open belongs to another save set.
+                None if first.is_err() => {
+                    return Err(Error::Format {
+                        reason: format!("{}; the header verifies under its key but neither the first nor the last segment opens: the header belongs to another save set, or the blocks are damaged", first.unwrap_err()),
+                    });
+                }
+                None => {
+                    // Opening as a segment that is not the last tells a
+                    // truncated stream from a damaged last block.
+                    ss.src.segments = blocks + 1;
+                    let cut = ss
+                        .src
+                        .try_block(blocks - 1, blocks, &mut Vec::new())
+                        .is_ok();
+                    ss.src.segments = blocks;
+                    let (vol, block) = ss.src.where_is(blocks - 1);
+                    ss.anomalies.push(if cut {
+                        format!("the tape file is truncated: its last block (cartridge {vol} block {block}) is not the stream's last segment, so what followed it, the index included, is lost; the objects are found by walking their records")
+                    } else {
+                        format!("{e}: the last segment does not open, so the trailer and the end of the index are lost; the objects are found by walking their records")
+                    });
+                    tail = false;
+                }
+            }
+        }
+        if let Err(e) = first {
+            ss.anomalies.push(format!(
+                "{e}: the first segment does not open (the header verifies and the last segment opens: only the objects it holds are lost)"
+            ));
         }
         // Counts the labels give that the volumes do not: said first.
         let counted = ss.src.reader.anomalies();
         ss.anomalies.splice(0..0, counted);
+        if !tail {
+            return Ok(ss);
+        }
         ss.stream_len = last * ss.payload() + ss.plain.len() as u64;
         if ss.stream_len < format::TRAILER_LEN as u64 {
             return Err(Error::Format {
@@ -169,12 +209,13 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
             ss.stream_len - format::TRAILER_LEN as u64,
             format::TRAILER_LEN,
         )?;
-        ss.trailer = format::read_trailer(&t)?;
-        if ss.trailer.index_offset > ss.stream_len {
+        let trailer = format::read_trailer(&t)?;
+        if trailer.index_offset > ss.stream_len {
             return Err(Error::Format {
                 reason: "the trailer points past the end of the stream".into(),
             });
         }
+        ss.trailer = Some(trailer);
         Ok(ss)
     }
 
@@ -258,18 +299,121 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
         })
     }
 
-    /// Reads the index into a temporary file (memory stays bounded) and
-    /// checks it against the trailer's count and digest.
+    /// The index, in a temporary file (memory stays bounded): read and
+    /// checked against the trailer's count and digest, or, when it cannot
+    /// be (a damaged block in it, the trailer lost), rebuilt by walking the
+    /// objects' records in the stream (said in [`SaveSet::anomalies`]).
     pub fn index(&mut self) -> Result<Index> {
-        let file = tempfile::tempfile().map_err(|e| Error::io("index file", e))?;
-        let mut out = BufWriter::new(file);
-        let mut hasher = blake3::Hasher::new();
-        let mut parser = Parser::at(self.trailer.index_offset);
-        let mut count = 0u64;
-        let mut content = 0u64;
+        let read = match self.trailer {
+            Some(t) => self.read_index(t),
+            None => return self.index_from_stream(),
+        };
+        match read {
+            Ok(i) => Ok(i),
+            Err(e) => {
+                self.anomalies.push(format!(
+                    "the index cannot be read ({e}): it is rebuilt by walking the objects' records"
+                ));
+                self.index_from_stream()
+            }
+        }
+    }
+
+    /// An index made by reading every object record of the stream, from
+    /// the start to the first index record. A damaged segment costs the
+    /// objects it touches: reading goes on at the first object record after it.
+    fn index_from_stream(&mut self) -> Result<Index> {
+        let mut out = IndexWriter::new()?;
         let p = self.payload();
-        let mut seg = self.trailer.index_offset / p;
-        let mut skip = (self.trailer.index_offset % p) as usize;
+        let mut parser = Parser::default();
+        // The object being read: where its record starts, and its metadata.
+        let mut object: Option<(u64, format::Meta)> = None;
+        // Whether the parser stands where the last segment left it.
+        let mut synced = true;
+        let mut seg = 0;
+        'segments: while seg < self.src.segments {
+            if let Err(e) = self.load(seg) {
+                let e = e.to_string();
+                if !self.anomalies.iter().any(|a| a.starts_with(&e)) {
+                    self.anomalies.push(e);
+                }
+                // An object cut by the damage is listed, so a run names it
+                // as it fails on this segment.
+                if let Some((start, meta)) = object.take() {
+                    out.push(&Entry {
+                        start,
+                        end: (seg + 1) * p,
+                        digest: [0; 32],
+                        flags: 0,
+                        meta,
+                    })?;
+                }
+                synced = false;
+                seg += 1;
+                continue;
+            }
+            let plain = std::mem::take(&mut self.plain);
+            let mut input = &plain[..];
+            if !synced {
+                match format::find_object_record(&plain) {
+                    Some(i) => {
+                        parser = Parser::at(seg * p + i as u64);
+                        input = &plain[i..];
+                        synced = true;
+                    }
+                    None => {
+                        self.plain = plain;
+                        seg += 1;
+                        continue;
+                    }
+                }
+            }
+            let r = loop {
+                match parser.next(&mut input) {
+                    Ok(None) => break Ok(false),
+                    Ok(Some(Event::Object(m))) => object = Some((parser.record_start(), m)),
+                    Ok(Some(Event::End { digest, flags })) => {
+                        if let Some((start, meta)) = object.take() {
+                            let e = Entry {
+                                start,
+                                end: parser.offset(),
+                                digest,
+                                flags,
+                                meta,
+                            };
+                            if let Err(e) = out.push(&e) {
+                                break Err(e);
+                            }
+                        }
+                    }
+                    Ok(Some(Event::Entry(_) | Event::Trailer(_))) => break Ok(true),
+                    Ok(Some(_)) => {}
+                    // Records that do not decode in an authenticated segment:
+                    // go on at the next object record found.
+                    Err(_) => {
+                        object = None;
+                        synced = false;
+                        break Ok(false);
+                    }
+                }
+            };
+            self.plain = plain;
+            if r? {
+                break 'segments;
+            }
+            seg += 1;
+        }
+        out.finish()
+    }
+
+    /// Reads the index the trailer points to.
+    fn read_index(&mut self, trailer: Trailer) -> Result<Index> {
+        let mut out = IndexWriter::new()?;
+        let mut hasher = blake3::Hasher::new();
+        let mut parser = Parser::at(trailer.index_offset);
+        let p = self.payload();
+        let mut seg = trailer.index_offset / p;
+        let mut skip = (trailer.index_offset % p) as usize;
         let end = self.stream_len - format::TRAILER_LEN as u64;
         'outer: while seg < self.src.segments {
             self.load(seg)?;
@@ -281,16 +425,7 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
             let r = (|| -> Result<()> {
                 while let Some(ev) = parser.next(&mut input)? {
                     match ev {
-                        Event::Entry(e) => {
-                            let mut rec = Vec::new();
-                            format::put_entry(&e, &mut rec)?;
-                            out.write_all(&rec)
-                                .map_err(|e| Error::io("index file", e))?;
-                            count += 1;
-                            if e.meta.kind.has_content() {
-                                content += e.meta.size;
-                            }
-                        }
+                        Event::Entry(e) => out.push(&e)?,
                         other => {
                             return Err(Error::Format {
                                 reason: format!("unexpected record in the index: {other:?}"),
@@ -309,20 +444,17 @@ impl<'c, C: Changer + ?Sized> SaveSet<'c, C> {
             seg += 1;
         }
         if !parser.at_boundary()
-            || count != self.trailer.entries
-            || *hasher.finalize().as_bytes() != self.trailer.index_digest
+            || out.count != trailer.entries
+            || *hasher.finalize().as_bytes() != trailer.index_digest
         {
-            return Err(Error::Format { reason: format!("the index does not match its trailer ({count} of {} entries, or its digest differs)", self.trailer.entries) });
+            return Err(Error::Format {
+                reason: format!(
+                    "the index does not match its trailer ({} of {} entries, or its digest differs)",
+                    out.count, trailer.entries
+                ),
+            });
         }
-        let mut file = out
-            .into_inner()
-            .map_err(|e| Error::io("index file", e.into_error()))?;
-        file.rewind().map_err(|e| Error::io("index file", e))?;
-        Ok(Index {
-            reader: BufReader::new(file),
-            left: count,
-            content_bytes: content,
-        })
+        out.finish()
     }
 
     /// Feeds objects to `sink`, in stream order, positioning on each wanted
@@ -451,71 +583,123 @@ impl Feed {
 fn walk_objects(
     feed: &mut Feed,
     p: u64,
-    index: Index,
+    mut index: Index,
     sink: &mut dyn Sink,
     progress: &super::save::Progress,
 ) -> Result<RunReport> {
-    use std::sync::atomic::Ordering;
-    let mut report = RunReport::default();
-    let mut bad: std::collections::BTreeMap<u64, String> = std::collections::BTreeMap::new();
-    let mut parser = Parser::default();
-    let mut valid = false; // the parser stands on the stream at parser.offset()
-    for entry in index {
+    let mut w = Walk {
+        feed,
+        p,
+        bad: std::collections::BTreeMap::new(),
+        parser: Parser::default(),
+        valid: false,
+        report: RunReport::default(),
+        progress,
+    };
+    // Hard links whose file is not restored: restored as copies of its data.
+    let mut copies = Vec::new();
+    for entry in index.by_ref() {
         let entry = entry?;
         if !sink.wanted(&entry) {
             continue;
         }
-        let (first, last) = (entry.start / p, entry.end.saturating_sub(1) / p);
-        let shown = super::names::escape(&entry.meta.path);
-        if let Some((_, why)) = bad.range(first..=last).next() {
-            report.fail(&shown, why.clone());
+        if entry.meta.kind == Kind::HardLink && !sink.selects(&entry.meta.target) {
+            copies.push(entry);
             continue;
         }
-        if !valid || parser.offset() != entry.start {
-            parser = Parser::at(entry.start);
+        w.object(&entry, &entry, sink)?;
+    }
+    // Those the sink could not link (their file failed or was not there)
+    // were read and counted good already.
+    let orphans = sink.orphans()?;
+    w.report.ok = w.report.ok.saturating_sub(orphans.len() as u64);
+    copies.extend(orphans);
+    if !copies.is_empty() {
+        w.copies(index.rewound()?, copies, sink)?;
+        for o in sink.orphans()? {
+            let why = format!(
+                "a hard link to {}, which could not be restored, nor a copy of it",
+                super::names::escape(&o.meta.target)
+            );
+            w.report.ok = w.report.ok.saturating_sub(1);
+            w.report.fail(&super::names::escape(&o.meta.path), why);
         }
-        valid = true;
-        sink.begin(&entry)?;
+    }
+    Ok(w.report)
+}
+
+/// The objects of one run over a save set, read in stream order.
+struct Walk<'f, 'p> {
+    feed: &'f mut Feed,
+    p: u64,
+    /// Segments found damaged, with why: objects touching them fail without a new read.
+    bad: std::collections::BTreeMap<u64, String>,
+    parser: Parser,
+    /// The parser stands on the stream at `parser.offset()`.
+    valid: bool,
+    report: RunReport,
+    progress: &'p super::save::Progress,
+}
+
+impl Walk<'_, '_> {
+    /// Reads the object `at` describes and feeds it to `sink` as `as_`
+    /// (the same entry, or a hard link restored as a copy of `at`'s data).
+    fn object(&mut self, at: &Entry, as_: &Entry, sink: &mut dyn Sink) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let p = self.p;
+        let (first, last) = (at.start / p, at.end.saturating_sub(1) / p);
+        let shown = super::names::escape(&as_.meta.path);
+        if let Some((_, why)) = self.bad.range(first..=last).next() {
+            self.report.fail(&shown, why.clone());
+            return Ok(());
+        }
+        if !self.valid || self.parser.offset() != at.start {
+            self.parser = Parser::at(at.start);
+        }
+        self.valid = true;
+        sink.begin(as_)?;
         let mut hasher = blake3::Hasher::new();
         let mut started = false;
         let mut result: Option<std::result::Result<(), String>> = None;
         while result.is_none() {
-            let off = parser.offset();
+            let off = self.parser.offset();
             let seg = off / p;
-            if let Err(e) = feed.fetch(seg) {
+            if let Err(e) = self.feed.fetch(seg) {
                 let why = e.to_string();
-                bad.insert(seg, why.clone());
-                report.damaged.push(why.clone());
+                self.bad.insert(seg, why.clone());
+                self.report.damaged.push(why.clone());
                 result = Some(Err(why));
-                valid = false;
+                self.valid = false;
                 break;
             }
-            let plain = std::mem::take(&mut feed.plain);
+            let plain = std::mem::take(&mut self.feed.plain);
             let mut input = &plain[((off % p) as usize).min(plain.len())..];
             if input.is_empty() {
-                feed.plain = plain;
+                self.feed.plain = plain;
                 result = Some(Err("the stream ends inside the object".into()));
                 break;
             }
             while result.is_none() {
-                let ev = match parser.next(&mut input) {
+                let ev = match self.parser.next(&mut input) {
                     Ok(Some(ev)) => ev,
                     Ok(None) => break,
                     Err(e) => {
                         result = Some(Err(e.to_string()));
-                        valid = false;
+                        self.valid = false;
                         break;
                     }
                 };
                 let step = match ev {
-                    Event::Object(m) if !started && m.path == entry.meta.path => {
+                    Event::Object(m) if !started && m.path == at.meta.path => {
                         started = true;
                         Ok(())
                     }
                     Event::Data(d) if started => {
                         hasher.update(d);
-                        report.bytes += d.len() as u64;
-                        progress.bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                        self.report.bytes += d.len() as u64;
+                        self.progress
+                            .bytes
+                            .fetch_add(d.len() as u64, Ordering::Relaxed);
                         sink.data(d)
                     }
                     Event::Hole(n) if started => {
@@ -524,7 +708,7 @@ fn walk_objects(
                     }
                     Event::End { digest, .. } if started => {
                         let got = *hasher.finalize().as_bytes();
-                        result = Some(if got != digest || got != entry.digest {
+                        result = Some(if got != digest || got != at.digest {
                             Err("content digest differs from the one saved".into())
                         } else {
                             Ok(())
@@ -533,41 +717,141 @@ fn walk_objects(
                     }
                     other => {
                         result = Some(Err(format!(
-                            "the stream holds {other:?} where the index says {shown} is"
+                            "the stream holds {other:?} where the index says {} is",
+                            super::names::escape(&at.meta.path)
                         )));
-                        valid = false;
+                        self.valid = false;
                         Ok(())
                     }
                 };
                 if let Err(e) = step {
-                    feed.plain = plain;
-                    sink.end(&entry, false)?;
+                    self.feed.plain = plain;
+                    sink.end(as_, false)?;
                     return Err(e);
                 }
             }
-            feed.plain = plain;
+            self.feed.plain = plain;
         }
         match result.unwrap_or_else(|| Err("not read".into())) {
             Ok(()) => {
-                sink.end(&entry, true)?;
-                report.ok += 1;
-                progress.objects.fetch_add(1, Ordering::Relaxed);
+                sink.end(as_, true)?;
+                self.report.ok += 1;
+                self.progress.objects.fetch_add(1, Ordering::Relaxed);
             }
             Err(why) => {
-                sink.end(&entry, false)?;
-                report.fail(&shown, why);
+                sink.end(as_, false)?;
+                self.report.fail(&shown, why);
             }
         }
+        Ok(())
     }
-    Ok(report)
+
+    /// Restores each hard link of `links` as a copy of its file's data
+    /// (found in `index`); further links to the same file link to that copy.
+    fn copies(&mut self, index: Index, links: Vec<Entry>, sink: &mut dyn Sink) -> Result<()> {
+        let mut want: std::collections::HashMap<Vec<u8>, Vec<Entry>> =
+            std::collections::HashMap::new();
+        for l in links {
+            want.entry(l.meta.target.clone()).or_default().push(l);
+        }
+        let mut found = Vec::new();
+        for e in index {
+            let e = e?;
+            if e.meta.kind.has_content() {
+                if let Some(links) = want.remove(&e.meta.path) {
+                    found.push((e, links));
+                }
+            }
+        }
+        for links in want.into_values() {
+            for l in links {
+                let why = format!(
+                    "a hard link to {}, which is not in the save set",
+                    super::names::escape(&l.meta.target)
+                );
+                self.report.fail(&super::names::escape(&l.meta.path), why);
+            }
+        }
+        for (file, links) in found {
+            let mut links = links.into_iter();
+            let Some(first) = links.next() else { continue };
+            let mut copy = file.clone();
+            copy.meta.path = first.meta.path.clone();
+            self.object(&file, &copy, sink)?;
+            for mut l in links {
+                l.meta.target = first.meta.path.clone();
+                sink.begin(&l)?;
+                sink.end(&l, true)?;
+                self.report.ok += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An index being written to a temporary file.
+struct IndexWriter {
+    out: BufWriter<File>,
+    count: u64,
+    content: u64,
+}
+
+impl IndexWriter {
+    fn new() -> Result<Self> {
+        let file = tempfile::tempfile().map_err(|e| Error::io("index file", e))?;
+        Ok(IndexWriter {
+            out: BufWriter::new(file),
+            count: 0,
+            content: 0,
+        })
+    }
+
+    fn push(&mut self, e: &Entry) -> Result<()> {
+        let mut rec = Vec::new();
+        format::put_entry(e, &mut rec)?;
+        self.out
+            .write_all(&rec)
+            .map_err(|e| Error::io("index file", e))?;
+        self.count += 1;
+        if e.meta.kind.has_content() {
+            self.content += e.meta.size;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Index> {
+        let mut file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io("index file", e.into_error()))?;
+        file.rewind().map_err(|e| Error::io("index file", e))?;
+        Ok(Index {
+            reader: BufReader::new(file),
+            left: self.count,
+            count: self.count,
+            content_bytes: self.content,
+        })
+    }
 }
 
 /// The index of a save set, read back from its temporary file.
 pub struct Index {
     reader: BufReader<File>,
     left: u64,
+    count: u64,
     /// Bytes of content the index's objects hold.
     pub content_bytes: u64,
+}
+
+impl Index {
+    /// The same index, from its first entry again.
+    pub fn rewound(mut self) -> Result<Index> {
+        self.reader
+            .rewind()
+            .map_err(|e| Error::io("index file", e))?;
+        self.left = self.count;
+        Ok(self)
+    }
 }
 
 impl Iterator for Index {
@@ -601,6 +885,16 @@ pub trait Sink {
     fn hole(&mut self, n: u64) -> Result<()>;
     /// The object ended; `ok` when its digest matched.
     fn end(&mut self, e: &Entry, ok: bool) -> Result<()>;
+    /// Whether an object by this path would be selected (a hard link to
+    /// one that is not is restored as a copy of its data).
+    fn selects(&self, _path: &[u8]) -> bool {
+        true
+    }
+    /// Hard links handed over whose file the sink did not have: the run
+    /// hands each over again as a copy of its file's data.
+    fn orphans(&mut self) -> Result<Vec<Entry>> {
+        Ok(Vec::new())
+    }
 }
 
 /// What a run over objects found.
