@@ -602,7 +602,10 @@ mod tests {
                 let mut b = hb.clone();
                 b[i] ^= 0x08;
                 let e = Opener::new(&key, &b).err().unwrap().to_string();
-                assert!(e.contains("damaged") && !e.contains("not the key"), "byte {i}: {e}");
+                assert!(
+                    e.contains("damaged") && !e.contains("not the key"),
+                    "byte {i}: {e}"
+                );
             }
         }
         // A format 1 header (no check) still opens under its key.

@@ -697,6 +697,97 @@ fn damage_in_the_first_or_last_segment_costs_only_the_objects_there() {
 }
 
 #[test]
+fn fifos_and_device_nodes_are_saved_and_restored_as_tar_does() {
+    let r = Rig::new("64M", 2);
+    let d = r.p("special");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("plain"), b"plain").unwrap();
+    nix::unistd::mkfifo(
+        &d.join("pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o640),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        d.join("pipe"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        // /dev/null's numbers: character device 1, 3.
+        nix::sys::stat::mknod(
+            &d.join("null"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 3),
+        )
+        .unwrap();
+        nix::sys::stat::mknod(
+            &d.join("loop"),
+            nix::sys::stat::SFlag::S_IFBLK,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+            nix::sys::stat::makedev(7, 200),
+        )
+        .unwrap();
+        std::os::unix::fs::lchown(d.join("loop"), Some(1234), Some(2345)).unwrap();
+    }
+    let rep = r.save(&d, &[]);
+    let id = rep["save_set"].as_str().unwrap();
+    let kinds: std::collections::BTreeMap<String, String> = r
+        .objects(id)
+        .iter()
+        .map(|o| {
+            (
+                base(o["path"].as_str().unwrap()),
+                o["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds["pipe"], "fifo");
+    if root {
+        assert_eq!(
+            (kinds["null"].as_str(), kinds["loop"].as_str()),
+            ("char-device", "block-device")
+        );
+    }
+    let to = r.p("dest");
+    let (code, v) = r.restore(id, &to, &[]);
+    assert_eq!(code, Some(0), "{v}");
+    same_tree(
+        &d,
+        &to.join(
+            std::fs::canonicalize(&d)
+                .unwrap()
+                .strip_prefix("/")
+                .unwrap(),
+        ),
+    );
+    let got = to.join(
+        std::fs::canonicalize(&d)
+            .unwrap()
+            .strip_prefix("/")
+            .unwrap(),
+    );
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(got.join("pipe"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    if root {
+        for (n, dev) in [
+            ("null", nix::sys::stat::makedev(1, 3)),
+            ("loop", nix::sys::stat::makedev(7, 200)),
+        ] {
+            assert_eq!(
+                std::fs::symlink_metadata(got.join(n)).unwrap().rdev(),
+                dev,
+                "{n}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_damaged_header_is_told_from_a_wrong_key_and_named_where_it_lies() {
     let t = tampered_rig();
     let mut at = 0;

@@ -19,7 +19,10 @@ use std::thread::JoinHandle;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, AtFlags, OFlag};
-use nix::sys::stat::{fchmod, fstatat, futimens, mkdirat, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::stat::{
+    fchmod, fchmodat, fstatat, futimens, mkdirat, mknodat, utimensat, FchmodatFlags, Mode, SFlag,
+    UtimensatFlags,
+};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchown, fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
@@ -417,7 +420,7 @@ impl Writer {
                 };
                 file = Some(File::from(fd));
             }
-            Kind::Symlink | Kind::HardLink => {}
+            Kind::Symlink | Kind::HardLink | Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => {}
         }
         self.current = Some(Current {
             parent,
@@ -519,6 +522,51 @@ impl Writer {
                         AtFlags::AT_SYMLINK_NOFOLLOW,
                     );
                 }
+                let _ = utimensat(
+                    &c.parent,
+                    c.tmp.as_slice(),
+                    &ts(m.atime),
+                    &ts(m.mtime),
+                    UtimensatFlags::NoFollowSymlink,
+                );
+                renameat(&c.parent, c.tmp.as_slice(), &c.parent, c.name.as_slice())
+                    .map_err(|e| self.os(&m.path, e))?;
+            }
+            Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => {
+                let (sflag, dev) = match m.kind {
+                    Kind::Fifo => (SFlag::S_IFIFO, 0),
+                    k => {
+                        let n: [u8; 8] = m.target.as_slice().try_into().map_err(|_| {
+                            self.err(&m.path, "a device without an 8-byte device number")
+                        })?;
+                        let f = if k == Kind::CharDevice {
+                            SFlag::S_IFCHR
+                        } else {
+                            SFlag::S_IFBLK
+                        };
+                        (f, u64::from_be_bytes(n))
+                    }
+                };
+                let mode = Mode::from_bits_truncate(m.mode & 0o7777);
+                let _ = unlinkat(&c.parent, c.tmp.as_slice(), UnlinkatFlags::NoRemoveDir);
+                mknodat(&c.parent, c.tmp.as_slice(), sflag, mode, dev)
+                    .map_err(|e| self.os(&m.path, e))?;
+                if self.owners {
+                    let _ = fchownat(
+                        &c.parent,
+                        c.tmp.as_slice(),
+                        Some(Uid::from_raw(m.uid)),
+                        Some(Gid::from_raw(m.gid)),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    );
+                }
+                // Made under the umask: its mode set exactly (it is no symlink).
+                let _ = fchmodat(
+                    &c.parent,
+                    c.tmp.as_slice(),
+                    mode,
+                    FchmodatFlags::FollowSymlink,
+                );
                 let _ = utimensat(
                     &c.parent,
                     c.tmp.as_slice(),

@@ -16,6 +16,10 @@
 //!                                    the trailer: always the last 49 bytes
 //! ```
 //!
+//! kinds: 1 directory, 2 file, 3 symlink, 4 hard link, 5 stream, 6 fifo,
+//! 7 character device, 8 block device (as tar: metadata only; a device's
+//! number is its target, 8 bytes).
+//!
 //! meta: `u8 kind, u32 mode, u32 uid, u32 gid, i64 mtime s, u32 mtime ns,
 //! i64 atime s, u32 atime ns, u64 size, u8 sparse, u32 path len, path,
 //! u32 target len, target, u32 xattr count, (u16 name len, name, u32 value
@@ -52,6 +56,14 @@ pub enum Kind {
     HardLink = 4,
     /// A byte stream: standard input, an IBM i save file.
     Stream = 5,
+    /// A named pipe (metadata only).
+    Fifo = 6,
+    /// A character device node; `target` holds its device number (u64).
+    #[serde(rename = "char-device")]
+    CharDevice = 7,
+    /// A block device node; `target` holds its device number (u64).
+    #[serde(rename = "block-device")]
+    BlockDevice = 8,
 }
 
 impl Kind {
@@ -62,6 +74,9 @@ impl Kind {
             3 => Kind::Symlink,
             4 => Kind::HardLink,
             5 => Kind::Stream,
+            6 => Kind::Fifo,
+            7 => Kind::CharDevice,
+            8 => Kind::BlockDevice,
             _ => return None,
         })
     }
@@ -69,6 +84,11 @@ impl Kind {
     /// Whether data records follow the object record.
     pub fn has_content(self) -> bool {
         matches!(self, Kind::File | Kind::Stream)
+    }
+
+    /// Whether this is a device node (its number in `target`).
+    pub fn is_device(self) -> bool {
+        matches!(self, Kind::CharDevice | Kind::BlockDevice)
     }
 }
 
@@ -641,7 +661,10 @@ mod tests {
                 Just(Kind::File),
                 Just(Kind::Symlink),
                 Just(Kind::HardLink),
-                Just(Kind::Stream)
+                Just(Kind::Stream),
+                Just(Kind::Fifo),
+                Just(Kind::CharDevice),
+                Just(Kind::BlockDevice)
             ],
             any::<(u32, u32, u32, i64, u32, i64, u32, u64, bool)>(),
             path(),

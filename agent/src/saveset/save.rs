@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -648,11 +648,16 @@ impl<'a> Saver<'a> {
             Kind::File
         } else if ft.is_symlink() {
             Kind::Symlink
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else if ft.is_char_device() {
+            Kind::CharDevice
+        } else if ft.is_block_device() {
+            Kind::BlockDevice
         } else {
-            self.warnings.push(format!(
-                "{}: special file (device, fifo or socket) not saved",
-                abs.display()
-            ));
+            // As tar: a socket is made by the program that listens on it.
+            self.warnings
+                .push(format!("{}: socket not saved", abs.display()));
             return Ok(());
         };
         // Incremental and cumulative: unchanged files are left out (directories are kept for the structure).
@@ -678,6 +683,9 @@ impl<'a> Saver<'a> {
             target: Vec::new(),
             xattrs: Vec::new(),
         };
+        if kind.is_device() {
+            meta.target = md.rdev().to_be_bytes().to_vec();
+        }
         if kind == Kind::Symlink {
             meta.target = std::os::unix::ffi::OsStrExt::as_bytes(
                 std::fs::read_link(abs).map_err(io(abs))?.as_os_str(),
