@@ -1294,3 +1294,142 @@ fn names_near_the_length_limit_restore_whatever_their_kind() {
         Path::new("f-target")
     );
 }
+
+mod damage {
+    //! Random damage to one block of a small save set: nothing panics, and
+    //! every object whose blocks are intact restores byte for byte.
+    use super::*;
+    use proptest::prelude::*;
+
+    struct Pristine {
+        rig: Rig,
+        id: String,
+        image: Vec<u8>,
+        /// (name, first block, last block it may touch), names relative to the source.
+        spans: Vec<(String, usize, usize)>,
+        /// Blocks of the tape file: header, last data block.
+        blocks: (usize, usize),
+        src: PathBuf,
+    }
+
+    fn pristine() -> Pristine {
+        let rig = Rig::new("64M", 2);
+        let src = rig.p("small");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        for i in 0..14u64 {
+            let n = [0, 10, 3000, 4096, 9000, 17_000, 40_000][i as usize % 7] + i as usize;
+            std::fs::write(src.join(format!("d/f{i:02}")), pattern(i, n)).unwrap();
+        }
+        let rep = rig.save(&src, &["--segment-size", "4K"]);
+        let id = rep["save_set"].as_str().unwrap().to_string();
+        let objs = read_image(&rig.image("SS0001"));
+        let blocks = data_blocks(&objs);
+        let mut starts: Vec<(usize, String)> = rig
+            .objects(&id)
+            .iter()
+            .map(|o| {
+                (
+                    o["block"].as_u64().unwrap() as usize,
+                    o["path"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        starts.sort();
+        let spans = (0..starts.len())
+            .map(|i| {
+                let next = starts.get(i + 1).map_or(blocks.1, |x| x.0);
+                (starts[i].1.clone(), starts[i].0, next)
+            })
+            .collect();
+        let image = std::fs::read(rig.image("SS0001")).unwrap();
+        Pristine {
+            rig,
+            id,
+            image,
+            spans,
+            blocks,
+            src,
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Damage {
+        Flip(usize),
+        Zero,
+        Halve,
+        Drop,
+        Duplicate,
+    }
+
+    fn damage() -> impl Strategy<Value = Damage> {
+        prop_oneof![
+            any::<usize>().prop_map(Damage::Flip),
+            Just(Damage::Zero),
+            Just(Damage::Halve),
+            Just(Damage::Drop),
+            Just(Damage::Duplicate),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn one_damaged_block_costs_only_the_objects_it_holds(pick in any::<usize>(), how in damage()) {
+            let p = &*PRISTINE;
+            let img = p.rig.image("SS0001");
+            std::fs::write(&img, &p.image).unwrap();
+            let mut objs = read_image(&img);
+            // Any segment (the header, the one block every key check needs, aside).
+            let (header, last) = p.blocks;
+            let at = header + 1 + pick % (last - header);
+            match &how {
+                Damage::Flip(i) => {
+                    let b = objs[at].as_mut().unwrap();
+                    let k = i % b.len();
+                    b[k] ^= 1 << (i % 8);
+                }
+                Damage::Zero => objs[at].as_mut().unwrap().fill(0),
+                Damage::Halve => {
+                    let b = objs[at].as_mut().unwrap();
+                    b.truncate(b.len() / 2);
+                }
+                Damage::Drop => {
+                    objs.remove(at);
+                }
+                Damage::Duplicate => {
+                    let copy = objs[at].clone();
+                    objs.insert(at, copy);
+                }
+            }
+            write_image(&img, &objs);
+            let to = p.rig.p("out");
+            let _ = std::fs::remove_dir_all(&to);
+            let o = agent(&[
+                "restore", &p.rig.lib, "--key-file", &p.rig.key, "--save-set", &p.id,
+                "--to", to.to_str().unwrap(), "--json",
+            ]);
+            let err = String::from_utf8_lossy(&o.stderr);
+            prop_assert!(!err.contains("panicked"), "{err}");
+            prop_assert!(matches!(o.status.code(), Some(0 | 1 | 3)), "{:?} {err}", o.status);
+            let lost_nothing = matches!(how, Damage::Duplicate);
+            for (name, first, end) in &p.spans {
+                let got = to.join(name);
+                let rel = Path::new(name).strip_prefix(
+                    std::fs::canonicalize(&p.src).unwrap().strip_prefix("/").unwrap()
+                ).unwrap().to_path_buf();
+                let want = p.src.join(&rel);
+                if !want.is_file() {
+                    continue;
+                }
+                let touched = !lost_nothing && (*first..=*end).contains(&at);
+                match std::fs::read(&got) {
+                    Ok(data) => prop_assert_eq!(data, std::fs::read(&want).unwrap(), "{} {:?}", name, how),
+                    Err(_) => prop_assert!(touched, "{} lost, block {} {:?} ({}..={}): {}", name, at, how, first, end,
+                        String::from_utf8_lossy(&o.stdout)),
+                }
+            }
+        }
+    }
+
+    static PRISTINE: std::sync::LazyLock<Pristine> = std::sync::LazyLock::new(pristine);
+}
