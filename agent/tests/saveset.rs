@@ -1433,3 +1433,106 @@ mod damage {
 
     static PRISTINE: std::sync::LazyLock<Pristine> = std::sync::LazyLock::new(pristine);
 }
+
+/// Byte offsets of the records of a SIMH image, in order (None for a filemark).
+fn record_offsets(img: &[u8]) -> Vec<(usize, Option<usize>)> {
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off + 4 <= img.len() {
+        let w = u32::from_le_bytes(img[off..off + 4].try_into().unwrap());
+        if w == 0xffff_ffff {
+            break;
+        }
+        if w == 0 {
+            out.push((off, None));
+            off += 4;
+            continue;
+        }
+        let len = (w & 0x00ff_ffff) as usize;
+        out.push((off, Some(len)));
+        off += 8 + len + (len & 1);
+    }
+    out
+}
+
+#[test]
+fn a_bad_trailing_length_word_without_an_index_costs_only_its_block() {
+    let t = tampered_rig();
+    let img_path = t.rig.image("SS0001");
+    let mut img = std::fs::read(&img_path).unwrap();
+    let recs = record_offsets(&img);
+    let k = t.at["big2"] as usize + 4;
+    let (off, len) = recs[k];
+    let len = len.expect("a data block");
+    let tail = off + 4 + len + (len & 1);
+    img[tail] ^= 0x02;
+    std::fs::write(&img_path, &img).unwrap();
+    std::fs::remove_file(index_path(&img_path)).unwrap();
+    let (code, out) = t.rig.verify(&t.id);
+    assert_eq!(code, Some(3), "{out}");
+    assert_eq!(failed_names(&out), vec!["big2"], "{out}");
+    assert!(
+        out.contains(&format!("block {k}")) && out.contains("trailing"),
+        "{out}"
+    );
+}
+
+/// FNV-1a, as the cartridge index's checksum.
+fn fnv64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[test]
+fn a_forged_cartridge_index_is_rebuilt_from_the_image_and_the_read_goes_on() {
+    let t = tampered_rig();
+    let idx_path = index_path(&t.rig.image("SS0001"));
+    let good = std::fs::read(&idx_path).unwrap();
+    // Two filemarks' offsets swapped, the checksum made good again: it
+    // passes its own checks and points to the wrong places.
+    let mut idx = good[..good.len() - 8].to_vec();
+    let count = u64::from_le_bytes(idx[24..32].try_into().unwrap()) as usize;
+    let fm: Vec<usize> = (0..count)
+        .filter(|i| {
+            u64::from_le_bytes(idx[40 + 16 * i..48 + 16 * i].try_into().unwrap()) >> 63 == 1
+        })
+        .collect();
+    assert!(fm.len() >= 2, "{fm:?}");
+    let (a, b) = (40 + 16 * fm[0], 40 + 16 * fm[1]);
+    let (x, y) = (idx[a..a + 8].to_vec(), idx[b..b + 8].to_vec());
+    idx[a..a + 8].copy_from_slice(&y);
+    idx[b..b + 8].copy_from_slice(&x);
+    let sum = fnv64(&idx);
+    idx.extend_from_slice(&sum.to_le_bytes());
+    std::fs::write(&idx_path, &idx).unwrap();
+    let (code, out) = t.rig.verify(&t.id);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        std::fs::read(&idx_path).unwrap(),
+        good,
+        "the index was written again"
+    );
+    // The filemark that ends the save set's data moved onto a data record:
+    // a valid word, the wrong place.
+    let mut idx = good[..good.len() - 8].to_vec();
+    let at = 40 + 16 * fm[1];
+    let raw = u64::from_le_bytes(idx[at..at + 8].try_into().unwrap());
+    let recs = record_offsets(&std::fs::read(t.rig.image("SS0001")).unwrap());
+    let pos = recs
+        .iter()
+        .position(|r| r.0 as u64 == raw & !(1 << 63))
+        .unwrap();
+    let wrong = recs[pos - 5].0 as u64 | (1 << 63);
+    idx[at..at + 8].copy_from_slice(&wrong.to_le_bytes());
+    let sum = fnv64(&idx);
+    idx.extend_from_slice(&sum.to_le_bytes());
+    std::fs::write(&idx_path, &idx).unwrap();
+    let (code, out) = t.rig.verify(&t.id);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        std::fs::read(&idx_path).unwrap(),
+        good,
+        "the index was written again"
+    );
+}

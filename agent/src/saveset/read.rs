@@ -45,7 +45,11 @@ impl<C: Changer + ?Sized> Source<'_, C> {
 
     /// Reads and authenticates segment `n` into `out`; errors name the cartridge and block.
     fn load(&mut self, n: u64, out: &mut Vec<u8>) -> Result<()> {
-        let r = self.try_block(n, n + 1, out);
+        let mut r = self.try_block(n, n + 1, out);
+        // A cartridge's index that led to the wrong block is rebuilt once.
+        if r.is_err() && self.reader.relearn()? {
+            r = self.try_block(n, n + 1, out);
+        }
         if r.is_err() && self.shift != 0 {
             if let Some(b) = (n + 1).checked_add_signed(self.shift).filter(|&b| b >= 1) {
                 if self.try_block(n, b, out).is_ok() {

@@ -86,6 +86,15 @@ pub trait TapeDevice: Send {
     fn flush(&mut self) -> Result<()>;
     /// Flushes, rewinds and releases the medium.
     fn unload(&mut self) -> Result<()>;
+    /// Forgets what the device keeps about where things lie on the medium
+    /// (a virtual cartridge's index) and learns it again from the medium
+    /// itself, for a reader that met damage: if that knowledge was wrong,
+    /// reading again works. `false` when there is nothing to learn again
+    /// (the device keeps nothing, or learnt it already): retrying cannot help.
+    /// The position is then unknown: locate before reading.
+    fn relearn(&mut self) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 impl<T: TapeDevice + ?Sized> TapeDevice for Box<T> {
@@ -124,5 +133,8 @@ impl<T: TapeDevice + ?Sized> TapeDevice for Box<T> {
     }
     fn unload(&mut self) -> Result<()> {
         (**self).unload()
+    }
+    fn relearn(&mut self) -> Result<bool> {
+        (**self).relearn()
     }
 }

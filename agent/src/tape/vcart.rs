@@ -155,6 +155,9 @@ pub struct OpenReport {
     pub torn_bytes: u64,
     /// Bytes after an end-of-medium word that is not at the end; never read.
     pub bytes_after_eom: u64,
+    /// Records whose trailing length word differs from the leading one
+    /// (read past when scanning; reading one says it is damaged).
+    pub damaged_records: u64,
 }
 
 impl OpenReport {
@@ -324,6 +327,26 @@ impl<S: Storage> Cartridge<S> {
         true
     }
 
+    /// Whether a record boundary at `off` looks like one: the end of the
+    /// image, or a word that starts a filemark, the end of medium or a
+    /// record whose trailing word matches.
+    fn word_follows(&self, off: u64) -> Result<bool> {
+        if off == self.file_len {
+            return Ok(true);
+        }
+        let Some(w) = self.read_word(off)? else {
+            return Ok(false);
+        };
+        Ok(match simh::classify(w) {
+            Word::TapeMark | Word::EndOfMedium => true,
+            Word::Record(len) => {
+                let span = simh::record_span(len);
+                off + span <= self.file_len && self.read_word(off + span - 4)? == Some(w)
+            }
+            Word::Invalid(_) => false,
+        })
+    }
+
     /// Walks the image from the start, rebuilding end of data and the marks.
     fn scan(&mut self) -> Result<()> {
         let (mut off, mut obj) = (0u64, 0u64);
@@ -360,7 +383,11 @@ impl<S: Storage> Cartridge<S> {
                         break;
                     }
                     let tail = self.read_word(off + span - 4)?;
-                    if tail != Some(w) {
+                    // A trailing word that differs damages that record only
+                    // when the leading one leads to a valid word (or the
+                    // end): read past it as a positioned read does, and
+                    // reading the record says it is damaged.
+                    if tail != Some(w) && !self.word_follows(off + span)? {
                         return Err(self.damage(
                             off,
                             format!(
@@ -368,6 +395,9 @@ impl<S: Storage> Cartridge<S> {
                                 tail.unwrap_or(0)
                             ),
                         ));
+                    }
+                    if tail != Some(w) {
+                        self.report.damaged_records += 1;
                     }
                     if obj % CHECKPOINT_EVERY == 0 {
                         self.marks.push(Mark {
@@ -437,6 +467,22 @@ impl<S: Storage> Cartridge<S> {
                 format!("length word {w:#010x} where a record should start"),
             )),
         }
+    }
+
+    /// Writes the index of the image as it stands (closed cleanly).
+    fn write_index(&self) -> Result<()> {
+        if let Some(p) = &self.index_path {
+            let bytes = encode_index(&Index {
+                eod: self.eod,
+                eod_obj: self.eod_obj,
+                marks: self.marks.clone(),
+            });
+            let tmp = p.with_extension("idx.tmp");
+            std::fs::write(&tmp, bytes)
+                .and_then(|()| std::fs::rename(&tmp, p))
+                .map_err(|e| Error::io(format!("index of cartridge {}", self.name), e))?;
+        }
+        Ok(())
     }
 
     fn prepare_write(&mut self) -> Result<()> {
@@ -721,17 +767,7 @@ impl<S: Storage> TapeDevice for Cartridge<S> {
         write_full(&mut self.store, &mut [IoSlice::new(&eom)], self.eod).map_err(|e| self.io(e))?;
         self.file_len = self.eod + 4;
         self.store.sync().map_err(|e| self.io(e))?;
-        if let Some(p) = &self.index_path {
-            let bytes = encode_index(&Index {
-                eod: self.eod,
-                eod_obj: self.eod_obj,
-                marks: self.marks.clone(),
-            });
-            let tmp = p.with_extension("idx.tmp");
-            std::fs::write(&tmp, bytes)
-                .and_then(|()| std::fs::rename(&tmp, p))
-                .map_err(|e| Error::io(format!("index of cartridge {}", self.name), e))?;
-        }
+        self.write_index()?;
         self.dirty = false;
         Ok(())
     }
@@ -739,6 +775,38 @@ impl<S: Storage> TapeDevice for Cartridge<S> {
     fn unload(&mut self) -> Result<()> {
         self.flush()?;
         self.rewind()
+    }
+
+    /// An index that passed its own checks can still be wrong (forged, or
+    /// written by another program): a reader that met damage has the image
+    /// scanned once, and the index written again from what the scan found.
+    fn relearn(&mut self) -> Result<bool> {
+        if !self.report.index_used || self.dirty {
+            return Ok(false);
+        }
+        let before = (
+            std::mem::take(&mut self.marks),
+            self.eod,
+            self.eod_obj,
+            self.report.clone(),
+        );
+        self.report.index_used = false;
+        if let Err(e) = self.scan() {
+            // The image itself is damaged there: the index is not disproven.
+            tracing::warn!(cartridge = %self.name, error = %e, "scanning the image to check its index failed");
+            (self.marks, self.eod, self.eod_obj, self.report) = before;
+            return Ok(false);
+        }
+        self.pos = 0;
+        self.obj = 0;
+        self.next_word = None;
+        tracing::warn!(cartridge = %self.name, "the cartridge's index did not match its image: rebuilt from the image");
+        if self.report.clean {
+            self.write_index()?;
+        } else if let Some(p) = &self.index_path {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(true)
     }
 }
 

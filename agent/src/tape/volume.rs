@@ -744,6 +744,13 @@ impl<'c, C: Changer + ?Sized> FileReader<'c, C> {
     }
 
     fn position_in_current(&mut self) -> Result<()> {
+        match self.locate_current() {
+            Err(e) if !self.relearn()? => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn locate_current(&mut self) -> Result<()> {
         let p = &self.sections[self.current];
         let block = p.file.first_block + (self.pos - p.start);
         self.mounted.as_mut().expect("mounted").device.locate(block)
@@ -756,9 +763,38 @@ impl<'c, C: Changer + ?Sized> FileReader<'c, C> {
             self.changer.dismount(m, Outcome::Read)?;
         }
         let mut m = self.changer.mount(volser)?;
-        let info = inspect(&mut *m.device, volser);
+        let mut found =
+            inspect(&mut *m.device, volser).and_then(|i| find_file(&i, volser, sequence));
+        // What the device believed of the volume may be what is wrong.
+        if found.is_err() && m.device.relearn()? {
+            found = inspect(&mut *m.device, volser).and_then(|i| find_file(&i, volser, sequence));
+        }
         self.mounted = Some(m);
-        find_file(&info?, volser, sequence)
+        found
+    }
+
+    /// After damage was met on the mounted volume: has the device learn
+    /// the volume again from the medium (see [`TapeDevice::relearn`]) and
+    /// the tape file's place on it read again. `false` when that cannot
+    /// help; after `true`, reading again may succeed.
+    pub fn relearn(&mut self) -> Result<bool> {
+        let Some(m) = self.mounted.as_mut() else {
+            return Ok(false);
+        };
+        if !m.device.relearn()? {
+            return Ok(false);
+        }
+        let volser = m.volser.clone();
+        let seq = self.sections[0].file.hdr1.sequence;
+        let info = inspect(&mut *m.device, &volser)?;
+        let f = find_file(&info, &volser, seq)?;
+        let i = self.current;
+        self.sections[i].file = f;
+        for k in i + 1..self.sections.len() {
+            self.sections[k].start = self.sections[k - 1].start + self.sections[k - 1].file.blocks;
+        }
+        self.locate_current()?;
+        Ok(true)
     }
 
     /// Mounts section `i` (known) and positions at `self.pos` in it.
@@ -875,7 +911,18 @@ impl<'c, C: Changer + ?Sized> FileReader<'c, C> {
                     self.switch_to(self.current)?;
                 }
                 let m = self.mounted.as_mut().expect("mounted");
-                return match m.device.read_block(buf)? {
+                let read = match m.device.read_block(buf) {
+                    Err(e) if !self.relearn()? => return Err(e),
+                    Err(_) => self
+                        .mounted
+                        .as_mut()
+                        .expect("mounted")
+                        .device
+                        .read_block(buf)?,
+                    Ok(r) => r,
+                };
+                let m = self.mounted.as_mut().expect("mounted");
+                return match read {
                     Read::Block => {
                         self.pos += 1;
                         Ok(true)
