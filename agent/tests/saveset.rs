@@ -1536,3 +1536,82 @@ fn a_forged_cartridge_index_is_rebuilt_from_the_image_and_the_read_goes_on() {
         "the index was written again"
     );
 }
+
+/// Opens directory `dir` under `root` one component at a time (any depth).
+fn open_deep(root: &Path, rel: &[String]) -> std::os::fd::OwnedFd {
+    use nix::fcntl::{open, openat, OFlag};
+    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let mut fd = open(root, flags, nix::sys::stat::Mode::empty()).unwrap();
+    for c in rel {
+        fd = openat(&fd, c.as_str(), flags, nix::sys::stat::Mode::empty()).unwrap();
+    }
+    fd
+}
+
+#[test]
+fn trees_deeper_than_path_max_save_and_restore() {
+    use nix::fcntl::{openat, OFlag};
+    use nix::sys::stat::{mkdirat, Mode};
+    let r = Rig::new("64M", 2);
+    let d = r.p("deep");
+    std::fs::create_dir_all(&d).unwrap();
+    // 40 levels of 120-byte names: about 4,900 bytes below the root.
+    let names: Vec<String> = (0..40)
+        .map(|i| format!("{i:02}-{}", "d".repeat(117)))
+        .collect();
+    let mut fd = open_deep(&d, &[]);
+    for n in &names {
+        mkdirat(&fd, n.as_str(), Mode::from_bits_truncate(0o755)).unwrap();
+        fd = openat(
+            &fd,
+            n.as_str(),
+            OFlag::O_DIRECTORY | OFlag::O_RDONLY,
+            Mode::empty(),
+        )
+        .unwrap();
+    }
+    let write = |fd: &std::os::fd::OwnedFd, name: &str, data: &[u8]| {
+        let f = openat(
+            fd,
+            name,
+            OFlag::O_CREAT | OFlag::O_WRONLY,
+            Mode::from_bits_truncate(0o640),
+        )
+        .unwrap();
+        std::io::Write::write_all(&mut std::fs::File::from(f), data).unwrap();
+    };
+    write(&fd, "bottom.bin", &pattern(3, 100_000));
+    nix::unistd::symlinkat("bottom.bin", &fd, "link").unwrap();
+    write(&open_deep(&d, &names[..20]), "middle.txt", b"middle");
+    let rep = r.save(&d, &[]);
+    let id = rep["save_set"].as_str().unwrap();
+    let longest = r
+        .objects(id)
+        .iter()
+        .map(|o| o["path"].as_str().unwrap().len())
+        .max()
+        .unwrap();
+    assert!(longest > 4096, "{longest}");
+    let to = r.p("dest");
+    let (code, v) = r.restore(id, &to, &[]);
+    assert_eq!(code, Some(0), "{v}");
+    let src = std::fs::canonicalize(&d).unwrap();
+    let base: Vec<String> = src
+        .strip_prefix("/")
+        .unwrap()
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let all: Vec<String> = base.iter().chain(names.iter()).cloned().collect();
+    let bottom = open_deep(&to, &all);
+    let f = openat(&bottom, "bottom.bin", OFlag::O_RDONLY, Mode::empty()).unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(f), &mut got).unwrap();
+    assert_eq!(got, pattern(3, 100_000));
+    assert_eq!(
+        nix::fcntl::readlinkat(&bottom, "link").unwrap(),
+        std::ffi::OsString::from("bottom.bin")
+    );
+    let mid = open_deep(&to, &all[..base.len() + 20]);
+    assert!(nix::sys::stat::fstatat(&mid, "middle.txt", nix::fcntl::AtFlags::empty()).is_ok());
+}

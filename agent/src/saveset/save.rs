@@ -492,6 +492,8 @@ struct Saver<'a> {
     seg: Segments<'a>,
     entries: u64,
     links: HashMap<(u64, u64), Vec<u8>>,
+    /// Paths of any length made usable (see [`walk::Access`]).
+    access: walk::Access,
     opts: &'a SaveOptions,
     info: &'a Info,
     progress: &'a Progress,
@@ -563,6 +565,7 @@ impl<'a> Saver<'a> {
             },
             entries: 0,
             links: HashMap::new(),
+            access: walk::Access::default(),
             opts,
             info,
             progress,
@@ -688,7 +691,11 @@ impl<'a> Saver<'a> {
         }
         if kind == Kind::Symlink {
             meta.target = std::os::unix::ffi::OsStrExt::as_bytes(
-                std::fs::read_link(abs).map_err(io(abs))?.as_os_str(),
+                self.access
+                    .path(abs)
+                    .and_then(|p| std::fs::read_link(&*p))
+                    .map_err(io(abs))?
+                    .as_os_str(),
             )
             .to_vec();
         }
@@ -704,7 +711,11 @@ impl<'a> Saver<'a> {
         // since it was listed is left out whole, with a warning.
         let mut opened = None;
         if meta.kind == Kind::File {
-            match file.map_or_else(|| walk::open_file(abs, md), Ok) {
+            let access = &mut self.access;
+            match file.map_or_else(
+                || access.path(abs).and_then(|p| walk::open_file(&p, md)),
+                Ok,
+            ) {
                 Ok(f) => opened = Some(f),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     self.warnings.push(format!(
@@ -722,7 +733,16 @@ impl<'a> Saver<'a> {
         if kind != Kind::Symlink {
             meta.xattrs = match xattrs {
                 Some(x) => x,
-                None => walk::read_xattrs(abs, opened.as_ref(), &mut self.warnings),
+                None => match self.access.path(abs) {
+                    Ok(p) => walk::read_xattrs(&p, opened.as_ref(), &mut self.warnings),
+                    Err(e) => {
+                        self.warnings.push(format!(
+                            "{}: extended attributes not read: {e}",
+                            abs.display()
+                        ));
+                        Vec::new()
+                    }
+                },
             };
         }
         let mut attempt = 0;
@@ -796,7 +816,11 @@ impl<'a> Saver<'a> {
     ) -> Result<(Option<[u8; 32]>, bool, u64)> {
         let f = match opened {
             Some(f) => f,
-            None => walk::open_file(abs, before).map_err(io(abs))?,
+            None => self
+                .access
+                .path(abs)
+                .and_then(|p| walk::open_file(&p, before))
+                .map_err(io(abs))?,
         };
         // As listed: a file changed since is caught after reading.
         let md0 = before;

@@ -1,7 +1,9 @@
 //! What a save reads: a directory tree (with include/exclude patterns), one file, or standard input.
 
+use std::borrow::Cow;
 use std::ffi::OsStr;
 use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -51,6 +53,71 @@ impl Filter {
     }
 }
 
+/// Paths at least this long are not handed to the kernel as they are (it
+/// refuses those over PATH_MAX, 4096 bytes): see [`Access`].
+const LONG_PATH: usize = 3840;
+
+/// Paths the kernel accepts for entries of a tree of any depth: a path as
+/// it is when short, else `/proc/self/fd/N/NAME` with N a descriptor of its
+/// directory, opened a piece of the path at a time (as the restore walks
+/// with `*at` calls). One directory is kept open: entries come directory by
+/// directory.
+#[derive(Default)]
+pub struct Access {
+    dir: Option<(PathBuf, OwnedFd)>,
+}
+
+impl Access {
+    /// A path for `abs` that is short enough to use.
+    pub fn path<'p>(&mut self, abs: &'p Path) -> std::io::Result<Cow<'p, Path>> {
+        if abs.as_os_str().len() < LONG_PATH {
+            return Ok(Cow::Borrowed(abs));
+        }
+        let (Some(dir), Some(name)) = (abs.parent(), abs.file_name()) else {
+            return Ok(Cow::Borrowed(abs));
+        };
+        if self.dir.as_ref().map(|(p, _)| p.as_path()) != Some(dir) {
+            self.dir = None;
+            self.dir = Some((dir.to_path_buf(), open_long_dir(dir)?));
+        }
+        let fd = self.dir.as_ref().expect("just opened").1.as_raw_fd();
+        Ok(Cow::Owned(
+            Path::new(&format!("/proc/self/fd/{fd}")).join(name),
+        ))
+    }
+}
+
+/// Opens directory `dir` (any length) for use as a path prefix, a piece
+/// shorter than [`LONG_PATH`] at a time.
+fn open_long_dir(dir: &Path) -> std::io::Result<OwnedFd> {
+    use nix::fcntl::{open, openat, OFlag};
+    use nix::sys::stat::Mode;
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut rest = dir.as_os_str().as_bytes();
+    let mut fd: Option<OwnedFd> = None;
+    while !rest.is_empty() {
+        let cut = if rest.len() < LONG_PATH {
+            rest.len()
+        } else {
+            match rest[..LONG_PATH].iter().rposition(|&b| b == b'/') {
+                Some(i) if i > 0 => i,
+                _ => return Err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG)),
+            }
+        };
+        let piece = OsStr::from_bytes(&rest[..cut]);
+        let next = match &fd {
+            None => open(piece, flags, Mode::empty()),
+            Some(d) => openat(d, piece, flags, Mode::empty()),
+        }?;
+        fd = Some(next);
+        rest = &rest[cut..];
+        while let Some(r) = rest.strip_prefix(b"/") {
+            rest = r;
+        }
+    }
+    fd.ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))
+}
+
 /// The path an object is stored under: its absolute path without the leading `/`.
 pub fn stored_path(abs: &Path) -> Vec<u8> {
     abs.as_os_str()
@@ -80,8 +147,11 @@ pub fn walk(root: &Path, filter: &Filter, visit: &mut Visit<'_>) -> Result<()> {
     visit(root, b"", &root_md)?;
     // A stack of directories still to list; each holds its sorted entries.
     let mut stack: Vec<(PathBuf, Vec<u8>, std::vec::IntoIter<std::ffi::OsString>)> = Vec::new();
-    let list = |dir: &Path| -> Result<std::vec::IntoIter<std::ffi::OsString>> {
-        let rd = std::fs::read_dir(dir)
+    let mut access = Access::default();
+    let mut list = |dir: &Path| -> Result<std::vec::IntoIter<std::ffi::OsString>> {
+        let rd = access
+            .path(dir)
+            .and_then(|p| std::fs::read_dir(&*p))
             .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
         let mut names = Vec::new();
         for e in rd {
@@ -99,6 +169,7 @@ pub fn walk(root: &Path, filter: &Filter, visit: &mut Visit<'_>) -> Result<()> {
     {
         stack.push((root.to_path_buf(), Vec::new(), list(root)?));
     }
+    let mut look = Access::default();
     while let Some((dir, rel, names)) = stack.last_mut() {
         let Some(name) = names.next() else {
             stack.pop();
@@ -113,7 +184,10 @@ pub fn walk(root: &Path, filter: &Filter, visit: &mut Visit<'_>) -> Result<()> {
         if filter.excluded(&r) {
             continue;
         }
-        let md = match std::fs::symlink_metadata(&path) {
+        let md = match look
+            .path(&path)
+            .and_then(|p| std::fs::symlink_metadata(&*p))
+        {
             Ok(m) => m,
             // Gone between listing and looking: it is simply not saved.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -222,13 +296,15 @@ pub fn walk_ahead(
             };
             // Per file system (device): whether its files live in memory anyway.
             let mut in_memory: Vec<(u64, bool)> = Vec::new();
+            let mut access = Access::default();
             let r = walk(root, filter, &mut |abs, rel, md| {
                 use std::os::unix::fs::MetadataExt;
                 if md.is_dir() && !in_memory.iter().any(|&(d, _)| d == md.dev()) {
-                    in_memory.push((md.dev(), memory_fs(abs)));
+                    let m = access.path(abs).is_ok_and(|p| memory_fs(&p));
+                    in_memory.push((md.dev(), m));
                 }
                 let file = if md.is_file() && changed_since(md, since) {
-                    open_file(abs, md).ok()
+                    access.path(abs).and_then(|p| open_file(&p, md)).ok()
                 } else {
                     None
                 };
