@@ -36,6 +36,20 @@ pub struct Config {
     /// Connections served at once; more wait in the listen queue.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Connections not (yet) of an accepted client (in their TLS handshake,
+    /// or of a pending, rejected or unknown certificate), in all; when
+    /// full, the oldest is closed for a newcomer.
+    #[serde(default = "default_max_waiting")]
+    pub max_waiting_connections: usize,
+    /// Of those, from one source address.
+    #[serde(default = "default_max_waiting_per_address")]
+    pub max_waiting_per_address: usize,
+    /// Seconds a TLS handshake may take.
+    #[serde(default = "default_handshake")]
+    pub handshake_timeout_secs: u64,
+    /// Seconds a connection that is not an accepted client's may stay idle.
+    #[serde(default = "default_waiting_idle")]
+    pub waiting_idle_timeout_secs: u64,
     /// A connection idle this long is closed.
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
@@ -72,6 +86,18 @@ fn default_group() -> String {
 }
 fn default_max_connections() -> usize {
     64
+}
+fn default_max_waiting() -> usize {
+    64
+}
+fn default_max_waiting_per_address() -> usize {
+    16
+}
+fn default_handshake() -> u64 {
+    5
+}
+fn default_waiting_idle() -> u64 {
+    10
 }
 fn default_idle() -> u64 {
     300
@@ -127,8 +153,17 @@ impl Config {
         if c.default_group.is_empty() {
             return Err(bad("default_group is empty".into()));
         }
-        if c.max_connections == 0 {
-            return Err(bad("max_connections must be at least 1".into()));
+        for (name, v) in [
+            ("max_connections", c.max_connections as u64),
+            ("max_waiting_connections", c.max_waiting_connections as u64),
+            ("max_waiting_per_address", c.max_waiting_per_address as u64),
+            ("handshake_timeout_secs", c.handshake_timeout_secs),
+            ("waiting_idle_timeout_secs", c.waiting_idle_timeout_secs),
+            ("idle_timeout_secs", c.idle_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(bad(format!("{name} must be at least 1")));
+            }
         }
         Ok(c)
     }

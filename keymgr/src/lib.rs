@@ -7,7 +7,9 @@
 //! - [`ops`]: the KMIP operations and lifecycle rules, a batch per transaction.
 //! - [`fault`]: result reasons and messages of failed operations.
 //! - [`private`]: its files 0600 and directories 0700, whatever the umask.
+//! - [`admission`]: connection slots, accepted clients apart from all others.
 
+pub mod admission;
 pub mod attrs;
 pub mod config;
 pub mod error;

@@ -721,6 +721,8 @@ fn serve(cfg: Config) -> Result<()> {
         keystore,
         trace: cfg.trace,
         idle: Duration::from_secs(cfg.idle_timeout_secs),
+        handshake: Duration::from_secs(cfg.handshake_timeout_secs),
+        waiting_idle: Duration::from_secs(cfg.waiting_idle_timeout_secs),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -14,9 +14,10 @@ use cinta_kmip::message::{answer_version, Request, Response, ResponseItem, Versi
 use cinta_kmip::ttlv::{self, Item};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission::{Gate, Limits, Ticket};
 use crate::audit::{Audit, Record};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -26,8 +27,6 @@ use crate::ops::{self, Caller};
 use crate::store::Store;
 use crate::tls::Identity;
 
-/// Time allowed for a TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed for the rest of a message once its header has arrived.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stopping server waits for connections to finish their message.
@@ -37,7 +36,12 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
 pub struct Shared {
     pub keystore: mpsc::Sender<Job>,
     pub trace: bool,
+    /// How long an accepted client's connection may stay idle.
     pub idle: Duration,
+    /// How long a TLS handshake may take.
+    pub handshake: Duration,
+    /// How long a connection that is not an accepted client's may stay idle.
+    pub waiting_idle: Duration,
 }
 
 /// Work for the keystore thread.
@@ -106,13 +110,14 @@ pub async fn serve(
 ) -> Result<()> {
     let tls = crate::tls::server_config(&cfg.tls.cert, &cfg.tls.key, &cfg.tls.client_ca)?;
     let acceptor = TlsAcceptor::from(tls);
-    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let gate = Gate::new(Limits {
+        accepted: cfg.max_connections,
+        waiting: cfg.max_waiting_connections,
+        per_address: cfg.max_waiting_per_address,
+    });
     tokio::pin!(stop);
     loop {
-        let permit = tokio::select! {
-            _ = &mut stop => break,
-            p = slots.clone().acquire_owned() => p.map_err(|e| Error::Tls(e.to_string()))?,
-        };
+        // Every connection is accepted at once: which one stays is the gate's.
         let (tcp, peer) = tokio::select! {
             _ = &mut stop => break,
             r = listener.accept() => match r {
@@ -124,31 +129,48 @@ pub async fn serve(
                 }
             },
         };
+        let mut ticket = gate.admit(peer.ip());
         let acceptor = acceptor.clone();
         let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(tcp, acceptor, shared).await {
+            if let Err(e) = connection(tcp, acceptor, shared, &mut ticket).await {
                 tracing::info!(%peer, error = %e, "connection closed");
             }
-            drop(permit);
+            drop(ticket);
         });
     }
     tracing::info!(
         "stopping: waiting up to {:?} for connections to finish",
         DRAIN_GRACE
     );
-    let all = cfg.max_connections as u32;
-    let _ = tokio::time::timeout(DRAIN_GRACE, slots.acquire_many(all)).await;
+    let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+    while gate.live() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     Ok(())
 }
 
-async fn connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Shared>) -> Result<()> {
+/// Why a connection that is not an accepted client's was closed for a newcomer.
+fn gave_way(peer: &str) -> Error {
+    Error::Tls(format!(
+        "{peer}: closed to make room: too many connections that are not of an accepted client"
+    ))
+}
+
+async fn connection(
+    tcp: TcpStream,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    ticket: &mut Ticket,
+) -> Result<()> {
     let _ = tcp.set_nodelay(true);
     let peer = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-        .await
-        .map_err(|_| Error::Tls(format!("{peer}: handshake timed out")))?
-        .map_err(|e| Error::Tls(format!("{peer}: handshake: {e}")))?;
+    let mut tls = tokio::select! {
+        r = tokio::time::timeout(shared.handshake, acceptor.accept(tcp)) => r
+            .map_err(|_| Error::Tls(format!("{peer}: handshake timed out")))?
+            .map_err(|e| Error::Tls(format!("{peer}: handshake: {e}")))?,
+        _ = ticket.evicted() => return Err(gave_way(&peer)),
+    };
     let cert = tls
         .get_ref()
         .1
@@ -170,10 +192,26 @@ async fn connection(tcp: TcpStream, acceptor: TlsAcceptor, shared: Arc<Shared>) 
         .await
         .map_err(|_| Error::Busy("the keystore thread has stopped".into()))??;
     tracing::info!(%peer, client = %id.fingerprint, subject = %id.subject, group = %c.group, status = %c.status, "client connected");
+    // Only an accepted client leaves the waiting pool (a certificate
+    // accepted while connected stays there until it connects again).
+    let idle = if c.status == "accepted" {
+        if let Err(n) = ticket.promote() {
+            return Err(Error::Busy(format!(
+                "{peer}: the server holds its {n} connections of accepted clients (max_connections)"
+            )));
+        }
+        shared.idle
+    } else {
+        shared.waiting_idle
+    };
     let mut header = [0u8; ttlv::HEADER];
     loop {
-        match tokio::time::timeout(shared.idle, tls.read_exact(&mut header)).await {
-            Err(_) => return Err(Error::Tls(format!("{peer}: idle for {:?}", shared.idle))),
+        let read = tokio::select! {
+            r = tokio::time::timeout(idle, tls.read_exact(&mut header)) => r,
+            _ = ticket.evicted() => return Err(gave_way(&peer)),
+        };
+        match read {
+            Err(_) => return Err(Error::Tls(format!("{peer}: idle for {idle:?}"))),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Ok(Err(e)) => return Err(Error::io(format!("{peer}: read"), e)),
             Ok(Ok(_)) => {}
