@@ -89,6 +89,14 @@ impl Rig {
         v["report"].clone()
     }
     fn restore(&self, id: &str, to: &Path, extra: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let o = self.restore_plain(id, to, &[&["--json"], extra].concat());
+        let v = serde_json::from_slice(&o.stdout).unwrap_or_else(
+            |_| serde_json::json!({ "stderr": String::from_utf8_lossy(&o.stderr) }),
+        );
+        (o.status.code(), v)
+    }
+    /// A restore, its output as it is.
+    fn restore_plain(&self, id: &str, to: &Path, extra: &[&str]) -> Output {
         let mut a = vec![
             "restore",
             &self.lib,
@@ -98,14 +106,9 @@ impl Rig {
             id,
             "--to",
             to.to_str().unwrap(),
-            "--json",
         ];
         a.extend_from_slice(extra);
-        let o = agent(&a);
-        let v = serde_json::from_slice(&o.stdout).unwrap_or_else(
-            |_| serde_json::json!({ "stderr": String::from_utf8_lossy(&o.stderr) }),
-        );
-        (o.status.code(), v)
+        agent(&a)
     }
     fn verify(&self, id: &str) -> (Option<i32>, String) {
         let o = agent(&[
@@ -958,16 +961,7 @@ fn a_restore_never_writes_outside_its_destination() {
     let first = src.strip_prefix("/").unwrap().components().next().unwrap();
     std::fs::create_dir_all(&to).unwrap();
     std::os::unix::fs::symlink(&outside, to.join(first)).unwrap();
-    let o = agent(&[
-        "restore",
-        &r.lib,
-        "--key-file",
-        &r.key,
-        "--save-set",
-        id,
-        "--to",
-        to.to_str().unwrap(),
-    ]);
+    let o = r.restore_plain(id, &to, &[]);
     let out = String::from_utf8_lossy(&o.stdout);
     // Nothing could be written: every object lies below the symlink.
     assert_eq!(o.status.code(), Some(1), "{out}");
@@ -1014,16 +1008,7 @@ fn a_restore_goes_on_past_what_it_cannot_write_and_links_become_copies() {
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::create_dir_all(to.join(&rel)).unwrap();
     std::os::unix::fs::symlink(&outside, to.join(&rel).join("a-trap")).unwrap();
-    let o = agent(&[
-        "restore",
-        &r.lib,
-        "--key-file",
-        &r.key,
-        "--save-set",
-        id,
-        "--to",
-        to.to_str().unwrap(),
-    ]);
+    let o = r.restore_plain(id, &to, &[]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
         o.status.code(),
@@ -1066,18 +1051,11 @@ fn a_restore_goes_on_past_what_it_cannot_write_and_links_become_copies() {
     // Directory metadata applied after the failures.
     let m = std::fs::metadata(got.join("b-ok")).unwrap();
     assert_eq!((m.mode() & 0o7777, m.mtime()), (0o750, 1_500_000_000));
-    let o2 = agent(&[
-        "restore",
-        &r.lib,
-        "--key-file",
-        &r.key,
-        "--save-set",
+    let o2 = r.restore_plain(
         id,
-        "--to",
-        r.p("dest2").to_str().unwrap(),
-        "--select",
-        &format!("{}/b-ok", rel.display()),
-    ]);
+        &r.p("dest2"),
+        &["--select", &format!("{}/b-ok", rel.display())],
+    );
     // A hard link whose file is not selected: a copy of the data, and exit 0.
     let out2 = String::from_utf8_lossy(&o2.stdout);
     assert_eq!(o2.status.code(), Some(0), "{out2}");
@@ -1404,10 +1382,7 @@ mod damage {
             write_image(&img, &objs);
             let to = p.rig.p("out");
             let _ = std::fs::remove_dir_all(&to);
-            let o = agent(&[
-                "restore", &p.rig.lib, "--key-file", &p.rig.key, "--save-set", &p.id,
-                "--to", to.to_str().unwrap(), "--json",
-            ]);
+            let o = p.rig.restore_plain(&p.id, &to, &["--json"]);
             let err = String::from_utf8_lossy(&o.stderr);
             prop_assert!(!err.contains("panicked"), "{err}");
             prop_assert!(matches!(o.status.code(), Some(0 | 1 | 3)), "{:?} {err}", o.status);

@@ -481,6 +481,37 @@ impl Writer {
         }
     }
 
+    /// A symlink, FIFO or device node made under its temporary name gets
+    /// its owner, `mode` (not for a symlink), times, then its name.
+    fn name_node(&self, c: &Current, m: &Meta, mode: Option<Mode>) -> Result<()> {
+        if self.owners {
+            let _ = fchownat(
+                &c.parent,
+                c.tmp.as_slice(),
+                Some(Uid::from_raw(m.uid)),
+                Some(Gid::from_raw(m.gid)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            );
+        }
+        if let Some(mode) = mode {
+            let _ = fchmodat(
+                &c.parent,
+                c.tmp.as_slice(),
+                mode,
+                FchmodatFlags::FollowSymlink,
+            );
+        }
+        let _ = utimensat(
+            &c.parent,
+            c.tmp.as_slice(),
+            &ts(m.atime),
+            &ts(m.mtime),
+            UtimensatFlags::NoFollowSymlink,
+        );
+        renameat(&c.parent, c.tmp.as_slice(), &c.parent, c.name.as_slice())
+            .map_err(|e| self.os(&m.path, e))
+    }
+
     /// Gives a whole object its name and metadata. False: a hard link
     /// whose file is not in the destination, kept for a copy of the data.
     fn name_object(&mut self, c: &mut Current, e: &Entry) -> Result<bool> {
@@ -513,24 +544,7 @@ impl Writer {
                 let _ = unlinkat(&c.parent, c.tmp.as_slice(), UnlinkatFlags::NoRemoveDir);
                 symlinkat(m.target.as_slice(), &c.parent, c.tmp.as_slice())
                     .map_err(|e| self.os(&m.path, e))?;
-                if self.owners {
-                    let _ = fchownat(
-                        &c.parent,
-                        c.tmp.as_slice(),
-                        Some(Uid::from_raw(m.uid)),
-                        Some(Gid::from_raw(m.gid)),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    );
-                }
-                let _ = utimensat(
-                    &c.parent,
-                    c.tmp.as_slice(),
-                    &ts(m.atime),
-                    &ts(m.mtime),
-                    UtimensatFlags::NoFollowSymlink,
-                );
-                renameat(&c.parent, c.tmp.as_slice(), &c.parent, c.name.as_slice())
-                    .map_err(|e| self.os(&m.path, e))?;
+                self.name_node(c, m, None)?;
             }
             Kind::Fifo | Kind::CharDevice | Kind::BlockDevice => {
                 let (sflag, dev) = match m.kind {
@@ -551,31 +565,8 @@ impl Writer {
                 let _ = unlinkat(&c.parent, c.tmp.as_slice(), UnlinkatFlags::NoRemoveDir);
                 mknodat(&c.parent, c.tmp.as_slice(), sflag, mode, dev)
                     .map_err(|e| self.os(&m.path, e))?;
-                if self.owners {
-                    let _ = fchownat(
-                        &c.parent,
-                        c.tmp.as_slice(),
-                        Some(Uid::from_raw(m.uid)),
-                        Some(Gid::from_raw(m.gid)),
-                        AtFlags::AT_SYMLINK_NOFOLLOW,
-                    );
-                }
-                // Made under the umask: its mode set exactly (it is no symlink).
-                let _ = fchmodat(
-                    &c.parent,
-                    c.tmp.as_slice(),
-                    mode,
-                    FchmodatFlags::FollowSymlink,
-                );
-                let _ = utimensat(
-                    &c.parent,
-                    c.tmp.as_slice(),
-                    &ts(m.atime),
-                    &ts(m.mtime),
-                    UtimensatFlags::NoFollowSymlink,
-                );
-                renameat(&c.parent, c.tmp.as_slice(), &c.parent, c.name.as_slice())
-                    .map_err(|e| self.os(&m.path, e))?;
+                // Made under the umask: its mode set exactly.
+                self.name_node(c, m, Some(mode))?;
             }
             Kind::HardLink => {
                 super::format::check_path(&m.target)?;
