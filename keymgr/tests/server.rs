@@ -1105,3 +1105,240 @@ fn idle_sockets_slow_handshakes_and_pending_clients_never_keep_an_accepted_clien
         .count();
     assert_eq!(closed, held.len());
 }
+
+/// An attribute's value in a Get Attributes answer (1.x: by name; 2.0: by tag).
+fn attr_value(p: &[Item], name: &str, tag2: u32) -> Option<Value> {
+    if let Some(all) = p.iter().find(|i| i.tag == tag::ATTRIBUTES) {
+        return all
+            .children()
+            .iter()
+            .find(|i| i.tag == tag2)
+            .map(|i| i.value.clone());
+    }
+    p.iter()
+        .filter(|i| i.tag == tag::ATTRIBUTE)
+        .find(|i| {
+            i.child(tag::ATTRIBUTE_NAME)
+                .is_some_and(|n| n.value == Value::TextString(name.into()))
+        })
+        .and_then(|i| i.child(tag::ATTRIBUTE_VALUE))
+        .map(|i| i.value.clone())
+}
+
+/// A boolean attribute set by Modify Attribute, as `v` spells it.
+fn set_flag(c: &mut Client, v: Version, uid: &str, name: &str, t: u32, on: bool) {
+    let a = if v.major >= 2 {
+        Item::new(
+            tag::NEW_ATTRIBUTE,
+            Value::Structure(vec![Item::new(t, Value::Boolean(on))]),
+        )
+    } else {
+        Item::new(
+            tag::ATTRIBUTE,
+            Value::Structure(vec![
+                Item::new(tag::ATTRIBUTE_NAME, Value::TextString(name.into())),
+                Item::new(tag::ATTRIBUTE_VALUE, Value::Boolean(on)),
+            ]),
+        )
+    };
+    c.call(op::MODIFY_ATTRIBUTE, vec![uid_item(uid), a])
+        .unwrap();
+}
+
+#[test]
+fn digest_freshness_and_extractability_are_kept_at_every_version() {
+    let kms = Kms::serving();
+    drop(kms.accepted("lib", "default", Version::new(1, 0)));
+    for v in VERSIONS {
+        let minor = if v.major >= 2 { 99 } else { v.minor };
+        let mut c = Client::new(kms.client_config("lib", v)).unwrap();
+        let uid = c.create_active_aes256(&format!("tape-{v}"), &[]).unwrap();
+        // Listed by Get Attribute List; sent when asked for by name (a Get
+        // Attributes of all leaves them out, as test case TL-M-3 expects).
+        let names = [
+            ("Fresh", tag::FRESH),
+            ("Digest", tag::DIGEST),
+            ("Original Creation Date", tag::ORIGINAL_CREATION_DATE),
+            ("Random Number Generator", tag::RANDOM_NUMBER_GENERATOR),
+            ("Sensitive", tag::SENSITIVE),
+            ("Always Sensitive", tag::ALWAYS_SENSITIVE),
+            ("Extractable", tag::EXTRACTABLE),
+            ("Never Extractable", tag::NEVER_EXTRACTABLE),
+        ];
+        let attrs = |c: &mut Client| {
+            let mut p = vec![uid_item(&uid)];
+            for (n, t) in names {
+                p.push(if v.major >= 2 {
+                    Item::new(tag::ATTRIBUTE_REFERENCE, Value::Enumeration(t))
+                } else {
+                    Item::new(tag::ATTRIBUTE_NAME, Value::TextString(n.into()))
+                });
+            }
+            c.call(op::GET_ATTRIBUTES, p).unwrap()
+        };
+        let listed = format!(
+            "{:?}",
+            c.call(op::GET_ATTRIBUTE_LIST, vec![uid_item(&uid)])
+                .unwrap()
+        );
+        let all = c.call(op::GET_ATTRIBUTES, vec![uid_item(&uid)]).unwrap();
+        assert_eq!(attr_value(&all, "Digest", tag::DIGEST), None, "{v}");
+        if v.major < 2 {
+            for (n, _) in &names[1..3] {
+                if *n != "Original Creation Date" || v.minor >= 2 {
+                    assert!(listed.contains(n), "{v}: {n} not listed: {listed}");
+                }
+            }
+        }
+        let before = attrs(&mut c);
+        if minor >= 1 {
+            assert_eq!(
+                attr_value(&before, "Fresh", tag::FRESH),
+                Some(Value::Boolean(true)),
+                "{v}"
+            );
+        }
+        let key = c.get_key(&uid).unwrap();
+        let after = attrs(&mut c);
+        if minor >= 1 {
+            // Served once: no longer fresh.
+            assert_eq!(
+                attr_value(&after, "Fresh", tag::FRESH),
+                Some(Value::Boolean(false)),
+                "{v}"
+            );
+        }
+        // Digest: SHA-256 of the key as it is served (Raw).
+        let digest = match attr_value(&after, "Digest", tag::DIGEST) {
+            Some(Value::Structure(d)) => d,
+            other => panic!("{v}: Digest {other:?}"),
+        };
+        let value = digest.iter().find(|i| i.tag == tag::DIGEST_VALUE).unwrap();
+        assert_eq!(
+            value.value,
+            Value::ByteString(
+                ring::digest::digest(&ring::digest::SHA256, &key)
+                    .as_ref()
+                    .to_vec()
+            ),
+            "{v}"
+        );
+        let has = |name: &str, t: u32| attr_value(&after, name, t).is_some();
+        assert_eq!(
+            has("Original Creation Date", tag::ORIGINAL_CREATION_DATE),
+            minor >= 2,
+            "{v}"
+        );
+        assert_eq!(
+            has("Random Number Generator", tag::RANDOM_NUMBER_GENERATOR),
+            minor >= 3,
+            "{v}"
+        );
+        for (name, t, want) in [
+            ("Sensitive", tag::SENSITIVE, false),
+            ("Always Sensitive", tag::ALWAYS_SENSITIVE, false),
+            ("Extractable", tag::EXTRACTABLE, true),
+            ("Never Extractable", tag::NEVER_EXTRACTABLE, false),
+        ] {
+            let got = attr_value(&after, name, t);
+            if minor >= 4 {
+                assert_eq!(got, Some(Value::Boolean(want)), "{v} {name}");
+            } else {
+                assert_eq!(got, None, "{v}: {name} is not {v}'s");
+            }
+        }
+        if minor < 4 {
+            continue;
+        }
+        // A key made Sensitive, or not Extractable, is no longer served.
+        set_flag(&mut c, v, &uid, "Sensitive", tag::SENSITIVE, true);
+        let e = c.get_key(&uid).unwrap_err().to_string();
+        assert!(e.contains("Sensitive"), "{v}: {e}");
+        set_flag(&mut c, v, &uid, "Sensitive", tag::SENSITIVE, false);
+        set_flag(&mut c, v, &uid, "Extractable", tag::EXTRACTABLE, false);
+        let e = c.get_key(&uid).unwrap_err().to_string();
+        assert!(
+            e.contains("NotExtractable") && e.contains("not Extractable"),
+            "{v}: {e}"
+        );
+        let now = attrs(&mut c);
+        // It was extractable once, and was never sensitive throughout.
+        assert_eq!(
+            attr_value(&now, "Never Extractable", tag::NEVER_EXTRACTABLE),
+            Some(Value::Boolean(false)),
+            "{v}"
+        );
+        assert_eq!(
+            attr_value(&now, "Always Sensitive", tag::ALWAYS_SENSITIVE),
+            Some(Value::Boolean(false)),
+            "{v}"
+        );
+    }
+    // Made Sensitive and unextractable from the start (2.0): always and never so,
+    // until a client changes it.
+    let v = Version::new(2, 0);
+    let mut c = Client::new(kms.client_config("lib", v)).unwrap();
+    let p = c
+        .call(
+            op::CREATE,
+            vec![
+                Item::new(
+                    tag::OBJECT_TYPE,
+                    Value::Enumeration(cinta_kmip::spec::object_type::SYMMETRIC_KEY as u32),
+                ),
+                Item::new(
+                    tag::ATTRIBUTES,
+                    Value::Structure(vec![
+                        Item::new(
+                            tag::CRYPTOGRAPHIC_ALGORITHM,
+                            Value::Enumeration(
+                                cinta_kmip::spec::cryptographic_algorithm::AES as u32,
+                            ),
+                        ),
+                        Item::new(tag::CRYPTOGRAPHIC_LENGTH, Value::Integer(256)),
+                        Item::new(tag::SENSITIVE, Value::Boolean(true)),
+                        Item::new(tag::EXTRACTABLE, Value::Boolean(false)),
+                    ]),
+                ),
+            ],
+        )
+        .unwrap();
+    let uid = p
+        .iter()
+        .find_map(|i| match (&i.tag, &i.value) {
+            (&t, Value::TextString(s)) if t == tag::UNIQUE_IDENTIFIER => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let flags = vec![
+        uid_item(&uid),
+        Item::new(
+            tag::ATTRIBUTE_REFERENCE,
+            Value::Enumeration(tag::ALWAYS_SENSITIVE),
+        ),
+        Item::new(
+            tag::ATTRIBUTE_REFERENCE,
+            Value::Enumeration(tag::NEVER_EXTRACTABLE),
+        ),
+    ];
+    let a = c.call(op::GET_ATTRIBUTES, flags.clone()).unwrap();
+    assert_eq!(
+        attr_value(&a, "", tag::ALWAYS_SENSITIVE),
+        Some(Value::Boolean(true))
+    );
+    assert_eq!(
+        attr_value(&a, "", tag::NEVER_EXTRACTABLE),
+        Some(Value::Boolean(true))
+    );
+    set_flag(&mut c, v, &uid, "Sensitive", tag::SENSITIVE, false);
+    set_flag(&mut c, v, &uid, "Extractable", tag::EXTRACTABLE, true);
+    let a = c.call(op::GET_ATTRIBUTES, flags.clone()).unwrap();
+    assert_eq!(
+        attr_value(&a, "", tag::ALWAYS_SENSITIVE),
+        Some(Value::Boolean(false))
+    );
+    assert_eq!(
+        attr_value(&a, "", tag::NEVER_EXTRACTABLE),
+        Some(Value::Boolean(false))
+    );
+}

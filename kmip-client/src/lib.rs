@@ -542,6 +542,8 @@ fn reason_name(r: Option<u32>) -> String {
         R::KeyFormatTypeNotSupported,
         R::KeyCompressionTypeNotSupported,
         R::KeyValueNotPresent,
+        R::Sensitive,
+        R::NotExtractable,
         R::ObjectAlreadyExists,
         R::AttributeNotFound,
         R::AttributeReadOnly,

@@ -110,6 +110,10 @@ pub enum ResultReason {
     /// KMIP 1.2.
     KeyValueNotPresent = 0x13,
     /// KMIP 1.4.
+    Sensitive = 0x16,
+    /// KMIP 1.4.
+    NotExtractable = 0x17,
+    /// KMIP 1.4.
     ObjectAlreadyExists = 0x18,
     /// KMIP 2.0.
     AttributeNotFound = 0x21,
@@ -136,6 +140,7 @@ impl ResultReason {
         match self {
             KeyValueNotPresent if minor < 2 => PermissionDenied,
             ObjectAlreadyExists if minor < 4 => IllegalOperation,
+            Sensitive | NotExtractable if minor < 4 => PermissionDenied,
             AttributeNotFound if minor < 99 => ItemNotFound,
             AttributeReadOnly | WrongKeyLifecycleState if minor < 99 => PermissionDenied,
             // 1.x has no Object Destroyed: the object is gone, as far as a 1.x client can tell.

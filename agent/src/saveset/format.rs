@@ -807,6 +807,25 @@ mod tests {
         fn arbitrary_streams_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
             fuzz_parse(&bytes);
             let _ = decode_entry(&bytes);
+            if let Some(i) = find_object_record(&bytes) {
+                prop_assert_eq!(bytes[i], b'O');
+            }
+        }
+
+        /// After bytes that hold no object record, the first object record
+        /// is found where it starts, and parsing from there reads it.
+        #[test]
+        fn the_first_object_record_is_found_after_lost_bytes(
+            junk in proptest::collection::vec(any::<u8>().prop_filter("no O", |b| *b != b'O'), 0..300),
+            m in meta(),
+        ) {
+            let mut b = junk.clone();
+            put_object(&m, &mut b).unwrap();
+            put_end(&[1; 32], 0, &mut b);
+            prop_assert_eq!(find_object_record(&b), Some(junk.len()));
+            let mut p = Parser::at(junk.len() as u64);
+            let mut input = &b[junk.len()..];
+            prop_assert_eq!(p.next(&mut input).unwrap(), Some(Event::Object(m)));
         }
     }
 
