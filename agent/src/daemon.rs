@@ -849,7 +849,8 @@ async fn run_job(
     let needs_library = !(job.entries.is_empty()
         && job.expire.is_empty()
         && job.eject.is_empty()
-        && job.import.is_empty());
+        && job.import.is_empty()
+        && job.restores.is_empty());
     if lib.is_none() && needs_library {
         problems.push(format!("this agent has no library named {:?}", job.library));
     }
@@ -919,6 +920,38 @@ async fn run_job(
         stop.notify_one();
         let _ = forwarder.await;
     }
+    let mut restores = Vec::new();
+    if let (true, Some(lib)) = (go && !job.restores.is_empty(), lib) {
+        for r in &job.restores {
+            match restore_save_set(c, lib, r).await {
+                Ok(o) => {
+                    if !o.failed.is_empty() || !o.damaged.is_empty() {
+                        problems.push(format!(
+                            "restore of save set {} into {}: {} objects failed, {} damaged blocks (first: {})",
+                            r.save_set,
+                            r.to,
+                            o.failed.len(),
+                            o.damaged.len(),
+                            o.failed.first().or(o.damaged.first()).cloned().unwrap_or_default()
+                        ));
+                    } else {
+                        notes.push(format!(
+                            "save set {}: {} objects restored into {}, digests verified",
+                            r.save_set, o.objects, r.to
+                        ));
+                    }
+                    restores.push(o);
+                }
+                Err(m) => {
+                    problems.push(format!(
+                        "restore of save set {} into {}: {m}",
+                        r.save_set, r.to
+                    ));
+                    break;
+                }
+            }
+        }
+    }
     if let (true, Some(lib)) = (go && !job.expire.is_empty(), lib) {
         for id in &job.expire {
             if let Err(m) = expire_save_set(c, lib, id, job.shred).await {
@@ -975,7 +1008,72 @@ async fn run_job(
         job_id: job.job_id,
         save_sets: sets,
         output,
+        restores,
     }
+}
+
+/// Restores objects of a save set (`cinta-agent restore`, the names
+/// handed over in a file), and says what came of it. Every object written
+/// had its digest checked against the save set's index on the way.
+async fn restore_save_set(
+    c: &AgentConfig,
+    lib: &LibraryRef,
+    r: &pb::RestoreItem,
+) -> std::result::Result<pb::RestoreOutcome, String> {
+    let mut names = tempfile::NamedTempFile::new().map_err(|e| format!("a temporary file: {e}"))?;
+    {
+        use std::io::Write;
+        for s in &r.select {
+            writeln!(names, "{s}").map_err(|e| format!("a temporary file: {e}"))?;
+        }
+    }
+    let mut cmd = this_program()?;
+    cmd.arg("restore")
+        .arg(&lib.path)
+        .arg("--save-set")
+        .arg(&r.save_set)
+        .arg("--to")
+        .arg(&r.to)
+        .arg("--json")
+        .arg("--existing")
+        .arg(if r.replace { "replace" } else { "keep" });
+    if !r.select.is_empty() {
+        cmd.arg("--select-from").arg(names.path());
+    }
+    key_args(c, &mut cmd);
+    let out = cmd
+        .output()
+        .await
+        .map_err(|e| format!("cannot start: {e}"))?;
+    let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+        Ok(v) => v,
+        Err(_) => return Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+    };
+    let report = &v["report"];
+    let texts = |x: &serde_json::Value| -> Vec<String> {
+        x.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|i| match i {
+                        serde_json::Value::Array(p) => format!(
+                            "{}: {}",
+                            p.first().and_then(|s| s.as_str()).unwrap_or(""),
+                            p.get(1).and_then(|s| s.as_str()).unwrap_or("")
+                        ),
+                        other => other.as_str().unwrap_or_default().to_string(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(pb::RestoreOutcome {
+        save_set: r.save_set.clone(),
+        to: r.to.clone(),
+        objects: report["ok"].as_u64().unwrap_or(0),
+        bytes: report["bytes"].as_u64().unwrap_or(0),
+        failed: texts(&report["failed"]),
+        damaged: texts(&report["damaged"]),
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `cintactl`: the operations console: agents, jobs, run a control group now, cancel; `--json` for scripts.
 
 mod connect;
+mod restore;
 mod time;
 mod watch;
 
@@ -121,6 +122,11 @@ enum Cmd {
     Close { what: String },
     /// Give an LPAR a role (failover: the contingency LPAR becomes production); control groups follow roles.
     SwitchRole { lpar: String, role: String },
+    /// Restore requests: request, list, show, close.
+    Restore {
+        #[command(subcommand)]
+        what: restore::RestoreCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -323,7 +329,9 @@ async fn run(cli: Cli) -> Result<i32> {
         timeout: Duration::from_secs(cli.timeout.max(1)),
     })
     .await?;
-    let needs_zone = !cli.json || matches!(&cli.cmd, Cmd::Find { at: Some(_), .. });
+    let needs_zone = !cli.json
+        || matches!(&cli.cmd, Cmd::Find { at: Some(_), .. })
+        || matches!(&cli.cmd, Cmd::Restore { what } if what.reads_time());
     time::set_zone(if cli.utc {
         time::Zone::Utc
     } else if let Some(z) = time::zone_from_env() {
@@ -337,6 +345,7 @@ async fn run(cli: Cli) -> Result<i32> {
         time::Zone::Utc
     });
     match &cli.cmd {
+        Cmd::Restore { what } => return restore::run(&mut c, what, cli.json).await,
         Cmd::Agents => {
             let a = c
                 .list_agents(pb::ListAgentsRequest {})

@@ -60,6 +60,19 @@ pub struct Assignment {
     /// Write only on cartridges of this media class ("" any).
     #[serde(default)]
     pub media_class: String,
+    /// Objects to restore (a restore request's job).
+    #[serde(default)]
+    pub restores: Vec<RestoreItem>,
+}
+
+/// Objects of one save set restored into a directory of the agent's host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreItem {
+    pub save_set: String,
+    /// Stored names as `ls` prints them.
+    pub select: Vec<String>,
+    pub to: String,
+    pub replace: bool,
 }
 
 /// One entry of a job: a path (with include/exclude), or an IBM i library
@@ -91,6 +104,7 @@ impl Assignment {
             eject: vec![],
             import: vec![],
             media_class: String::new(),
+            restores: vec![],
         }
     }
 }
@@ -325,6 +339,11 @@ pub trait Catalog: Send {
     /// A small persistent value (scheduler position, tonight's record).
     fn meta(&self, key: &str) -> Result<Option<String>>;
     fn set_meta(&mut self, key: &str, value: &str) -> Result<()>;
+    /// Records a restore request (its record as JSON), open or closed.
+    fn put_restore(&mut self, id: &str, created: i64, open: bool, body: &str) -> Result<()>;
+    /// Restore requests (only the open ones unless `all`), oldest first.
+    fn restores(&self, all: bool) -> Result<Vec<String>>;
+    fn restore(&self, id: &str) -> Result<Option<String>>;
     /// Role switches in force, as (LPAR, role).
     fn roles(&self) -> Result<Vec<(String, String)>>;
     fn set_roles(&mut self, roles: &[(String, String)]) -> Result<()>;
@@ -418,6 +437,12 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE TABLE IF NOT EXISTS claims (
     save_set TEXT PRIMARY KEY,
     job TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS restores (
+    id TEXT PRIMARY KEY,
+    created BIGINT NOT NULL,
+    open BIGINT NOT NULL,
+    body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS claims_by_job ON claims (job);
 CREATE INDEX IF NOT EXISTS objects_by_path ON objects (path, created);
@@ -866,6 +891,33 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
             .map(Val::text))
     }
 
+    fn put_restore(&mut self, id: &str, created: i64, open: bool, body: &str) -> Result<()> {
+        self.exec1(
+            "INSERT INTO restores (id, created, open, body) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO UPDATE SET open = ?3, body = ?4",
+            vec![id.into(), created.into(), i64::from(open).into(), body.into()],
+        )
+    }
+
+    fn restores(&self, all: bool) -> Result<Vec<String>> {
+        let sql = if all {
+            "SELECT body FROM restores ORDER BY created, id"
+        } else {
+            "SELECT body FROM restores WHERE open = 1 ORDER BY created, id"
+        };
+        Ok(self
+            .db
+            .rows(sql, &[])?
+            .into_iter()
+            .filter_map(|mut r| r.pop().map(Val::text))
+            .collect())
+    }
+
+    fn restore(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .value("SELECT body FROM restores WHERE id = ?1", &[id.into()])?
+            .map(Val::text))
+    }
+
     fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
         self.exec1(
             "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = ?2",
@@ -1089,6 +1141,17 @@ pub fn conformance(c: &mut dyn Catalog) {
     c.set_meta("k", "1").unwrap();
     c.set_meta("k", "2").unwrap();
     assert_eq!(c.meta("k").unwrap().as_deref(), Some("2"));
+    // Restore requests: open ones listed alone, a closed one kept.
+    c.put_restore("R2", 20, true, "{\"n\":2}").unwrap();
+    c.put_restore("R1", 10, true, "{\"n\":1}").unwrap();
+    c.put_restore("R1", 10, false, "{\"n\":11}").unwrap();
+    assert_eq!(c.restores(false).unwrap(), vec!["{\"n\":2}".to_string()]);
+    assert_eq!(
+        c.restores(true).unwrap(),
+        vec!["{\"n\":11}".to_string(), "{\"n\":2}".to_string()]
+    );
+    assert_eq!(c.restore("R1").unwrap().as_deref(), Some("{\"n\":11}"));
+    assert_eq!(c.restore("R3").unwrap(), None);
     c.set_roles(&[
         ("CONT1".into(), "production".into()),
         ("PROD1".into(), "contingency".into()),

@@ -56,6 +56,30 @@ pub struct Config {
     /// roles. Any other certificate, an agent's included, is refused at the console.
     #[serde(default, rename = "operator")]
     pub operators: Vec<crate::access::Operator>,
+    /// Restore requests.
+    #[serde(default)]
+    pub restore: RestorePolicy,
+}
+
+/// How restore requests are served.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestorePolicy {
+    /// Attempts at a restore before the request fails (each is kept).
+    #[serde(default = "default_restore_attempts")]
+    pub attempts: u32,
+}
+
+impl Default for RestorePolicy {
+    fn default() -> RestorePolicy {
+        RestorePolicy {
+            attempts: default_restore_attempts(),
+        }
+    }
+}
+
+fn default_restore_attempts() -> u32 {
+    2
 }
 
 /// The IBM i bridge: command templates the agent runs to save a library.
@@ -509,6 +533,9 @@ impl Config {
     /// What would only fail at night: duplicate names, a contingency plan
     /// no LPAR can carry out, empty commands, operators that would be agents.
     fn check_night_and_names(&self) -> std::result::Result<(), String> {
+        if self.restore.attempts == 0 {
+            return Err("restore.attempts must be at least 1".into());
+        }
         if self.heartbeat_seconds == 0 {
             return Err("heartbeat_seconds must be at least 1".into());
         }

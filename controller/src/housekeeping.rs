@@ -1,4 +1,4 @@
-//! The scheduler's tick, a few times a second: schedules due, tonight's night, and every few seconds the sweeps (media jobs, lost agents, retention).
+//! The scheduler's tick, a few times a second: schedules due, tonight's night, and every few seconds the sweeps (media jobs, lost agents, retention, restore requests).
 
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ pub fn tick(state: &State) {
         crate::media::media_jobs(state, now);
         crate::liveness::sweep_lost_agents(state, now);
         crate::retention::sweep(state, now);
+        crate::restores::tick(state);
     }
     if now > last {
         let _ = state.catalog().set_meta(LAST_KEY, &now.to_string());

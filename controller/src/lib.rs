@@ -27,6 +27,7 @@ pub mod media;
 pub mod metrics;
 pub mod moves;
 pub mod night;
+pub mod restores;
 pub mod retention;
 pub mod state;
 

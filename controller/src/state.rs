@@ -239,6 +239,7 @@ impl State {
             shred: false,
             eject: vec![],
             import: vec![],
+            restores: vec![],
         };
         self.queue_job(&g.name, &lpar, a, who)
     }
@@ -497,6 +498,7 @@ impl State {
         message: &str,
         sets: &[SaveSetRow],
         output: &str,
+        restores: &[crate::restores::Outcome],
     ) -> Result<()> {
         self.check_session(agent, session)?;
         self.check_running(agent, job)?;
@@ -521,6 +523,9 @@ impl State {
             )));
         }
         crate::retention::record_save_sets(self, job, sets);
+        if !restores.is_empty() {
+            crate::restores::record_outcomes(self, job, restores);
+        }
         self.forget_unfinished(job);
         let kind = if ok { "job.succeeded" } else { "job.failed" };
         self.event(
@@ -580,11 +585,12 @@ impl State {
 /// The level an event of `kind` is logged at.
 pub fn level_of(kind: &str) -> Level {
     match kind {
-        "night.failed" | "job.failed" | "agent.lost" | "schedule.failed" | "media.move_failed" => {
-            Level::Error
-        }
+        "night.failed" | "job.failed" | "agent.lost" | "schedule.failed" | "media.move_failed"
+        | "restore.failed" => Level::Error,
         "close.late" | "access.denied" | "fallback.taken" | "signoff.forced" | "watch.down"
-        | "threshold.crossed" | "night.escalated" => Level::Warn,
+        | "threshold.crossed" | "night.escalated" | "restore.refused" | "restore.retry" => {
+            Level::Warn
+        }
         _ => Level::Info,
     }
 }

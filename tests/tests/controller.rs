@@ -2076,6 +2076,23 @@ fn only_operators_with_the_role_reach_the_console_and_agents_never_do() {
         vec!["find", "*"],
         vec!["moves", "start"],
         vec!["moves", "confirm", "--all"],
+        vec!["restore", "list"],
+        vec!["restore", "show", "R1"],
+        vec!["restore", "close", "R1"],
+        vec![
+            "restore",
+            "request",
+            "--server",
+            "PROD1",
+            "--path",
+            "*",
+            "--to",
+            "/tmp/x",
+            "--ticket",
+            "T1",
+            "--requester",
+            "x",
+        ],
     ];
     let refused = |who: &str, args: &[&str], why: &str| {
         let o = s.ctl_as(who, args);
@@ -2403,4 +2420,172 @@ fn apply_state(sim: &Path) -> String {
         .unwrap()
         .trim()
         .to_string()
+}
+
+#[test]
+fn a_restore_request_is_served_end_to_end_and_one_the_policy_does_not_cover_is_refused() {
+    let s = Site::with_production_agent();
+    let ledger = s.d().join("data/payroll/ledger.dat");
+    let first = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(first["state"], "succeeded", "{first}");
+    // Twenty minutes later the ledger is overwritten, and saved again.
+    std::fs::write(&ledger, vec![4u8; 1000]).unwrap();
+    s.at(20);
+    let second = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(second["state"], "succeeded", "{second}");
+    let found = s.ctl_json(&["find", "*/payroll/ledger.dat"]);
+    let path = found["objects"][0]["path"].as_str().unwrap().to_string();
+    // The help desk asks for the ledger as it was at 20:10, into a scratch directory.
+    let to = s.d().join("restored-request");
+    let to_s = to.to_str().unwrap().to_string();
+    let at = (EVENING + 10 * 60).to_string();
+    let ask = |extra: &[&str]| -> Output {
+        let mut a = vec![
+            "restore",
+            "request",
+            "--server",
+            "PROD1",
+            "--path",
+            "*/payroll/ledger.dat",
+            "--requester",
+            "Ana Ruiz",
+            "--email",
+            "ana.ruiz@bank.example",
+            "--reason",
+            "ledger overwritten by the 20:15 batch",
+        ];
+        a.extend_from_slice(extra);
+        s.ctl(&a)
+    };
+    let o = ask(&["--at", &at, "--to", &to_s, "--ticket", "INC-4711", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (r["state"].as_str(), r["ticket"].as_str()),
+        (Some("restoring"), Some("INC-4711")),
+        "{r}"
+    );
+    assert_eq!(
+        r["plan"][0]["save_set"], first["save_sets"][0]["id"],
+        "the copy of 20:10: {r}"
+    );
+    let id = r["id"].as_str().unwrap().to_string();
+    s.until("the restore request to be verified", |s| {
+        s.ctl_json(&["restore", "show", &id])["state"] == "verified"
+    });
+    assert_eq!(std::fs::read(to.join(&path)).unwrap(), vec![3u8; 200_000]);
+    let r = s.ctl_json(&["restore", "show", &id]);
+    assert_eq!(r["objects"], 1, "{r}");
+    let steps: Vec<(&str, &str)> = r["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["state"].as_str().unwrap(), h["who"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("requested", "console"),
+            ("restoring", "console"),
+            ("verified", "controller")
+        ],
+        "{r}"
+    );
+    let attempt = &r["attempts"][0];
+    assert_eq!(attempt["state"], "succeeded", "{r}");
+    assert_eq!(attempt["outcomes"][0]["objects"], 1, "{r}");
+    // A viewer may read requests, never make or close one.
+    let v = s.ctl_as("viewer", &["restore", "list", "--json"]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let o = s.ctl_as(
+        "viewer",
+        &[
+            "restore",
+            "request",
+            "--server",
+            "PROD1",
+            "--path",
+            "*",
+            "--to",
+            "/tmp/x",
+            "--ticket",
+            "T",
+            "--requester",
+            "x",
+        ],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("needs the operator role"),
+        "{err}"
+    );
+    let o = s.ctl_as("viewer", &["restore", "close", &id]);
+    assert!(!o.status.success(), "a viewer closed a request");
+    // Closed by the operator: served.
+    let r = s.ctl_json(&["restore", "close", &id, "--note", "delivered to Ana"]);
+    assert_eq!(
+        (r["state"].as_str(), r["outcome"].as_str()),
+        (Some("closed"), Some("served")),
+        "{r}"
+    );
+    let o = s.ctl(&["restore", "close", &id]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("closed already"));
+    // A date before any copy: refused by the policy, the restore points that
+    // exist named, closed at once; exit 3.
+    let before = (EVENING - 3600).to_string();
+    let o = ask(&[
+        "--at", &before, "--to", &to_s, "--ticket", "INC-4712", "--json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (r["state"].as_str(), r["outcome"].as_str()),
+        (Some("closed"), Some("refused")),
+        "{r}"
+    );
+    assert!(r["refusal"].as_str().unwrap().contains("no copy"), "{r}");
+    assert_eq!(
+        r["nearest"].as_array().unwrap().len(),
+        2,
+        "both saves are restore points: {r}"
+    );
+    assert!(
+        r["attempts"].as_array().unwrap().is_empty(),
+        "nothing ran: {r}"
+    );
+    // No ticket is refused unless urgent; an urgent one is served, flagged.
+    let o = ask(&["--to", &to_s]);
+    assert!(!o.status.success());
+    let r: serde_json::Value =
+        serde_json::from_slice(&ask(&["--to", &to_s, "--urgent", "--json"]).stdout).unwrap();
+    assert_eq!(
+        (r["urgent"].as_bool(), r["ticket"].as_str()),
+        (Some(true), Some("")),
+        "{r}"
+    );
+    let all = s.ctl_json(&["restore", "list", "--all"]);
+    assert_eq!(all.as_array().unwrap().len(), 3, "{all}");
+    let open = s.ctl_json(&["restore", "list"]);
+    assert!(
+        open.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["state"] != "closed"),
+        "{open}"
+    );
+    // Every step is an event.
+    let ev = s.ctl_json(&["events", "--limit", "100"]).to_string();
+    for k in [
+        "restore.requested",
+        "restore.verified",
+        "restore.refused",
+        "restore.closed",
+    ] {
+        assert!(ev.contains(k), "{k}: {ev}");
+    }
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use cinta_agent::jobs;
 use cinta_agent::keys::{FileKeySource, KeySource};
 use cinta_agent::kmip_keys::KmipKeySource;
@@ -148,6 +149,9 @@ pub enum Cmd {
         /// Objects to restore (globs over saved paths, or a directory); all if none.
         #[arg(long)]
         select: Vec<String>,
+        /// More objects to restore, one name a line (as `ls` prints them).
+        #[arg(long, value_name = "FILE")]
+        select_from: Option<PathBuf>,
         /// An object that exists in the destination: keep or replace.
         #[arg(long, default_value = "keep", value_parser = parse_existing)]
         existing: Existing,
@@ -544,10 +548,16 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             which,
             to,
             original,
-            select,
+            mut select,
+            select_from,
             existing,
             json,
         } => {
+            if let Some(f) = select_from {
+                let text = std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading --select-from {}", f.display()))?;
+                select.extend(text.lines().filter(|l| !l.is_empty()).map(str::to_string));
+            }
             let l = Library::open(&lib.library)?;
             let mut keys = key.open()?;
             let dest = if original {

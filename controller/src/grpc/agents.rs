@@ -246,6 +246,11 @@ impl pb::agent_service_server::AgentService for Agents {
         let cn = peer::agent(&self.0, &req, "FinishJob")?;
         let r = req.into_inner();
         let sets: Vec<SaveSetRow> = r.save_sets.into_iter().map(save_set_row).collect();
+        let restores: Vec<_> = r
+            .restores
+            .into_iter()
+            .map(super::convert::restore_outcome)
+            .collect();
         self.0.finish_job(
             &cn,
             &r.session_id,
@@ -254,6 +259,7 @@ impl pb::agent_service_server::AgentService for Agents {
             &r.message,
             &sets,
             &r.output,
+            &restores,
         )?;
         Ok(Response::new(pb::Ack {}))
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use cinta_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::convert::{job_pb, night_pb, volume_pb};
+use super::convert::{job_pb, night_pb, restore_request_pb, volume_pb};
 use super::peer;
 use crate::access::Role;
 use crate::state::State;
@@ -295,6 +295,60 @@ impl pb::console_service_server::ConsoleService for Console {
             operator: who,
             roles,
         }))
+    }
+
+    async fn request_restore(
+        &self,
+        req: Request<pb::RestoreRequestSpec>,
+    ) -> Result<Response<pb::RestoreRequest>, Status> {
+        let who = self.who(&req, "RequestRestore", Role::Operator)?;
+        let s = req.into_inner();
+        let spec = crate::restores::Spec {
+            server: s.server,
+            paths: s.paths,
+            at: s.at,
+            to: s.to,
+            original: s.original,
+            ticket: s.ticket,
+            urgent: s.urgent,
+            requester: s.requester,
+            email: s.email,
+            reason: s.reason,
+        };
+        let r = crate::restores::request(&self.0, spec, &who)?;
+        Ok(Response::new(restore_request_pb(r)))
+    }
+
+    async fn list_restores(
+        &self,
+        req: Request<pb::ListRestoresRequest>,
+    ) -> Result<Response<pb::ListRestoresResponse>, Status> {
+        self.who(&req, "ListRestores", Role::Viewer)?;
+        let all = req.into_inner().all;
+        let restores = crate::restores::list(&self.0, all)?
+            .into_iter()
+            .map(restore_request_pb)
+            .collect();
+        Ok(Response::new(pb::ListRestoresResponse { restores }))
+    }
+
+    async fn get_restore(
+        &self,
+        req: Request<pb::GetRestoreRequest>,
+    ) -> Result<Response<pb::RestoreRequest>, Status> {
+        self.who(&req, "GetRestore", Role::Viewer)?;
+        let r = crate::restores::get(&self.0, &req.into_inner().id)?;
+        Ok(Response::new(restore_request_pb(r)))
+    }
+
+    async fn close_restore(
+        &self,
+        req: Request<pb::CloseRestoreRequest>,
+    ) -> Result<Response<pb::RestoreRequest>, Status> {
+        let who = self.who(&req, "CloseRestore", Role::Operator)?;
+        let c = req.into_inner();
+        let r = crate::restores::close(&self.0, &c.id, &who, &c.note)?;
+        Ok(Response::new(restore_request_pb(r)))
     }
 
     async fn get_night(

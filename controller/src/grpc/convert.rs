@@ -32,6 +32,99 @@ pub fn assignment(j: &JobRow) -> pb::JobAssignment {
         eject: j.assignment.eject.clone(),
         import: j.assignment.import.clone(),
         media_class: j.assignment.media_class.clone(),
+        restores: j
+            .assignment
+            .restores
+            .iter()
+            .map(|r| pb::RestoreItem {
+                save_set: r.save_set.clone(),
+                select: r.select.clone(),
+                to: r.to.clone(),
+                replace: r.replace,
+            })
+            .collect(),
+    }
+}
+
+pub fn restore_outcome(o: pb::RestoreOutcome) -> crate::restores::Outcome {
+    crate::restores::Outcome {
+        save_set: o.save_set,
+        to: o.to,
+        objects: o.objects,
+        bytes: o.bytes,
+        failed: o.failed,
+        damaged: o.damaged,
+    }
+}
+
+fn restore_outcome_pb(o: crate::restores::Outcome) -> pb::RestoreOutcome {
+    pb::RestoreOutcome {
+        save_set: o.save_set,
+        to: o.to,
+        objects: o.objects,
+        bytes: o.bytes,
+        failed: o.failed,
+        damaged: o.damaged,
+    }
+}
+
+pub fn restore_request_pb(r: crate::restores::Request) -> pb::RestoreRequest {
+    let s = r.spec;
+    pb::RestoreRequest {
+        id: r.id,
+        spec: Some(pb::RestoreRequestSpec {
+            server: s.server,
+            paths: s.paths,
+            at: s.at,
+            to: s.to,
+            original: s.original,
+            ticket: s.ticket,
+            urgent: s.urgent,
+            requester: s.requester,
+            email: s.email,
+            reason: s.reason,
+        }),
+        state: r.state,
+        outcome: r.outcome,
+        requested_by: r.requested_by,
+        agent: r.agent,
+        library: r.library,
+        plan: r
+            .plan
+            .into_iter()
+            .map(|p| pb::RestorePlanItem {
+                objects: p.select.len() as u32,
+                save_set: p.save_set,
+                created: p.created,
+                volumes: p.volumes,
+            })
+            .collect(),
+        attempts: r
+            .attempts
+            .into_iter()
+            .map(|a| pb::RestoreAttempt {
+                job: a.job,
+                started: a.started,
+                ended: a.ended,
+                state: a.state,
+                message: a.message,
+                outcomes: a.outcomes.into_iter().map(restore_outcome_pb).collect(),
+            })
+            .collect(),
+        history: r
+            .history
+            .into_iter()
+            .map(|h| pb::RestoreStep {
+                time: h.time,
+                state: h.state,
+                who: h.who,
+                note: h.note,
+            })
+            .collect(),
+        refusal: r.refusal,
+        nearest: r.nearest,
+        objects: r.objects,
+        bytes: r.bytes,
     }
 }
 

@@ -1,0 +1,487 @@
+//! Restore requests, the datacenter's procedure: a request is checked against the policy (a copy within retention at or before the date asked, else refused with the nearest restore points and closed), run as a job on the agent holding the save sets' library, verified, retried, closed; every step with who and when.
+//!
+//! A request's record lives in the catalog and is written at every step,
+//! so a controller restarted mid-request goes on from the same step (the
+//! housekeeping tick looks at its job). Its job restores, oldest save set
+//! first, exactly the objects the policy chose (per path the newest copy at
+//! or before the date), replacing what the destination holds, so the
+//! newest copy of each path is what stays.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{Assignment, RestoreItem};
+use crate::error::{Error, Result};
+use crate::night::machine::Level;
+use crate::state::State;
+
+/// Objects one request may restore: each is named in the job (a larger
+/// restore is asked for in parts).
+pub const MAX_OBJECTS: usize = 10_000;
+
+/// What was asked.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spec {
+    pub server: String,
+    pub paths: Vec<String>,
+    pub at: i64,
+    pub to: String,
+    pub original: bool,
+    pub ticket: String,
+    pub urgent: bool,
+    pub requester: String,
+    pub email: String,
+    pub reason: String,
+}
+
+/// One step of a request's life.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    pub time: i64,
+    pub state: String,
+    pub who: String,
+    pub note: String,
+}
+
+/// What restoring one save set did (from the agent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub save_set: String,
+    pub to: String,
+    pub objects: u64,
+    pub bytes: u64,
+    pub failed: Vec<String>,
+    pub damaged: Vec<String>,
+}
+
+/// One try at the restore: its job and what came of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub job: String,
+    pub started: i64,
+    pub ended: i64,
+    /// running, succeeded, failed.
+    pub state: String,
+    pub message: String,
+    pub outcomes: Vec<Outcome>,
+}
+
+/// The objects of one save set the request restores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanItem {
+    pub save_set: String,
+    pub created: i64,
+    pub volumes: Vec<String>,
+    pub select: Vec<String>,
+}
+
+/// A restore request and everything that happened to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: String,
+    pub created: i64,
+    pub spec: Spec,
+    /// restoring, verified, failed, closed.
+    pub state: String,
+    /// served, refused, failed, cancelled ("" while open).
+    pub outcome: String,
+    pub requested_by: String,
+    pub agent: String,
+    pub library: String,
+    pub plan: Vec<PlanItem>,
+    pub attempts: Vec<Attempt>,
+    pub history: Vec<Step>,
+    pub refusal: String,
+    /// Restore points that exist nearest the date asked (save set times).
+    pub nearest: Vec<i64>,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+impl Request {
+    fn step(&mut self, time: i64, state: &str, who: &str, note: String) {
+        self.state = state.to_string();
+        self.history.push(Step {
+            time,
+            state: state.to_string(),
+            who: who.to_string(),
+            note,
+        });
+    }
+
+    fn open(&self) -> bool {
+        self.state != "closed"
+    }
+}
+
+fn save(state: &State, r: &Request) -> Result<()> {
+    let body = serde_json::to_string(r).expect("a request serializes");
+    state
+        .catalog()
+        .put_restore(&r.id, r.created, r.open(), &body)
+}
+
+fn decode(body: &str) -> Result<Request> {
+    serde_json::from_str(body)
+        .map_err(|e| Error::Invalid(format!("catalog: a restore request record: {e}")))
+}
+
+/// Restore requests, oldest first (only open ones unless `all`).
+pub fn list(state: &State, all: bool) -> Result<Vec<Request>> {
+    let bodies = state.catalog().restores(all)?;
+    bodies.iter().map(|b| decode(b)).collect()
+}
+
+pub fn get(state: &State, id: &str) -> Result<Request> {
+    let body = state.catalog().restore(id)?;
+    decode(&body.ok_or_else(|| Error::NotFound(format!("no restore request {id}")))?)
+}
+
+/// Checks what is asked, before anything is recorded.
+fn check(state: &State, spec: &mut Spec) -> Result<()> {
+    let known = state.cfg.lpars.iter().any(|l| l.name == spec.server)
+        || state.catalog().agent(&spec.server)?.is_some();
+    if spec.server.is_empty() || !known {
+        return Err(Error::NotFound(format!(
+            "no server {:?}: name an LPAR or agent of the configuration",
+            spec.server
+        )));
+    }
+    spec.paths.retain(|p| !p.trim().is_empty());
+    if spec.paths.is_empty() {
+        return Err(Error::Invalid(
+            "name what to restore: paths or globs as `cintactl find` takes them".into(),
+        ));
+    }
+    if spec.original {
+        if !spec.to.is_empty() && spec.to != "/" {
+            return Err(Error::Invalid(
+                "give a destination or the original place, not both".into(),
+            ));
+        }
+        spec.to = "/".into();
+    } else if !spec.to.starts_with('/') || spec.to == "/" {
+        return Err(Error::Invalid(format!(
+            "the destination {:?} must be an absolute directory on {} (the original place is asked for explicitly)",
+            spec.to, spec.server
+        )));
+    }
+    if spec.ticket.trim().is_empty() && !spec.urgent {
+        return Err(Error::Invalid(
+            "a restore request needs its ticket number (an urgent one may come without, flagged until one is attached)".into(),
+        ));
+    }
+    if spec.requester.trim().is_empty() {
+        return Err(Error::Invalid("name the requester".into()));
+    }
+    if spec.at <= 0 {
+        spec.at = state.now();
+    }
+    Ok(())
+}
+
+/// Restore points (save set times) of what `patterns` match on `server`,
+/// nearest `at` first, at most six.
+fn nearest(state: &State, patterns: &[String], server: &str, at: i64) -> Result<Vec<i64>> {
+    let mut times = std::collections::BTreeSet::new();
+    for p in patterns {
+        let (found, _) = crate::find::find_objects(state, p, server, 0, MAX_OBJECTS)?;
+        times.extend(found.iter().map(|f| f.save_set.created));
+    }
+    let mut t: Vec<i64> = times.into_iter().collect();
+    t.sort_by_key(|x| (x - at).abs());
+    t.truncate(6);
+    t.sort();
+    Ok(t)
+}
+
+/// Records a restore request from `who` and, when the policy covers it,
+/// starts its first attempt; one it does not cover is refused and closed.
+pub fn request(state: &State, mut spec: Spec, who: &str) -> Result<Request> {
+    check(state, &mut spec)?;
+    let now = state.now();
+    let mut plan: BTreeMap<String, PlanItem> = BTreeMap::new();
+    let mut library = String::new();
+    let mut missing = Vec::new();
+    let mut count = 0;
+    for p in &spec.paths {
+        let (found, more) =
+            crate::find::find_objects(state, p, &spec.server, spec.at, MAX_OBJECTS)?;
+        if more {
+            return Err(Error::Invalid(format!(
+                "{p} matches more than {MAX_OBJECTS} objects: ask for a smaller part"
+            )));
+        }
+        if found.is_empty() {
+            missing.push(p.clone());
+        }
+        for f in found {
+            if !library.is_empty() && library != f.save_set.library {
+                return Err(Error::Invalid(format!(
+                    "the copies lie in two libraries ({library}, {}): ask for each apart",
+                    f.save_set.library
+                )));
+            }
+            library = f.save_set.library.clone();
+            count += 1;
+            let item = plan
+                .entry(f.save_set.id.clone())
+                .or_insert_with(|| PlanItem {
+                    save_set: f.save_set.id.clone(),
+                    created: f.save_set.created,
+                    volumes: f.save_set.volumes.clone(),
+                    select: vec![],
+                });
+            if !item.select.contains(&f.object.path) {
+                item.select.push(f.object.path.clone());
+            }
+        }
+    }
+    if count > MAX_OBJECTS {
+        return Err(Error::Invalid(format!(
+            "the request matches more than {MAX_OBJECTS} objects: ask for a smaller part"
+        )));
+    }
+    let mut plan: Vec<PlanItem> = plan.into_values().collect();
+    plan.sort_by_key(|p| (p.created, p.save_set.clone()));
+    let mut r = Request {
+        id: format!("R{now}-{}", &crate::state::random_id()[..6]),
+        created: now,
+        agent: spec.server.clone(),
+        spec,
+        state: String::new(),
+        outcome: String::new(),
+        requested_by: who.to_string(),
+        library,
+        plan,
+        attempts: vec![],
+        history: vec![],
+        refusal: String::new(),
+        nearest: vec![],
+        objects: 0,
+        bytes: 0,
+    };
+    let ticket = if r.spec.ticket.is_empty() {
+        "no ticket yet (urgent)".to_string()
+    } else {
+        format!("ticket {}", r.spec.ticket)
+    };
+    r.step(
+        now,
+        "requested",
+        who,
+        format!(
+            "for {} <{}>, {ticket}: {}",
+            r.spec.requester, r.spec.email, r.spec.reason
+        ),
+    );
+    if !missing.is_empty() {
+        r.refusal = format!(
+            "no copy of {} on {} at or before the date asked is kept (retention)",
+            missing.join(", "),
+            r.agent
+        );
+        r.nearest = nearest(state, &missing, &r.agent, r.spec.at)?;
+        r.outcome = "refused".into();
+        r.step(now, "refused", "controller", r.refusal.clone());
+        r.step(now, "closed", "controller", "refused by the policy".into());
+        save(state, &r)?;
+        state.event(
+            "restore.refused",
+            &format!("restore request {} ({ticket}) refused: {}", r.id, r.refusal),
+        );
+        return Ok(r);
+    }
+    save(state, &r)?;
+    state.event(
+        "restore.requested",
+        &format!(
+            "restore request {} ({ticket}) by {who} for {}: {} objects from {} save sets into {} on {}",
+            r.id,
+            r.spec.requester,
+            count,
+            r.plan.len(),
+            r.spec.to,
+            r.agent
+        ),
+    );
+    start_attempt(state, &mut r, who)?;
+    Ok(r)
+}
+
+/// Queues the next attempt's job and records it.
+fn start_attempt(state: &State, r: &mut Request, who: &str) -> Result<()> {
+    let a = Assignment {
+        restores: r
+            .plan
+            .iter()
+            .map(|p| RestoreItem {
+                save_set: p.save_set.clone(),
+                select: p.select.clone(),
+                to: r.spec.to.clone(),
+                replace: true,
+            })
+            .collect(),
+        ..Assignment::chores(r.library.clone())
+    };
+    let job = state.queue_job(&format!("restore {}", r.id), &r.agent, a, who)?;
+    let now = state.now();
+    r.attempts.push(Attempt {
+        job: job.id.clone(),
+        started: now,
+        ended: 0,
+        state: "running".into(),
+        message: String::new(),
+        outcomes: vec![],
+    });
+    let n = r.attempts.len();
+    r.step(
+        now,
+        "restoring",
+        who,
+        format!("attempt {n}: job {}", job.id),
+    );
+    save(state, r)
+}
+
+/// What the agent said of a restore job it finished (before the tick
+/// looks at the job).
+pub fn record_outcomes(state: &State, job: &str, outcomes: &[Outcome]) {
+    let found = list(state, false).map(|rs| {
+        rs.into_iter()
+            .find(|r| r.attempts.last().is_some_and(|a| a.job == job))
+    });
+    match found {
+        Ok(Some(mut r)) => {
+            if let Some(a) = r.attempts.last_mut() {
+                a.outcomes = outcomes.to_vec();
+            }
+            if let Err(e) = save(state, &r) {
+                tracing::error!(request = %r.id, error = %e, "could not record a restore's outcome");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "could not read the restore requests"),
+    }
+}
+
+/// Moves every restoring request on whose job ended: verified, tried
+/// again, or failed. Runs with the housekeeping sweeps.
+pub fn tick(state: &State) {
+    let open = match list(state, false) {
+        Ok(rs) => rs,
+        Err(e) => {
+            tracing::error!(error = %e, "could not read the restore requests");
+            return;
+        }
+    };
+    for mut r in open.into_iter().filter(|r| r.state == "restoring") {
+        if let Err(e) = advance(state, &mut r) {
+            tracing::error!(request = %r.id, error = %e, "a restore request could not go on");
+        }
+    }
+}
+
+fn advance(state: &State, r: &mut Request) -> Result<()> {
+    let Some(a) = r.attempts.last() else {
+        return Ok(());
+    };
+    let job = match state.catalog().job(&a.job)? {
+        Some(j) if crate::state::ended(&j.state) => j,
+        _ => return Ok(()),
+    };
+    let now = state.now();
+    let n = r.attempts.len();
+    let a = r.attempts.last_mut().expect("one attempt at least");
+    a.ended = job.finished.max(now);
+    a.state = if job.state == "succeeded" {
+        "succeeded".into()
+    } else {
+        "failed".into()
+    };
+    a.message = job.message.clone();
+    let whole = job.state == "succeeded"
+        && a.outcomes.len() == r.plan.len()
+        && a.outcomes.iter().all(|o| o.failed.is_empty());
+    if whole {
+        r.objects = a.outcomes.iter().map(|o| o.objects).sum();
+        r.bytes = a.outcomes.iter().map(|o| o.bytes).sum();
+        let note = format!(
+            "{} objects, {} bytes restored into {} on {}, every digest checked against the save sets' index",
+            r.objects, r.bytes, r.spec.to, r.agent
+        );
+        r.step(now, "verified", "controller", note.clone());
+        save(state, r)?;
+        state.event(
+            "restore.verified",
+            &format!("restore request {}: {note}", r.id),
+        );
+        return Ok(());
+    }
+    let why = if job.message.is_empty() {
+        job.state.clone()
+    } else {
+        job.message.clone()
+    };
+    if job.state != "cancelled" && (n as u32) < state.cfg.restore.attempts {
+        state.event_at(
+            Level::Warn,
+            "restore.retry",
+            &format!(
+                "restore request {}: attempt {n} failed ({why}); trying again",
+                r.id
+            ),
+        );
+        r.history.push(Step {
+            time: now,
+            state: "failed".into(),
+            who: "controller".into(),
+            note: format!("attempt {n}: {why}"),
+        });
+        return start_attempt(state, r, "controller");
+    }
+    r.outcome = "failed".into();
+    r.step(
+        now,
+        "failed",
+        "controller",
+        format!("attempt {n} of {}: {why}", state.cfg.restore.attempts),
+    );
+    save(state, r)?;
+    state.event_at(
+        Level::Error,
+        "restore.failed",
+        &format!("restore request {} failed after {n} attempts: {why}", r.id),
+    );
+    Ok(())
+}
+
+/// Closes a request (a restore still running is cancelled).
+pub fn close(state: &State, id: &str, who: &str, note: &str) -> Result<Request> {
+    let mut r = get(state, id)?;
+    if !r.open() {
+        return Err(Error::Precondition(format!(
+            "restore request {id} is closed already"
+        )));
+    }
+    if r.state == "restoring" {
+        if let Some(a) = r.attempts.last_mut() {
+            let _ = state.cancel_job(&a.job, who);
+            a.state = "failed".into();
+            a.message = format!("cancelled by {who}");
+            a.ended = state.now();
+        }
+        r.outcome = "cancelled".into();
+    } else if r.state == "verified" {
+        r.outcome = "served".into();
+    }
+    let now = state.now();
+    r.step(now, "closed", who, note.to_string());
+    save(state, &r)?;
+    state.event(
+        "restore.closed",
+        &format!("restore request {id} closed by {who} ({})", r.outcome),
+    );
+    Ok(r)
+}
