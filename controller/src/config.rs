@@ -68,14 +68,22 @@ pub struct RestorePolicy {
     /// Attempts at a restore before the request fails (each is kept).
     #[serde(default = "default_restore_attempts")]
     pub attempts: u32,
+    /// Seconds between a failed attempt and the next.
+    #[serde(default = "default_restore_retry_after")]
+    pub retry_after_seconds: u32,
 }
 
 impl Default for RestorePolicy {
     fn default() -> RestorePolicy {
         RestorePolicy {
             attempts: default_restore_attempts(),
+            retry_after_seconds: default_restore_retry_after(),
         }
     }
+}
+
+fn default_restore_retry_after() -> u32 {
+    300
 }
 
 fn default_restore_attempts() -> u32 {

@@ -97,6 +97,9 @@ pub struct Request {
     pub nearest: Vec<i64>,
     pub objects: u64,
     pub bytes: u64,
+    /// When the next attempt starts, after a failed one (0: none waiting).
+    #[serde(default)]
+    pub retry_at: i64,
 }
 
 impl Request {
@@ -261,6 +264,7 @@ pub fn request(state: &State, mut spec: Spec, who: &str) -> Result<Request> {
         nearest: vec![],
         objects: 0,
         bytes: 0,
+        retry_at: 0,
     };
     let ticket = if r.spec.ticket.is_empty() {
         "no ticket yet (urgent)".to_string()
@@ -336,6 +340,7 @@ fn start_attempt(state: &State, r: &mut Request, who: &str) -> Result<()> {
         outcomes: vec![],
     });
     let n = r.attempts.len();
+    r.retry_at = 0;
     r.step(
         now,
         "restoring",
@@ -387,6 +392,13 @@ fn advance(state: &State, r: &mut Request) -> Result<()> {
     let Some(a) = r.attempts.last() else {
         return Ok(());
     };
+    // A failed attempt waits its time, then the next starts.
+    if a.state != "running" {
+        if r.retry_at > 0 && state.now() >= r.retry_at {
+            return start_attempt(state, r, "controller");
+        }
+        return Ok(());
+    }
     let job = match state.catalog().job(&a.job)? {
         Some(j) if crate::state::ended(&j.state) => j,
         _ => return Ok(()),
@@ -425,11 +437,13 @@ fn advance(state: &State, r: &mut Request) -> Result<()> {
         job.message.clone()
     };
     if job.state != "cancelled" && (n as u32) < state.cfg.restore.attempts {
+        let after = i64::from(state.cfg.restore.retry_after_seconds);
+        r.retry_at = now + after;
         state.event_at(
             Level::Warn,
             "restore.retry",
             &format!(
-                "restore request {}: attempt {n} failed ({why}); trying again",
+                "restore request {}: attempt {n} failed ({why}); tried again in {after} s",
                 r.id
             ),
         );
@@ -437,9 +451,9 @@ fn advance(state: &State, r: &mut Request) -> Result<()> {
             time: now,
             state: "failed".into(),
             who: "controller".into(),
-            note: format!("attempt {n}: {why}"),
+            note: format!("attempt {n}: {why}; the next in {after} s"),
         });
-        return start_attempt(state, r, "controller");
+        return save(state, r);
     }
     r.outcome = "failed".into();
     r.step(
@@ -466,12 +480,13 @@ pub fn close(state: &State, id: &str, who: &str, note: &str) -> Result<Request> 
         )));
     }
     if r.state == "restoring" {
-        if let Some(a) = r.attempts.last_mut() {
+        if let Some(a) = r.attempts.last_mut().filter(|a| a.state == "running") {
             let _ = state.cancel_job(&a.job, who);
             a.state = "failed".into();
             a.message = format!("cancelled by {who}");
             a.ended = state.now();
         }
+        r.retry_at = 0;
         r.outcome = "cancelled".into();
     } else if r.state == "verified" {
         r.outcome = "served".into();

@@ -2589,3 +2589,70 @@ fn a_restore_request_is_served_end_to_end_and_one_the_policy_does_not_cover_is_r
         assert!(ev.contains(k), "{k}: {ev}");
     }
 }
+
+#[test]
+fn a_restore_that_fails_is_tried_again_after_a_controller_restart_and_then_served() {
+    let mut s = Site::with_production_agent();
+    let first = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(first["state"], "succeeded", "{first}");
+    // The destination's parent is a file: the first attempt cannot write.
+    let blocked = s.d().join("blocked");
+    std::fs::write(&blocked, b"a file where a directory should be").unwrap();
+    let to = blocked.join("out");
+    let r = s.ctl_json(&[
+        "restore",
+        "request",
+        "--server",
+        "PROD1",
+        "--path",
+        "*/payroll/ledger.dat",
+        "--to",
+        to.to_str().unwrap(),
+        "--ticket",
+        "INC-5000",
+        "--requester",
+        "Ops",
+    ]);
+    let id = r["id"].as_str().unwrap().to_string();
+    s.until("the first attempt to fail", |s| {
+        s.ctl_json(&["restore", "show", &id])["attempts"][0]["state"] == "failed"
+    });
+    let r = s.ctl_json(&["restore", "show", &id]);
+    assert_eq!(r["state"], "restoring", "waiting to try again: {r}");
+    assert_eq!(r["attempts"].as_array().unwrap().len(), 1, "{r}");
+    assert!(
+        r["attempts"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Not a directory"),
+        "{r}"
+    );
+    // The controller restarts while the request waits; the obstacle goes.
+    drop(s.controller.take());
+    s.start_controller();
+    std::fs::remove_file(&blocked).unwrap();
+    s.until("the agent to come back", Site::agent_connected);
+    // Five minutes later (retry_after_seconds), the second attempt serves it.
+    s.at(6);
+    s.until("the restore request to be verified", |s| {
+        s.ctl_json(&["restore", "show", &id])["state"] == "verified"
+    });
+    let r = s.ctl_json(&["restore", "show", &id]);
+    let attempts: Vec<&str> = r["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(attempts, ["failed", "succeeded"], "each attempt kept: {r}");
+    let path = s.ctl_json(&["find", "*/payroll/ledger.dat"])["objects"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(std::fs::read(to.join(path)).unwrap(), vec![3u8; 200_000]);
+    let ev = s.ctl_json(&["events", "--limit", "100"]).to_string();
+    assert!(
+        ev.contains("restore.retry") && ev.contains("tried again in 300 s"),
+        "{ev}"
+    );
+}
