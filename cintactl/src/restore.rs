@@ -57,6 +57,19 @@ pub enum RestoreCmd {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// Approve a request waiting for a second person (the approver role;
+    /// not the operator who made it, not its requester): the restore starts.
+    Approve {
+        id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Reject a request waiting for approval: it is closed.
+    Reject {
+        id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
 }
 
 impl RestoreCmd {
@@ -75,6 +88,7 @@ pub fn request_json(r: &pb::RestoreRequest) -> serde_json::Value {
         "reason": s.reason, "agent": r.agent, "library": r.library,
         "plan": r.plan.iter().map(|p| serde_json::json!({
             "save_set": p.save_set, "created": p.created, "volumes": p.volumes, "objects": p.objects,
+            "data_class": p.data_class,
         })).collect::<Vec<_>>(),
         "attempts": r.attempts.iter().map(|a| serde_json::json!({
             "job": a.job, "started": a.started, "ended": a.ended, "state": a.state, "message": a.message,
@@ -258,6 +272,20 @@ pub async fn run(
                 .get_restore(pb::GetRestoreRequest { id: id.clone() })
                 .await?
                 .into_inner();
+            show(&r)?;
+            Ok(0)
+        }
+        RestoreCmd::Approve { id, note } | RestoreCmd::Reject { id, note } => {
+            let d = pb::DecideRestoreRequest {
+                id: id.clone(),
+                note: note.clone(),
+            };
+            let r = if matches!(cmd, RestoreCmd::Approve { .. }) {
+                c.approve_restore(d).await?
+            } else {
+                c.reject_restore(d).await?
+            }
+            .into_inner();
             show(&r)?;
             Ok(0)
         }

@@ -311,6 +311,9 @@ pub struct ControlGroup {
     pub step_timeout_seconds: u32,
     /// Retention and handling of the save sets this group makes.
     pub media_policy: Option<String>,
+    /// The class of data it saves (e.g. "database", "mail"): restoring
+    /// data of a class needs a second person's approval.
+    pub data_class: Option<String>,
     #[serde(rename = "entry")]
     pub entries: Vec<Entry>,
 }
@@ -326,6 +329,8 @@ pub struct Entry {
     pub include: Vec<String>,
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// The class of its data (wins over the group's).
+    pub data_class: Option<String>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -693,6 +698,22 @@ impl Config {
 
     pub fn control_group(&self, name: &str) -> Option<&ControlGroup> {
         self.control_groups.iter().find(|g| g.name == name)
+    }
+
+    /// The data class of what group `group` saved from `source` (its
+    /// entry's, else the group's), if any.
+    pub fn data_class_of(&self, group: &str, source: &str) -> Option<String> {
+        let g = self.control_group(group)?;
+        let source = source.trim_end_matches('/');
+        let entry = g.entries.iter().find(|e| {
+            e.path
+                .as_deref()
+                .is_some_and(|p| p.trim_end_matches('/') == source)
+                || e.library.as_deref().is_some_and(|l| source.contains(l))
+        });
+        entry
+            .and_then(|e| e.data_class.clone())
+            .or_else(|| g.data_class.clone())
     }
 
     /// The LPAR a target names now: itself, or the first LPAR holding that

@@ -74,6 +74,9 @@ pub struct PlanItem {
     pub created: i64,
     pub volumes: Vec<String>,
     pub select: Vec<String>,
+    /// The class of its data ("" none): a class needs a second person's approval.
+    #[serde(default)]
+    pub data_class: String,
 }
 
 /// A restore request and everything that happened to it.
@@ -116,6 +119,78 @@ impl Request {
     fn open(&self) -> bool {
         self.state != "closed"
     }
+
+    /// The data classes the request restores (each needs approval).
+    fn classes(&self) -> Vec<String> {
+        let mut c: Vec<String> = self
+            .plan
+            .iter()
+            .filter(|p| !p.data_class.is_empty())
+            .map(|p| p.data_class.clone())
+            .collect();
+        c.sort();
+        c.dedup();
+        c
+    }
+}
+
+/// A request waiting for approval, named; anything else refused.
+fn awaiting(state: &State, id: &str) -> Result<Request> {
+    let r = get(state, id)?;
+    if r.state != "awaiting approval" {
+        return Err(Error::Precondition(format!(
+            "restore request {id} is {}, not awaiting approval",
+            r.state
+        )));
+    }
+    Ok(r)
+}
+
+/// The second person approves: the restore starts. Neither the operator
+/// who made the request nor its requester may.
+pub fn approve(state: &State, id: &str, who: &str, note: &str) -> Result<Request> {
+    let mut r = awaiting(state, id)?;
+    if who == r.requested_by || who.eq_ignore_ascii_case(r.spec.requester.trim()) {
+        let why = format!(
+            "{who} may not approve restore request {id}: the two-person rule needs an approver other than the operator who made it ({}) and its requester ({})",
+            r.requested_by, r.spec.requester
+        );
+        return Err(state.refused(why));
+    }
+    let now = state.now();
+    r.history.push(Step {
+        time: now,
+        state: "approved".into(),
+        who: who.to_string(),
+        note: note.to_string(),
+    });
+    state.event(
+        "restore.approved",
+        &format!("restore request {id} approved by {who}"),
+    );
+    start_attempt(state, &mut r, who)?;
+    Ok(r)
+}
+
+/// An approver refuses the request: it is closed.
+pub fn reject(state: &State, id: &str, who: &str, note: &str) -> Result<Request> {
+    let mut r = awaiting(state, id)?;
+    let now = state.now();
+    r.outcome = "rejected".into();
+    r.history.push(Step {
+        time: now,
+        state: "rejected".into(),
+        who: who.to_string(),
+        note: note.to_string(),
+    });
+    r.step(now, "closed", who, "rejected".into());
+    save(state, &r)?;
+    state.event_at(
+        Level::Warn,
+        "restore.rejected",
+        &format!("restore request {id} rejected by {who}: {note}"),
+    );
+    Ok(r)
 }
 
 fn save(state: &State, r: &Request) -> Result<()> {
@@ -235,6 +310,10 @@ pub fn request(state: &State, mut spec: Spec, who: &str) -> Result<Request> {
                     created: f.save_set.created,
                     volumes: f.save_set.volumes.clone(),
                     select: vec![],
+                    data_class: state
+                        .cfg
+                        .data_class_of(&f.save_set.control_group, &f.save_set.source)
+                        .unwrap_or_default(),
                 });
             if !item.select.contains(&f.object.path) {
                 item.select.push(f.object.path.clone());
@@ -294,6 +373,32 @@ pub fn request(state: &State, mut spec: Spec, who: &str) -> Result<Request> {
         state.event(
             "restore.refused",
             &format!("restore request {} ({ticket}) refused: {}", r.id, r.refusal),
+        );
+        return Ok(r);
+    }
+    let classes = r.classes();
+    if !classes.is_empty() {
+        r.step(
+            now,
+            "awaiting approval",
+            "controller",
+            format!(
+                "{} data: an approver other than {} and {} approves it (`cintactl restore approve {}`)",
+                classes.join(", "),
+                r.requested_by,
+                r.spec.requester,
+                r.id
+            ),
+        );
+        save(state, &r)?;
+        state.event(
+            "restore.approval_needed",
+            &format!(
+                "restore request {} ({ticket}) by {who} for {}: {} data, waiting for an approver",
+                r.id,
+                r.spec.requester,
+                classes.join(", ")
+            ),
         );
         return Ok(r);
     }

@@ -85,6 +85,7 @@ impl Site {
             ("CONT1", "--client"),
             ("console", "--client"),
             ("viewer", "--client"),
+            ("approver", "--client"),
             ("stranger", "--client"),
         ] {
             let mut a = vec!["pki", "issue", &pki, name, role];
@@ -99,6 +100,7 @@ impl Site {
             ("data/payroll/ledger.dat", vec![3u8; 200_000]),
             ("data/payroll/close.txt", b"close\n".to_vec()),
             ("data/home/note.txt", b"hello\n".to_vec()),
+            ("data/db/orders.db", vec![7u8; 50_000]),
         ] {
             std::fs::create_dir_all(d.join(p).parent().unwrap()).unwrap();
             std::fs::write(d.join(p), body).unwrap();
@@ -128,6 +130,10 @@ roles = ["admin"]
 name = "helpdesk"
 cn = "viewer"
 roles = ["viewer"]
+[[operator]]
+name = "Marta"
+cn = "approver"
+roles = ["approver"]
 [ibmi]
 save_library = "bash {sim} {d}/sim/{{lpar}} savlib {{lib}}"
 [[lpar]]
@@ -162,6 +168,12 @@ name = "LATE-EXTRA"
 target = "production"
 [[control_group.entry]]
 path = "{d}/data/home"
+[[control_group]]
+name = "ORDERS-DB"
+target = "production"
+[[control_group.entry]]
+path = "{d}/data/db"
+data_class = "database"
 [[schedule]]
 control_group = "LATE-EXTRA"
 cron = "0 22 * * MON-FRI"
@@ -2655,4 +2667,119 @@ fn a_restore_that_fails_is_tried_again_after_a_controller_restart_and_then_serve
         ev.contains("restore.retry") && ev.contains("tried again in 300 s"),
         "{ev}"
     );
+}
+
+#[test]
+fn database_data_is_restored_only_after_a_second_person_approves() {
+    let s = Site::with_production_agent();
+    let j = s.ctl_json(&["run", "ORDERS-DB", "--wait"]);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    let to = s.d().join("restored-db");
+    let ask = |ticket: &str| {
+        s.ctl_json(&[
+            "restore",
+            "request",
+            "--server",
+            "PROD1",
+            "--path",
+            "*/db/orders.db",
+            "--to",
+            to.to_str().unwrap(),
+            "--ticket",
+            ticket,
+            "--requester",
+            "Marta",
+            "--reason",
+            "orders table dropped",
+        ])
+    };
+    // Made by the operator "console" for Marta, who is also an approver.
+    let r = ask("INC-6001");
+    assert_eq!(r["state"], "awaiting approval", "{r}");
+    assert_eq!(r["plan"][0]["data_class"], "database", "{r}");
+    assert!(
+        r["attempts"].as_array().unwrap().is_empty(),
+        "nothing runs yet: {r}"
+    );
+    let id = r["id"].as_str().unwrap().to_string();
+    // The requester may not approve it, nor may the operator who made it
+    // (an admin), nor a viewer.
+    for (who, why) in [
+        ("approver", "two-person rule"),
+        ("console", "two-person rule"),
+        ("viewer", "needs the approver role"),
+    ] {
+        let o = s.ctl_as(who, &["restore", "approve", &id]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(why), "{who}: {err}");
+    }
+    assert!(!to.exists(), "nothing was restored before approval");
+    // Requested for someone else, the approver approves: it is served.
+    let r = s.ctl_json(&[
+        "restore",
+        "request",
+        "--server",
+        "PROD1",
+        "--path",
+        "*/db/orders.db",
+        "--to",
+        to.to_str().unwrap(),
+        "--ticket",
+        "INC-6002",
+        "--requester",
+        "Luis",
+    ]);
+    let id2 = r["id"].as_str().unwrap().to_string();
+    let o = s.ctl_as(
+        "approver",
+        &["restore", "approve", &id2, "--note", "checked with the DBA"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    s.until("the approved restore to be verified", |s| {
+        s.ctl_json(&["restore", "show", &id2])["state"] == "verified"
+    });
+    let r = s.ctl_json(&["restore", "show", &id2]);
+    let steps: Vec<(&str, &str)> = r["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["state"].as_str().unwrap(), h["who"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("requested", "console"),
+            ("awaiting approval", "controller"),
+            ("approved", "Marta"),
+            ("restoring", "Marta"),
+            ("verified", "controller"),
+        ],
+        "{r}"
+    );
+    let path = s.ctl_json(&["find", "*/db/orders.db"])["objects"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(std::fs::read(to.join(path)).unwrap(), vec![7u8; 50_000]);
+    // The first one is rejected: closed.
+    let o = s.ctl_as(
+        "approver",
+        &["restore", "reject", &id, "--note", "asked for herself"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = s.ctl_json(&["restore", "show", &id]);
+    assert_eq!(
+        (r["state"].as_str(), r["outcome"].as_str()),
+        (Some("closed"), Some("rejected")),
+        "{r}"
+    );
+    let ev = s.ctl_json(&["events", "--limit", "100"]).to_string();
+    for k in [
+        "restore.approval_needed",
+        "restore.approved",
+        "restore.rejected",
+        "access.denied",
+    ] {
+        assert!(ev.contains(k), "{k}: {ev}");
+    }
 }

@@ -351,6 +351,26 @@ impl pb::console_service_server::ConsoleService for Console {
         Ok(Response::new(restore_request_pb(r)))
     }
 
+    async fn approve_restore(
+        &self,
+        req: Request<pb::DecideRestoreRequest>,
+    ) -> Result<Response<pb::RestoreRequest>, Status> {
+        let who = self.who(&req, "ApproveRestore", Role::Approver)?;
+        let d = req.into_inner();
+        let r = crate::restores::approve(&self.0, &d.id, &who, &d.note)?;
+        Ok(Response::new(restore_request_pb(r)))
+    }
+
+    async fn reject_restore(
+        &self,
+        req: Request<pb::DecideRestoreRequest>,
+    ) -> Result<Response<pb::RestoreRequest>, Status> {
+        let who = self.who(&req, "RejectRestore", Role::Approver)?;
+        let d = req.into_inner();
+        let r = crate::restores::reject(&self.0, &d.id, &who, &d.note)?;
+        Ok(Response::new(restore_request_pb(r)))
+    }
+
     async fn get_night(
         &self,
         req: Request<pb::GetNightRequest>,

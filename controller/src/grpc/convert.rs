@@ -97,6 +97,7 @@ pub fn restore_request_pb(r: crate::restores::Request) -> pb::RestoreRequest {
                 save_set: p.save_set,
                 created: p.created,
                 volumes: p.volumes,
+                data_class: p.data_class,
             })
             .collect(),
         attempts: r
