@@ -88,7 +88,7 @@ pub fn request_json(r: &pb::RestoreRequest) -> serde_json::Value {
         "reason": s.reason, "agent": r.agent, "library": r.library,
         "plan": r.plan.iter().map(|p| serde_json::json!({
             "save_set": p.save_set, "created": p.created, "volumes": p.volumes, "objects": p.objects,
-            "data_class": p.data_class,
+            "data_class": p.data_class, "bytes": p.bytes,
         })).collect::<Vec<_>>(),
         "attempts": r.attempts.iter().map(|a| serde_json::json!({
             "job": a.job, "started": a.started, "ended": a.ended, "state": a.state, "message": a.message,
@@ -101,6 +101,7 @@ pub fn request_json(r: &pb::RestoreRequest) -> serde_json::Value {
             "time": h.time, "state": h.state, "who": h.who, "note": h.note,
         })).collect::<Vec<_>>(),
         "refusal": r.refusal, "nearest": r.nearest, "objects": r.objects, "bytes": r.bytes,
+        "back_by": r.back_by, "restore_seconds": r.restore_seconds,
     })
 }
 
@@ -151,13 +152,30 @@ fn print_request(r: &pb::RestoreRequest) {
             println!("  restore points that exist: {}", near.join(", "));
         }
     }
+    if r.state == "recall" {
+        println!(
+            "  waiting for recalled cartridges: back by {}{}",
+            when(r.back_by),
+            if r.restore_seconds > 0 {
+                format!(", then about {} s to restore", r.restore_seconds)
+            } else {
+                String::new()
+            }
+        );
+    }
     for p in &r.plan {
         println!(
-            "  save set {} of {}: {} objects, on {}",
+            "  save set {} of {}: {} objects, {} bytes, on {}{}",
             p.save_set,
             when(p.created),
             p.objects,
-            p.volumes.join(",")
+            p.bytes,
+            p.volumes.join(","),
+            if p.data_class.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} data)", p.data_class)
+            }
         );
     }
     for (i, a) in r.attempts.iter().enumerate() {

@@ -49,6 +49,10 @@ pub struct Config {
     pub media_policies: Vec<MediaPolicy>,
     #[serde(default, rename = "move_policy")]
     pub move_policies: Vec<MovePolicy>,
+    /// Places cartridges are kept away from their library (vaults), with
+    /// how long bringing one back takes.
+    #[serde(default, rename = "location")]
+    pub locations: Vec<Location>,
     /// How IBM i libraries are saved (command templates).
     #[serde(default)]
     pub ibmi: Ibmi,
@@ -159,6 +163,26 @@ pub struct MovePolicy {
     pub name: String,
     #[serde(rename = "step")]
     pub steps: Vec<MoveStep>,
+}
+
+/// A vault (or any place cartridges are kept outside their library).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    pub name: String,
+    /// Hours a standard recall takes (the vault provider's contract).
+    #[serde(default = "default_recall_hours")]
+    pub recall_hours: u32,
+    /// Hours an emergency recall takes (urgent restore requests).
+    #[serde(default = "default_emergency_recall_hours")]
+    pub emergency_recall_hours: u32,
+}
+
+fn default_recall_hours() -> u32 {
+    24
+}
+fn default_emergency_recall_hours() -> u32 {
+    3
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -581,6 +605,9 @@ impl Config {
         if let Some(n) = dup(self.move_policies.iter().map(|g| g.name.as_str()).collect()) {
             return Err(format!("move policy {n:?} is named twice"));
         }
+        if let Some(n) = dup(self.locations.iter().map(|l| l.name.as_str()).collect()) {
+            return Err(format!("location {n:?} is named twice"));
+        }
         if let Some(n) = dup(self.operators.iter().map(|o| o.name.as_str()).collect()) {
             return Err(format!("operator {n:?} is named twice"));
         }
@@ -694,6 +721,22 @@ impl Config {
 
     pub fn move_policy(&self, name: &str) -> Option<&MovePolicy> {
         self.move_policies.iter().find(|p| p.name == name)
+    }
+
+    /// Seconds bringing a cartridge back from `location` takes (an
+    /// emergency recall when `urgent`); a location not described: a day.
+    pub fn recall_seconds(&self, location: &str, urgent: bool) -> i64 {
+        let hours = self.locations.iter().find(|l| l.name == location).map_or(
+            default_recall_hours(),
+            |l| {
+                if urgent {
+                    l.emergency_recall_hours
+                } else {
+                    l.recall_hours
+                }
+            },
+        );
+        i64::from(hours) * 3600
     }
 
     pub fn control_group(&self, name: &str) -> Option<&ControlGroup> {

@@ -77,6 +77,9 @@ pub struct PlanItem {
     /// The class of its data ("" none): a class needs a second person's approval.
     #[serde(default)]
     pub data_class: String,
+    /// Bytes of the objects chosen.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// A restore request and everything that happened to it.
@@ -103,6 +106,12 @@ pub struct Request {
     /// When the next attempt starts, after a failed one (0: none waiting).
     #[serde(default)]
     pub retry_at: i64,
+    /// While cartridges are recalled: when the last is expected back, and
+    /// the restore's own time then, estimated (0: not known).
+    #[serde(default)]
+    pub back_by: i64,
+    #[serde(default)]
+    pub restore_seconds: i64,
 }
 
 impl Request {
@@ -168,7 +177,7 @@ pub fn approve(state: &State, id: &str, who: &str, note: &str) -> Result<Request
         "restore.approved",
         &format!("restore request {id} approved by {who}"),
     );
-    start_attempt(state, &mut r, who)?;
+    proceed(state, &mut r, who)?;
     Ok(r)
 }
 
@@ -314,9 +323,11 @@ pub fn request(state: &State, mut spec: Spec, who: &str) -> Result<Request> {
                         .cfg
                         .data_class_of(&f.save_set.control_group, &f.save_set.source)
                         .unwrap_or_default(),
+                    bytes: 0,
                 });
             if !item.select.contains(&f.object.path) {
                 item.select.push(f.object.path.clone());
+                item.bytes += f.object.size;
             }
         }
     }
@@ -344,6 +355,8 @@ pub fn request(state: &State, mut spec: Spec, who: &str) -> Result<Request> {
         objects: 0,
         bytes: 0,
         retry_at: 0,
+        back_by: 0,
+        restore_seconds: 0,
     };
     let ticket = if r.spec.ticket.is_empty() {
         "no ticket yet (urgent)".to_string()
@@ -415,8 +428,115 @@ pub fn request(state: &State, mut spec: Spec, who: &str) -> Result<Request> {
             r.agent
         ),
     );
-    start_attempt(state, &mut r, who)?;
+    proceed(state, &mut r, who)?;
     Ok(r)
+}
+
+/// Cartridges of the plan away from their library: (volser, location).
+fn away(state: &State, r: &Request) -> Result<Vec<crate::catalog::VolumeRecord>> {
+    let vols = state.catalog().volumes()?;
+    Ok(vols
+        .into_iter()
+        .filter(|v| r.plan.iter().any(|p| p.volumes.contains(&v.volser)))
+        .filter(|v| v.location != crate::moves::HOME || !v.in_transit_to.is_empty())
+        .collect())
+}
+
+/// Bytes a second the agent's library has moved, from its jobs (0: not measured yet).
+fn measured_rate(state: &State, agent: &str, library: &str) -> Result<f64> {
+    let (mut bytes, mut secs) = (0u64, 0i64);
+    for j in state.catalog().jobs(200)? {
+        if j.agent == agent
+            && j.assignment.library == library
+            && j.state == "succeeded"
+            && j.bytes > 0
+            && j.finished > j.started
+            && j.started > 0
+        {
+            bytes += j.bytes;
+            secs += j.finished - j.started;
+        }
+    }
+    Ok(if secs > 0 {
+        bytes as f64 / secs as f64
+    } else {
+        0.0
+    })
+}
+
+/// The restore starts, or, when cartridges it needs are at a vault, they
+/// are recalled (their move home started) and the request waits in
+/// `recall`, with when they should be back and the restore's time estimated.
+fn proceed(state: &State, r: &mut Request, who: &str) -> Result<()> {
+    let away = away(state, r)?;
+    if away.is_empty() {
+        return start_attempt(state, r, who);
+    }
+    let now = state.now();
+    let mut lines = Vec::new();
+    let mut back_by = now;
+    for mut v in away {
+        let from = if v.in_transit_to.is_empty() {
+            v.location.clone()
+        } else {
+            v.in_transit_to.clone()
+        };
+        let back = now + state.cfg.recall_seconds(&v.location, r.spec.urgent);
+        back_by = back_by.max(back);
+        if v.in_transit_to.is_empty() {
+            v.in_transit_to = crate::moves::HOME.into();
+            state.catalog().put_volume(&v)?;
+            state.event(
+                "media.move",
+                &format!(
+                    "{} recalled from {from} for restore request {} (by {who})",
+                    v.volser, r.id
+                ),
+            );
+        }
+        lines.push(format!(
+            "{} at {from}: {} recall",
+            v.volser,
+            if r.spec.urgent {
+                "emergency"
+            } else {
+                "standard"
+            }
+        ));
+    }
+    let bytes: u64 = r.plan.iter().map(|p| p.bytes).sum();
+    let rate = measured_rate(state, &r.agent, &r.library)?;
+    r.back_by = back_by;
+    r.restore_seconds = if rate > 0.0 {
+        (bytes as f64 / rate).ceil() as i64
+    } else {
+        0
+    };
+    let estimate = if rate > 0.0 {
+        format!(
+            "then about {} s to restore {bytes} bytes at {:.1} MB/s measured on library {}",
+            r.restore_seconds,
+            rate / 1e6,
+            r.library
+        )
+    } else {
+        format!(
+            "then {bytes} bytes to restore (no rate measured on library {} yet)",
+            r.library
+        )
+    };
+    let note = format!(
+        "{}; back in {} h, {estimate}; the request goes on when they are home (`cintactl moves confirm`)",
+        lines.join(", "),
+        (back_by - now + 3599) / 3600
+    );
+    r.step(now, "recall", who, note.clone());
+    save(state, r)?;
+    state.event(
+        "restore.recall",
+        &format!("restore request {}: {note}", r.id),
+    );
+    Ok(())
 }
 
 /// Queues the next attempt's job and records it.
@@ -486,11 +606,27 @@ pub fn tick(state: &State) {
             return;
         }
     };
-    for mut r in open.into_iter().filter(|r| r.state == "restoring") {
-        if let Err(e) = advance(state, &mut r) {
+    for mut r in open
+        .into_iter()
+        .filter(|r| r.state == "restoring" || r.state == "recall")
+    {
+        let r_ = if r.state == "recall" {
+            recalled(state, &mut r)
+        } else {
+            advance(state, &mut r)
+        };
+        if let Err(e) = r_ {
             tracing::error!(request = %r.id, error = %e, "a restore request could not go on");
         }
     }
+}
+
+/// A request waiting for its cartridges goes on once all are home.
+fn recalled(state: &State, r: &mut Request) -> Result<()> {
+    if away(state, r)?.is_empty() {
+        start_attempt(state, r, "controller")?;
+    }
+    Ok(())
 }
 
 fn advance(state: &State, r: &mut Request) -> Result<()> {
@@ -584,7 +720,10 @@ pub fn close(state: &State, id: &str, who: &str, note: &str) -> Result<Request> 
             "restore request {id} is closed already"
         )));
     }
-    if r.state == "restoring" {
+    if matches!(
+        r.state.as_str(),
+        "restoring" | "recall" | "awaiting approval"
+    ) {
         if let Some(a) = r.attempts.last_mut().filter(|a| a.state == "running") {
             let _ = state.cancel_job(&a.job, who);
             a.state = "failed".into();

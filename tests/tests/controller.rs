@@ -207,6 +207,10 @@ name = "VAULT-7"
 [[move_policy.step]]
 location = "VAULT"
 days = 7
+[[location]]
+name = "VAULT"
+recall_hours = 24
+emergency_recall_hours = 3
 [[media_policy]]
 name = "VAULTED"
 retention_days = 30
@@ -2782,4 +2786,97 @@ fn database_data_is_restored_only_after_a_second_person_approves() {
     ] {
         assert!(ev.contains(k), "{k}: {ev}");
     }
+}
+
+#[test]
+fn a_restore_whose_cartridge_is_at_the_vault_waits_for_its_recall() {
+    let s = Site::with_production_agent();
+    let job = s.ctl_json(&["run", "TO-VAULT", "--wait"]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let vol = job["save_sets"][0]["volumes"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let volume = |s: &Site| -> serde_json::Value {
+        s.ctl_json(&["volumes"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["volser"] == vol.as_str())
+            .cloned()
+            .unwrap()
+    };
+    // The cartridge goes to the vault (as the rotation test shows it).
+    s.ctl_json(&["moves", "start"]);
+    s.until("the eject job to end", |s| volume(s)["move_job"] == "");
+    let carried = s.d().join(format!("{vol}.tap"));
+    ok(
+        "cinta-agent",
+        &[
+            "library",
+            "remove",
+            lib(&s).to_str().unwrap(),
+            &vol,
+            "--to",
+            carried.to_str().unwrap(),
+        ],
+    );
+    let r = s.ctl_json(&["moves", "confirm", &vol]);
+    assert_eq!(r["volumes"][0]["location"], "VAULT", "{r}");
+    // An urgent request: the cartridge is recalled (emergency, 3 h) and the
+    // request waits, saying when it should be back.
+    s.at(30);
+    let to = s.d().join("restored-from-vault");
+    let r = s.ctl_json(&[
+        "restore",
+        "request",
+        "--server",
+        "PROD1",
+        "--path",
+        "*/home/note.txt",
+        "--to",
+        to.to_str().unwrap(),
+        "--urgent",
+        "--requester",
+        "Night shift",
+    ]);
+    assert_eq!(r["state"], "recall", "{r}");
+    assert_eq!(r["back_by"], EVENING + 30 * 60 + 3 * 3600, "{r}");
+    let note = r["history"][1]["note"].as_str().unwrap();
+    assert!(
+        note.contains(&format!("{vol} at VAULT: emergency recall")),
+        "{note}"
+    );
+    assert_eq!(volume(&s)["in_transit_to"], "*HOME");
+    let id = r["id"].as_str().unwrap().to_string();
+    // Nothing runs while it is away.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(s.ctl_json(&["restore", "show", &id])["state"], "recall");
+    // Back at the site: put in the import/export port, confirmed, imported;
+    // then the restore runs.
+    ok(
+        "cinta-agent",
+        &[
+            "library",
+            "insert",
+            lib(&s).to_str().unwrap(),
+            carried.to_str().unwrap(),
+            "--barcode",
+            &vol,
+        ],
+    );
+    s.ctl_json(&["moves", "confirm", "--all"]);
+    s.until("the restore request to be verified", |s| {
+        s.ctl_json(&["restore", "show", &id])["state"] == "verified"
+    });
+    let path = s.ctl_json(&["find", "*/home/note.txt"])["objects"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(std::fs::read(to.join(path)).unwrap(), b"hello\n");
+    let ev = s.ctl_json(&["events", "--limit", "100"]).to_string();
+    assert!(
+        ev.contains("restore.recall") && ev.contains("recalled from VAULT"),
+        "{ev}"
+    );
 }

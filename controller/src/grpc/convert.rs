@@ -98,6 +98,7 @@ pub fn restore_request_pb(r: crate::restores::Request) -> pb::RestoreRequest {
                 created: p.created,
                 volumes: p.volumes,
                 data_class: p.data_class,
+                bytes: p.bytes,
             })
             .collect(),
         attempts: r
@@ -126,6 +127,8 @@ pub fn restore_request_pb(r: crate::restores::Request) -> pb::RestoreRequest {
         nearest: r.nearest,
         objects: r.objects,
         bytes: r.bytes,
+        back_by: r.back_by,
+        restore_seconds: r.restore_seconds,
     }
 }
 
