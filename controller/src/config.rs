@@ -63,6 +63,8 @@ pub struct Config {
     /// Restore requests.
     #[serde(default)]
     pub restore: RestorePolicy,
+    /// Mail to requesters and the help desk (restore requests).
+    pub mail: Option<crate::mail::MailConfig>,
 }
 
 /// How restore requests are served.

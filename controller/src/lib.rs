@@ -23,6 +23,7 @@ pub mod find;
 pub mod grpc;
 pub mod housekeeping;
 pub mod liveness;
+pub mod mail;
 pub mod media;
 pub mod metrics;
 pub mod moves;

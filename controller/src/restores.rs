@@ -199,7 +199,55 @@ pub fn reject(state: &State, id: &str, who: &str, note: &str) -> Result<Request>
         "restore.rejected",
         &format!("restore request {id} rejected by {who}: {note}"),
     );
+    notify(
+        state,
+        &r,
+        "rejected",
+        format!("Rejected by {who}: {note}. It is closed."),
+    );
     Ok(r)
+}
+
+/// Tells the requester and the help desk what happened, by mail (queued:
+/// never waits, retried until sent).
+fn notify(state: &State, r: &Request, what: &str, body: String) {
+    let mut to: Vec<String> = Vec::new();
+    if !r.spec.email.is_empty() {
+        to.push(r.spec.email.clone());
+    }
+    if let Some(h) = &state.mail.help_desk {
+        if !to.contains(h) {
+            to.push(h.clone());
+        }
+    }
+    if to.is_empty() {
+        return;
+    }
+    let ticket = if r.spec.ticket.is_empty() {
+        "URGENT, no ticket".to_string()
+    } else {
+        r.spec.ticket.clone()
+    };
+    let body = format!(
+        "{body}\n\nRestore request {} ({ticket}) for {}: {} from {}, as at {} (UTC), into {} on {}.\nAsked by {} for: {}\n\n-- cinta, `cintactl restore show {}`\n",
+        r.id,
+        r.spec.requester,
+        r.spec.paths.join(" "),
+        r.spec.server,
+        chrono::DateTime::from_timestamp(r.spec.at, 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default(),
+        r.spec.to,
+        r.agent,
+        r.requested_by,
+        r.spec.reason,
+        r.id
+    );
+    state.mail.send(crate::mail::Mail {
+        to,
+        subject: format!("[{ticket}] restore request {}: {what}", r.id),
+        body,
+    });
 }
 
 fn save(state: &State, r: &Request) -> Result<()> {
@@ -261,6 +309,19 @@ fn check(state: &State, spec: &mut Spec) -> Result<()> {
     }
     if spec.requester.trim().is_empty() {
         return Err(Error::Invalid("name the requester".into()));
+    }
+    let e = &spec.email;
+    let plausible = e.len() <= 254
+        && e.split('@').count() == 2
+        && !e.starts_with('@')
+        && !e.ends_with('@')
+        && !e
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c));
+    if !e.is_empty() && !plausible {
+        return Err(Error::Invalid(format!(
+            "{e:?} is not a mail address the requester can be told at"
+        )));
     }
     if spec.at <= 0 {
         spec.at = state.now();
@@ -387,6 +448,26 @@ pub fn request(state: &State, mut spec: Spec, who: &str) -> Result<Request> {
             "restore.refused",
             &format!("restore request {} ({ticket}) refused: {}", r.id, r.refusal),
         );
+        let near: Vec<String> = r
+            .nearest
+            .iter()
+            .filter_map(|t| chrono::DateTime::from_timestamp(*t, 0))
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .collect();
+        notify(
+            state,
+            &r,
+            "refused",
+            format!(
+                "Refused: {}.\nRestore points that exist nearest the date asked: {}.",
+                r.refusal,
+                if near.is_empty() {
+                    "none".to_string()
+                } else {
+                    near.join(", ")
+                }
+            ),
+        );
         return Ok(r);
     }
     let classes = r.classes();
@@ -413,6 +494,15 @@ pub fn request(state: &State, mut spec: Spec, who: &str) -> Result<Request> {
                 classes.join(", ")
             ),
         );
+        notify(
+            state,
+            &r,
+            "approval needed",
+            format!(
+                "Received. It restores {} data: a second person with the approver role approves it before it runs.",
+                classes.join(", ")
+            ),
+        );
         return Ok(r);
     }
     save(state, &r)?;
@@ -427,6 +517,12 @@ pub fn request(state: &State, mut spec: Spec, who: &str) -> Result<Request> {
             r.spec.to,
             r.agent
         ),
+    );
+    notify(
+        state,
+        &r,
+        "received",
+        "Received: it is being served.".to_string(),
     );
     proceed(state, &mut r, who)?;
     Ok(r)
@@ -670,6 +766,7 @@ fn advance(state: &State, r: &mut Request) -> Result<()> {
             "restore.verified",
             &format!("restore request {}: {note}", r.id),
         );
+        notify(state, r, "restored and verified", format!("Done: {note}."));
         return Ok(());
     }
     let why = if job.message.is_empty() {
@@ -709,6 +806,14 @@ fn advance(state: &State, r: &mut Request) -> Result<()> {
         "restore.failed",
         &format!("restore request {} failed after {n} attempts: {why}", r.id),
     );
+    notify(
+        state,
+        r,
+        "failed",
+        format!(
+            "It could not be restored after {n} attempts: {why}. The operators have been alerted."
+        ),
+    );
     Ok(())
 }
 
@@ -741,6 +846,12 @@ pub fn close(state: &State, id: &str, who: &str, note: &str) -> Result<Request> 
     state.event(
         "restore.closed",
         &format!("restore request {id} closed by {who} ({})", r.outcome),
+    );
+    notify(
+        state,
+        &r,
+        "closed",
+        format!("Closed by {who} ({}). {note}", r.outcome),
     );
     Ok(r)
 }

@@ -25,6 +25,8 @@ pub struct State {
     /// Heartbeats, when each agent was last heard from, agents lost.
     pub liveness: Liveness,
     pub events: crate::events::Events,
+    /// Mail to requesters and the help desk.
+    pub mail: crate::mail::Mailer,
     pub catalog: Mutex<Box<dyn Catalog>>,
     wake: Mutex<HashMap<String, Arc<Notify>>>,
     /// When the housekeeping sweeps last ran.
@@ -52,6 +54,7 @@ impl State {
         events: crate::events::Events,
     ) -> Arc<State> {
         Arc::new(State {
+            mail: crate::mail::Mailer::start(cfg.mail.clone()),
             cfg,
             clock,
             liveness: Liveness::new(),

@@ -2880,3 +2880,114 @@ fn a_restore_whose_cartridge_is_at_the_vault_waits_for_its_recall() {
         "{ev}"
     );
 }
+
+/// The mails an SMTP sink received: (recipients line, whole text), in order.
+fn mails(dir: &Path) -> Vec<String> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+#[test]
+fn requesters_and_the_help_desk_are_told_by_mail_and_a_mail_not_sent_is_retried() {
+    let mut s = Site::with_production_agent();
+    let j = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    // Mail configured, its server not there yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    drop(s.controller.take());
+    let p = s.d().join("controller.toml");
+    let mut cfg = std::fs::read_to_string(&p).unwrap();
+    cfg.push_str(&format!(
+        "\n[mail]\nserver = \"127.0.0.1:{port}\"\nfrom = \"cinta@bank.example\"\nhelp_desk = \"helpdesk@bank.example\"\nretry_seconds = 1\n"
+    ));
+    std::fs::write(&p, cfg).unwrap();
+    s.start_controller();
+    s.until("the agent to come back", Site::agent_connected);
+    let to = s.d().join("restored-mail");
+    let ask = |ticket: &str, at: &str| {
+        let o = s.ctl(&[
+            "restore",
+            "request",
+            "--server",
+            "PROD1",
+            "--path",
+            "*/payroll/ledger.dat",
+            "--to",
+            to.to_str().unwrap(),
+            "--ticket",
+            ticket,
+            "--at",
+            at,
+            "--requester",
+            "Ana Ruiz",
+            "--email",
+            "ana.ruiz@bank.example",
+        ]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let served = ask("INC-7001", &(EVENING + 600).to_string());
+    let refused = ask("INC-7002", &(EVENING - 3600).to_string());
+    assert_eq!(refused["outcome"], "refused");
+    let id = served["id"].as_str().unwrap().to_string();
+    s.until("the restore request to be verified", |s| {
+        s.ctl_json(&["restore", "show", &id])["state"] == "verified"
+    });
+    s.ctl_json(&["restore", "close", &id, "--note", "Ana has her ledger back"]);
+    // The restore did not wait for mail. Now the mail server comes up; the
+    // mails waiting are sent on their next try.
+    let dir = s.d().join("mails");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut sink = Command::new(grpc_python())
+        .arg(cinta_tests::repo().join("tests/python/smtp_sink.py"))
+        .args(["--port", &port.to_string(), "--dir", dir.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sink.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    s.until("four mails", |_| mails(&dir).len() >= 4);
+    std::thread::sleep(Duration::from_secs(2));
+    let got = mails(&dir);
+    let _ = sink.kill();
+    assert_eq!(got.len(), 4, "{got:#?}");
+    for (ticket, what) in [
+        ("INC-7001", "received"),
+        ("INC-7001", "restored and verified"),
+        ("INC-7001", "closed"),
+        ("INC-7002", "refused"),
+    ] {
+        let m = got
+            .iter()
+            .find(|m| {
+                m.contains(&format!("Subject: [{ticket}] restore request"))
+                    && m.contains(&format!(": {what}\r\n"))
+            })
+            .unwrap_or_else(|| panic!("no {what} mail for {ticket}: {got:#?}"));
+        assert!(
+            m.starts_with("X-Rcpt: ana.ruiz@bank.example, helpdesk@bank.example"),
+            "{m}"
+        );
+    }
+    let refusal = got.iter().find(|m| m.contains("INC-7002")).unwrap();
+    assert!(
+        refusal.contains("Restore points that exist nearest"),
+        "{refusal}"
+    );
+}
