@@ -2966,6 +2966,7 @@ fn requesters_and_the_help_desk_are_told_by_mail_and_a_mail_not_sent_is_retried(
     std::thread::sleep(Duration::from_secs(2));
     let got = mails(&dir);
     let _ = sink.kill();
+    let _ = sink.wait();
     assert_eq!(got.len(), 4, "{got:#?}");
     for (ticket, what) in [
         ("INC-7001", "received"),
