@@ -1,6 +1,7 @@
 //! `cintactl`: the operations console: agents, jobs, run a control group now, cancel; `--json` for scripts.
 
 mod connect;
+mod drills;
 mod restore;
 mod time;
 mod watch;
@@ -122,6 +123,11 @@ enum Cmd {
     Close { what: String },
     /// Give an LPAR a role (failover: the contingency LPAR becomes production); control groups follow roles.
     SwitchRole { lpar: String, role: String },
+    /// Restore drills: run, list, show.
+    Drills {
+        #[command(subcommand)]
+        what: drills::DrillsCmd,
+    },
     /// Restore requests: request, list, show, close.
     Restore {
         #[command(subcommand)]
@@ -346,6 +352,7 @@ async fn run(cli: Cli) -> Result<i32> {
     });
     match &cli.cmd {
         Cmd::Restore { what } => return restore::run(&mut c, what, cli.json).await,
+        Cmd::Drills { what } => return drills::run(&mut c, what, cli.json).await,
         Cmd::Agents => {
             let a = c
                 .list_agents(pb::ListAgentsRequest {})

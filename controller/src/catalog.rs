@@ -321,6 +321,8 @@ pub trait Catalog: Send {
     /// Objects whose path matches `glob` (`*`, `?`; `*` crosses `/`), by path
     /// then save set, at most `limit`: (save set, object).
     fn find_objects(&self, glob: &str, limit: u32) -> Result<Vec<(String, ObjectRow)>>;
+    /// Objects of one save set, by path, at most `limit`.
+    fn objects_of(&self, save_set: &str, limit: u32) -> Result<Vec<ObjectRow>>;
     /// Binds a save set not yet recorded to the job making it, the first
     /// time the job names it. Returns the job it was bound to before, if
     /// that is another one (and then binds nothing).
@@ -339,11 +341,19 @@ pub trait Catalog: Send {
     /// A small persistent value (scheduler position, tonight's record).
     fn meta(&self, key: &str) -> Result<Option<String>>;
     fn set_meta(&mut self, key: &str, value: &str) -> Result<()>;
-    /// Records a restore request (its record as JSON), open or closed.
-    fn put_restore(&mut self, id: &str, created: i64, open: bool, body: &str) -> Result<()>;
-    /// Restore requests (only the open ones unless `all`), oldest first.
-    fn restores(&self, all: bool) -> Result<Vec<String>>;
-    fn restore(&self, id: &str) -> Result<Option<String>>;
+    /// Records a record of `kind` (a restore request, a drill) as JSON,
+    /// open or closed.
+    fn put_record(
+        &mut self,
+        kind: &str,
+        id: &str,
+        created: i64,
+        open: bool,
+        body: &str,
+    ) -> Result<()>;
+    /// Records of `kind` (only the open ones unless `all`), oldest first.
+    fn records(&self, kind: &str, all: bool) -> Result<Vec<String>>;
+    fn record(&self, kind: &str, id: &str) -> Result<Option<String>>;
     /// Role switches in force, as (LPAR, role).
     fn roles(&self) -> Result<Vec<(String, String)>>;
     fn set_roles(&mut self, roles: &[(String, String)]) -> Result<()>;
@@ -438,11 +448,13 @@ CREATE TABLE IF NOT EXISTS claims (
     save_set TEXT PRIMARY KEY,
     job TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS restores (
-    id TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
     created BIGINT NOT NULL,
     open BIGINT NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
 );
 CREATE INDEX IF NOT EXISTS claims_by_job ON claims (job);
 CREATE INDEX IF NOT EXISTS objects_by_path ON objects (path, created);
@@ -814,6 +826,18 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
         self.db.exec(&stmts)
     }
 
+    fn objects_of(&self, save_set: &str, limit: u32) -> Result<Vec<ObjectRow>> {
+        Ok(self
+            .db
+            .rows(
+                "SELECT save_set, path, kind, size, mtime FROM objects WHERE save_set = ?1 ORDER BY path LIMIT ?2",
+                &[save_set.into(), i64::from(limit).into()],
+            )?
+            .into_iter()
+            .map(|r| object_row(r).1)
+            .collect())
+    }
+
     fn find_objects(&self, glob: &str, limit: u32) -> Result<Vec<(String, ObjectRow)>> {
         // A path without wildcards is looked up by the index; a pattern is scanned.
         let (sql, pattern) = if glob.contains(['*', '?']) {
@@ -891,30 +915,46 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
             .map(Val::text))
     }
 
-    fn put_restore(&mut self, id: &str, created: i64, open: bool, body: &str) -> Result<()> {
+    fn put_record(
+        &mut self,
+        kind: &str,
+        id: &str,
+        created: i64,
+        open: bool,
+        body: &str,
+    ) -> Result<()> {
         self.exec1(
-            "INSERT INTO restores (id, created, open, body) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO UPDATE SET open = ?3, body = ?4",
-            vec![id.into(), created.into(), i64::from(open).into(), body.into()],
+            "INSERT INTO records (kind, id, created, open, body) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (kind, id) DO UPDATE SET open = ?4, body = ?5",
+            vec![
+                kind.into(),
+                id.into(),
+                created.into(),
+                i64::from(open).into(),
+                body.into(),
+            ],
         )
     }
 
-    fn restores(&self, all: bool) -> Result<Vec<String>> {
+    fn records(&self, kind: &str, all: bool) -> Result<Vec<String>> {
         let sql = if all {
-            "SELECT body FROM restores ORDER BY created, id"
+            "SELECT body FROM records WHERE kind = ?1 ORDER BY created, id"
         } else {
-            "SELECT body FROM restores WHERE open = 1 ORDER BY created, id"
+            "SELECT body FROM records WHERE kind = ?1 AND open = 1 ORDER BY created, id"
         };
         Ok(self
             .db
-            .rows(sql, &[])?
+            .rows(sql, &[kind.into()])?
             .into_iter()
             .filter_map(|mut r| r.pop().map(Val::text))
             .collect())
     }
 
-    fn restore(&self, id: &str) -> Result<Option<String>> {
+    fn record(&self, kind: &str, id: &str) -> Result<Option<String>> {
         Ok(self
-            .value("SELECT body FROM restores WHERE id = ?1", &[id.into()])?
+            .value(
+                "SELECT body FROM records WHERE kind = ?1 AND id = ?2",
+                &[kind.into(), id.into()],
+            )?
             .map(Val::text))
     }
 
@@ -1141,17 +1181,32 @@ pub fn conformance(c: &mut dyn Catalog) {
     c.set_meta("k", "1").unwrap();
     c.set_meta("k", "2").unwrap();
     assert_eq!(c.meta("k").unwrap().as_deref(), Some("2"));
-    // Restore requests: open ones listed alone, a closed one kept.
-    c.put_restore("R2", 20, true, "{\"n\":2}").unwrap();
-    c.put_restore("R1", 10, true, "{\"n\":1}").unwrap();
-    c.put_restore("R1", 10, false, "{\"n\":11}").unwrap();
-    assert_eq!(c.restores(false).unwrap(), vec!["{\"n\":2}".to_string()]);
+    // Records (restore requests, drills): open ones listed alone, a closed
+    // one kept, kinds apart.
+    c.put_record("restore", "R2", 20, true, "{\"n\":2}")
+        .unwrap();
+    c.put_record("restore", "R1", 10, true, "{\"n\":1}")
+        .unwrap();
+    c.put_record("restore", "R1", 10, false, "{\"n\":11}")
+        .unwrap();
+    c.put_record("drill", "R1", 5, true, "{\"d\":1}").unwrap();
     assert_eq!(
-        c.restores(true).unwrap(),
+        c.records("restore", false).unwrap(),
+        vec!["{\"n\":2}".to_string()]
+    );
+    assert_eq!(
+        c.records("restore", true).unwrap(),
         vec!["{\"n\":11}".to_string(), "{\"n\":2}".to_string()]
     );
-    assert_eq!(c.restore("R1").unwrap().as_deref(), Some("{\"n\":11}"));
-    assert_eq!(c.restore("R3").unwrap(), None);
+    assert_eq!(
+        c.record("restore", "R1").unwrap().as_deref(),
+        Some("{\"n\":11}")
+    );
+    assert_eq!(
+        c.record("drill", "R1").unwrap().as_deref(),
+        Some("{\"d\":1}")
+    );
+    assert_eq!(c.record("restore", "R3").unwrap(), None);
     c.set_roles(&[
         ("CONT1".into(), "production".into()),
         ("PROD1".into(), "contingency".into()),
@@ -1229,6 +1284,13 @@ pub fn conformance(c: &mut dyn Catalog) {
     assert_eq!(c.claim_save_set("R", "J1").unwrap(), None);
     c.put_objects("N", &[obj("home/n1"), obj("home/n2")])
         .unwrap();
+    let of: Vec<String> = c
+        .objects_of("N", 1)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.path)
+        .collect();
+    assert_eq!(of, ["home/n1"]);
     c.put_objects("R", &[obj("home/r")]).unwrap();
     // Of J1's, only what was never recorded goes; others' stay.
     c.put_save_set(&rec("R")).unwrap();

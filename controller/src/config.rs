@@ -65,6 +65,56 @@ pub struct Config {
     pub restore: RestorePolicy,
     /// Mail to requesters and the help desk (restore requests).
     pub mail: Option<crate::mail::MailConfig>,
+    /// Restore drills.
+    #[serde(default)]
+    pub drills: DrillPolicy,
+}
+
+/// How restore drills are run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillPolicy {
+    /// When the drill is due (cron, in the controller's time zone), e.g.
+    /// quarterly "0 3 1 1,4,7,10 *"; it runs only if the quarter had no
+    /// restore request served. None: by hand only.
+    pub cron: Option<String>,
+    /// Servers a drill restores on, chosen at random.
+    #[serde(default = "default_drill_servers")]
+    pub servers: u32,
+    /// Objects and bytes restored per server at most (the newest save set
+    /// of every control group gives one object at least).
+    #[serde(default = "default_drill_objects")]
+    pub max_objects: u32,
+    #[serde(default = "default_drill_bytes")]
+    pub max_bytes: u64,
+    /// Where on each agent the scratch copy goes (removed after).
+    #[serde(default = "default_drill_scratch")]
+    pub scratch: String,
+}
+
+impl Default for DrillPolicy {
+    fn default() -> DrillPolicy {
+        DrillPolicy {
+            cron: None,
+            servers: default_drill_servers(),
+            max_objects: default_drill_objects(),
+            max_bytes: default_drill_bytes(),
+            scratch: default_drill_scratch(),
+        }
+    }
+}
+
+fn default_drill_servers() -> u32 {
+    3
+}
+fn default_drill_objects() -> u32 {
+    20
+}
+fn default_drill_bytes() -> u64 {
+    256 << 20
+}
+fn default_drill_scratch() -> String {
+    "/var/tmp/cinta-drills".into()
 }
 
 /// How restore requests are served.
@@ -574,6 +624,20 @@ impl Config {
     fn check_night_and_names(&self) -> std::result::Result<(), String> {
         if self.restore.attempts == 0 {
             return Err("restore.attempts must be at least 1".into());
+        }
+        let scratch = &self.drills.scratch;
+        if !scratch.starts_with('/') || scratch == "/" || scratch.contains('\'') {
+            return Err(format!(
+                "drills.scratch {scratch:?} must be an absolute directory (not /, no quote)"
+            ));
+        }
+        if self.drills.servers == 0 {
+            return Err("drills.servers must be at least 1".into());
+        }
+        if let Some(c) = &self.drills.cron {
+            if c.parse::<croner::Cron>().is_err() {
+                return Err(format!("drills.cron {c:?} is not a cron expression"));
+            }
         }
         if self.heartbeat_seconds == 0 {
             return Err("heartbeat_seconds must be at least 1".into());

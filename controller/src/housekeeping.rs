@@ -34,11 +34,15 @@ pub fn tick(state: &State) {
         }
     }
     crate::night::driver::advance(state, d.start_night, now);
+    if now > last {
+        crate::drills::due(state, last, now);
+    }
     if sweep_due(state) {
         crate::media::media_jobs(state, now);
         crate::liveness::sweep_lost_agents(state, now);
         crate::retention::sweep(state, now);
         crate::restores::tick(state);
+        crate::drills::tick(state);
     }
     if now > last {
         let _ = state.catalog().set_meta(LAST_KEY, &now.to_string());

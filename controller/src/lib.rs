@@ -17,6 +17,7 @@ pub mod bench_catalog;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod drills;
 pub mod error;
 pub mod events;
 pub mod find;

@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::night::machine::Level;
 use crate::state::State;
 
+/// The catalog's records of restore requests.
+const KIND: &str = "restore";
+
 /// Objects one request may restore: each is named in the job (a larger
 /// restore is asked for in parts).
 pub const MAX_OBJECTS: usize = 10_000;
@@ -254,7 +257,7 @@ fn save(state: &State, r: &Request) -> Result<()> {
     let body = serde_json::to_string(r).expect("a request serializes");
     state
         .catalog()
-        .put_restore(&r.id, r.created, r.open(), &body)
+        .put_record(KIND, &r.id, r.created, r.open(), &body)
 }
 
 fn decode(body: &str) -> Result<Request> {
@@ -264,12 +267,12 @@ fn decode(body: &str) -> Result<Request> {
 
 /// Restore requests, oldest first (only open ones unless `all`).
 pub fn list(state: &State, all: bool) -> Result<Vec<Request>> {
-    let bodies = state.catalog().restores(all)?;
+    let bodies = state.catalog().records(KIND, all)?;
     bodies.iter().map(|b| decode(b)).collect()
 }
 
 pub fn get(state: &State, id: &str) -> Result<Request> {
-    let body = state.catalog().restore(id)?;
+    let body = state.catalog().record(KIND, id)?;
     decode(&body.ok_or_else(|| Error::NotFound(format!("no restore request {id}")))?)
 }
 

@@ -528,6 +528,7 @@ impl State {
         crate::retention::record_save_sets(self, job, sets);
         if !restores.is_empty() {
             crate::restores::record_outcomes(self, job, restores);
+            crate::drills::record_outcomes(self, job, restores);
         }
         self.forget_unfinished(job);
         let kind = if ok { "job.succeeded" } else { "job.failed" };
@@ -589,7 +590,7 @@ impl State {
 pub fn level_of(kind: &str) -> Level {
     match kind {
         "night.failed" | "job.failed" | "agent.lost" | "schedule.failed" | "media.move_failed"
-        | "restore.failed" => Level::Error,
+        | "restore.failed" | "drill.failed" => Level::Error,
         "close.late" | "access.denied" | "fallback.taken" | "signoff.forced" | "watch.down"
         | "threshold.crossed" | "night.escalated" | "restore.refused" | "restore.retry" => {
             Level::Warn

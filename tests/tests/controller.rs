@@ -83,6 +83,8 @@ impl Site {
             ("controller", "--server"),
             ("PROD1", "--client"),
             ("CONT1", "--client"),
+            ("WEB1", "--client"),
+            ("MAIL1", "--client"),
             ("console", "--client"),
             ("viewer", "--client"),
             ("approver", "--client"),
@@ -146,6 +148,29 @@ every_seconds = 1
 [[lpar]]
 name = "CONT1"
 role = "contingency"
+[[lpar]]
+name = "WEB1"
+role = "server"
+[[lpar]]
+name = "MAIL1"
+role = "server"
+[[control_group]]
+name = "WEB-FILES"
+target = "WEB1"
+[[control_group.entry]]
+path = "{d}/data/home"
+[[control_group]]
+name = "MAIL-FILES"
+target = "MAIL1"
+[[control_group.entry]]
+path = "{d}/data/payroll"
+[[control_group]]
+name = "CONT-FILES"
+target = "CONT1"
+[[control_group.entry]]
+path = "{d}/data/home"
+[drills]
+scratch = "{d}/drill-scratch"
 [[control_group]]
 name = "NIGHTLY"
 target = "production"
@@ -287,7 +312,7 @@ path = "{d}/data/home"
             ),
         )
         .unwrap();
-        for name in ["PROD1", "CONT1"] {
+        for name in ["PROD1", "CONT1", "WEB1", "MAIL1"] {
             let lib = d.join(format!("lib-{name}"));
             ok(
                 "cinta-agent",
@@ -2991,4 +3016,204 @@ fn requesters_and_the_help_desk_are_told_by_mail_and_a_mail_not_sent_is_retried(
         refusal.contains("Restore points that exist nearest"),
         "{refusal}"
     );
+}
+
+/// Flips a byte in the middle of every block of a SIMH image bigger than
+/// `min` bytes (the save sets' segments; labels and headers are smaller).
+fn damage_blocks(img: &Path, min: usize) {
+    let mut b = std::fs::read(img).unwrap();
+    let mut off = 0;
+    while off + 4 <= b.len() {
+        let w = u32::from_le_bytes(b[off..off + 4].try_into().unwrap());
+        if w == 0xffff_ffff {
+            break;
+        }
+        if w == 0 {
+            off += 4;
+            continue;
+        }
+        let len = (w & 0x00ff_ffff) as usize;
+        if len > min {
+            b[off + 4 + len / 2] ^= 0x20;
+        }
+        off += 8 + len + (len & 1);
+    }
+    std::fs::write(img, b).unwrap();
+}
+
+#[test]
+fn a_drill_restores_a_sample_on_three_of_four_servers_chosen_by_its_seed() {
+    let mut s = Site::new();
+    for a in ["PROD1", "CONT1", "WEB1", "MAIL1"] {
+        s.start_agent(a);
+    }
+    s.until("the four agents", |s| {
+        s.ctl_json(&["agents"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["connected"] == true)
+            .count()
+            == 4
+    });
+    for g in ["NIGHTLY", "CONT-FILES", "WEB-FILES", "MAIL-FILES"] {
+        let j = s.ctl_json(&["run", g, "--wait"]);
+        assert_eq!(j["state"], "succeeded", "{g}: {j}");
+    }
+    let d = s.ctl_json(&["drills", "run", "--seed", "42"]);
+    assert_eq!(d["seed"], 42, "{d}");
+    let id = d["id"].as_str().unwrap().to_string();
+    let servers = |d: &serde_json::Value| -> Vec<String> {
+        d["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["agent"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let chosen = servers(&d);
+    assert_eq!(chosen.len(), 3, "{d}");
+    let mut distinct = chosen.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{d}");
+    s.until("the drill to end", |s| {
+        s.ctl_json(&["drills", "show", &id])["state"] != "running"
+    });
+    let d = s.ctl_json(&["drills", "show", &id]);
+    assert_eq!(d["state"], "passed", "{d}");
+    for x in d["servers"].as_array().unwrap() {
+        assert_eq!(x["state"], "passed", "{x}");
+        assert!(x["objects"].as_u64().unwrap() >= 1, "{x}");
+        let samples = x["samples"].as_array().unwrap();
+        assert!(
+            !samples.is_empty()
+                && samples
+                    .iter()
+                    .all(|y| !y["volumes"].as_array().unwrap().is_empty()),
+            "{x}"
+        );
+        // The scratch copy is gone.
+        let scratch = x["scratch"].as_str().unwrap();
+        assert!(
+            scratch.starts_with(s.d().join("drill-scratch").to_str().unwrap()),
+            "{x}"
+        );
+        assert!(!Path::new(scratch).exists(), "{scratch} left behind");
+    }
+    // PROD1 saved both entries of NIGHTLY: its newest save set of each is sampled.
+    if let Some(p) = d["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["agent"] == "PROD1")
+    {
+        assert_eq!(p["samples"].as_array().unwrap().len(), 2, "{p}");
+    }
+    // The same seed makes the same choice.
+    let again = s.ctl_json(&["drills", "run", "--seed", "42"]);
+    assert_eq!(servers(&again), chosen);
+    let list = s.ctl_json(&["drills", "list"]);
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let ev = s.ctl_json(&["events", "--limit", "100"]).to_string();
+    assert!(
+        ev.contains("drill.started") && ev.contains("drill.passed"),
+        "{ev}"
+    );
+}
+
+#[test]
+fn a_drill_that_meets_a_damaged_cartridge_fails_and_escalates() {
+    let s = Site::with_production_agent();
+    let j = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    let vol = j["save_sets"][0]["volumes"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    damage_blocks(&lib(&s).join("cartridges").join(format!("{vol}.tap")), 1000);
+    let d = s.ctl_json(&["drills", "run"]);
+    assert!(
+        d["seed"].as_u64().unwrap() > 0,
+        "a seed is drawn and recorded: {d}"
+    );
+    let id = d["id"].as_str().unwrap().to_string();
+    s.until("the drill to end", |s| {
+        s.ctl_json(&["drills", "show", &id])["state"] != "running"
+    });
+    let d = s.ctl_json(&["drills", "show", &id]);
+    assert_eq!(d["state"], "failed", "{d}");
+    let p = &d["servers"][0];
+    assert_eq!(
+        (p["agent"].as_str(), p["state"].as_str()),
+        (Some("PROD1"), Some("failed")),
+        "{d}"
+    );
+    assert!(
+        p["message"]
+            .as_str()
+            .unwrap()
+            .contains("restore of save set"),
+        "{d}"
+    );
+    let ev = s.ctl_json(&["events", "--limit", "100"]).to_string();
+    assert!(ev.contains("drill.failed"), "{ev}");
+}
+
+#[test]
+fn the_scheduled_drill_runs_only_in_a_quarter_without_a_restore_served() {
+    let mut s = Site::with_production_agent();
+    drop(s.controller.take());
+    let p = s.d().join("controller.toml");
+    // Every day at 21:00 for the test (a site would say quarterly).
+    let cfg = std::fs::read_to_string(&p).unwrap().replacen(
+        "[drills]\n",
+        "[drills]\ncron = \"0 21 * * *\"\n",
+        1,
+    );
+    std::fs::write(&p, cfg).unwrap();
+    s.start_controller();
+    s.until("the agent to come back", Site::agent_connected);
+    let j = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    let r = s.ctl_json(&[
+        "restore",
+        "request",
+        "--server",
+        "PROD1",
+        "--path",
+        "*/home/note.txt",
+        "--to",
+        s.d().join("r").to_str().unwrap(),
+        "--ticket",
+        "INC-8001",
+        "--requester",
+        "Ops",
+    ]);
+    let id = r["id"].as_str().unwrap().to_string();
+    s.until("the restore request to be verified", |s| {
+        s.ctl_json(&["restore", "show", &id])["state"] == "verified"
+    });
+    // 21:00 this quarter: a request was served, so no drill.
+    s.at(61);
+    s.until("the drill to be skipped", |s| {
+        s.ctl_json(&["events", "--limit", "50"])
+            .to_string()
+            .contains("drill.skipped")
+    });
+    assert!(s
+        .ctl_json(&["drills", "list"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // 21:00 on 2 January: a new quarter with no request served: the drill runs.
+    s.at(39 * 24 * 60 + 61);
+    s.until("the scheduled drill", |s| {
+        !s.ctl_json(&["drills", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    let d = &s.ctl_json(&["drills", "list"])[0];
+    assert_eq!(d["by"], "schedule", "{d}");
 }

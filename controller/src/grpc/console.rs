@@ -5,7 +5,7 @@ use std::sync::Arc;
 use cinta_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use super::convert::{job_pb, night_pb, restore_request_pb, volume_pb};
+use super::convert::{drill_pb, job_pb, night_pb, restore_request_pb, volume_pb};
 use super::peer;
 use crate::access::Role;
 use crate::state::State;
@@ -349,6 +349,37 @@ impl pb::console_service_server::ConsoleService for Console {
         let c = req.into_inner();
         let r = crate::restores::close(&self.0, &c.id, &who, &c.note)?;
         Ok(Response::new(restore_request_pb(r)))
+    }
+
+    async fn run_drill(
+        &self,
+        req: Request<pb::RunDrillRequest>,
+    ) -> Result<Response<pb::Drill>, Status> {
+        let who = self.who(&req, "RunDrill", Role::Operator)?;
+        let seed = req.into_inner().seed;
+        let d = crate::drills::run(&self.0, (seed != 0).then_some(seed), &who)?;
+        Ok(Response::new(drill_pb(d)))
+    }
+
+    async fn list_drills(
+        &self,
+        req: Request<pb::ListDrillsRequest>,
+    ) -> Result<Response<pb::ListDrillsResponse>, Status> {
+        self.who(&req, "ListDrills", Role::Viewer)?;
+        let drills = crate::drills::list(&self.0)?
+            .into_iter()
+            .map(drill_pb)
+            .collect();
+        Ok(Response::new(pb::ListDrillsResponse { drills }))
+    }
+
+    async fn get_drill(
+        &self,
+        req: Request<pb::GetDrillRequest>,
+    ) -> Result<Response<pb::Drill>, Status> {
+        self.who(&req, "GetDrill", Role::Viewer)?;
+        let d = crate::drills::get(&self.0, &req.into_inner().id)?;
+        Ok(Response::new(drill_pb(d)))
     }
 
     async fn approve_restore(

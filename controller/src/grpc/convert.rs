@@ -57,6 +57,46 @@ pub fn restore_outcome(o: pb::RestoreOutcome) -> crate::restores::Outcome {
     }
 }
 
+pub fn drill_pb(d: crate::drills::Drill) -> pb::Drill {
+    pb::Drill {
+        id: d.id,
+        created: d.created,
+        seed: d.seed,
+        by: d.by,
+        state: d.state,
+        ended: d.ended,
+        servers: d
+            .servers
+            .into_iter()
+            .map(|s| pb::DrillServer {
+                agent: s.agent,
+                library: s.library,
+                samples: s
+                    .samples
+                    .into_iter()
+                    .map(|x| pb::DrillSample {
+                        save_set: x.save_set,
+                        control_group: x.control_group,
+                        created: x.created,
+                        volumes: x.volumes,
+                        objects: x.select,
+                        bytes: x.bytes,
+                    })
+                    .collect(),
+                scratch: s.to,
+                job: s.job,
+                state: s.state,
+                message: s.message,
+                started: s.started,
+                ended: s.ended,
+                objects: s.objects,
+                bytes: s.bytes,
+                outcomes: s.outcomes.into_iter().map(restore_outcome_pb).collect(),
+            })
+            .collect(),
+    }
+}
+
 fn restore_outcome_pb(o: crate::restores::Outcome) -> pb::RestoreOutcome {
     pb::RestoreOutcome {
         save_set: o.save_set,
