@@ -11,7 +11,7 @@
 #   lpar-simulator.sh DIR end-apply      # suspends apply (controlled end); prints the recovery point
 #   lpar-simulator.sh DIR start-apply    # resumes apply; it catches up (backlog 0)
 #   lpar-simulator.sh DIR savlib LIB     # writes library LIB's save file (DIR/libs/LIB) to standard output
-#   lpar-simulator.sh DIR rstlib LIB     # restores library LIB from a save file on standard input
+#   lpar-simulator.sh DIR rstlib LIB [TO] # restores library LIB (as TO) from a save file on standard input
 #   lpar-simulator.sh DIR signoff        # ends the interactive jobs (users 0), like ENDJOB of each
 #   lpar-simulator.sh DIR subsystem SBS  # exits 0 if subsystem SBS is active (DIR/down-SBS: inactive)
 #
@@ -22,7 +22,7 @@
 # writes part of the save file, then fails), DIR/slow-save (seconds savlib pauses after
 # the first 2.5 MB), DIR/stay (signoff leaves the users on).
 set -euo pipefail
-usage="usage: lpar-simulator.sh DIR users|close|replication|end-apply|start-apply|savlib LIB|rstlib LIB|signoff|subsystem SBS"
+usage="usage: lpar-simulator.sh DIR users|close|replication|end-apply|start-apply|savlib LIB|rstlib LIB [TO]|signoff|subsystem SBS"
 dir=${1:?$usage}
 cmd=${2:?$usage}
 mkdir -p "$dir"
@@ -57,10 +57,11 @@ case $cmd in
         fi
         echo "CPC3722: objects saved from library $lib. (simulated)" >&2 ;;
     rstlib)
-        lib=${3:?$usage}
-        mkdir -p "$dir/libs"; rm -rf "${dir:?}/libs/$lib"
-        tar -C "$dir/libs" -xf - "$lib"
-        echo "CPC3703: objects restored to library $lib. (simulated)" ;;
+        lib=${3:?$usage}; to=${4:-$lib}
+        mkdir -p "$dir/libs"; t=$(mktemp -d)
+        if ! tar -C "$t" -xf - "$lib"; then rm -rf "$t"; echo "CPF3780: no library $lib in the save file (simulated)" >&2; exit 1; fi
+        rm -rf "${dir:?}/libs/$to"; mv "$t/$lib" "$dir/libs/$to"; rm -rf "$t"
+        echo "CPC3703: objects restored to library $to from $lib. (simulated)" ;;
     subsystem)
         sbs=${3:?$usage}
         if [ -f "$dir/down-$sbs" ]; then echo "$sbs INACTIVE (simulated WRKSBS)"; exit 1; fi

@@ -923,7 +923,12 @@ async fn run_job(
     let mut restores = Vec::new();
     if let (true, Some(lib)) = (go && !job.restores.is_empty(), lib) {
         for r in &job.restores {
-            match restore_save_set(c, lib, r).await {
+            let done = if r.command.is_empty() {
+                restore_save_set(c, lib, r).await
+            } else {
+                restore_library(c, lib, r, &job, timeout, &mut output).await
+            };
+            match done {
                 Ok(o) => {
                     if !o.failed.is_empty() || !o.damaged.is_empty() {
                         problems.push(format!(
@@ -1010,6 +1015,55 @@ async fn run_job(
         output,
         restores,
     }
+}
+
+/// Restores an IBM i library: its save file out of the save set into a
+/// scratch directory (named only once its digest matched), then its bytes
+/// into the restore command (RSTLIB through the template) on its LPAR.
+async fn restore_library(
+    c: &AgentConfig,
+    lib: &LibraryRef,
+    r: &pb::RestoreItem,
+    job: &pb::JobAssignment,
+    timeout: Duration,
+    output: &mut String,
+) -> std::result::Result<pb::RestoreOutcome, String> {
+    let [name] = r.select.as_slice() else {
+        return Err("a library restore names its one save file".into());
+    };
+    let scratch = tempfile::tempdir().map_err(|e| format!("a scratch directory: {e}"))?;
+    let item = pb::RestoreItem {
+        to: scratch.path().display().to_string(),
+        command: String::new(),
+        ..r.clone()
+    };
+    let mut o = restore_save_set(c, lib, &item).await?;
+    if !o.failed.is_empty() || !o.damaged.is_empty() {
+        return Ok(o);
+    }
+    let file = std::fs::File::open(scratch.path().join(name))
+        .map_err(|e| format!("the restored save file {name}: {e}"))?;
+    let mut cmd = job_shell(&r.command, job);
+    cmd.stdin(file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("the library restore command: {e}"))?;
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| format!("the library restore command ran past {timeout:?}"))?
+        .map_err(|e| format!("the library restore command: {e}"))?;
+    output.push_str(&String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        return Err(format!(
+            "the library restore command failed ({}): {}",
+            out.status,
+            tail(&String::from_utf8_lossy(&out.stderr), 300)
+        ));
+    }
+    o.to = r.command.clone();
+    Ok(o)
 }
 
 /// Restores objects of a save set (`cinta-agent restore`, the names

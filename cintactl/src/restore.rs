@@ -25,11 +25,15 @@ pub enum RestoreCmd {
         #[arg(long)]
         at: Option<String>,
         /// The destination directory on the server's agent.
-        #[arg(long, required_unless_present = "original")]
+        #[arg(long, required_unless_present_any = ["original", "into_library"])]
         to: Option<String>,
         /// Back to the original place instead (replacing what is there).
         #[arg(long, conflicts_with = "to")]
         original: bool,
+        /// For an IBM i library's save file: the library to restore it into
+        /// on the server's LPAR (RSTLIB through the configured template).
+        #[arg(long, conflicts_with_all = ["to", "original"])]
+        into_library: Option<String>,
         /// The ticket number.
         #[arg(long, required_unless_present = "urgent")]
         ticket: Option<String>,
@@ -85,7 +89,7 @@ pub fn request_json(r: &pb::RestoreRequest) -> serde_json::Value {
         "id": r.id, "state": r.state, "outcome": r.outcome, "requested_by": r.requested_by,
         "server": s.server, "paths": s.paths, "at": s.at, "to": s.to, "original": s.original,
         "ticket": s.ticket, "urgent": s.urgent, "requester": s.requester, "email": s.email,
-        "reason": s.reason, "agent": r.agent, "library": r.library,
+        "reason": s.reason, "into_library": s.into_library, "agent": r.agent, "library": r.library,
         "plan": r.plan.iter().map(|p| serde_json::json!({
             "save_set": p.save_set, "created": p.created, "volumes": p.volumes, "objects": p.objects,
             "data_class": p.data_class, "bytes": p.bytes,
@@ -227,6 +231,7 @@ pub async fn run(
             at,
             to,
             original,
+            into_library,
             ticket,
             urgent,
             requester,
@@ -248,6 +253,7 @@ pub async fn run(
                     requester: requester.clone(),
                     email: email.clone(),
                     reason: reason.clone(),
+                    into_library: into_library.clone().unwrap_or_default(),
                 })
                 .await?
                 .into_inner();

@@ -73,6 +73,9 @@ pub struct RestoreItem {
     pub select: Vec<String>,
     pub to: String,
     pub replace: bool,
+    /// An IBM i library's save file goes to this command (RSTLIB).
+    #[serde(default)]
+    pub command: String,
 }
 
 /// One entry of a job: a path (with include/exclude), or an IBM i library

@@ -156,14 +156,28 @@ pub struct Ibmi {
     /// the LPAR has `ssh`. A non-zero exit fails the save: nothing is recorded.
     #[serde(default = "default_save_library")]
     pub save_library: String,
+    /// Restores library `{lib}` as library `{to}` from the save file's
+    /// bytes on standard input (a restore request); `{savf}` and `{lpar}`
+    /// as above. A non-zero exit fails the restore.
+    #[serde(default = "default_restore_library")]
+    pub restore_library: String,
 }
 
 impl Default for Ibmi {
     fn default() -> Ibmi {
         Ibmi {
             save_library: default_save_library(),
+            restore_library: default_restore_library(),
         }
     }
+}
+
+/// The save file's bytes into a stream file, copied into a save file,
+/// RSTLIB from it under the library name asked for, both removed.
+pub const DEFAULT_RESTORE_LIBRARY: &str = "cat > /tmp/cinta-{savf}.savf && system \"CRTSAVF FILE(CINTA/{savf})\" >&2 && system \"CPYFRMSTMF FROMSTMF('/tmp/cinta-{savf}.savf') TOMBR('/QSYS.LIB/CINTA.LIB/{savf}.FILE') MBROPT(*REPLACE) CVTDTA(*NONE)\" >&2 && system \"RSTLIB SAVLIB({lib}) DEV(*SAVF) SAVF(CINTA/{savf}) RSTLIB({to})\"; rc=$?; system \"DLTF FILE(CINTA/{savf})\" >&2; rm -f /tmp/cinta-{savf}.savf; exit $rc";
+
+fn default_restore_library() -> String {
+    DEFAULT_RESTORE_LIBRARY.into()
 }
 
 /// BRMS/CL through PASE's `system`: a save file in library CINTA, SAVLIB
@@ -749,6 +763,29 @@ impl Config {
     }
 
     /// The command that saves IBM i library `lib` on `lpar` (its save file on standard output).
+    /// The command restoring library `lib` as `to` on `lpar` from a save
+    /// file on standard input.
+    pub fn restore_library_command(&self, lpar: &str, lib: &str, to: &str) -> String {
+        self.on_lpar(
+            lpar,
+            &self
+                .ibmi
+                .restore_library
+                .replace("{lib}", lib)
+                .replace("{to}", to)
+                .replace("{savf}", lib),
+        )
+    }
+
+    /// The IBM i library that group `group` saved as `source`, if that is a library entry.
+    pub fn library_of(&self, group: &str, source: &str) -> Option<String> {
+        self.control_group(group)?
+            .entries
+            .iter()
+            .filter_map(|e| e.library.clone())
+            .find(|l| saved_library(l, source))
+    }
+
     pub fn save_library_command(&self, lpar: &str, lib: &str) -> String {
         let l = self.lpars.iter().find(|l| l.name == lpar);
         let template = l
@@ -818,7 +855,9 @@ impl Config {
             e.path
                 .as_deref()
                 .is_some_and(|p| p.trim_end_matches('/') == source)
-                || e.library.as_deref().is_some_and(|l| source.contains(l))
+                || e.library
+                    .as_deref()
+                    .is_some_and(|l| saved_library(l, source))
         });
         entry
             .and_then(|e| e.data_class.clone())
@@ -850,6 +889,13 @@ impl Config {
                     .map(|l| l.role.clone())
             })
     }
+}
+
+/// Whether a save set's source is library `lib`'s save file (a
+/// standard-input save: "stdin:LIB.SAVF").
+fn saved_library(lib: &str, source: &str) -> bool {
+    let name = format!("{lib}.SAVF");
+    source == name || source.strip_prefix("stdin:") == Some(name.as_str())
 }
 
 /// An IBM i library name as SAVLIB takes it: 1-10 characters, upper case

@@ -222,6 +222,7 @@ pub fn run(state: &State, seed: Option<u64>, who: &str) -> Result<Drill> {
                     select: s.select.clone(),
                     to: to.clone(),
                     replace: true,
+                    command: String::new(),
                 })
                 .collect(),
             // The scratch copy goes whatever came of the restore.

@@ -36,6 +36,9 @@ pub struct Spec {
     pub requester: String,
     pub email: String,
     pub reason: String,
+    /// An IBM i library's save file is restored into this library.
+    #[serde(default)]
+    pub into_library: String,
 }
 
 /// One step of a request's life.
@@ -83,6 +86,9 @@ pub struct PlanItem {
     /// Bytes of the objects chosen.
     #[serde(default)]
     pub bytes: u64,
+    /// An IBM i library's save file: the command restoring it (RSTLIB).
+    #[serde(default)]
+    pub command: String,
 }
 
 /// A restore request and everything that happened to it.
@@ -292,7 +298,15 @@ fn check(state: &State, spec: &mut Spec) -> Result<()> {
             "name what to restore: paths or globs as `cintactl find` takes them".into(),
         ));
     }
-    if spec.original {
+    if !spec.into_library.is_empty() {
+        crate::config::check_library_name(&spec.into_library)
+            .map_err(|e| Error::Invalid(format!("library {:?}: {e}", spec.into_library)))?;
+        if !spec.to.is_empty() || spec.original {
+            return Err(Error::Invalid(
+                "a library is restored into a library (--into-library), not a directory".into(),
+            ));
+        }
+    } else if spec.original {
         if !spec.to.is_empty() && spec.to != "/" {
             return Err(Error::Invalid(
                 "give a destination or the original place, not both".into(),
@@ -388,7 +402,33 @@ pub fn request(state: &State, mut spec: Spec, who: &str) -> Result<Request> {
                         .data_class_of(&f.save_set.control_group, &f.save_set.source)
                         .unwrap_or_default(),
                     bytes: 0,
+                    command: String::new(),
                 });
+            // An IBM i library's save file goes back through RSTLIB, into
+            // the library named; files go to a directory.
+            let library = state
+                .cfg
+                .library_of(&f.save_set.control_group, &f.save_set.source);
+            match (&library, spec.into_library.is_empty()) {
+                (Some(lib), false) => {
+                    item.command = state
+                        .cfg
+                        .restore_library_command(&spec.server, lib, &spec.into_library)
+                }
+                (Some(lib), true) => {
+                    return Err(Error::Invalid(format!(
+                        "{} is library {lib}'s save file: say which library to restore it into (--into-library)",
+                        f.object.path
+                    )))
+                }
+                (None, false) => {
+                    return Err(Error::Invalid(format!(
+                        "{} is not a library's save file: give a destination directory (--to)",
+                        f.object.path
+                    )))
+                }
+                (None, true) => {}
+            }
             if !item.select.contains(&f.object.path) {
                 item.select.push(f.object.path.clone());
                 item.bytes += f.object.size;
@@ -649,6 +689,7 @@ fn start_attempt(state: &State, r: &mut Request, who: &str) -> Result<()> {
                 select: p.select.clone(),
                 to: r.spec.to.clone(),
                 replace: true,
+                command: p.command.clone(),
             })
             .collect(),
         ..Assignment::chores(r.library.clone())

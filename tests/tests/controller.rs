@@ -138,6 +138,7 @@ cn = "approver"
 roles = ["approver"]
 [ibmi]
 save_library = "bash {sim} {d}/sim/{{lpar}} savlib {{lib}}"
+restore_library = "bash {sim} {d}/sim/{{lpar}} rstlib {{lib}} {{to}}"
 [[lpar]]
 name = "PROD1"
 role = "production"
@@ -3216,4 +3217,68 @@ fn the_scheduled_drill_runs_only_in_a_quarter_without_a_restore_served() {
     });
     let d = &s.ctl_json(&["drills", "list"])[0];
     assert_eq!(d["by"], "schedule", "{d}");
+}
+
+#[test]
+fn an_ibm_i_library_is_restored_into_another_library_through_rstlib() {
+    let mut s = Site::new();
+    let libs = s.d().join("sim/PROD1/libs");
+    std::fs::create_dir_all(libs.join("PAYLIB/QCLSRC.FILE")).unwrap();
+    std::fs::write(libs.join("PAYLIB/LEDGER.FILE"), vec![7u8; 300_000]).unwrap();
+    std::fs::write(libs.join("PAYLIB/QCLSRC.FILE/CLOSE.MBR"), b"PGM\nENDPGM\n").unwrap();
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let full = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(full["state"], "succeeded", "{full}");
+    let job = s.ctl_json(&["run", "LIBS", "--wait"]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let ask = |extra: &[&str]| {
+        let mut a = vec![
+            "restore",
+            "request",
+            "--server",
+            "PROD1",
+            "--path",
+            "PAYLIB.SAVF",
+            "--ticket",
+            "INC-9001",
+            "--requester",
+            "Payroll",
+        ];
+        a.extend_from_slice(extra);
+        s.ctl(&a)
+    };
+    // A save file is restored into a library, named; never a directory.
+    let o = ask(&["--to", s.d().join("x").to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--into-library"),
+        "{}{}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let o = ask(&["--into-library", "payrst"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("upper case"));
+    let o = ask(&["--into-library", "PAYRST"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let id = r["id"].as_str().unwrap().to_string();
+    s.until("the library restore to be verified", |s| {
+        s.ctl_json(&["restore", "show", &id])["state"] == "verified"
+    });
+    // RSTLIB (simulated) made library PAYRST from PAYLIB's save file.
+    assert_eq!(
+        std::fs::read(libs.join("PAYRST/LEDGER.FILE")).unwrap(),
+        vec![7u8; 300_000]
+    );
+    assert_eq!(
+        std::fs::read(libs.join("PAYRST/QCLSRC.FILE/CLOSE.MBR")).unwrap(),
+        b"PGM\nENDPGM\n"
+    );
+    assert!(
+        libs.join("PAYLIB/LEDGER.FILE").exists(),
+        "the original library stays"
+    );
+    let r = s.ctl_json(&["restore", "show", &id]);
+    assert_eq!(r["into_library"], "PAYRST", "{r}");
+    assert_eq!(r["attempts"][0]["outcomes"][0]["objects"], 1, "{r}");
 }

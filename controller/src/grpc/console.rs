@@ -314,6 +314,7 @@ impl pb::console_service_server::ConsoleService for Console {
             requester: s.requester,
             email: s.email,
             reason: s.reason,
+            into_library: s.into_library,
         };
         let r = crate::restores::request(&self.0, spec, &who)?;
         Ok(Response::new(restore_request_pb(r)))

@@ -41,6 +41,7 @@ pub fn assignment(j: &JobRow) -> pb::JobAssignment {
                 select: r.select.clone(),
                 to: r.to.clone(),
                 replace: r.replace,
+                command: r.command.clone(),
             })
             .collect(),
     }
@@ -123,6 +124,7 @@ pub fn restore_request_pb(r: crate::restores::Request) -> pb::RestoreRequest {
             requester: s.requester,
             email: s.email,
             reason: s.reason,
+            into_library: s.into_library,
         }),
         state: r.state,
         outcome: r.outcome,
