@@ -68,6 +68,8 @@ pub enum RestoreCmd {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// Attach the ticket to an urgent request made without one.
+    Ticket { id: String, ticket: String },
     /// Reject a request waiting for approval: it is closed.
     Reject {
         id: String,
@@ -310,6 +312,17 @@ pub async fn run(
                 c.reject_restore(d).await?
             }
             .into_inner();
+            show(&r)?;
+            Ok(0)
+        }
+        RestoreCmd::Ticket { id, ticket } => {
+            let r = c
+                .attach_ticket(pb::AttachTicketRequest {
+                    id: id.clone(),
+                    ticket: ticket.clone(),
+                })
+                .await?
+                .into_inner();
             show(&r)?;
             Ok(0)
         }

@@ -190,6 +190,34 @@ pub fn approve(state: &State, id: &str, who: &str, note: &str) -> Result<Request
     Ok(r)
 }
 
+/// Attaches the ticket an urgent request was made without.
+pub fn attach_ticket(state: &State, id: &str, ticket: &str, who: &str) -> Result<Request> {
+    let mut r = get(state, id)?;
+    let ticket = ticket.trim();
+    if ticket.is_empty() {
+        return Err(Error::Invalid("give the ticket number".into()));
+    }
+    if !r.spec.ticket.is_empty() {
+        return Err(Error::Precondition(format!(
+            "restore request {id} has ticket {} already",
+            r.spec.ticket
+        )));
+    }
+    r.spec.ticket = ticket.to_string();
+    r.history.push(Step {
+        time: state.now(),
+        state: "ticket".into(),
+        who: who.to_string(),
+        note: format!("ticket {ticket} attached"),
+    });
+    save(state, &r)?;
+    state.event(
+        "restore.ticket",
+        &format!("restore request {id}: ticket {ticket} attached by {who}"),
+    );
+    Ok(r)
+}
+
 /// An approver refuses the request: it is closed.
 pub fn reject(state: &State, id: &str, who: &str, note: &str) -> Result<Request> {
     let mut r = awaiting(state, id)?;

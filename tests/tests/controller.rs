@@ -2610,6 +2610,12 @@ fn a_restore_request_is_served_end_to_end_and_one_the_policy_does_not_cover_is_r
         (Some(true), Some("")),
         "{r}"
     );
+    // The ticket comes later: attached, the flag goes.
+    let urgent_id = r["id"].as_str().unwrap().to_string();
+    let t = s.ctl_json(&["restore", "ticket", &urgent_id, "INC-4714"]);
+    assert_eq!(t["ticket"], "INC-4714", "{t}");
+    let o = s.ctl(&["restore", "ticket", &urgent_id, "INC-4715"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already"));
     let all = s.ctl_json(&["restore", "list", "--all"]);
     assert_eq!(all.as_array().unwrap().len(), 3, "{all}");
     let open = s.ctl_json(&["restore", "list"]);

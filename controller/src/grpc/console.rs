@@ -383,6 +383,16 @@ impl pb::console_service_server::ConsoleService for Console {
         Ok(Response::new(drill_pb(d)))
     }
 
+    async fn attach_ticket(
+        &self,
+        req: Request<pb::AttachTicketRequest>,
+    ) -> Result<Response<pb::RestoreRequest>, Status> {
+        let who = self.who(&req, "AttachTicket", Role::Operator)?;
+        let a = req.into_inner();
+        let r = crate::restores::attach_ticket(&self.0, &a.id, &a.ticket, &who)?;
+        Ok(Response::new(restore_request_pb(r)))
+    }
+
     async fn approve_restore(
         &self,
         req: Request<pb::DecideRestoreRequest>,
