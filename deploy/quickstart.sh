@@ -171,6 +171,7 @@ cn = "console"
 roles = ["operator"]
 [ibmi]
 save_library = "bash $sim $night/sim/{lpar} savlib {lib}"
+restore_library = "bash $sim $night/sim/{lpar} rstlib {lib} {to}"
 [[lpar]]
 name = "PROD1"
 role = "production"
@@ -259,6 +260,16 @@ step "what was saved where, and with which key"
 for n in PROD1 CONT1; do echo "-- library of $n"; "$agent" ls "$night/lib-$n"; done
 "$console" volumes
 "$km" "${kmc[@]}" keys list
+
+step "the morning after: the payroll desk asks for library PAYROLL as it was at 20:40, restored as PAYRST"
+rid=$("$console" --json restore request --server PROD1 --path PAYROLL.SAVF --at '2026-11-24 20:40' \
+  --into-library PAYRST --ticket INC-1001 --requester 'Payroll desk' --reason 'ledger 02 overwritten' |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+rstate() { "$console" --json restore show "$rid" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])'; }
+wait_for "the restore request" '[ "$(rstate)" = verified ]'
+"$console" restore show "$rid"
+diff -r "$night/sim/PROD1/libs/PAYROLL" "$night/sim/PROD1/libs/PAYRST" && echo "library PAYRST identical to PAYROLL as saved"
+"$console" restore close "$rid" --note "payroll desk has its ledger" >/dev/null && echo "restore request $rid closed"
 
 rm -rf "$demo/data.bin" "$demo/data.out" "$demo/vault-CT0001.tap" "$demo/restored" "$demo/restored-kmip"
 printf '\nquickstart done: library in %s, key manager log in %s, the night in %s\n' "$lib" "$demo/keymgr.log" "$night"

@@ -27,6 +27,13 @@ fn readme_quickstart_runs() {
     assert!(stdout.contains("EOV -> CT0002"), "{stdout}");
     assert!(stdout.contains("identical:"), "{stdout}");
     assert!(stdout.contains("imported CT0001 into slot"), "{stdout}");
+    // The morning after: a restore request served through RSTLIB.
+    assert!(
+        stdout.contains("library PAYRST identical to PAYROLL as saved")
+            && stdout.contains("restore request R")
+            && stdout.contains("closed"),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("verified: ") && stdout.contains("0 failed"),
         "{stdout}"
