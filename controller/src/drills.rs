@@ -16,6 +16,12 @@ use crate::state::State;
 /// The catalog's records of drills.
 const KIND: &str = "drill";
 
+/// Drills are changed one at a time (the sweep and a job's result).
+fn moving() -> std::sync::MutexGuard<'static, ()> {
+    static MOVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    MOVING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A deterministic generator for the choices (SplitMix64): the same seed
 /// makes the same choice.
 struct Choice(u64);
@@ -262,6 +268,7 @@ pub fn run(state: &State, seed: Option<u64>, who: &str) -> Result<Drill> {
 
 /// What an agent said of a drill's job it finished.
 pub fn record_outcomes(state: &State, job: &str, outcomes: &[Outcome]) {
+    let _one = moving();
     let Ok(open) = state.catalog().records(KIND, false) else {
         return;
     };
@@ -279,6 +286,7 @@ pub fn record_outcomes(state: &State, job: &str, outcomes: &[Outcome]) {
 
 /// Ends the drills whose jobs have all ended. Runs with the housekeeping sweeps.
 pub fn tick(state: &State) {
+    let _one = moving();
     let Ok(open) = state.catalog().records(KIND, false) else {
         return;
     };

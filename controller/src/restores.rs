@@ -19,6 +19,13 @@ use crate::state::State;
 /// The catalog's records of restore requests.
 const KIND: &str = "restore";
 
+/// Requests are changed one at a time (the sweep, a job's result and the
+/// console all change them): read, change and write under this.
+fn moving() -> std::sync::MutexGuard<'static, ()> {
+    static MOVING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    MOVING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Objects one request may restore: each is named in the job (a larger
 /// restore is asked for in parts).
 pub const MAX_OBJECTS: usize = 10_000;
@@ -167,6 +174,7 @@ fn awaiting(state: &State, id: &str) -> Result<Request> {
 /// The second person approves: the restore starts. Neither the operator
 /// who made the request nor its requester may.
 pub fn approve(state: &State, id: &str, who: &str, note: &str) -> Result<Request> {
+    let _one = moving();
     let mut r = awaiting(state, id)?;
     if who == r.requested_by || who.eq_ignore_ascii_case(r.spec.requester.trim()) {
         let why = format!(
@@ -192,6 +200,7 @@ pub fn approve(state: &State, id: &str, who: &str, note: &str) -> Result<Request
 
 /// Attaches the ticket an urgent request was made without.
 pub fn attach_ticket(state: &State, id: &str, ticket: &str, who: &str) -> Result<Request> {
+    let _one = moving();
     let mut r = get(state, id)?;
     let ticket = ticket.trim();
     if ticket.is_empty() {
@@ -220,6 +229,7 @@ pub fn attach_ticket(state: &State, id: &str, ticket: &str, who: &str) -> Result
 
 /// An approver refuses the request: it is closed.
 pub fn reject(state: &State, id: &str, who: &str, note: &str) -> Result<Request> {
+    let _one = moving();
     let mut r = awaiting(state, id)?;
     let now = state.now();
     r.outcome = "rejected".into();
@@ -746,6 +756,7 @@ fn start_attempt(state: &State, r: &mut Request, who: &str) -> Result<()> {
 /// What the agent said of a restore job it finished (before the tick
 /// looks at the job).
 pub fn record_outcomes(state: &State, job: &str, outcomes: &[Outcome]) {
+    let _one = moving();
     let found = list(state, false).map(|rs| {
         rs.into_iter()
             .find(|r| r.attempts.last().is_some_and(|a| a.job == job))
@@ -767,6 +778,7 @@ pub fn record_outcomes(state: &State, job: &str, outcomes: &[Outcome]) {
 /// Moves every restoring request on whose job ended: verified, tried
 /// again, or failed. Runs with the housekeeping sweeps.
 pub fn tick(state: &State) {
+    let _one = moving();
     let open = match list(state, false) {
         Ok(rs) => rs,
         Err(e) => {
@@ -891,6 +903,7 @@ fn advance(state: &State, r: &mut Request) -> Result<()> {
 
 /// Closes a request (a restore still running is cancelled).
 pub fn close(state: &State, id: &str, who: &str, note: &str) -> Result<Request> {
+    let _one = moving();
     let mut r = get(state, id)?;
     if !r.open() {
         return Err(Error::Precondition(format!(

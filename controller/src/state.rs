@@ -577,6 +577,11 @@ impl State {
                 &format!("job {job} on {agent}: {}", warned.join("; ")),
             );
         }
+        if !restores.is_empty() {
+            // A restore request or drill goes on now, not at the next sweep.
+            crate::restores::tick(self);
+            crate::drills::tick(self);
+        }
         Ok(())
     }
 
