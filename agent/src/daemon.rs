@@ -922,7 +922,14 @@ async fn run_job(
     }
     let mut restores = Vec::new();
     if let (true, Some(lib)) = (go && !job.restores.is_empty(), lib) {
-        for r in &job.restores {
+        // Watched like a save: a step per save set restored.
+        let (live, forwarder, stop) = progress_forwarder(client, session, &job);
+        live.send_modify(|l| l.entries_total = job.restores.len() as u32);
+        for (i, r) in job.restores.iter().enumerate() {
+            live.send_modify(|l| {
+                l.current = format!("restore of save set {}", r.save_set);
+                l.entries_done = i as u32;
+            });
             let done = if r.command.is_empty() {
                 restore_save_set(c, lib, r).await
             } else {
@@ -955,7 +962,15 @@ async fn run_job(
                     break;
                 }
             }
+            live.send_modify(|l| {
+                l.entries_done = i as u32 + 1;
+                l.bytes = restores.iter().map(|o: &pb::RestoreOutcome| o.bytes).sum();
+                l.objects = restores.iter().map(|o| o.objects).sum();
+            });
         }
+        drop(live);
+        stop.notify_one();
+        let _ = forwarder.await;
     }
     if let (true, Some(lib)) = (go && !job.expire.is_empty(), lib) {
         for id in &job.expire {

@@ -68,6 +68,12 @@ pub enum RestoreCmd {
         #[arg(long, default_value = "")]
         note: String,
     },
+    /// The restored data was handed to the requester (after verified).
+    Deliver {
+        id: String,
+        #[arg(long, default_value = "")]
+        note: String,
+    },
     /// Attach the ticket to an urgent request made without one.
     Ticket { id: String, ticket: String },
     /// Reject a request waiting for approval: it is closed.
@@ -312,6 +318,17 @@ pub async fn run(
                 c.reject_restore(d).await?
             }
             .into_inner();
+            show(&r)?;
+            Ok(0)
+        }
+        RestoreCmd::Deliver { id, note } => {
+            let r = c
+                .deliver_restore(pb::DecideRestoreRequest {
+                    id: id.clone(),
+                    note: note.clone(),
+                })
+                .await?
+                .into_inner();
             show(&r)?;
             Ok(0)
         }

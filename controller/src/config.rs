@@ -494,6 +494,29 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
+        if let Some(m) = c.mail.as_mut() {
+            for p in [m.ca.as_mut(), m.password_file.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+            if m.username.is_some() != m.password_file.is_some() {
+                return Err(bad("[mail] username and password_file go together".into()));
+            }
+            if m.username.is_some() && !m.starttls {
+                return Err(bad(
+                    "[mail] a password is only sent over TLS: set starttls (with ca)".into(),
+                ));
+            }
+            if m.starttls && m.ca.is_none() {
+                return Err(bad(
+                    "[mail] starttls needs ca, the CA of the mail server's certificate".into(),
+                ));
+            }
+        }
         c.tz().map_err(&bad)?;
         let cron = |what: &str, e: &str| -> Result<()> {
             e.parse::<croner::Cron>()

@@ -227,6 +227,32 @@ pub fn attach_ticket(state: &State, id: &str, ticket: &str, who: &str) -> Result
     Ok(r)
 }
 
+/// The restored data was handed to the requester.
+pub fn deliver(state: &State, id: &str, who: &str, note: &str) -> Result<Request> {
+    let _one = moving();
+    let mut r = get(state, id)?;
+    if r.state != "verified" {
+        return Err(Error::Precondition(format!(
+            "restore request {id} is {}: only a verified restore is delivered",
+            r.state
+        )));
+    }
+    let now = state.now();
+    r.step(now, "delivered", who, note.to_string());
+    save(state, &r)?;
+    state.event(
+        "restore.delivered",
+        &format!("restore request {id} delivered by {who}"),
+    );
+    notify(
+        state,
+        &r,
+        "delivered",
+        format!("Delivered by {who}. {note}"),
+    );
+    Ok(r)
+}
+
 /// An approver refuses the request: it is closed.
 pub fn reject(state: &State, id: &str, who: &str, note: &str) -> Result<Request> {
     let _one = moving();
@@ -922,7 +948,7 @@ pub fn close(state: &State, id: &str, who: &str, note: &str) -> Result<Request> 
         }
         r.retry_at = 0;
         r.outcome = "cancelled".into();
-    } else if r.state == "verified" {
+    } else if r.state == "verified" || r.state == "delivered" {
         r.outcome = "served".into();
     }
     let now = state.now();

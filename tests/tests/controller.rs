@@ -2536,6 +2536,14 @@ fn a_restore_request_is_served_end_to_end_and_one_the_policy_does_not_cover_is_r
     let attempt = &r["attempts"][0];
     assert_eq!(attempt["state"], "succeeded", "{r}");
     assert_eq!(attempt["outcomes"][0]["objects"], 1, "{r}");
+    // Its job was watched like a save: a step per save set, the bytes.
+    let job = s.ctl_json(&["job", attempt["job"].as_str().unwrap()]);
+    assert_eq!(
+        (job["entries_done"].as_u64(), job["entries_total"].as_u64()),
+        (Some(1), Some(1)),
+        "{job}"
+    );
+    assert_eq!(job["bytes"], 200_000, "{job}");
     // A viewer may read requests, never make or close one.
     let v = s.ctl_as("viewer", &["restore", "list", "--json"]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
@@ -2563,7 +2571,9 @@ fn a_restore_request_is_served_end_to_end_and_one_the_policy_does_not_cover_is_r
     );
     let o = s.ctl_as("viewer", &["restore", "close", &id]);
     assert!(!o.status.success(), "a viewer closed a request");
-    // Closed by the operator: served.
+    // Delivered to Ana, then closed by the operator: served.
+    let r = s.ctl_json(&["restore", "deliver", &id, "--note", "on her share"]);
+    assert_eq!(r["state"], "delivered", "{r}");
     let r = s.ctl_json(&["restore", "close", &id, "--note", "delivered to Ana"]);
     assert_eq!(
         (r["state"].as_str(), r["outcome"].as_str()),
@@ -2913,6 +2923,36 @@ fn a_restore_whose_cartridge_is_at_the_vault_waits_for_its_recall() {
     );
 }
 
+/// A real SMTP server (aiosmtpd) on `port`, writing what it receives to
+/// `dir`; stopped when dropped.
+fn smtp_sink(port: u16, dir: &Path, extra: &[&str]) -> Proc {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut sink = Command::new(grpc_python())
+        .arg(cinta_tests::repo().join("tests/python/smtp_sink.py"))
+        .args(["--port", &port.to_string(), "--dir", dir.to_str().unwrap()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sink.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    Proc(sink)
+}
+
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The mails an SMTP sink received: (recipients line, whole text), in order.
 fn mails(dir: &Path) -> Vec<String> {
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -2980,25 +3020,11 @@ fn requesters_and_the_help_desk_are_told_by_mail_and_a_mail_not_sent_is_retried(
     // The restore did not wait for mail. Now the mail server comes up; the
     // mails waiting are sent on their next try.
     let dir = s.d().join("mails");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut sink = Command::new(grpc_python())
-        .arg(cinta_tests::repo().join("tests/python/smtp_sink.py"))
-        .args(["--port", &port.to_string(), "--dir", dir.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(sink.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "ready");
+    let sink = smtp_sink(port, &dir, &[]);
     s.until("four mails", |_| mails(&dir).len() >= 4);
     std::thread::sleep(Duration::from_secs(2));
     let got = mails(&dir);
-    let _ = sink.kill();
-    let _ = sink.wait();
+    drop(sink);
     assert_eq!(got.len(), 4, "{got:#?}");
     for (ticket, what) in [
         ("INC-7001", "received"),
@@ -3287,4 +3313,88 @@ fn an_ibm_i_library_is_restored_into_another_library_through_rstlib() {
     let r = s.ctl_json(&["restore", "show", &id]);
     assert_eq!(r["into_library"], "PAYRST", "{r}");
     assert_eq!(r["attempts"][0]["outcomes"][0]["objects"], 1, "{r}");
+}
+
+#[test]
+fn mail_goes_over_starttls_with_authentication_and_never_in_the_clear() {
+    let mut s = Site::with_production_agent();
+    let j = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    // The mail server's certificate, from the site's CA; it requires STARTTLS and AUTH.
+    let pki = s.kms.pki.clone();
+    s.kms.admin_ok(&[
+        "pki",
+        "issue",
+        pki.to_str().unwrap(),
+        "smtp",
+        "--server",
+        "--host",
+        "127.0.0.1",
+    ]);
+    std::fs::write(s.d().join("mail.pass"), "s3cret\n").unwrap();
+    let port = free_port();
+    let dir = s.d().join("tls-mails");
+    let sink = smtp_sink(
+        port,
+        &dir,
+        &[
+            "--cert",
+            pki.join("smtp.pem").to_str().unwrap(),
+            "--key",
+            pki.join("smtp.key").to_str().unwrap(),
+            "--user",
+            "cinta",
+            "--password",
+            "s3cret",
+        ],
+    );
+    drop(s.controller.take());
+    let p = s.d().join("controller.toml");
+    let mut cfg = std::fs::read_to_string(&p).unwrap();
+    cfg.push_str(&format!(
+        "\n[mail]\nserver = \"127.0.0.1:{port}\"\nfrom = \"cinta@bank.example\"\nstarttls = true\nca = \"{}\"\nusername = \"cinta\"\npassword_file = \"mail.pass\"\nretry_seconds = 1\n",
+        pki.join("ca.pem").display()
+    ));
+    std::fs::write(&p, cfg).unwrap();
+    s.start_controller();
+    s.until("the agent to come back", Site::agent_connected);
+    let r = s.ctl_json(&[
+        "restore",
+        "request",
+        "--server",
+        "PROD1",
+        "--path",
+        "*/home/note.txt",
+        "--to",
+        s.d().join("r").to_str().unwrap(),
+        "--ticket",
+        "INC-7100",
+        "--requester",
+        "Ana",
+        "--email",
+        "ana@bank.example",
+    ]);
+    let id = r["id"].as_str().unwrap().to_string();
+    let t = std::time::Instant::now();
+    while mails(&dir).len() < 2 && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = mails(&dir);
+    drop(sink);
+    assert!(
+        got.len() >= 2,
+        "mails over TLS: {got:#?}; controller log: {}",
+        std::fs::read_to_string(s.d().join("controller.log")).unwrap_or_default()
+    );
+    for m in &got {
+        assert!(
+            m.contains("X-Auth: cinta\r\n") && m.contains("[INC-7100]"),
+            "{m}"
+        );
+    }
+    assert!(
+        got.iter()
+            .any(|m| m.contains(&format!("restore request {id}: restored and verified"))),
+        "{got:#?}"
+    );
 }

@@ -383,6 +383,16 @@ impl pb::console_service_server::ConsoleService for Console {
         Ok(Response::new(drill_pb(d)))
     }
 
+    async fn deliver_restore(
+        &self,
+        req: Request<pb::DecideRestoreRequest>,
+    ) -> Result<Response<pb::RestoreRequest>, Status> {
+        let who = self.who(&req, "DeliverRestore", Role::Operator)?;
+        let d = req.into_inner();
+        let r = crate::restores::deliver(&self.0, &d.id, &who, &d.note)?;
+        Ok(Response::new(restore_request_pb(r)))
+    }
+
     async fn attach_ticket(
         &self,
         req: Request<pb::AttachTicketRequest>,
