@@ -307,28 +307,19 @@ pub async fn run(
             show(&r)?;
             Ok(0)
         }
-        RestoreCmd::Approve { id, note } | RestoreCmd::Reject { id, note } => {
+        RestoreCmd::Approve { id, note }
+        | RestoreCmd::Reject { id, note }
+        | RestoreCmd::Deliver { id, note } => {
             let d = pb::DecideRestoreRequest {
                 id: id.clone(),
                 note: note.clone(),
             };
-            let r = if matches!(cmd, RestoreCmd::Approve { .. }) {
-                c.approve_restore(d).await?
-            } else {
-                c.reject_restore(d).await?
+            let r = match cmd {
+                RestoreCmd::Approve { .. } => c.approve_restore(d).await?,
+                RestoreCmd::Reject { .. } => c.reject_restore(d).await?,
+                _ => c.deliver_restore(d).await?,
             }
             .into_inner();
-            show(&r)?;
-            Ok(0)
-        }
-        RestoreCmd::Deliver { id, note } => {
-            let r = c
-                .deliver_restore(pb::DecideRestoreRequest {
-                    id: id.clone(),
-                    note: note.clone(),
-                })
-                .await?
-                .into_inner();
             show(&r)?;
             Ok(0)
         }

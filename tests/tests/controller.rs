@@ -517,6 +517,17 @@ path = "{d}/data/home"
 const EVENING: i64 = 1_795_546_800;
 
 impl Site {
+    /// A volume as `cintactl volumes` lists it.
+    fn volume(&self, volser: &str) -> serde_json::Value {
+        self.ctl_json(&["volumes"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["volser"] == volser)
+            .cloned()
+            .unwrap_or_else(|| panic!("{volser} not listed"))
+    }
+
     /// Moves the controller's clock to EVENING + `minutes`.
     fn at(&self, minutes: i64) {
         std::fs::write(self.d().join("clock"), (EVENING + minutes * 60).to_string()).unwrap();
@@ -1575,16 +1586,7 @@ fn cartridges_rotate_to_the_vault_and_back_by_move_policy_with_confirmed_moves()
         .as_str()
         .unwrap()
         .to_string();
-    let volume = |s: &Site| -> serde_json::Value {
-        s.ctl_json(&["volumes"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["volser"] == vol.as_str())
-            .cloned()
-            .unwrap_or_else(|| panic!("{vol} not listed"))
-    };
-    let v = volume(&s);
+    let v = s.volume(&vol);
     assert_eq!(v["location"], "*HOME", "{v}");
     assert_eq!(v["next_move_to"], "VAULT", "{v}");
     assert_eq!(v["move_policy"], "VAULT-7", "{v}");
@@ -1600,8 +1602,8 @@ fn cartridges_rotate_to_the_vault_and_back_by_move_policy_with_confirmed_moves()
     // MOVMEDBRM: the cartridge goes to the library's import/export port.
     let r = s.ctl_json(&["moves", "start"]);
     assert_eq!(r["volumes"][0]["in_transit_to"], "VAULT", "{r}");
-    s.until("the eject job to end", |s| volume(s)["move_job"] == "");
-    assert_eq!(volume(&s)["in_transit_to"], "VAULT");
+    s.until("the eject job to end", |s| s.volume(&vol)["move_job"] == "");
+    assert_eq!(s.volume(&vol)["in_transit_to"], "VAULT");
     let list = ok(
         "cinta-agent",
         &["library", "list", lib(&s).to_str().unwrap()],
@@ -1625,7 +1627,7 @@ fn cartridges_rotate_to_the_vault_and_back_by_move_policy_with_confirmed_moves()
     );
     let r = s.ctl_json(&["moves", "confirm", &vol]);
     assert_eq!(r["volumes"][0]["location"], "VAULT", "{r}");
-    let v = volume(&s);
+    let v = s.volume(&vol);
     assert_eq!(
         (v["location"].as_str(), v["in_transit_to"].as_str()),
         (Some("VAULT"), Some(""))
@@ -1667,7 +1669,7 @@ fn cartridges_rotate_to_the_vault_and_back_by_move_policy_with_confirmed_moves()
     );
     s.ctl_json(&["moves", "confirm", "--all"]);
     s.until("the cartridge to be home", |s| {
-        volume(s)["location"] == "*HOME"
+        s.volume(&vol)["location"] == "*HOME"
     });
     let list = ok(
         "cinta-agent",
@@ -2839,18 +2841,9 @@ fn a_restore_whose_cartridge_is_at_the_vault_waits_for_its_recall() {
         .as_str()
         .unwrap()
         .to_string();
-    let volume = |s: &Site| -> serde_json::Value {
-        s.ctl_json(&["volumes"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|v| v["volser"] == vol.as_str())
-            .cloned()
-            .unwrap()
-    };
     // The cartridge goes to the vault (as the rotation test shows it).
     s.ctl_json(&["moves", "start"]);
-    s.until("the eject job to end", |s| volume(s)["move_job"] == "");
+    s.until("the eject job to end", |s| s.volume(&vol)["move_job"] == "");
     let carried = s.d().join(format!("{vol}.tap"));
     ok(
         "cinta-agent",
@@ -2889,7 +2882,7 @@ fn a_restore_whose_cartridge_is_at_the_vault_waits_for_its_recall() {
         note.contains(&format!("{vol} at VAULT: emergency recall")),
         "{note}"
     );
-    assert_eq!(volume(&s)["in_transit_to"], "*HOME");
+    assert_eq!(s.volume(&vol)["in_transit_to"], "*HOME");
     let id = r["id"].as_str().unwrap().to_string();
     // Nothing runs while it is away.
     std::thread::sleep(Duration::from_secs(3));

@@ -302,20 +302,7 @@ impl pb::console_service_server::ConsoleService for Console {
         req: Request<pb::RestoreRequestSpec>,
     ) -> Result<Response<pb::RestoreRequest>, Status> {
         let who = self.who(&req, "RequestRestore", Role::Operator)?;
-        let s = req.into_inner();
-        let spec = crate::restores::Spec {
-            server: s.server,
-            paths: s.paths,
-            at: s.at,
-            to: s.to,
-            original: s.original,
-            ticket: s.ticket,
-            urgent: s.urgent,
-            requester: s.requester,
-            email: s.email,
-            reason: s.reason,
-            into_library: s.into_library,
-        };
+        let spec = super::convert::restore_spec(req.into_inner());
         let r = crate::restores::request(&self.0, spec, &who)?;
         Ok(Response::new(restore_request_pb(r)))
     }

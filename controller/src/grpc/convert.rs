@@ -109,11 +109,11 @@ fn restore_outcome_pb(o: crate::restores::Outcome) -> pb::RestoreOutcome {
     }
 }
 
-pub fn restore_request_pb(r: crate::restores::Request) -> pb::RestoreRequest {
-    let s = r.spec;
-    pb::RestoreRequest {
-        id: r.id,
-        spec: Some(pb::RestoreRequestSpec {
+/// What a restore request asks, both ways (the same fields).
+macro_rules! spec_fields {
+    ($from:expr, $to:path) => {{
+        let s = $from;
+        $to {
             server: s.server,
             paths: s.paths,
             at: s.at,
@@ -125,7 +125,18 @@ pub fn restore_request_pb(r: crate::restores::Request) -> pb::RestoreRequest {
             email: s.email,
             reason: s.reason,
             into_library: s.into_library,
-        }),
+        }
+    }};
+}
+
+pub fn restore_spec(s: pb::RestoreRequestSpec) -> crate::restores::Spec {
+    spec_fields!(s, crate::restores::Spec)
+}
+
+pub fn restore_request_pb(r: crate::restores::Request) -> pb::RestoreRequest {
+    pb::RestoreRequest {
+        id: r.id,
+        spec: Some(spec_fields!(r.spec, pb::RestoreRequestSpec)),
         state: r.state,
         outcome: r.outcome,
         requested_by: r.requested_by,
