@@ -267,10 +267,11 @@ pub fn run(state: &State, seed: Option<u64>, who: &str) -> Result<Drill> {
 }
 
 /// What an agent said of a drill's job it finished.
-pub fn record_outcomes(state: &State, job: &str, outcomes: &[Outcome]) {
+/// Whether the job was a drill's.
+pub fn record_outcomes(state: &State, job: &str, outcomes: &[Outcome]) -> bool {
     let _one = moving();
     let Ok(open) = state.catalog().records(KIND, false) else {
-        return;
+        return false;
     };
     for b in open {
         let Ok(mut d) = decode(&b) else { continue };
@@ -279,9 +280,10 @@ pub fn record_outcomes(state: &State, job: &str, outcomes: &[Outcome]) {
             if let Err(e) = save(state, &d) {
                 tracing::error!(drill = %d.id, error = %e, "could not record a drill's outcome");
             }
-            return;
+            return true;
         }
     }
+    false
 }
 
 /// Ends the drills whose jobs have all ended. Runs with the housekeeping sweeps.

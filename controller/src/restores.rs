@@ -781,7 +781,8 @@ fn start_attempt(state: &State, r: &mut Request, who: &str) -> Result<()> {
 
 /// What the agent said of a restore job it finished (before the tick
 /// looks at the job).
-pub fn record_outcomes(state: &State, job: &str, outcomes: &[Outcome]) {
+/// Whether the job was a request's.
+pub fn record_outcomes(state: &State, job: &str, outcomes: &[Outcome]) -> bool {
     let _one = moving();
     let found = list(state, false).map(|rs| {
         rs.into_iter()
@@ -795,9 +796,13 @@ pub fn record_outcomes(state: &State, job: &str, outcomes: &[Outcome]) {
             if let Err(e) = save(state, &r) {
                 tracing::error!(request = %r.id, error = %e, "could not record a restore's outcome");
             }
+            true
         }
-        Ok(None) => {}
-        Err(e) => tracing::error!(error = %e, "could not read the restore requests"),
+        Ok(None) => false,
+        Err(e) => {
+            tracing::error!(error = %e, "could not read the restore requests");
+            false
+        }
     }
 }
 

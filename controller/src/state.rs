@@ -526,10 +526,11 @@ impl State {
             )));
         }
         crate::retention::record_save_sets(self, job, sets);
-        if !restores.is_empty() {
-            crate::restores::record_outcomes(self, job, restores);
-            crate::drills::record_outcomes(self, job, restores);
-        }
+        // A restore job is a request's or a drill's: its owner records the
+        // outcomes, and goes on below (not at the next sweep).
+        let request = !restores.is_empty() && crate::restores::record_outcomes(self, job, restores);
+        let drill =
+            !restores.is_empty() && !request && crate::drills::record_outcomes(self, job, restores);
         self.forget_unfinished(job);
         let kind = if ok { "job.succeeded" } else { "job.failed" };
         self.event(
@@ -577,9 +578,10 @@ impl State {
                 &format!("job {job} on {agent}: {}", warned.join("; ")),
             );
         }
-        if !restores.is_empty() {
-            // A restore request or drill goes on now, not at the next sweep.
+        if request {
             crate::restores::tick(self);
+        }
+        if drill {
             crate::drills::tick(self);
         }
         Ok(())

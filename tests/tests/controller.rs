@@ -517,6 +517,24 @@ path = "{d}/data/home"
 const EVENING: i64 = 1_795_546_800;
 
 impl Site {
+    /// The operator takes `vol` out of the import/export port (its image
+    /// to `carried`) and confirms it arrived at the vault.
+    fn carry_to_vault(&self, vol: &str, carried: &Path) {
+        ok(
+            "cinta-agent",
+            &[
+                "library",
+                "remove",
+                lib(self).to_str().unwrap(),
+                vol,
+                "--to",
+                carried.to_str().unwrap(),
+            ],
+        );
+        let r = self.ctl_json(&["moves", "confirm", vol]);
+        assert_eq!(r["volumes"][0]["location"], "VAULT", "{r}");
+    }
+
     /// A volume as `cintactl volumes` lists it.
     fn volume(&self, volser: &str) -> serde_json::Value {
         self.ctl_json(&["volumes"])
@@ -1614,19 +1632,7 @@ fn cartridges_rotate_to_the_vault_and_back_by_move_policy_with_confirmed_moves()
     let vault = s.d().join("vault");
     std::fs::create_dir_all(&vault).unwrap();
     let carried = vault.join(format!("{vol}.tap"));
-    ok(
-        "cinta-agent",
-        &[
-            "library",
-            "remove",
-            lib(&s).to_str().unwrap(),
-            &vol,
-            "--to",
-            carried.to_str().unwrap(),
-        ],
-    );
-    let r = s.ctl_json(&["moves", "confirm", &vol]);
-    assert_eq!(r["volumes"][0]["location"], "VAULT", "{r}");
+    s.carry_to_vault(&vol, &carried);
     let v = s.volume(&vol);
     assert_eq!(
         (v["location"].as_str(), v["in_transit_to"].as_str()),
@@ -2845,19 +2851,7 @@ fn a_restore_whose_cartridge_is_at_the_vault_waits_for_its_recall() {
     s.ctl_json(&["moves", "start"]);
     s.until("the eject job to end", |s| s.volume(&vol)["move_job"] == "");
     let carried = s.d().join(format!("{vol}.tap"));
-    ok(
-        "cinta-agent",
-        &[
-            "library",
-            "remove",
-            lib(&s).to_str().unwrap(),
-            &vol,
-            "--to",
-            carried.to_str().unwrap(),
-        ],
-    );
-    let r = s.ctl_json(&["moves", "confirm", &vol]);
-    assert_eq!(r["volumes"][0]["location"], "VAULT", "{r}");
+    s.carry_to_vault(&vol, &carried);
     // An urgent request: the cartridge is recalled (emergency, 3 h) and the
     // request waits, saying when it should be back.
     s.at(30);

@@ -118,7 +118,7 @@ impl Dest {
     /// What is refused or wrong about one object.
     fn err(&self, path: &[u8], reason: impl std::fmt::Display) -> Error {
         Error::Format {
-            reason: format!("{}{reason}", self.prefix(path)),
+            reason: format!("{}: {reason}", self.doing(path)),
         }
     }
 
@@ -130,12 +130,12 @@ impl Dest {
 
     /// As [`Dest::os`], on `what` (a directory on the way).
     fn os_on(&self, path: &[u8], what: &str, e: impl Into<std::io::Error>) -> Error {
-        let p = self.prefix(path);
-        Error::io(format!("{}{what}", p.trim_end_matches(": ")), e.into())
+        Error::io(format!("{}{what}", self.doing(path)), e.into())
     }
 
-    fn prefix(&self, path: &[u8]) -> String {
-        format!("restoring {} into {}: ", shown(path), self.name)
+    /// What errors about one object start with.
+    fn doing(&self, path: &[u8]) -> String {
+        format!("restoring {} into {}", shown(path), self.name)
     }
 }
 
@@ -321,10 +321,8 @@ impl Writer {
             Error::Format { reason } => reason,
             other => other.to_string(),
         };
-        let why = why
-            .strip_prefix(&self.dest.prefix(&e.meta.path))
-            .unwrap_or(&why)
-            .to_string();
+        let doing = format!("{}: ", self.dest.doing(&e.meta.path));
+        let why = why.strip_prefix(&doing).unwrap_or(&why).to_string();
         self.failed.push((shown(&e.meta.path), why, read_whole));
         Ok(())
     }

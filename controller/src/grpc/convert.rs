@@ -47,15 +47,21 @@ pub fn assignment(j: &JobRow) -> pb::JobAssignment {
     }
 }
 
+/// A record built from another with the same fields (the core's and the
+/// protocol's, either way).
+macro_rules! same_fields {
+    ($from:expr, $to:path, [$($f:ident),*]) => {{
+        let s = $from;
+        $to { $($f: s.$f),* }
+    }};
+}
+
 pub fn restore_outcome(o: pb::RestoreOutcome) -> crate::restores::Outcome {
-    crate::restores::Outcome {
-        save_set: o.save_set,
-        to: o.to,
-        objects: o.objects,
-        bytes: o.bytes,
-        failed: o.failed,
-        damaged: o.damaged,
-    }
+    same_fields!(
+        o,
+        crate::restores::Outcome,
+        [save_set, to, objects, bytes, failed, damaged]
+    )
 }
 
 pub fn drill_pb(d: crate::drills::Drill) -> pb::Drill {
@@ -99,34 +105,34 @@ pub fn drill_pb(d: crate::drills::Drill) -> pb::Drill {
 }
 
 fn restore_outcome_pb(o: crate::restores::Outcome) -> pb::RestoreOutcome {
-    pb::RestoreOutcome {
-        save_set: o.save_set,
-        to: o.to,
-        objects: o.objects,
-        bytes: o.bytes,
-        failed: o.failed,
-        damaged: o.damaged,
-    }
+    same_fields!(
+        o,
+        pb::RestoreOutcome,
+        [save_set, to, objects, bytes, failed, damaged]
+    )
 }
 
-/// What a restore request asks, both ways (the same fields).
+/// What a restore request asks, both ways.
 macro_rules! spec_fields {
-    ($from:expr, $to:path) => {{
-        let s = $from;
-        $to {
-            server: s.server,
-            paths: s.paths,
-            at: s.at,
-            to: s.to,
-            original: s.original,
-            ticket: s.ticket,
-            urgent: s.urgent,
-            requester: s.requester,
-            email: s.email,
-            reason: s.reason,
-            into_library: s.into_library,
-        }
-    }};
+    ($from:expr, $to:path) => {
+        same_fields!(
+            $from,
+            $to,
+            [
+                server,
+                paths,
+                at,
+                to,
+                original,
+                ticket,
+                urgent,
+                requester,
+                email,
+                reason,
+                into_library
+            ]
+        )
+    };
 }
 
 pub fn restore_spec(s: pb::RestoreRequestSpec) -> crate::restores::Spec {
