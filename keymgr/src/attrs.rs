@@ -196,15 +196,22 @@ pub fn name_of_reference(item: &Item) -> Result<String, Fault> {
     }
 }
 
-/// Writes an attribute as a 1.x `Attribute` structure.
+/// Writes an attribute as a 1.x `Attribute` structure: with its Attribute
+/// Index when the attribute may have several instances (clients such as
+/// PyKMIP read the index of a Name back), without for single ones.
 pub fn to_v1(a: &Attr, index: i32) -> Item {
+    let multi = is_custom(&a.name) || spec::attribute_by_name(&a.name).is_some_and(|s| s.multi);
+    v1_item(a, (index > 0 || multi).then_some(index))
+}
+
+fn v1_item(a: &Attr, index: Option<i32>) -> Item {
     let mut v = a.value.clone();
     v.tag = tag::ATTRIBUTE_VALUE;
     let mut kids = vec![Item::new(
         tag::ATTRIBUTE_NAME,
         Value::TextString(a.name.clone()),
     )];
-    if index > 0 {
+    if let Some(index) = index {
         kids.push(Item::new(tag::ATTRIBUTE_INDEX, Value::Integer(index)));
     }
     kids.push(v);
@@ -352,7 +359,7 @@ impl Attrs {
 
     /// Stored form: a structure of 1.x `Attribute`s (our own TTLV codec).
     pub fn to_blob(&self) -> Vec<u8> {
-        let kids = self.0.iter().map(|a| to_v1(a, 0)).collect();
+        let kids = self.0.iter().map(|a| v1_item(a, None)).collect();
         Item::new(tag::ATTRIBUTES, Value::Structure(kids)).to_bytes()
     }
 

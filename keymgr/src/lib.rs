@@ -12,6 +12,7 @@
 pub mod admission;
 pub mod attrs;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod fault;
 pub mod master;

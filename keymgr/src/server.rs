@@ -42,6 +42,39 @@ pub struct Shared {
     pub handshake: Duration,
     /// How long a connection that is not an accepted client's may stay idle.
     pub waiting_idle: Duration,
+    /// Key pair generation running at once (off the keystore thread).
+    pub keygen: Arc<tokio::sync::Semaphore>,
+}
+
+/// Key pair generations at once: all cores but the keystore thread's.
+pub fn keygen_slots() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get().saturating_sub(1))
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The Operation field of a Create Key Pair batch item, as it is encoded:
+/// a message holding it has its key pairs made before the keystore sees it.
+const CREATE_KEY_PAIR_OPERATION: [u8; 16] = [
+    0x42, 0x00, 0x5C, 0x05, 0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 0,
+];
+
+/// Makes the key pairs a message asks for (RSA generation takes up to
+/// seconds) on a blocking thread, a few messages at a time.
+async fn pregenerate(shared: &Shared, msg: &[u8]) -> ops::Pregenerated {
+    if !msg.windows(CREATE_KEY_PAIR_OPERATION.len()).any(|w| w == CREATE_KEY_PAIR_OPERATION) {
+        return ops::Pregenerated::default();
+    }
+    let Ok(req) = Item::decode(msg).map_err(|_| ()).and_then(|i| Request::parse(&i).map_err(|_| ())) else {
+        return ops::Pregenerated::default();
+    };
+    let Ok(_slot) = shared.keygen.acquire().await else {
+        return ops::Pregenerated::default();
+    };
+    tokio::task::spawn_blocking(move || ops::pregenerate(&req))
+        .await
+        .unwrap_or_default()
 }
 
 /// Work for the keystore thread.
@@ -55,6 +88,8 @@ pub enum Job {
     Message {
         id: Identity,
         msg: Vec<u8>,
+        /// Key pairs made ahead for its Create Key Pair items.
+        pre: ops::Pregenerated,
         reply: oneshot::Sender<Vec<u8>>,
     },
 }
@@ -227,6 +262,7 @@ async fn connection(
                     .send(Job::Message {
                         id: id.clone(),
                         msg: unframeable_marker(&e.to_string()),
+                        pre: ops::Pregenerated::default(),
                         reply,
                     })
                     .await;
@@ -245,11 +281,13 @@ async fn connection(
             tracing::info!(client = %id.fingerprint, dir = "request", ttlv = %crate::master::hex(&msg), "trace");
         }
         let (reply, answer) = oneshot::channel();
+        let pre = pregenerate(&shared, &msg).await;
         shared
             .keystore
             .send(Job::Message {
                 id: id.clone(),
                 msg,
+                pre,
                 reply,
             })
             .await
@@ -331,12 +369,12 @@ impl Keystore {
                         t,
                     ));
                 }
-                Job::Message { id, msg, reply } => messages.push((id, msg, reply)),
+                Job::Message { id, msg, pre, reply } => messages.push((id, msg, pre, reply)),
             }
         }
         let open = !messages.is_empty() && self.store.exec("BEGIN").is_ok();
-        for (id, msg, reply) in messages {
-            let w = self.work(&id, &msg, t, open, &mut records);
+        for (id, msg, pre, reply) in messages {
+            let w = self.work(&id, &msg, pre, t, open, &mut records);
             pending.push((id, w, reply));
         }
         if open {
@@ -379,6 +417,7 @@ impl Keystore {
         &mut self,
         id: &Identity,
         msg: &[u8],
+        pre: ops::Pregenerated,
         t: i64,
         open: bool,
         records: &mut Vec<Record>,
@@ -425,7 +464,7 @@ impl Keystore {
                     require_backup: self.require_backup,
                 };
                 let batch = if self.store.exec("SAVEPOINT m").is_ok() {
-                    let b = ops::run(&self.store.tx(), &req, &caller, t);
+                    let b = ops::run(&self.store.tx(), &req, &caller, t, pre);
                     let end = if b.undo {
                         "ROLLBACK TO m; RELEASE m"
                     } else {
@@ -447,6 +486,7 @@ impl Keystore {
                         },
                         &caller,
                         t,
+                        ops::Pregenerated::default(),
                     );
                     b.items = req
                         .items

@@ -1271,6 +1271,105 @@ pub mod protection_storage_mask {
     pub const SAME_JURISDICTION: i32 = 0x0000_2000;
 }
 
+/// Block Cipher Mode enumeration (in Cryptographic Parameters).
+pub mod block_cipher_mode {
+    pub const CBC: i32 = 0x0000_0001;
+    pub const ECB: i32 = 0x0000_0002;
+    pub const PCBC: i32 = 0x0000_0003;
+    pub const CFB: i32 = 0x0000_0004;
+    pub const OFB: i32 = 0x0000_0005;
+    pub const CTR: i32 = 0x0000_0006;
+    pub const CMAC: i32 = 0x0000_0007;
+    pub const CCM: i32 = 0x0000_0008;
+    pub const GCM: i32 = 0x0000_0009;
+    pub const CBC_MAC: i32 = 0x0000_000A;
+    pub const XTS: i32 = 0x0000_000B;
+    /// RFC 5649 (AES key wrap with padding).
+    pub const AES_KEY_WRAP_PADDING: i32 = 0x0000_000C;
+    /// RFC 3394 / SP 800-38F KW.
+    pub const NIST_KEY_WRAP: i32 = 0x0000_000D;
+}
+
+/// Padding Method enumeration.
+pub mod padding_method {
+    pub const NONE: i32 = 0x0000_0001;
+    pub const OAEP: i32 = 0x0000_0002;
+    pub const PKCS5: i32 = 0x0000_0003;
+    pub const SSL3: i32 = 0x0000_0004;
+    pub const ZEROS: i32 = 0x0000_0005;
+    pub const ANSI_X923: i32 = 0x0000_0006;
+    pub const ISO_10126: i32 = 0x0000_0007;
+    pub const PKCS1_V1_5: i32 = 0x0000_0008;
+    pub const X9_31: i32 = 0x0000_0009;
+    pub const PSS: i32 = 0x0000_000A;
+}
+
+/// Hashing Algorithm enumeration.
+pub mod hashing_algorithm {
+    pub const MD5: i32 = 0x0000_0003;
+    pub const SHA_1: i32 = 0x0000_0004;
+    pub const SHA_224: i32 = 0x0000_0005;
+    pub const SHA_256: i32 = 0x0000_0006;
+    pub const SHA_384: i32 = 0x0000_0007;
+    pub const SHA_512: i32 = 0x0000_0008;
+}
+
+/// Derivation Method enumeration.
+pub mod derivation_method {
+    pub const PBKDF2: i32 = 0x0000_0001;
+    pub const HASH: i32 = 0x0000_0002;
+    pub const HMAC: i32 = 0x0000_0003;
+    pub const ENCRYPT: i32 = 0x0000_0004;
+    pub const NIST800_108_C: i32 = 0x0000_0005;
+    pub const NIST800_108_F: i32 = 0x0000_0006;
+    pub const NIST800_108_DPI: i32 = 0x0000_0007;
+    pub const ASYMMETRIC_KEY: i32 = 0x0000_0008;
+    // KMIP 2.0
+    pub const HKDF: i32 = 0x0000_000A;
+}
+
+/// Validity Indicator enumeration (Signature Verify, MAC Verify).
+pub mod validity_indicator {
+    pub const VALID: i32 = 0x0000_0001;
+    pub const INVALID: i32 = 0x0000_0002;
+    pub const UNKNOWN: i32 = 0x0000_0003;
+}
+
+/// Wrapping Method enumeration.
+pub mod wrapping_method {
+    pub const ENCRYPT: i32 = 0x0000_0001;
+    pub const MAC_SIGN: i32 = 0x0000_0002;
+    pub const ENCRYPT_THEN_MAC_SIGN: i32 = 0x0000_0003;
+    pub const MAC_SIGN_THEN_ENCRYPT: i32 = 0x0000_0004;
+    pub const TR_31: i32 = 0x0000_0005;
+}
+
+/// Encoding Option enumeration (Key Wrapping Specification).
+pub mod encoding_option {
+    pub const NO_ENCODING: i32 = 0x0000_0001;
+    pub const TTLV_ENCODING: i32 = 0x0000_0002;
+}
+
+/// Certificate Type enumeration.
+pub mod certificate_type {
+    pub const X_509: i32 = 0x0000_0001;
+    pub const PGP: i32 = 0x0000_0002;
+}
+
+/// Split Key Method enumeration.
+pub mod split_key_method {
+    pub const XOR: i32 = 0x0000_0001;
+    pub const POLYNOMIAL_SHARING_GF_2_16: i32 = 0x0000_0002;
+    pub const POLYNOMIAL_SHARING_PRIME_FIELD: i32 = 0x0000_0003;
+    pub const POLYNOMIAL_SHARING_GF_2_8: i32 = 0x0000_0004;
+}
+
+/// Recommended Curve enumeration (the NIST curves this server makes keys on).
+pub mod recommended_curve {
+    pub const P_256: i32 = 0x0000_0007;
+    pub const P_384: i32 = 0x0000_000A;
+}
+
 /// Object Group Member (KMIP 1.1) enumeration.
 pub mod object_group_member {
     // KMIP 1.1

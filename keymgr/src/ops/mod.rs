@@ -13,13 +13,19 @@ use cinta_kmip::message::{
 use cinta_kmip::spec::{
     cryptographic_algorithm as alg, cryptographic_usage_mask as usage, key_format_type as kft,
     link_type, object_type as ot, operation as op, query_function as qf,
-    revocation_reason_code as rrc, secret_data_type, state, tag,
+    revocation_reason_code as rrc, state, tag,
 };
 use cinta_kmip::ttlv::{Item, Type, Value};
 
 use crate::attrs::{self, Attr, Attrs};
 use crate::fault::{Fault, Reason};
 use crate::store::{is_destroyed, Object, Store, Tx};
+
+mod objects;
+mod pairs;
+mod uses;
+
+pub use pairs::{pregenerate, Pregenerated};
 
 /// What a client may do and where its keys live.
 #[derive(Debug, Clone)]
@@ -42,6 +48,8 @@ pub struct Outcome {
 /// Operations this server performs, with the version that introduced them.
 pub const OPERATIONS: &[(i32, Version)] = &[
     (op::CREATE, Version::new(1, 0)),
+    (op::CREATE_KEY_PAIR, Version::new(1, 0)),
+    (op::DERIVE_KEY, Version::new(1, 0)),
     (op::REGISTER, Version::new(1, 0)),
     (op::REKEY, Version::new(1, 0)),
     (op::LOCATE, Version::new(1, 0)),
@@ -57,14 +65,27 @@ pub const OPERATIONS: &[(i32, Version)] = &[
     (op::DESTROY, Version::new(1, 0)),
     (op::QUERY, Version::new(1, 0)),
     (op::DISCOVER_VERSIONS, Version::new(1, 1)),
+    (op::ENCRYPT, Version::new(1, 2)),
+    (op::DECRYPT, Version::new(1, 2)),
+    (op::SIGN, Version::new(1, 2)),
+    (op::SIGNATURE_VERIFY, Version::new(1, 2)),
+    (op::MAC, Version::new(1, 2)),
+    (op::MAC_VERIFY, Version::new(1, 2)),
+];
+
+/// Object types this server keeps (Query Objects).
+pub const OBJECT_TYPES: &[i32] = &[
+    ot::CERTIFICATE,
+    ot::SYMMETRIC_KEY,
+    ot::PUBLIC_KEY,
+    ot::PRIVATE_KEY,
+    ot::SPLIT_KEY,
+    ot::SECRET_DATA,
+    ot::OPAQUE_DATA,
 ];
 
 /// Application namespaces answered by Query (the tape library profile's among them).
 pub const NAMESPACES: &[&str] = &["LIBRARY-LTO", "LIBRARY-TS", "cinta"];
-
-/// Where a secret's Secret Data Type is kept: a server attribute that is
-/// never shown (clients read it inside the Secret Data object).
-const SECRET_DATA_TYPE_ATTR: &str = "y-cinta-secret-data-type";
 
 /// Attributes kept for the server's own use and never sent.
 fn hidden(name: &str) -> bool {
@@ -94,6 +115,8 @@ const SERVER_ONLY: &[&str] = &[
     "Key Format Type",
     "Archive Date",
     "Lease Time",
+    "Certificate Type",
+    "Operation Policy Name",
 ];
 
 /// Attributes sent only when asked for by name (Get Attribute List names
@@ -153,7 +176,10 @@ pub struct Batch {
 ///
 /// Stop ends the batch at the first failure; Undo also asks the caller to
 /// roll back (`Batch::undo`) and reports the earlier items as undone.
-pub fn run(tx: &Tx<'_>, req: &Request, caller: &Caller, now: i64) -> Batch {
+///
+/// `pre` holds the key pairs made ahead for the request's Create Key Pair
+/// items ([`pregenerate`]); an item without one makes its pair here.
+pub fn run(tx: &Tx<'_>, req: &Request, caller: &Caller, now: i64, pre: Pregenerated) -> Batch {
     let v = cinta_kmip::message::answer_version(req.version);
     let mut cx = Cx {
         tx,
@@ -161,6 +187,7 @@ pub fn run(tx: &Tx<'_>, req: &Request, caller: &Caller, now: i64) -> Batch {
         caller,
         now,
         placeholder: None,
+        pre,
     };
     let mut items = Vec::with_capacity(req.items.len());
     let mut outs = Vec::with_capacity(req.items.len());
@@ -237,7 +264,7 @@ pub fn run_alone(store: &mut Store, req: &Request, caller: &Caller, now: i64) ->
         fail_all(&mut b, &e.to_string());
         return b;
     }
-    let mut b = run(&store.tx(), req, caller, now);
+    let mut b = run(&store.tx(), req, caller, now, pregenerate(req));
     let end = if b.undo {
         store.exec("ROLLBACK")
     } else {
@@ -271,6 +298,7 @@ struct Cx<'a, 't> {
     caller: &'a Caller,
     now: i64,
     placeholder: Option<String>,
+    pre: Pregenerated,
 }
 
 fn kids(it: &RequestItem) -> &[Item] {
@@ -350,6 +378,14 @@ impl Cx<'_, '_> {
             op::DESTROY => self.destroy(k),
             op::CHECK => self.check(k),
             op::REKEY => self.rekey(k),
+            op::CREATE_KEY_PAIR => self.create_key_pair(k),
+            op::DERIVE_KEY => self.derive_key(k),
+            op::ENCRYPT => self.encrypt(k),
+            op::DECRYPT => self.decrypt(k),
+            op::SIGN => self.sign(k),
+            op::SIGNATURE_VERIFY => self.signature_verify(k),
+            op::MAC => self.mac(k),
+            op::MAC_VERIFY => self.mac_verify(k),
             _ => Err(Fault::new(Reason::OperationNotSupported, "not offered")),
         }
     }
@@ -410,15 +446,36 @@ impl Cx<'_, '_> {
                 }
             }
         }
-        for a in &out {
+        self.refuse_server_only(&out)?;
+        out.retain(|a| a.name != "Operation Policy Name");
+        Ok(out)
+    }
+
+    /// Refuses attributes only the server sets. Operation Policy Name is
+    /// the caller's device group: naming that one is no change.
+    fn refuse_server_only(&self, given: &[Attr]) -> Result<(), Fault> {
+        for a in given {
+            if a.name == "Operation Policy Name"
+                && text(&a.value) == Some(self.caller.group.as_str())
+            {
+                continue;
+            }
             if SERVER_ONLY.contains(&a.name.as_str()) || a.name.starts_with("y-") {
                 return Err(Fault::new(
                     Reason::InvalidField,
-                    format!("'{}' is set by the server, not by a client", a.name),
+                    format!(
+                        "'{}' is set by the server, not by a client{}",
+                        a.name,
+                        if a.name == "Operation Policy Name" {
+                            " (it names the client's device group)"
+                        } else {
+                            ""
+                        }
+                    ),
                 ));
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// A new object of the caller's group with the server's attributes.
@@ -435,6 +492,12 @@ impl Cx<'_, '_> {
         a.set("Original Creation Date", Value::DateTime(self.now));
         a.set("Last Change Date", Value::DateTime(self.now));
         a.set("Fresh", Value::Boolean(true));
+        // KMIP 1.x's Operation Policy Name: the policy that governs the
+        // object is its device group's (1.x responses only).
+        a.set(
+            "Operation Policy Name",
+            Value::TextString(self.caller.group.clone()),
+        );
         if a.get("Sensitive").is_none() {
             a.set("Sensitive", Value::Boolean(false));
         }
@@ -473,8 +536,9 @@ impl Cx<'_, '_> {
             }
         }
         if fns.contains(&(qf::QUERY_OBJECTS as i64)) {
-            p.push(Item::new(tag::OBJECT_TYPE, en(ot::SYMMETRIC_KEY)));
-            p.push(Item::new(tag::OBJECT_TYPE, en(ot::SECRET_DATA)));
+            for t in OBJECT_TYPES {
+                p.push(Item::new(tag::OBJECT_TYPE, en(*t)));
+            }
         }
         if fns.contains(&(qf::QUERY_SERVER_INFORMATION as i64)) {
             p.push(Item::new(
@@ -503,13 +567,13 @@ impl Cx<'_, '_> {
         if t != ot::SYMMETRIC_KEY as i64 {
             return Err(Fault::new(
                 Reason::InvalidField,
-                format!("Create makes symmetric keys (object type {t:#x} asked); register secret data instead"),
+                format!("Create makes symmetric keys (object type {t:#x} asked); Create Key Pair makes key pairs, Register keeps the rest"),
             ));
         }
         let given = self.request_attrs(k)?;
         let mut o = self.new_object(ot::SYMMETRIC_KEY, given)?;
-        let bits = check_symmetric(&mut o.attrs, None)?;
-        let material = self.tx.random(bits / 8).map_err(store_err)?;
+        let n = check_symmetric(&mut o.attrs, None)?;
+        let material = self.tx.random(n).map_err(store_err)?;
         material_attrs(&mut o.attrs, &material, kft::RAW, true);
         self.tx.insert(&mut o, &material).map_err(store_err)?;
         Ok(Done {
@@ -525,72 +589,26 @@ impl Cx<'_, '_> {
         let t = child_int(k, tag::OBJECT_TYPE)
             .ok_or_else(|| Fault::missing("Register needs an Object Type"))? as i32;
         let given = self.request_attrs(k)?;
-        let (material, sd_type, block_alg, block_len) = match t {
-            ot::SYMMETRIC_KEY => {
-                let sk = k
-                    .iter()
-                    .find(|i| i.tag == tag::SYMMETRIC_KEY)
-                    .ok_or_else(|| {
-                        Fault::missing("Register of a symmetric key needs a Symmetric Key")
-                    })?;
-                let (m, a, l) = key_block(sk, &[kft::RAW, kft::TRANSPARENT_SYMMETRIC_KEY])?;
-                (m, None, a, l)
-            }
-            ot::SECRET_DATA => {
-                let sd = k
-                    .iter()
-                    .find(|i| i.tag == tag::SECRET_DATA)
-                    .ok_or_else(|| Fault::missing("Register of secret data needs a Secret Data"))?;
-                let sdt = sd
-                    .child(tag::SECRET_DATA_TYPE)
-                    .and_then(int)
-                    .ok_or_else(|| Fault::missing("Secret Data needs a Secret Data Type"))?;
-                let (m, _, _) = key_block(sd, &[kft::OPAQUE, kft::RAW])?;
-                (m, Some(sdt), None, None)
-            }
-            _ => {
-                return Err(Fault::new(
-                    Reason::InvalidField,
-                    format!(
-                        "this server keeps symmetric keys and secret data, not object type {t:#x}"
-                    ),
-                ))
-            }
-        };
-        if material.is_empty() || material.len() > 1024 {
-            return Err(Fault::invalid("key material must be 1 to 1024 bytes"));
-        }
+        let inc = objects::incoming(t, k)?;
         let mut o = self.new_object(t, given)?;
-        if t == ot::SYMMETRIC_KEY {
-            if o.attrs.get("Cryptographic Algorithm").is_none() {
-                if let Some(a) = block_alg {
-                    o.attrs.set("Cryptographic Algorithm", en(a as i32));
-                }
-            }
-            if o.attrs.get("Cryptographic Length").is_none() {
-                o.attrs.set(
-                    "Cryptographic Length",
-                    Value::Integer(block_len.unwrap_or(material.len() as i64 * 8) as i32),
-                );
-            }
-            check_symmetric(&mut o.attrs, Some(material.len() * 8))?;
-        } else if let Some(sdt) = sd_type {
-            o.attrs.add(attrs::make(
-                SECRET_DATA_TYPE_ATTR,
-                Item::new(0, Value::Enumeration(sdt as u32)),
-            )?)?;
-            if o.attrs.get("Cryptographic Usage Mask").is_none() {
-                o.attrs
-                    .set("Cryptographic Usage Mask", Value::Integer(usage::VERIFY));
+        for c in inc.carried {
+            if o.attrs.get(&c.name).is_none() {
+                o.attrs.add(c)?;
             }
         }
-        let f = if t == ot::SYMMETRIC_KEY {
-            kft::RAW
-        } else {
-            kft::OPAQUE
-        };
-        material_attrs(&mut o.attrs, &material, f, false);
-        self.tx.insert(&mut o, &material).map_err(store_err)?;
+        for h in inc.hidden {
+            o.attrs.add(h)?;
+        }
+        if t == ot::SYMMETRIC_KEY && !inc.wrapped {
+            check_symmetric(&mut o.attrs, Some(inc.material.len()))?;
+        } else if o.attrs.get("Cryptographic Usage Mask").is_none() {
+            if let Some(u) = objects::default_usage(t) {
+                o.attrs.set("Cryptographic Usage Mask", Value::Integer(u));
+            }
+        }
+        let f = objects::kept_format(&o.attrs);
+        material_attrs(&mut o.attrs, &inc.material, f, false);
+        self.tx.insert(&mut o, &inc.material).map_err(store_err)?;
         Ok(Done {
             uid: Some(o.uid.clone()),
             payload: vec![uid_item(&o.uid)],
@@ -599,12 +617,7 @@ impl Cx<'_, '_> {
 
     fn get(&self, k: &[Item]) -> Result<Done, Fault> {
         let uid = self.uid(k)?;
-        if k.iter().any(|i| i.tag == tag::KEY_WRAPPING_SPECIFICATION) {
-            return Err(Fault::new(
-                Reason::FeatureNotSupported,
-                "keys are served unwrapped over mutual TLS; Key Wrapping Specification is not supported",
-            ));
-        }
+        let wrap = k.iter().find(|i| i.tag == tag::KEY_WRAPPING_SPECIFICATION);
         let o = self.load(&uid)?;
         let s = o.state();
         if is_destroyed(s) {
@@ -619,19 +632,24 @@ impl Cx<'_, '_> {
                 format!("{uid} is not served until a keystore backup holds it (require_backup)"),
             ));
         }
-        // Keys are served only in the clear (over mutual TLS): a sensitive
-        // or unextractable one is not served at all.
-        if flag(&o.attrs, "Sensitive") {
-            return Err(Fault::new(
-                Reason::Sensitive,
-                format!("{uid} is Sensitive: its key material is never sent in the clear"),
-            ));
-        }
+        // An unextractable key never leaves the server; a sensitive one
+        // leaves only wrapped under another key.
         if !flag(&o.attrs, "Extractable") && o.attrs.get("Extractable").is_some() {
             return Err(Fault::new(
                 Reason::NotExtractable,
                 format!("{uid} is not Extractable: its key material never leaves the server"),
             ));
+        }
+        if flag(&o.attrs, "Sensitive") && wrap.is_none() {
+            return Err(Fault::new(
+                Reason::Sensitive,
+                format!("{uid} is Sensitive: its key material is sent only wrapped (Key Wrapping Specification)"),
+            ));
+        }
+        if wrap.is_some() && objects::registered_wrapping(&o.attrs).is_some() {
+            return Err(Fault::invalid(format!(
+                "{uid} was registered wrapped; it is served as registered"
+            )));
         }
         let material = self.tx.material(&o).map_err(store_err)?.ok_or_else(|| {
             Fault::new(
@@ -640,81 +658,12 @@ impl Cx<'_, '_> {
             )
         })?;
         let t = o.object_type() as i32;
-        let wanted = child_int(k, tag::KEY_FORMAT_TYPE).map(|x| x as i32);
-        let object = if t == ot::SYMMETRIC_KEY {
-            let f = wanted.unwrap_or(kft::RAW);
-            let value = match f {
-                kft::RAW => Item::new(tag::KEY_MATERIAL, Value::ByteString(material.to_vec())),
-                kft::TRANSPARENT_SYMMETRIC_KEY => Item::new(
-                    tag::KEY_MATERIAL,
-                    Value::Structure(vec![Item::new(
-                        tag::KEY,
-                        Value::ByteString(material.to_vec()),
-                    )]),
-                ),
-                _ => {
-                    return Err(Fault::new(
-                        Reason::KeyFormatTypeNotSupported,
-                        format!(
-                        "symmetric keys are served as Raw or Transparent Symmetric Key, not {f:#x}"
-                    ),
-                    ))
-                }
-            };
-            let block = vec![
-                Item::new(tag::KEY_FORMAT_TYPE, en(f)),
-                Item::new(tag::KEY_VALUE, Value::Structure(vec![value])),
-                Item::new(
-                    tag::CRYPTOGRAPHIC_ALGORITHM,
-                    en(o.attrs
-                        .int("Cryptographic Algorithm")
-                        .unwrap_or(alg::AES as i64) as i32),
-                ),
-                Item::new(
-                    tag::CRYPTOGRAPHIC_LENGTH,
-                    Value::Integer(
-                        o.attrs
-                            .int("Cryptographic Length")
-                            .unwrap_or(material.len() as i64 * 8) as i32,
-                    ),
-                ),
-            ];
-            Item::new(
-                tag::SYMMETRIC_KEY,
-                Value::Structure(vec![Item::new(tag::KEY_BLOCK, Value::Structure(block))]),
-            )
-        } else {
-            let f = wanted.unwrap_or(kft::OPAQUE);
-            if f != kft::OPAQUE {
-                return Err(Fault::new(
-                    Reason::KeyFormatTypeNotSupported,
-                    format!("secret data is served as Opaque, not {f:#x}"),
-                ));
-            }
-            let sdt = o
-                .attrs
-                .int(SECRET_DATA_TYPE_ATTR)
-                .unwrap_or(secret_data_type::PASSWORD as i64);
-            Item::new(
-                tag::SECRET_DATA,
-                Value::Structure(vec![
-                    Item::new(tag::SECRET_DATA_TYPE, en(sdt as i32)),
-                    Item::new(
-                        tag::KEY_BLOCK,
-                        Value::Structure(vec![
-                            Item::new(tag::KEY_FORMAT_TYPE, en(f)),
-                            Item::new(
-                                tag::KEY_VALUE,
-                                Value::Structure(vec![Item::new(
-                                    tag::KEY_MATERIAL,
-                                    Value::ByteString(material.to_vec()),
-                                )]),
-                            ),
-                        ]),
-                    ),
-                ]),
-            )
+        let (format, material) = objects::in_format(&o, &material, objects::wanted_format(k))?;
+        let wrapped = match wrap {
+            Some(spec) => Some(self.wrap_for_get(spec, &material)?),
+            None => None,
         };
+        let object = objects::outgoing(&o, format, &material, wrapped)?;
         // Fresh: never served yet. Only the first Get writes.
         if flag(&o.attrs, "Fresh") {
             let mut o = o;
@@ -1181,12 +1130,12 @@ impl Cx<'_, '_> {
             ));
         }
         let mut new = self.new_object(ot::SYMMETRIC_KEY, carried)?;
-        let bits = check_symmetric(&mut new.attrs, None)?;
+        let n = check_symmetric(&mut new.attrs, None)?;
         new.attrs.add(attrs::std(
             "Link",
             link(link_type::REPLACED_OBJECT_LINK, &uid),
         ))?;
-        let material = self.tx.random(bits / 8).map_err(store_err)?;
+        let material = self.tx.random(n).map_err(store_err)?;
         material_attrs(&mut new.attrs, &material, kft::RAW, true);
         self.tx.insert(&mut new, &material).map_err(store_err)?;
         old.attrs.add(attrs::std(
@@ -1266,86 +1215,91 @@ fn discover_versions(k: &[Item]) -> Done {
     Done { uid: None, payload }
 }
 
-/// Checks (and completes) a symmetric key's attributes; returns its length in bits.
-fn check_symmetric(a: &mut Attrs, material_bits: Option<usize>) -> Result<usize, Fault> {
+/// Checks (and completes) a symmetric key's attributes; returns its
+/// material's length in bytes (checked against `material_len` if given).
+fn check_symmetric(a: &mut Attrs, material_len: Option<usize>) -> Result<usize, Fault> {
     let algorithm = a
         .int("Cryptographic Algorithm")
-        .ok_or_else(|| Fault::missing("a symmetric key needs a Cryptographic Algorithm"))?;
-    if algorithm != alg::AES as i64 {
-        return Err(Fault::invalid(format!(
-            "this server keeps AES keys (Cryptographic Algorithm {algorithm:#x} asked)"
-        )));
-    }
+        .ok_or_else(|| Fault::missing("a symmetric key needs a Cryptographic Algorithm"))?
+        as i32;
     let bits = a
         .int("Cryptographic Length")
         .ok_or_else(|| Fault::missing("a symmetric key needs a Cryptographic Length"))?;
-    if ![128, 192, 256].contains(&bits) {
-        return Err(Fault::invalid(format!(
-            "AES keys are 128, 192 or 256 bits, not {bits}"
-        )));
-    }
-    if let Some(m) = material_bits {
-        if m as i64 != bits {
+    let bytes = symmetric_bytes(algorithm, bits)?;
+    if let Some(m) = material_len {
+        if m != bytes {
             return Err(Fault::invalid(format!(
-                "Cryptographic Length says {bits} bits but the key material has {m}"
+                "Cryptographic Length says {bits} bits but the key material has {} bytes",
+                m
             )));
         }
     }
     if a.get("Cryptographic Usage Mask").is_none() {
+        let hmac = [
+            alg::HMAC_SHA1,
+            alg::HMAC_SHA224,
+            alg::HMAC_SHA256,
+            alg::HMAC_SHA384,
+            alg::HMAC_SHA512,
+        ]
+        .contains(&algorithm);
         a.set(
             "Cryptographic Usage Mask",
-            Value::Integer(usage::ENCRYPT | usage::DECRYPT),
+            Value::Integer(if hmac {
+                usage::MAC_GENERATE | usage::MAC_VERIFY
+            } else {
+                usage::ENCRYPT | usage::DECRYPT
+            }),
         );
     }
-    Ok(bits as usize)
+    Ok(bytes)
 }
 
-/// Reads the key block of a Symmetric Key or Secret Data: material, algorithm, length.
-/// Key material with the key block's algorithm and length, if it gave them.
-type KeyBlock = (Vec<u8>, Option<i64>, Option<i64>);
-
-fn key_block(obj: &Item, formats: &[i32]) -> Result<KeyBlock, Fault> {
-    let b = obj
-        .child(tag::KEY_BLOCK)
-        .ok_or_else(|| Fault::missing("no Key Block"))?;
-    if b.child(tag::KEY_WRAPPING_DATA).is_some() {
-        return Err(Fault::new(
-            Reason::FeatureNotSupported,
-            "wrapped key blocks are not accepted",
-        ));
-    }
-    let f = b
-        .child(tag::KEY_FORMAT_TYPE)
-        .and_then(int)
-        .ok_or_else(|| Fault::missing("the Key Block has no Key Format Type"))? as i32;
-    if !formats.contains(&f) {
-        return Err(Fault::new(
-            Reason::KeyFormatTypeNotSupported,
-            format!("key format type {f:#x} is not accepted here"),
-        ));
-    }
-    let kv = b
-        .child(tag::KEY_VALUE)
-        .ok_or_else(|| Fault::missing("the Key Block has no Key Value"))?;
-    let km = match &kv.value {
-        Value::ByteString(bytes) => bytes.clone(),
-        Value::Structure(_) => match kv.child(tag::KEY_MATERIAL).map(|m| &m.value) {
-            Some(Value::ByteString(bytes)) => bytes.clone(),
-            Some(Value::Structure(s)) => {
-                match s.iter().find(|i| i.tag == tag::KEY).map(|i| &i.value) {
-                    Some(Value::ByteString(bytes)) => bytes.clone(),
-                    _ => return Err(Fault::missing("Transparent Symmetric Key has no Key")),
-                }
-            }
-            _ => return Err(Fault::missing("the Key Value has no Key Material")),
-        },
-        _ => return Err(Fault::invalid("Key Value must be a structure")),
+/// The material bytes of a symmetric key of `algorithm` and `bits`, if the algorithm has such keys.
+fn symmetric_bytes(algorithm: i32, bits: i64) -> Result<usize, Fault> {
+    let bad = |lengths: &str| {
+        Err(Fault::invalid(format!(
+            "a key of algorithm {algorithm:#x} is {lengths}, not {bits} bits"
+        )))
     };
-    Ok((
-        km,
-        b.child(tag::CRYPTOGRAPHIC_ALGORITHM).and_then(int),
-        b.child(tag::CRYPTOGRAPHIC_LENGTH).and_then(int),
-    ))
+    match algorithm {
+        alg::AES | alg::CAMELLIA | alg::ARIA => match bits {
+            128 | 192 | 256 => Ok(bits as usize / 8),
+            _ => bad("128, 192 or 256 bits"),
+        },
+        alg::TRIPLE_DES => match bits {
+            112 | 128 => Ok(16),
+            168 | 192 => Ok(24),
+            _ => bad("112 or 168 bits (16 or 24 bytes with parity)"),
+        },
+        alg::BLOWFISH => match bits {
+            32..=448 if bits % 8 == 0 => Ok(bits as usize / 8),
+            _ => bad("32 to 448 bits, a multiple of 8"),
+        },
+        alg::IDEA | alg::SEED | alg::SM4 => match bits {
+            128 => Ok(16),
+            _ => bad("128 bits"),
+        },
+        alg::CHACHA20 | alg::CHACHA20_POLY1305 => match bits {
+            256 => Ok(32),
+            _ => bad("256 bits"),
+        },
+        alg::HMAC_SHA1
+        | alg::HMAC_SHA224
+        | alg::HMAC_SHA256
+        | alg::HMAC_SHA384
+        | alg::HMAC_SHA512
+        | alg::HMAC_SHA3_224
+        | alg::HMAC_SHA3_256
+        | alg::HMAC_SHA3_384
+        | alg::HMAC_SHA3_512 => match bits {
+            64..=4096 if bits % 8 == 0 => Ok(bits as usize / 8),
+            _ => bad("64 to 4096 bits, a multiple of 8"),
+        },
+        _ => Err(Fault::invalid(format!(
+            "cryptographic algorithm {algorithm:#x} is no symmetric key algorithm kept here (AES, 3DES, Blowfish, IDEA, Camellia, ARIA, SEED, SM4, ChaCha20 and HMAC keys are)"
+        ))),
+    }
 }
 
 /// Brings an object's state up to its dates; true if it changed.
@@ -1399,6 +1353,14 @@ fn matches_all(a: &Attrs, filters: &[Attr]) -> bool {
                 return false;
             }
             done.push(&f.name);
+            continue;
+        }
+        // A bit mask matches an object whose mask has every bit the filter has.
+        if f.name == "Cryptographic Usage Mask" {
+            let want = int(&f.value).unwrap_or(0);
+            if !a.all(&f.name).filter_map(int).any(|m| m & want == want) {
+                return false;
+            }
             continue;
         }
         if !a.all(&f.name).any(|v| v.value == f.value.value) {
@@ -1491,7 +1453,7 @@ pub fn fuzz_operations(bytes: &[u8]) {
     if s.exec("BEGIN").is_err() {
         return;
     }
-    let b = run(&s.tx(), &req, &caller, 1_700_000_000);
+    let b = run(&s.tx(), &req, &caller, 1_700_000_000, Pregenerated::default());
     let _ = s.exec("ROLLBACK");
     let resp = cinta_kmip::message::Response {
         version: cinta_kmip::message::answer_version(req.version),
