@@ -723,7 +723,9 @@ fn serve(cfg: Config) -> Result<()> {
         idle: Duration::from_secs(cfg.idle_timeout_secs),
         handshake: Duration::from_secs(cfg.handshake_timeout_secs),
         waiting_idle: Duration::from_secs(cfg.waiting_idle_timeout_secs),
-        keygen: Arc::new(tokio::sync::Semaphore::new(cinta_keymgr::server::keygen_slots())),
+        keygen: Arc::new(tokio::sync::Semaphore::new(
+            cinta_keymgr::server::keygen_slots(),
+        )),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

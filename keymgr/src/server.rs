@@ -56,17 +56,22 @@ pub fn keygen_slots() -> usize {
 
 /// The Operation field of a Create Key Pair batch item, as it is encoded:
 /// a message holding it has its key pairs made before the keystore sees it.
-const CREATE_KEY_PAIR_OPERATION: [u8; 16] = [
-    0x42, 0x00, 0x5C, 0x05, 0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 0,
-];
+const CREATE_KEY_PAIR_OPERATION: [u8; 16] =
+    [0x42, 0x00, 0x5C, 0x05, 0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 0];
 
 /// Makes the key pairs a message asks for (RSA generation takes up to
 /// seconds) on a blocking thread, a few messages at a time.
 async fn pregenerate(shared: &Shared, msg: &[u8]) -> ops::Pregenerated {
-    if !msg.windows(CREATE_KEY_PAIR_OPERATION.len()).any(|w| w == CREATE_KEY_PAIR_OPERATION) {
+    if !msg
+        .windows(CREATE_KEY_PAIR_OPERATION.len())
+        .any(|w| w == CREATE_KEY_PAIR_OPERATION)
+    {
         return ops::Pregenerated::default();
     }
-    let Ok(req) = Item::decode(msg).map_err(|_| ()).and_then(|i| Request::parse(&i).map_err(|_| ())) else {
+    let Ok(req) = Item::decode(msg)
+        .map_err(|_| ())
+        .and_then(|i| Request::parse(&i).map_err(|_| ()))
+    else {
         return ops::Pregenerated::default();
     };
     let Ok(_slot) = shared.keygen.acquire().await else {
@@ -369,7 +374,12 @@ impl Keystore {
                         t,
                     ));
                 }
-                Job::Message { id, msg, pre, reply } => messages.push((id, msg, pre, reply)),
+                Job::Message {
+                    id,
+                    msg,
+                    pre,
+                    reply,
+                } => messages.push((id, msg, pre, reply)),
             }
         }
         let open = !messages.is_empty() && self.store.exec("BEGIN").is_ok();

@@ -74,7 +74,13 @@ fn pykmip_integration_suite_passes_but_for_the_named_skips() {
     let mut cmd = Command::new(&py);
     cmd.current_dir(&src)
         .env("HOME", &home)
-        .args(["-m", "pytest", "kmip/tests/integration", "--config", "cinta"])
+        .args([
+            "-m",
+            "pytest",
+            "kmip/tests/integration",
+            "--config",
+            "cinta",
+        ])
         .args(["-p", "no:cacheprovider", "-q", "-rfE", "--no-header"])
         .args(["-W", "ignore"]);
     for (id, _) in &skips {
@@ -106,14 +112,17 @@ fn pykmip_integration_suite_passes_but_for_the_named_skips() {
     let deselected: usize = summary
         .split(',')
         .find_map(|p| {
-            p.trim()
-                .split_whitespace()
+            p.split_whitespace()
                 .next()
                 .filter(|_| p.contains("deselected"))
         })
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert_eq!(deselected, skips.len(), "every skip entry names a test: {summary}");
+    assert_eq!(
+        deselected,
+        skips.len(),
+        "every skip entry names a test: {summary}"
+    );
     assert!(passed >= 41 - skips.len(), "{summary}");
 
     // What the skipped tests ask, done the way KMIP allows (same answers),

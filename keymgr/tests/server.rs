@@ -1342,3 +1342,211 @@ fn digest_freshness_and_extractability_are_kept_at_every_version() {
         Some(Value::Boolean(false))
     );
 }
+
+fn name_item(n: &str) -> Item {
+    Item::new(
+        tag::NAME,
+        Value::Structure(vec![
+            Item::new(tag::NAME_VALUE, Value::TextString(n.into())),
+            Item::new(tag::NAME_TYPE, Value::Enumeration(1)),
+        ]),
+    )
+}
+
+fn en(x: i32) -> Value {
+    Value::Enumeration(x as u32)
+}
+
+fn uid_of(p: &[Item]) -> String {
+    match &p
+        .iter()
+        .find(|i| i.tag == tag::UNIQUE_IDENTIFIER)
+        .unwrap()
+        .value
+    {
+        Value::TextString(s) => s.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn templates_at_1x_and_a_sensitive_key_served_only_wrapped() {
+    use cinta_kmip::spec::{
+        block_cipher_mode, cryptographic_algorithm as alg, cryptographic_usage_mask as usage,
+        object_type as ot, query_function as qf, wrapping_method,
+    };
+    let kms = Kms::serving();
+    drop(kms.accepted("lib", "default", Version::new(1, 4)));
+    let mut c = Client::new(kms.client_config("lib", Version::new(1, 4))).unwrap();
+    // Query Objects lists Template at 1.x (test case TL-M-1), not at 2.0.
+    let objects = |c: &mut Client| -> Vec<Value> {
+        c.call(
+            op::QUERY,
+            vec![Item::new(tag::QUERY_FUNCTION, en(qf::QUERY_OBJECTS))],
+        )
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.tag == tag::OBJECT_TYPE)
+        .map(|i| i.value)
+        .collect()
+    };
+    let at14 = objects(&mut c);
+    for t in [
+        ot::SYMMETRIC_KEY,
+        ot::PUBLIC_KEY,
+        ot::PRIVATE_KEY,
+        ot::CERTIFICATE,
+        ot::SECRET_DATA,
+        ot::OPAQUE_DATA,
+        ot::SPLIT_KEY,
+        ot::TEMPLATE,
+    ] {
+        assert!(at14.contains(&en(t)), "{t:#x} in {at14:?}");
+    }
+    let mut c2 = Client::new(kms.client_config("lib", Version::new(2, 0))).unwrap();
+    assert!(!objects(&mut c2).contains(&en(ot::TEMPLATE)));
+
+    // A template named in a Create's Template-Attribute gives the key its attributes.
+    let t = c
+        .call(
+            op::REGISTER,
+            vec![
+                Item::new(tag::OBJECT_TYPE, en(ot::TEMPLATE)),
+                Item::new(
+                    tag::TEMPLATE_ATTRIBUTE,
+                    Value::Structure(vec![attr("Name", v(name_item("lto-default").value))]),
+                ),
+                Item::new(
+                    tag::TEMPLATE,
+                    Value::Structure(vec![
+                        attr("Cryptographic Algorithm", v(en(alg::AES))),
+                        attr("Cryptographic Length", v(Value::Integer(256))),
+                        attr(
+                            "Cryptographic Usage Mask",
+                            v(Value::Integer(usage::ENCRYPT | usage::DECRYPT)),
+                        ),
+                        attr("x-library", v(Value::TextString("LIB1".into()))),
+                    ]),
+                ),
+            ],
+        )
+        .unwrap();
+    let tuid = uid_of(&t);
+    let got = c.call(op::GET, vec![uid_item(&tuid)]).unwrap();
+    let tmpl = got
+        .iter()
+        .find(|i| i.tag == tag::TEMPLATE)
+        .expect("a Template");
+    assert_eq!(tmpl.children().len(), 4);
+    let k = c
+        .call(
+            op::CREATE,
+            vec![
+                Item::new(tag::OBJECT_TYPE, en(ot::SYMMETRIC_KEY)),
+                Item::new(
+                    tag::TEMPLATE_ATTRIBUTE,
+                    Value::Structure(vec![name_item("lto-default")]),
+                ),
+            ],
+        )
+        .unwrap();
+    let kuid = uid_of(&k);
+    let a = c.call(op::GET_ATTRIBUTES, vec![uid_item(&kuid)]).unwrap();
+    assert_eq!(
+        attr_value(&a, "Cryptographic Length", tag::CRYPTOGRAPHIC_LENGTH),
+        Some(Value::Integer(256))
+    );
+    assert_eq!(
+        attr_value(&a, "x-library", tag::ATTRIBUTE_VALUE),
+        Some(Value::TextString("LIB1".into()))
+    );
+    // The template's name is not the key's.
+    assert_eq!(attr_value(&a, "Name", tag::NAME), None);
+    // Templates are 1.x objects.
+    let e = c2
+        .call(
+            op::REGISTER,
+            vec![
+                Item::new(tag::OBJECT_TYPE, en(ot::TEMPLATE)),
+                Item::new(tag::ATTRIBUTES, Value::Structure(vec![])),
+                Item::new(tag::TEMPLATE, Value::Structure(vec![])),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("1.x"), "{e}");
+
+    // A Sensitive key is never sent in the clear, but is sent wrapped (RFC 3394).
+    set_flag(
+        &mut c,
+        Version::new(1, 4),
+        &kuid,
+        "Sensitive",
+        tag::SENSITIVE,
+        true,
+    );
+    let e = c.get_key(&kuid).unwrap_err().to_string();
+    assert!(e.contains("Sensitive"), "{e}");
+    let kek = uid_of(
+        &c.call(
+            op::CREATE,
+            vec![
+                Item::new(tag::OBJECT_TYPE, en(ot::SYMMETRIC_KEY)),
+                Item::new(
+                    tag::TEMPLATE_ATTRIBUTE,
+                    Value::Structure(vec![
+                        attr("Cryptographic Algorithm", v(en(alg::AES))),
+                        attr("Cryptographic Length", v(Value::Integer(256))),
+                        attr(
+                            "Cryptographic Usage Mask",
+                            v(Value::Integer(usage::WRAP_KEY)),
+                        ),
+                    ]),
+                ),
+            ],
+        )
+        .unwrap(),
+    );
+    c.activate(&kek).unwrap();
+    let spec = Item::new(
+        tag::KEY_WRAPPING_SPECIFICATION,
+        Value::Structure(vec![
+            Item::new(tag::WRAPPING_METHOD, en(wrapping_method::ENCRYPT)),
+            Item::new(
+                tag::ENCRYPTION_KEY_INFORMATION,
+                Value::Structure(vec![
+                    uid_item(&kek),
+                    Item::new(
+                        tag::CRYPTOGRAPHIC_PARAMETERS,
+                        Value::Structure(vec![Item::new(
+                            tag::BLOCK_CIPHER_MODE,
+                            en(block_cipher_mode::NIST_KEY_WRAP),
+                        )]),
+                    ),
+                ]),
+            ),
+        ]),
+    );
+    let got = c.call(op::GET, vec![uid_item(&kuid), spec]).unwrap();
+    let block = got[2].child(tag::KEY_BLOCK).unwrap();
+    assert!(block.child(tag::KEY_WRAPPING_DATA).is_some());
+    let wrapped = match &block
+        .child(tag::KEY_VALUE)
+        .unwrap()
+        .child(tag::KEY_MATERIAL)
+        .unwrap()
+        .value
+    {
+        Value::ByteString(b) => b.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(wrapped.len(), 40);
+    let kek_bytes = c.get_key(&kek).unwrap();
+    let key = cinta_keymgr::crypto::symmetric::unwrap(
+        block_cipher_mode::NIST_KEY_WRAP,
+        &kek_bytes,
+        &wrapped,
+    )
+    .unwrap();
+    assert_eq!(key.len(), 32);
+}

@@ -9,7 +9,9 @@ use cinta_kmip::spec::{
     padding_method, recommended_curve as curve,
 };
 use ring::signature::{self, KeyPair};
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPrivateKey, EncodeRsaPublicKey};
+use rsa::pkcs1::{
+    DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPrivateKey, EncodeRsaPublicKey,
+};
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use rsa::traits::PublicKeyParts;
 use x509_parser::prelude::FromDer;
@@ -51,7 +53,7 @@ const SPKI_P384: &[u8] = &[
 
 /// A private key, parsed.
 enum Private {
-    Rsa(rsa::RsaPrivateKey),
+    Rsa(Box<rsa::RsaPrivateKey>),
     Ec(usize),
 }
 
@@ -59,7 +61,7 @@ fn private(format: i32, der: &[u8]) -> Result<Private, Fault> {
     let bad = |what: &str| Fault::invalid(format!("the private key is not {what}"));
     let pkcs8 = |der: &[u8]| -> Result<Private, Fault> {
         if let Ok(k) = rsa::RsaPrivateKey::from_pkcs8_der(der) {
-            return Ok(Private::Rsa(k));
+            return Ok(Private::Rsa(Box::new(k)));
         }
         let rng = ring::rand::SystemRandom::new();
         for (a, bits) in [
@@ -74,11 +76,11 @@ fn private(format: i32, der: &[u8]) -> Result<Private, Fault> {
     };
     match format {
         kft::PKCS_1 => rsa::RsaPrivateKey::from_pkcs1_der(der)
-            .map(Private::Rsa)
+            .map(|k| Private::Rsa(Box::new(k)))
             .map_err(|_| bad("a PKCS#1 RSA private key")),
         kft::PKCS_8 => pkcs8(der),
         kft::RAW => rsa::RsaPrivateKey::from_pkcs1_der(der)
-            .map(Private::Rsa)
+            .map(|k| Private::Rsa(Box::new(k)))
             .or_else(|_| pkcs8(der)),
         f => Err(Fault::new(
             Reason::KeyFormatTypeNotSupported,
@@ -138,16 +140,28 @@ fn public(format: i32, der: &[u8]) -> Result<Public, Fault> {
 /// What a private key's bytes are.
 pub fn inspect_private(format: i32, der: &[u8]) -> Result<KeyInfo, Fault> {
     Ok(match private(format, der)? {
-        Private::Rsa(k) => KeyInfo { algorithm: alg::RSA, bits: k.n().bits() },
-        Private::Ec(bits) => KeyInfo { algorithm: alg::EC, bits },
+        Private::Rsa(k) => KeyInfo {
+            algorithm: alg::RSA,
+            bits: k.n().bits(),
+        },
+        Private::Ec(bits) => KeyInfo {
+            algorithm: alg::EC,
+            bits,
+        },
     })
 }
 
 /// What a public key's bytes are.
 pub fn inspect_public(format: i32, der: &[u8]) -> Result<KeyInfo, Fault> {
     Ok(match public(format, der)? {
-        Public::Rsa(k) => KeyInfo { algorithm: alg::RSA, bits: k.n().bits() },
-        Public::Ec(bits, _) => KeyInfo { algorithm: alg::EC, bits },
+        Public::Rsa(k) => KeyInfo {
+            algorithm: alg::RSA,
+            bits: k.n().bits(),
+        },
+        Public::Ec(bits, _) => KeyInfo {
+            algorithm: alg::EC,
+            bits,
+        },
     })
 }
 
@@ -162,10 +176,15 @@ pub struct NewPair {
 
 /// Makes an RSA key of `bits` (2048 to 4096) or an EC key on P-256 or P-384
 /// (`ec_curve` a Recommended Curve, or None to take it from `bits`).
-pub fn generate(algorithm: i32, bits: Option<i64>, ec_curve: Option<i64>) -> Result<NewPair, Fault> {
+pub fn generate(
+    algorithm: i32,
+    bits: Option<i64>,
+    ec_curve: Option<i64>,
+) -> Result<NewPair, Fault> {
     match algorithm {
         alg::RSA => {
-            let bits = bits.ok_or_else(|| Fault::missing("an RSA key pair needs a Cryptographic Length"))?;
+            let bits =
+                bits.ok_or_else(|| Fault::missing("an RSA key pair needs a Cryptographic Length"))?;
             if !(2048..=4096).contains(&bits) || bits % 8 != 0 {
                 return Err(Fault::invalid(format!(
                     "RSA keys of 2048 to 4096 bits (a multiple of 8) are made, not {bits}"
@@ -189,7 +208,10 @@ pub fn generate(algorithm: i32, bits: Option<i64>, ec_curve: Option<i64>) -> Res
                 private_format: kft::PKCS_1,
                 public,
                 public_format: kft::PKCS_1,
-                info: KeyInfo { algorithm: alg::RSA, bits: bits as usize },
+                info: KeyInfo {
+                    algorithm: alg::RSA,
+                    bits: bits as usize,
+                },
             })
         }
         alg::EC | alg::ECDSA => {
@@ -206,7 +228,11 @@ pub fn generate(algorithm: i32, bits: Option<i64>, ec_curve: Option<i64>) -> Res
             let (a, prefix, bits) = match c {
                 curve::P_256 => (&signature::ECDSA_P256_SHA256_ASN1_SIGNING, SPKI_P256, 256),
                 curve::P_384 => (&signature::ECDSA_P384_SHA384_ASN1_SIGNING, SPKI_P384, 384),
-                c => return Err(Fault::invalid(format!("EC keys are made on P-256 and P-384, not curve {c:#x}"))),
+                c => {
+                    return Err(Fault::invalid(format!(
+                        "EC keys are made on P-256 and P-384, not curve {c:#x}"
+                    )))
+                }
             };
             let rng = ring::rand::SystemRandom::new();
             let doc = signature::EcdsaKeyPair::generate_pkcs8(a, &rng)
@@ -220,7 +246,10 @@ pub fn generate(algorithm: i32, bits: Option<i64>, ec_curve: Option<i64>) -> Res
                 private_format: kft::PKCS_8,
                 public,
                 public_format: kft::X_509,
-                info: KeyInfo { algorithm: alg::EC, bits },
+                info: KeyInfo {
+                    algorithm: alg::EC,
+                    bits,
+                },
             })
         }
         a => Err(unsupported(format!(
@@ -253,20 +282,27 @@ fn rsa_signing(p: &SigParams) -> Result<&'static dyn signature::RsaEncoding, Fau
 }
 
 fn rsa_verifying(p: &SigParams) -> Result<&'static signature::RsaParameters, Fault> {
-    Ok(match (p.padding.unwrap_or(padding_method::PSS), p.hash.unwrap_or(hash::SHA_256)) {
-        (padding_method::PSS, hash::SHA_256) => &signature::RSA_PSS_2048_8192_SHA256,
-        (padding_method::PSS, hash::SHA_384) => &signature::RSA_PSS_2048_8192_SHA384,
-        (padding_method::PSS, hash::SHA_512) => &signature::RSA_PSS_2048_8192_SHA512,
-        (padding_method::PKCS1_V1_5, hash::SHA_1) => &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
-        (padding_method::PKCS1_V1_5, hash::SHA_256) => &signature::RSA_PKCS1_2048_8192_SHA256,
-        (padding_method::PKCS1_V1_5, hash::SHA_384) => &signature::RSA_PKCS1_2048_8192_SHA384,
-        (padding_method::PKCS1_V1_5, hash::SHA_512) => &signature::RSA_PKCS1_2048_8192_SHA512,
-        (pad, h) => {
-            return Err(unsupported(format!(
-                "RSA signatures with padding {pad:#x} and hash {h:#x}"
-            )))
-        }
-    })
+    Ok(
+        match (
+            p.padding.unwrap_or(padding_method::PSS),
+            p.hash.unwrap_or(hash::SHA_256),
+        ) {
+            (padding_method::PSS, hash::SHA_256) => &signature::RSA_PSS_2048_8192_SHA256,
+            (padding_method::PSS, hash::SHA_384) => &signature::RSA_PSS_2048_8192_SHA384,
+            (padding_method::PSS, hash::SHA_512) => &signature::RSA_PSS_2048_8192_SHA512,
+            (padding_method::PKCS1_V1_5, hash::SHA_1) => {
+                &signature::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY
+            }
+            (padding_method::PKCS1_V1_5, hash::SHA_256) => &signature::RSA_PKCS1_2048_8192_SHA256,
+            (padding_method::PKCS1_V1_5, hash::SHA_384) => &signature::RSA_PKCS1_2048_8192_SHA384,
+            (padding_method::PKCS1_V1_5, hash::SHA_512) => &signature::RSA_PKCS1_2048_8192_SHA512,
+            (pad, h) => {
+                return Err(unsupported(format!(
+                    "RSA signatures with padding {pad:#x} and hash {h:#x}"
+                )))
+            }
+        },
+    )
 }
 
 fn ec_alg(bits: usize, h: Option<i32>) -> Result<&'static signature::EcdsaSigningAlgorithm, Fault> {
@@ -284,7 +320,9 @@ pub fn sign(format: i32, der: &[u8], p: &SigParams, data: &[u8]) -> Result<Vec<u
     let rng = ring::rand::SystemRandom::new();
     match private(format, der)? {
         Private::Rsa(k) => {
-            let pkcs1 = k.to_pkcs1_der().map_err(|e| crypto(format!("RSA key: {e}")))?;
+            let pkcs1 = k
+                .to_pkcs1_der()
+                .map_err(|e| crypto(format!("RSA key: {e}")))?;
             let kp = signature::RsaKeyPair::from_der(pkcs1.as_bytes())
                 .map_err(|e| crypto(format!("the RSA key cannot sign: {e}")))?;
             let mut sig = vec![0u8; kp.public().modulus_len()];
@@ -306,10 +344,18 @@ pub fn sign(format: i32, der: &[u8], p: &SigParams, data: &[u8]) -> Result<Vec<u
 }
 
 /// Checks a signature on `data` with a public key.
-pub fn verify(format: i32, der: &[u8], p: &SigParams, data: &[u8], sig: &[u8]) -> Result<bool, Fault> {
+pub fn verify(
+    format: i32,
+    der: &[u8],
+    p: &SigParams,
+    data: &[u8],
+    sig: &[u8],
+) -> Result<bool, Fault> {
     match public(format, der)? {
         Public::Rsa(k) => {
-            let pkcs1 = k.to_pkcs1_der().map_err(|e| crypto(format!("RSA key: {e}")))?;
+            let pkcs1 = k
+                .to_pkcs1_der()
+                .map_err(|e| crypto(format!("RSA key: {e}")))?;
             let key = signature::UnparsedPublicKey::new(rsa_verifying(p)?, pkcs1.as_bytes());
             Ok(key.verify(data, sig).is_ok())
         }
@@ -320,10 +366,14 @@ pub fn verify(format: i32, der: &[u8], p: &SigParams, data: &[u8], sig: &[u8]) -
                 (384, None | Some(hash::SHA_384)) => &signature::ECDSA_P384_SHA384_ASN1,
                 (384, Some(hash::SHA_256)) => &signature::ECDSA_P384_SHA256_ASN1,
                 (b, h) => {
-                    return Err(unsupported(format!("ECDSA on a {b}-bit curve with hash {h:?}")))
+                    return Err(unsupported(format!(
+                        "ECDSA on a {b}-bit curve with hash {h:?}"
+                    )))
                 }
             };
-            Ok(signature::UnparsedPublicKey::new(a, &point).verify(data, sig).is_ok())
+            Ok(signature::UnparsedPublicKey::new(a, &point)
+                .verify(data, sig)
+                .is_ok())
         }
     }
 }
@@ -348,18 +398,32 @@ pub fn rsa_decrypt(format: i32, der: &[u8], p: &SigParams, data: &[u8]) -> Resul
     let Private::Rsa(k) = private(format, der)? else {
         return Err(unsupported("decryption with an EC key"));
     };
-    let r = match (p.padding.unwrap_or(padding_method::OAEP), p.hash.unwrap_or(hash::SHA_1)) {
+    let r = match (
+        p.padding.unwrap_or(padding_method::OAEP),
+        p.hash.unwrap_or(hash::SHA_1),
+    ) {
         (padding_method::OAEP, hash::SHA_1) => k.decrypt(rsa::Oaep::new::<sha1::Sha1>(), data),
-        (padding_method::OAEP, hash::SHA_256) => k.decrypt(rsa::Oaep::new::<rsa::sha2::Sha256>(), data),
+        (padding_method::OAEP, hash::SHA_256) => {
+            k.decrypt(rsa::Oaep::new::<rsa::sha2::Sha256>(), data)
+        }
         (padding_method::PKCS1_V1_5, _) => k.decrypt(rsa::Pkcs1v15Encrypt, data),
-        (pad, h) => return Err(unsupported(format!("RSA decryption with padding {pad:#x} and hash {h:#x}"))),
+        (pad, h) => {
+            return Err(unsupported(format!(
+                "RSA decryption with padding {pad:#x} and hash {h:#x}"
+            )))
+        }
     };
     r.map_err(|_| crypto("RSA decryption failed (wrong key or altered data)"))
 }
 
 /// The same key in another key format: RSA private keys between PKCS#1
 /// and PKCS#8, RSA public keys between PKCS#1 and X.509; Raw is the DER kept.
-pub fn convert(is_private: bool, from: i32, to: i32, der: &[u8]) -> Result<Zeroizing<Vec<u8>>, Fault> {
+pub fn convert(
+    is_private: bool,
+    from: i32,
+    to: i32,
+    der: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, Fault> {
     use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
     let no = || {
         Fault::new(
@@ -377,9 +441,14 @@ pub fn convert(is_private: bool, from: i32, to: i32, der: &[u8]) -> Result<Zeroi
         };
         match to {
             kft::PKCS_1 => Ok(Zeroizing::new(
-                k.to_pkcs1_der().map_err(|e| crypto(format!("key encoding: {e}")))?.as_bytes().to_vec(),
+                k.to_pkcs1_der()
+                    .map_err(|e| crypto(format!("key encoding: {e}")))?
+                    .as_bytes()
+                    .to_vec(),
             )),
-            kft::PKCS_8 => Ok(Zeroizing::new(k.to_pkcs8_der().map_err(enc)?.as_bytes().to_vec())),
+            kft::PKCS_8 => Ok(Zeroizing::new(
+                k.to_pkcs8_der().map_err(enc)?.as_bytes().to_vec(),
+            )),
             _ => Err(no()),
         }
     } else {
@@ -388,7 +457,9 @@ pub fn convert(is_private: bool, from: i32, to: i32, der: &[u8]) -> Result<Zeroi
         };
         match to {
             kft::PKCS_1 => Ok(Zeroizing::new(
-                k.to_pkcs1_der().map_err(|e| crypto(format!("key encoding: {e}")))?.into_vec(),
+                k.to_pkcs1_der()
+                    .map_err(|e| crypto(format!("key encoding: {e}")))?
+                    .into_vec(),
             )),
             kft::X_509 => Ok(Zeroizing::new(
                 k.to_public_key_der()
@@ -401,8 +472,16 @@ pub fn convert(is_private: bool, from: i32, to: i32, der: &[u8]) -> Result<Zeroi
 }
 
 /// Does a public key belong with a private key? (Both parsed from DER.)
-pub fn pair_matches(private_format: i32, private_der: &[u8], public_format: i32, public_der: &[u8]) -> bool {
-    match (private(private_format, private_der), public(public_format, public_der)) {
+pub fn pair_matches(
+    private_format: i32,
+    private_der: &[u8],
+    public_format: i32,
+    public_der: &[u8],
+) -> bool {
+    match (
+        private(private_format, private_der),
+        public(public_format, public_der),
+    ) {
         (Ok(Private::Rsa(a)), Ok(Public::Rsa(b))) => a.to_public_key() == b,
         _ => false,
     }
@@ -414,22 +493,40 @@ mod tests {
 
     #[test]
     fn pairs_sign_verify_and_encrypt() {
-        for (a, bits, c) in [(alg::EC, None, Some(curve::P_256 as i64)), (alg::EC, Some(384), None), (alg::RSA, Some(2048), None)] {
+        for (a, bits, c) in [
+            (alg::EC, None, Some(curve::P_256 as i64)),
+            (alg::EC, Some(384), None),
+            (alg::RSA, Some(2048), None),
+        ] {
             let p = generate(a, bits, c).unwrap();
             let i = inspect_private(p.private_format, &p.private).unwrap();
             assert_eq!(i, inspect_public(p.public_format, &p.public).unwrap());
             assert_eq!(i, p.info);
-            let sp = SigParams { padding: None, hash: None };
+            let sp = SigParams {
+                padding: None,
+                hash: None,
+            };
             let sig = sign(p.private_format, &p.private, &sp, b"msg").unwrap();
             assert!(verify(p.public_format, &p.public, &sp, b"msg", &sig).unwrap());
             assert!(!verify(p.public_format, &p.public, &sp, b"msX", &sig).unwrap());
             if a == alg::RSA {
-                let pk = SigParams { padding: Some(padding_method::PKCS1_V1_5), hash: Some(hash::SHA_512) };
+                let pk = SigParams {
+                    padding: Some(padding_method::PKCS1_V1_5),
+                    hash: Some(hash::SHA_512),
+                };
                 let sig = sign(p.private_format, &p.private, &pk, b"msg").unwrap();
                 assert!(verify(p.public_format, &p.public, &pk, b"msg", &sig).unwrap());
                 let ct = rsa_encrypt(p.public_format, &p.public, &sp, b"secret").unwrap();
-                assert_eq!(rsa_decrypt(p.private_format, &p.private, &sp, &ct).unwrap(), b"secret");
-                assert!(pair_matches(p.private_format, &p.private, p.public_format, &p.public));
+                assert_eq!(
+                    rsa_decrypt(p.private_format, &p.private, &sp, &ct).unwrap(),
+                    b"secret"
+                );
+                assert!(pair_matches(
+                    p.private_format,
+                    &p.private,
+                    p.public_format,
+                    &p.public
+                ));
             }
         }
         assert!(generate(alg::RSA, Some(1024), None).is_err());

@@ -8,8 +8,10 @@ use crate::fault::{Fault, Reason};
 
 /// The most bytes one derivation may produce (a key or secret, not a stream).
 pub const MAX_OUTPUT: usize = 1024;
-/// The most PBKDF2 iterations a request may ask for (about a second of one core).
-pub const MAX_ITERATIONS: u32 = 10_000_000;
+/// The most PBKDF2 iterations a request may ask for: derivation runs on the
+/// keystore thread, and a million SHA-256 iterations take about a third of
+/// a second there (every other client waits that long).
+pub const MAX_ITERATIONS: u32 = 1_000_000;
 
 fn unsupported_hash(h: i32) -> Fault {
     Fault::new(
@@ -20,7 +22,9 @@ fn unsupported_hash(h: i32) -> Fault {
 
 fn check_len(n: usize) -> Result<(), Fault> {
     if n == 0 || n > MAX_OUTPUT {
-        return Err(Fault::invalid(format!("a derived length of {n} bytes (1 to {MAX_OUTPUT})")));
+        return Err(Fault::invalid(format!(
+            "a derived length of {n} bytes (1 to {MAX_OUTPUT})"
+        )));
     }
     Ok(())
 }
@@ -37,7 +41,13 @@ pub fn hmac_alg(h: i32) -> Result<ring::hmac::Algorithm, Fault> {
 }
 
 /// PBKDF2 of `password` (RFC 8018).
-pub fn pbkdf2(h: i32, password: &[u8], salt: &[u8], iterations: i64, len: usize) -> Result<Vec<u8>, Fault> {
+pub fn pbkdf2(
+    h: i32,
+    password: &[u8],
+    salt: &[u8],
+    iterations: i64,
+    len: usize,
+) -> Result<Vec<u8>, Fault> {
     check_len(len)?;
     let a = match h {
         hash::SHA_1 => ring::pbkdf2::PBKDF2_HMAC_SHA1,
@@ -50,7 +60,11 @@ pub fn pbkdf2(h: i32, password: &[u8], salt: &[u8], iterations: i64, len: usize)
         .ok()
         .filter(|n| *n <= MAX_ITERATIONS)
         .and_then(NonZeroU32::new)
-        .ok_or_else(|| Fault::invalid(format!("an Iteration Count of {iterations} (1 to {MAX_ITERATIONS})")))?;
+        .ok_or_else(|| {
+            Fault::invalid(format!(
+                "an Iteration Count of {iterations} (1 to {MAX_ITERATIONS})"
+            ))
+        })?;
     let mut out = vec![0u8; len];
     ring::pbkdf2::derive(a, n, salt, password, &mut out);
     Ok(out)
@@ -103,7 +117,11 @@ pub fn sp800_108_counter(h: i32, key: &[u8], fixed: &[u8], len: usize) -> Result
 
 /// HMAC of `data` under `key` (MAC, MAC Verify).
 pub fn hmac(h: i32, key: &[u8], data: &[u8]) -> Result<Vec<u8>, Fault> {
-    Ok(ring::hmac::sign(&ring::hmac::Key::new(hmac_alg(h)?, key), data).as_ref().to_vec())
+    Ok(
+        ring::hmac::sign(&ring::hmac::Key::new(hmac_alg(h)?, key), data)
+            .as_ref()
+            .to_vec(),
+    )
 }
 
 #[cfg(test)]
@@ -111,7 +129,10 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]

@@ -31,7 +31,11 @@ pub fn iv_len(m: &Mode) -> Result<usize, Fault> {
         mode::ECB => 0,
         mode::CBC => block_len(m.algorithm)?,
         mode::GCM => 12,
-        x => return Err(unsupported(format!("block cipher mode {x:#x} (this server does ECB, CBC and GCM)"))),
+        x => {
+            return Err(unsupported(format!(
+                "block cipher mode {x:#x} (this server does ECB, CBC and GCM)"
+            )))
+        }
     })
 }
 
@@ -46,7 +50,13 @@ fn block_len(algorithm: i32) -> Result<usize, Fault> {
 }
 
 /// Encrypts `data` (GCM: returns ciphertext and the 16-byte tag separately).
-pub fn encrypt(m: &Mode, key: &[u8], iv: &[u8], aad: &[u8], data: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Fault> {
+pub fn encrypt(
+    m: &Mode,
+    key: &[u8],
+    iv: &[u8],
+    aad: &[u8],
+    data: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>), Fault> {
     if m.block_mode == mode::GCM {
         return gcm(key, iv, aad, data, None).map(|mut v| {
             let tag = v.split_off(v.len() - 16);
@@ -57,23 +67,46 @@ pub fn encrypt(m: &Mode, key: &[u8], iv: &[u8], aad: &[u8], data: &[u8]) -> Resu
 }
 
 /// Decrypts `data` (GCM: checks `tag`).
-pub fn decrypt(m: &Mode, key: &[u8], iv: &[u8], aad: &[u8], tag: &[u8], data: &[u8]) -> Result<Vec<u8>, Fault> {
+pub fn decrypt(
+    m: &Mode,
+    key: &[u8],
+    iv: &[u8],
+    aad: &[u8],
+    tag: &[u8],
+    data: &[u8],
+) -> Result<Vec<u8>, Fault> {
     if m.block_mode == mode::GCM {
         return gcm(key, iv, aad, data, Some(tag));
     }
     blocks(m, key, iv, data, false)
 }
 
-fn gcm(key: &[u8], iv: &[u8], aad: &[u8], data: &[u8], tag: Option<&[u8]>) -> Result<Vec<u8>, Fault> {
+fn gcm(
+    key: &[u8],
+    iv: &[u8],
+    aad: &[u8],
+    data: &[u8],
+    tag: Option<&[u8]>,
+) -> Result<Vec<u8>, Fault> {
     use ring::aead;
     let a = match key.len() {
         16 => &aead::AES_128_GCM,
         32 => &aead::AES_256_GCM,
-        n => return Err(unsupported(format!("AES-GCM with a {}-bit key (128 and 256 are offered)", n * 8))),
+        n => {
+            return Err(unsupported(format!(
+                "AES-GCM with a {}-bit key (128 and 256 are offered)",
+                n * 8
+            )))
+        }
     };
-    let nonce = aead::Nonce::try_assume_unique_for_key(iv)
-        .map_err(|_| Fault::invalid(format!("AES-GCM needs a 12-byte IV, not {} bytes", iv.len())))?;
-    let k = aead::LessSafeKey::new(aead::UnboundKey::new(a, key).map_err(|_| crypto("bad AES key"))?);
+    let nonce = aead::Nonce::try_assume_unique_for_key(iv).map_err(|_| {
+        Fault::invalid(format!(
+            "AES-GCM needs a 12-byte IV, not {} bytes",
+            iv.len()
+        ))
+    })?;
+    let k =
+        aead::LessSafeKey::new(aead::UnboundKey::new(a, key).map_err(|_| crypto("bad AES key"))?);
     match tag {
         None => {
             let mut buf = data.to_vec();
@@ -83,7 +116,10 @@ fn gcm(key: &[u8], iv: &[u8], aad: &[u8], data: &[u8], tag: Option<&[u8]>) -> Re
         }
         Some(t) => {
             if t.len() != 16 {
-                return Err(unsupported(format!("an AES-GCM tag of {} bytes (16 are offered)", t.len())));
+                return Err(unsupported(format!(
+                    "an AES-GCM tag of {} bytes (16 are offered)",
+                    t.len()
+                )));
             }
             let mut buf = data.to_vec();
             buf.extend_from_slice(t);
@@ -105,34 +141,55 @@ fn blocks(m: &Mode, key: &[u8], iv: &[u8], data: &[u8], enc: bool) -> Result<Vec
         (alg::AES, n) => Err(Fault::invalid(format!("an AES key of {} bits", n * 8))),
         (alg::TRIPLE_DES, 16) => run::<des::TdesEde2>(m, key, iv, data, enc),
         (alg::TRIPLE_DES, 24) => run::<des::TdesEde3>(m, key, iv, data, enc),
-        (alg::TRIPLE_DES, n) => Err(Fault::invalid(format!("a 3DES key of {} bytes (16 or 24)", n))),
+        (alg::TRIPLE_DES, n) => Err(Fault::invalid(format!(
+            "a 3DES key of {} bytes (16 or 24)",
+            n
+        ))),
         (alg::BLOWFISH, _) => run::<blowfish::Blowfish>(m, key, iv, data, enc),
         (a, _) => block_len(a).map(|_| Vec::new()),
     }
 }
 
-fn run<C: BlockEncrypt + BlockDecrypt + KeyInit>(m: &Mode, key: &[u8], iv: &[u8], data: &[u8], enc: bool) -> Result<Vec<u8>, Fault> {
-    let c = C::new_from_slice(key).map_err(|_| Fault::invalid(format!("a key of {} bytes for this cipher", key.len())))?;
+fn run<C: BlockEncrypt + BlockDecrypt + KeyInit>(
+    m: &Mode,
+    key: &[u8],
+    iv: &[u8],
+    data: &[u8],
+    enc: bool,
+) -> Result<Vec<u8>, Fault> {
+    let c = C::new_from_slice(key)
+        .map_err(|_| Fault::invalid(format!("a key of {} bytes for this cipher", key.len())))?;
     let bs = C::block_size();
     let cbc = match m.block_mode {
         mode::CBC => true,
         mode::ECB => false,
-        x => return Err(unsupported(format!("block cipher mode {x:#x} with this algorithm (ECB and CBC are offered)"))),
+        x => {
+            return Err(unsupported(format!(
+                "block cipher mode {x:#x} with this algorithm (ECB and CBC are offered)"
+            )))
+        }
     };
     if cbc && iv.len() != bs {
-        return Err(Fault::invalid(format!("CBC needs an IV of {bs} bytes, not {}", iv.len())));
+        return Err(Fault::invalid(format!(
+            "CBC needs an IV of {bs} bytes, not {}",
+            iv.len()
+        )));
     }
     let pkcs5 = match m.padding {
         padding_method::PKCS5 => true,
         padding_method::NONE => false,
-        p => return Err(unsupported(format!("padding method {p:#x} (PKCS5 and None are offered)"))),
+        p => {
+            return Err(unsupported(format!(
+                "padding method {p:#x} (PKCS5 and None are offered)"
+            )))
+        }
     };
     let mut buf = data.to_vec();
     if enc && pkcs5 {
         let n = bs - buf.len() % bs;
         buf.extend(std::iter::repeat_n(n as u8, n));
     }
-    if buf.len() % bs != 0 {
+    if !buf.len().is_multiple_of(bs) {
         return Err(Fault::invalid(format!(
             "{} bytes are not a whole number of {bs}-byte blocks (no padding was asked)",
             buf.len()
@@ -161,7 +218,9 @@ fn run<C: BlockEncrypt + BlockDecrypt + KeyInit>(m: &Mode, key: &[u8], iv: &[u8]
         let n = *buf.last().ok_or_else(|| crypto("no data to unpad"))? as usize;
         let ok = (1..=bs).contains(&n) && buf[buf.len() - n..].iter().all(|&b| b as usize == n);
         if !ok {
-            return Err(crypto("bad PKCS#5 padding after decryption (wrong key or IV, or altered data)"));
+            return Err(crypto(
+                "bad PKCS#5 padding after decryption (wrong key or IV, or altered data)",
+            ));
         }
         buf.truncate(buf.len() - n);
     }
@@ -170,8 +229,11 @@ fn run<C: BlockEncrypt + BlockDecrypt + KeyInit>(m: &Mode, key: &[u8], iv: &[u8]
 
 const KW_IV: [u8; 8] = [0xA6; 8];
 
-fn aes_block(key: &[u8]) -> Result<Box<dyn Fn(&mut [u8], bool)>, Fault> {
-    fn mk<C: BlockEncrypt + BlockDecrypt + KeyInit + 'static>(key: &[u8]) -> Box<dyn Fn(&mut [u8], bool)> {
+/// One AES block operation: encrypt (true) or decrypt in place.
+type AesBlock = Box<dyn Fn(&mut [u8], bool)>;
+
+fn aes_block(key: &[u8]) -> Result<AesBlock, Fault> {
+    fn mk<C: BlockEncrypt + BlockDecrypt + KeyInit + 'static>(key: &[u8]) -> AesBlock {
         let c = C::new_from_slice(key).expect("length checked");
         Box::new(move |b: &mut [u8], enc: bool| {
             let g = GenericArray::from_mut_slice(b);
@@ -186,7 +248,12 @@ fn aes_block(key: &[u8]) -> Result<Box<dyn Fn(&mut [u8], bool)>, Fault> {
         16 => mk::<aes::Aes128>(key),
         24 => mk::<aes::Aes192>(key),
         32 => mk::<aes::Aes256>(key),
-        n => return Err(Fault::invalid(format!("an AES wrapping key of {} bits", n * 8))),
+        n => {
+            return Err(Fault::invalid(format!(
+                "an AES wrapping key of {} bits",
+                n * 8
+            )))
+        }
     })
 }
 
@@ -238,7 +305,7 @@ pub fn wrap(block_mode: i32, kek: &[u8], key: &[u8]) -> Result<Vec<u8>, Fault> {
     let aes = aes_block(kek)?;
     match block_mode {
         mode::NIST_KEY_WRAP => {
-            if key.len() < 16 || key.len() % 8 != 0 {
+            if key.len() < 16 || !key.len().is_multiple_of(8) {
                 return Err(Fault::invalid(format!(
                     "NIST Key Wrap takes whole 8-byte semiblocks (at least 16 bytes), not {} bytes; use AES Key Wrap Padding",
                     key.len()
@@ -272,9 +339,14 @@ pub fn wrap(block_mode: i32, kek: &[u8], key: &[u8]) -> Result<Vec<u8>, Fault> {
 /// Unwraps what [`wrap`] made; a wrong key or altered bytes fail the integrity check.
 pub fn unwrap(block_mode: i32, kek: &[u8], wrapped: &[u8]) -> Result<Vec<u8>, Fault> {
     let aes = aes_block(kek)?;
-    let bad = || crypto("the wrapped key fails its integrity check (wrong wrapping key or altered bytes)");
-    if wrapped.len() < 16 || wrapped.len() % 8 != 0 {
-        return Err(Fault::invalid(format!("a wrapped key of {} bytes", wrapped.len())));
+    let bad = || {
+        crypto("the wrapped key fails its integrity check (wrong wrapping key or altered bytes)")
+    };
+    if wrapped.len() < 16 || !wrapped.len().is_multiple_of(8) {
+        return Err(Fault::invalid(format!(
+            "a wrapped key of {} bytes",
+            wrapped.len()
+        )));
     }
     match block_mode {
         mode::NIST_KEY_WRAP => {
@@ -304,7 +376,9 @@ pub fn unwrap(block_mode: i32, kek: &[u8], wrapped: &[u8]) -> Result<Vec<u8>, Fa
             }
             Ok(r[..n].to_vec())
         }
-        m => Err(unsupported(format!("unwrapping with block cipher mode {m:#x}"))),
+        m => Err(unsupported(format!(
+            "unwrapping with block cipher mode {m:#x}"
+        ))),
     }
 }
 
@@ -313,7 +387,10 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
@@ -328,12 +405,18 @@ mod tests {
         let kek = hex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F");
         let key = hex("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F");
         let w = wrap(mode::NIST_KEY_WRAP, &kek, &key).unwrap();
-        assert_eq!(w, hex("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21"));
+        assert_eq!(
+            w,
+            hex("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21")
+        );
         // RFC 5649 6: 20 bytes and 7 bytes under a 192-bit KEK.
         let kek = hex("5840df6e29b02af1ab493b705bf16ea1ae8338f4dcc176a8");
         let key = hex("c37b7e6492584340bed12207808941155068f738");
         let w = wrap(mode::AES_KEY_WRAP_PADDING, &kek, &key).unwrap();
-        assert_eq!(w, hex("138bdeaa9b8fa7fc61f97742e72248ee5ae6ae5360d1ae6a5f54f373fa543b6a"));
+        assert_eq!(
+            w,
+            hex("138bdeaa9b8fa7fc61f97742e72248ee5ae6ae5360d1ae6a5f54f373fa543b6a")
+        );
         assert_eq!(unwrap(mode::AES_KEY_WRAP_PADDING, &kek, &w).unwrap(), key);
         let key = hex("466f7250617369");
         let w = wrap(mode::AES_KEY_WRAP_PADDING, &kek, &key).unwrap();
@@ -348,23 +431,37 @@ mod tests {
     #[test]
     fn cbc_round_trips_and_matches_sp800_38a() {
         // SP 800-38A F.2.1, CBC-AES128, first block.
-        let m = Mode { algorithm: alg::AES, block_mode: mode::CBC, padding: padding_method::NONE };
+        let m = Mode {
+            algorithm: alg::AES,
+            block_mode: mode::CBC,
+            padding: padding_method::NONE,
+        };
         let key = hex("2b7e151628aed2a6abf7158809cf4f3c");
         let iv = hex("000102030405060708090a0b0c0d0e0f");
         let pt = hex("6bc1bee22e409f96e93d7e117393172a");
         let (ct, _) = encrypt(&m, &key, &iv, &[], &pt).unwrap();
         assert_eq!(ct, hex("7649abac8119b246cee98e9b12e9197d"));
         assert_eq!(decrypt(&m, &key, &iv, &[], &[], &ct).unwrap(), pt);
-        let m = Mode { padding: padding_method::PKCS5, ..m };
+        let m = Mode {
+            padding: padding_method::PKCS5,
+            ..m
+        };
         for n in 0..40 {
             let data = vec![7u8; n];
             let (ct, _) = encrypt(&m, &key, &iv, &[], &data).unwrap();
             assert_eq!(ct.len(), (n / 16 + 1) * 16);
             assert_eq!(decrypt(&m, &key, &iv, &[], &[], &ct).unwrap(), data);
         }
-        let g = Mode { algorithm: alg::AES, block_mode: mode::GCM, padding: padding_method::NONE };
+        let g = Mode {
+            algorithm: alg::AES,
+            block_mode: mode::GCM,
+            padding: padding_method::NONE,
+        };
         let (ct, tag) = encrypt(&g, &key, &[1; 12], b"aad", b"data").unwrap();
-        assert_eq!(decrypt(&g, &key, &[1; 12], b"aad", &tag, &ct).unwrap(), b"data");
+        assert_eq!(
+            decrypt(&g, &key, &[1; 12], b"aad", &tag, &ct).unwrap(),
+            b"data"
+        );
         assert!(decrypt(&g, &key, &[1; 12], b"aaX", &tag, &ct).is_err());
     }
 }

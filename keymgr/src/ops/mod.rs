@@ -423,16 +423,21 @@ impl Cx<'_, '_> {
     /// Attributes sent with Create, Register or Re-key (1.x Template-Attribute, 2.0 Attributes).
     fn request_attrs(&self, k: &[Item]) -> Result<Vec<Attr>, Fault> {
         let mut out = Vec::new();
+        let mut from_templates: Vec<Attr> = Vec::new();
         for i in k {
             if i.tag == tag::TEMPLATE_ATTRIBUTE {
                 for a in i.children() {
                     match a.tag {
                         t if t == tag::ATTRIBUTE => out.push(attrs::from_v1(a)?.0),
-                        // A Name here names a Template object in 1.x; this
-                        // server keeps no templates, and clients that send
-                        // one (kmip-protocol's `TemplateAttribute::named`)
-                        // mean the new object's name, so it becomes that.
-                        t if t == tag::NAME => out.push(attrs::make("Name", a.clone())?),
+                        // A Name here names a Template object in 1.x: its
+                        // attributes apply where the request gives none.
+                        // Naming no template of the caller's group, it is
+                        // the new object's name, as clients that send one
+                        // for that (kmip-protocol's `TemplateAttribute::named`) mean.
+                        t if t == tag::NAME => match self.template(a)? {
+                            Some(ta) => from_templates.extend(ta),
+                            None => out.push(attrs::make("Name", a.clone())?),
+                        },
                         t => {
                             return Err(Fault::invalid(format!(
                                 "unexpected tag {t:#08x} in Template-Attribute"
@@ -447,8 +452,29 @@ impl Cx<'_, '_> {
             }
         }
         self.refuse_server_only(&out)?;
+        for t in from_templates {
+            if !out.iter().any(|a| a.name == t.name) {
+                out.push(t);
+            }
+        }
+        self.refuse_server_only(&out)?;
         out.retain(|a| a.name != "Operation Policy Name");
         Ok(out)
+    }
+
+    /// The attributes of the template a Template-Attribute's Name names, if
+    /// the caller's group has one by that name.
+    fn template(&self, name: &Item) -> Result<Option<Vec<Attr>>, Fault> {
+        let Some(n) = name.child(tag::NAME_VALUE).and_then(text) else {
+            return Ok(None);
+        };
+        let found = self
+            .tx
+            .candidates(&self.caller.group, Some(n))
+            .map_err(store_err)?
+            .into_iter()
+            .find(|o| o.object_type() as i32 == ot::TEMPLATE && !is_destroyed(o.state()));
+        found.map(|o| objects::template_attrs(&o.attrs)).transpose()
     }
 
     /// Refuses attributes only the server sets. Operation Policy Name is
@@ -539,6 +565,9 @@ impl Cx<'_, '_> {
             for t in OBJECT_TYPES {
                 p.push(Item::new(tag::OBJECT_TYPE, en(*t)));
             }
+            if !self.is_v2() {
+                p.push(Item::new(tag::OBJECT_TYPE, en(ot::TEMPLATE)));
+            }
         }
         if fns.contains(&(qf::QUERY_SERVER_INFORMATION as i64)) {
             p.push(Item::new(
@@ -588,6 +617,11 @@ impl Cx<'_, '_> {
     fn register(&self, k: &[Item]) -> Result<Done, Fault> {
         let t = child_int(k, tag::OBJECT_TYPE)
             .ok_or_else(|| Fault::missing("Register needs an Object Type"))? as i32;
+        if t == ot::TEMPLATE && self.is_v2() {
+            return Err(Fault::invalid(
+                "templates are KMIP 1.x objects (reserved in 2.0)",
+            ));
+        }
         let given = self.request_attrs(k)?;
         let inc = objects::incoming(t, k)?;
         let mut o = self.new_object(t, given)?;
@@ -606,8 +640,10 @@ impl Cx<'_, '_> {
                 o.attrs.set("Cryptographic Usage Mask", Value::Integer(u));
             }
         }
-        let f = objects::kept_format(&o.attrs);
-        material_attrs(&mut o.attrs, &inc.material, f, false);
+        if t != ot::TEMPLATE {
+            let f = objects::kept_format(&o.attrs);
+            material_attrs(&mut o.attrs, &inc.material, f, false);
+        }
         self.tx.insert(&mut o, &inc.material).map_err(store_err)?;
         Ok(Done {
             uid: Some(o.uid.clone()),
@@ -1453,7 +1489,13 @@ pub fn fuzz_operations(bytes: &[u8]) {
     if s.exec("BEGIN").is_err() {
         return;
     }
-    let b = run(&s.tx(), &req, &caller, 1_700_000_000, Pregenerated::default());
+    let b = run(
+        &s.tx(),
+        &req,
+        &caller,
+        1_700_000_000,
+        Pregenerated::default(),
+    );
     let _ = s.exec("ROLLBACK");
     let resp = cinta_kmip::message::Response {
         version: cinta_kmip::message::answer_version(req.version),

@@ -29,6 +29,8 @@ pub const OPAQUE_TYPE_ATTR: &str = "y-cinta-opaque-data-type";
 pub const SPLIT_ATTR: &str = "y-cinta-split-key";
 /// A key registered already wrapped: its Key Wrapping Data (TTLV), sent back with it.
 pub const WRAPPING_ATTR: &str = "y-cinta-key-wrapping-data";
+/// A template's attributes (TTLV of the Template structure).
+pub const TEMPLATE_ATTR: &str = "y-cinta-template";
 
 /// The most key material one object may hold (a 4096-bit RSA key in PKCS#8 with room to spare, a certificate chain's leaf).
 pub const MAX_MATERIAL: usize = 16 * 1024;
@@ -61,10 +63,10 @@ fn block(obj: &Item) -> Result<Block, Fault> {
     let b = obj
         .child(tag::KEY_BLOCK)
         .ok_or_else(|| Fault::missing("no Key Block"))?;
-    let format = b
-        .child(tag::KEY_FORMAT_TYPE)
-        .and_then(int)
-        .ok_or_else(|| Fault::missing("the Key Block has no Key Format Type"))? as i32;
+    let format =
+        b.child(tag::KEY_FORMAT_TYPE)
+            .and_then(int)
+            .ok_or_else(|| Fault::missing("the Key Block has no Key Format Type"))? as i32;
     if b.child(tag::KEY_COMPRESSION_TYPE).is_some() {
         return Err(Fault::new(
             Reason::KeyCompressionTypeNotSupported,
@@ -248,7 +250,7 @@ pub fn incoming(object_type: i32, k: &[Item]) -> Result<Incoming, Fault> {
                 return Err(Fault::invalid(format!("a certificate of {} bytes", der.len())));
             }
             match x509_parser::parse_x509_certificate(der) {
-                Ok((rest, _)) if rest.is_empty() => {}
+                Ok((&[], _)) => {}
                 _ => return Err(Fault::invalid("the Certificate Value is not one DER X.509 certificate")),
             }
             carried.push(attrs::std("Certificate Type", en(ct)));
@@ -279,16 +281,54 @@ pub fn incoming(object_type: i32, k: &[Item]) -> Result<Incoming, Fault> {
                 wrapped: false,
             })
         }
+        ot::TEMPLATE => {
+            let tp = object_of(k, tag::TEMPLATE, "a template")?;
+            let mut kept = Vec::new();
+            for a in tp.children() {
+                if a.tag != tag::ATTRIBUTE {
+                    return Err(Fault::invalid(format!(
+                        "a Template holds Attributes, not tag {:#08x}",
+                        a.tag
+                    )));
+                }
+                kept.push(attrs::from_v1(a)?.0);
+            }
+            if kept.is_empty() {
+                return Err(Fault::missing("a Template needs at least one Attribute"));
+            }
+            let item = Item::new(
+                tag::TEMPLATE,
+                Value::Structure(kept.iter().map(|a| attrs::to_v1(a, 0)).collect()),
+            );
+            keep.push(hidden(TEMPLATE_ATTR, Value::ByteString(item.to_bytes()))?);
+            Ok(Incoming {
+                material: Zeroizing::new(Vec::new()),
+                carried,
+                hidden: keep,
+                wrapped: false,
+            })
+        }
         t => Err(Fault::new(
             Reason::InvalidField,
-            format!("object type {t:#x} is not kept (templates are not; keys, certificates, secret data, opaque objects and split keys are)"),
+            format!("object type {t:#x} is not kept (keys, certificates, secret data, opaque objects, split keys and, before KMIP 2.0, templates are)"),
         )),
     }
 }
 
+/// The attributes a template holds.
+pub fn template_attrs(a: &Attrs) -> Result<Vec<Attr>, Fault> {
+    let t = decode(a, TEMPLATE_ATTR)
+        .ok_or_else(|| Fault::internal("a template without its attributes"))?;
+    t.children()
+        .iter()
+        .map(|i| attrs::from_v1(i).map(|x| x.0))
+        .collect()
+}
+
 fn check_declared(b: &Block, info: asymmetric::KeyInfo) -> Result<(), Fault> {
     if let Some(a) = b.algorithm {
-        let same = a as i32 == info.algorithm || (info.algorithm == alg::EC && a as i32 == alg::ECDSA);
+        let same =
+            a as i32 == info.algorithm || (info.algorithm == alg::EC && a as i32 == alg::ECDSA);
         if !same {
             return Err(Fault::invalid(format!(
                 "the Key Block says algorithm {a:#x} but the key is {:#x}",
@@ -349,7 +389,11 @@ pub struct Wrapped {
 }
 
 /// The key material in the format asked for (converting where that is lossless).
-pub fn in_format(o: &Object, material: &[u8], wanted: Option<i32>) -> Result<(i32, Zeroizing<Vec<u8>>), Fault> {
+pub fn in_format(
+    o: &Object,
+    material: &[u8],
+    wanted: Option<i32>,
+) -> Result<(i32, Zeroizing<Vec<u8>>), Fault> {
     let kept = kept_format(&o.attrs);
     let t = o.object_type() as i32;
     let f = wanted.unwrap_or(kept);
@@ -359,14 +403,19 @@ pub fn in_format(o: &Object, material: &[u8], wanted: Option<i32>) -> Result<(i3
     if registered_wrapping(&o.attrs).is_some() {
         return Err(Fault::new(
             Reason::KeyFormatTypeNotSupported,
-            format!("{} was registered wrapped; it is served as registered", o.uid),
+            format!(
+                "{} was registered wrapped; it is served as registered",
+                o.uid
+            ),
         ));
     }
     match t {
         ot::SYMMETRIC_KEY if [kft::RAW, kft::TRANSPARENT_SYMMETRIC_KEY].contains(&f) => {
             Ok((f, Zeroizing::new(material.to_vec())))
         }
-        ot::SECRET_DATA if [kft::RAW, kft::OPAQUE].contains(&f) => Ok((f, Zeroizing::new(material.to_vec()))),
+        ot::SECRET_DATA if [kft::RAW, kft::OPAQUE].contains(&f) => {
+            Ok((f, Zeroizing::new(material.to_vec())))
+        }
         ot::PRIVATE_KEY | ot::PUBLIC_KEY => Ok((
             f,
             asymmetric::convert(t == ot::PRIVATE_KEY, kept, f, material)?,
@@ -379,7 +428,12 @@ pub fn in_format(o: &Object, material: &[u8], wanted: Option<i32>) -> Result<(i3
 }
 
 /// The object Get sends: its structure with the material (clear or wrapped).
-pub fn outgoing(o: &Object, format: i32, material: &[u8], wrapped: Option<Wrapped>) -> Result<Item, Fault> {
+pub fn outgoing(
+    o: &Object,
+    format: i32,
+    material: &[u8],
+    wrapped: Option<Wrapped>,
+) -> Result<Item, Fault> {
     let t = o.object_type() as i32;
     let key_block = |extra_alg: bool| -> Item {
         let (bytes, wrapping) = match &wrapped {
@@ -403,7 +457,10 @@ pub fn outgoing(o: &Object, format: i32, material: &[u8], wrapped: Option<Wrappe
                 b.push(Item::new(tag::CRYPTOGRAPHIC_ALGORITHM, en(a as i32)));
             }
             if let Some(l) = o.attrs.int("Cryptographic Length") {
-                b.push(Item::new(tag::CRYPTOGRAPHIC_LENGTH, Value::Integer(l as i32)));
+                b.push(Item::new(
+                    tag::CRYPTOGRAPHIC_LENGTH,
+                    Value::Integer(l as i32),
+                ));
             }
         }
         if let Some(w) = wrapping {
@@ -437,7 +494,13 @@ pub fn outgoing(o: &Object, format: i32, material: &[u8], wrapped: Option<Wrappe
             fields.push(key_block(true));
             Item::new(tag::SPLIT_KEY, Value::Structure(fields))
         }
-        ot::CERTIFICATE | ot::OPAQUE_DATA if wrapped.is_some() => {
+        ot::TEMPLATE if wrapped.is_none() => {
+            let mut t = decode(&o.attrs, TEMPLATE_ATTR)
+                .ok_or_else(|| Fault::internal(format!("{}: its template attributes are missing", o.uid)))?;
+            t.tag = tag::TEMPLATE;
+            t
+        }
+        ot::CERTIFICATE | ot::OPAQUE_DATA | ot::TEMPLATE if wrapped.is_some() => {
             return Err(Fault::invalid(format!(
                 "{} has no key block to wrap (certificates and opaque objects are served as they are)",
                 o.uid

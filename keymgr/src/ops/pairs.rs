@@ -111,26 +111,42 @@ impl Cx<'_, '_> {
         let mut private = self.new_object(ot::PRIVATE_KEY, half(&t[1]))?;
         let mut public = self.new_object(ot::PUBLIC_KEY, half(&t[2]))?;
         for (o, format, material, ty) in [
-            (&mut private, pair.private_format, &pair.private[..], ot::PRIVATE_KEY),
-            (&mut public, pair.public_format, &pair.public[..], ot::PUBLIC_KEY),
+            (
+                &mut private,
+                pair.private_format,
+                &pair.private[..],
+                ot::PRIVATE_KEY,
+            ),
+            (
+                &mut public,
+                pair.public_format,
+                &pair.public[..],
+                ot::PUBLIC_KEY,
+            ),
         ] {
-            o.attrs.set("Cryptographic Algorithm", en(pair.info.algorithm));
             o.attrs
-                .set("Cryptographic Length", Value::Integer(pair.info.bits as i32));
+                .set("Cryptographic Algorithm", en(pair.info.algorithm));
+            o.attrs.set(
+                "Cryptographic Length",
+                Value::Integer(pair.info.bits as i32),
+            );
             if o.attrs.get("Cryptographic Usage Mask").is_none() {
                 if let Some(u) = super::objects::default_usage(ty) {
                     o.attrs.set("Cryptographic Usage Mask", Value::Integer(u));
                 }
             }
-            o.attrs.add(attrs::make(FORMAT_ATTR, Item::new(0, en(format)))?)?;
+            o.attrs
+                .add(attrs::make(FORMAT_ATTR, Item::new(0, en(format)))?)?;
             material_attrs(&mut o.attrs, material, format, true);
         }
-        private
-            .attrs
-            .add(attrs::std("Link", link(link_type::PUBLIC_KEY_LINK, &public.uid)))?;
-        public
-            .attrs
-            .add(attrs::std("Link", link(link_type::PRIVATE_KEY_LINK, &private.uid)))?;
+        private.attrs.add(attrs::std(
+            "Link",
+            link(link_type::PUBLIC_KEY_LINK, &public.uid),
+        ))?;
+        public.attrs.add(attrs::std(
+            "Link",
+            link(link_type::PRIVATE_KEY_LINK, &private.uid),
+        ))?;
         self.tx
             .insert(&mut private, &pair.private)
             .map_err(super::store_err)?;

@@ -8,9 +8,9 @@
 
 use cinta_kmip::spec::{
     block_cipher_mode, cryptographic_algorithm as alg, cryptographic_usage_mask as usage,
-    derivation_method as dm, encoding_option, hashing_algorithm, key_format_type as kft,
-    link_type, object_type as ot, padding_method, secret_data_type, state, tag,
-    validity_indicator, wrapping_method,
+    derivation_method as dm, encoding_option, hashing_algorithm, key_format_type as kft, link_type,
+    object_type as ot, padding_method, secret_data_type, state, tag, validity_indicator,
+    wrapping_method,
 };
 use cinta_kmip::ttlv::{Item, Value};
 use zeroize::Zeroizing;
@@ -25,7 +25,7 @@ use crate::store::{is_destroyed, Object};
 /// The most data one Encrypt, Decrypt, Sign or MAC call takes.
 pub const MAX_DATA: usize = 1024 * 1024;
 
-fn bytes<'a>(k: &'a [Item], t: u32) -> Option<&'a [u8]> {
+fn bytes(k: &[Item], t: u32) -> Option<&[u8]> {
     match &k.iter().find(|i| i.tag == t)?.value {
         Value::ByteString(b) => Some(b),
         _ => None,
@@ -63,7 +63,10 @@ fn params_of(item: Option<&Item>) -> Params {
         padding: g(tag::PADDING_METHOD),
         hash: g(tag::HASHING_ALGORITHM),
         algorithm: g(tag::CRYPTOGRAPHIC_ALGORITHM),
-        random_iv: matches!(p.child(tag::RANDOM_IV).map(|v| &v.value), Some(Value::Boolean(true))),
+        random_iv: matches!(
+            p.child(tag::RANDOM_IV).map(|v| &v.value),
+            Some(Value::Boolean(true))
+        ),
     }
 }
 
@@ -89,17 +92,28 @@ enum Use {
 
 impl Cx<'_, '_> {
     /// Loads a key for a use: its usage mask must allow `bit`, its state the use.
-    fn key_for(&self, uid: &str, bit: i32, what: &str, u: Use) -> Result<(Object, Zeroizing<Vec<u8>>), Fault> {
+    fn key_for(
+        &self,
+        uid: &str,
+        bit: i32,
+        what: &str,
+        u: Use,
+    ) -> Result<(Object, Zeroizing<Vec<u8>>), Fault> {
         let o = self.load(uid)?;
         let s = o.state();
         if is_destroyed(s) {
-            return Err(Fault::new(Reason::ObjectDestroyed, format!("{uid} is destroyed")));
+            return Err(Fault::new(
+                Reason::ObjectDestroyed,
+                format!("{uid} is destroyed"),
+            ));
         }
         let mask = o.attrs.int("Cryptographic Usage Mask").unwrap_or(0) as i32;
         if mask & bit == 0 {
             return Err(Fault::new(
                 Reason::IllegalOperation,
-                format!("{uid}'s Cryptographic Usage Mask ({mask:#x}) does not allow {what} ({bit:#x})"),
+                format!(
+                    "{uid}'s Cryptographic Usage Mask ({mask:#x}) does not allow {what} ({bit:#x})"
+                ),
             ));
         }
         let ok = match u {
@@ -110,10 +124,18 @@ impl Cx<'_, '_> {
             return Err(Fault::state(format!(
                 "{uid} is {}; it may not be used to {what}{}",
                 state_name(s),
-                if s == state::PRE_ACTIVE { " until it is activated" } else { "" }
+                if s == state::PRE_ACTIVE {
+                    " until it is activated"
+                } else {
+                    ""
+                }
             )));
         }
-        if u == Use::Protect && o.attrs.int("Protect Stop Date").is_some_and(|d| d <= self.now) {
+        if u == Use::Protect
+            && o.attrs
+                .int("Protect Stop Date")
+                .is_some_and(|d| d <= self.now)
+        {
             return Err(Fault::state(format!("{uid} is past its Protect Stop Date")));
         }
         if objects::registered_wrapping(&o.attrs).is_some() {
@@ -125,7 +147,12 @@ impl Cx<'_, '_> {
             .tx
             .material(&o)
             .map_err(super::store_err)?
-            .ok_or_else(|| Fault::new(Reason::KeyValueNotPresent, format!("{uid} has no key material")))?;
+            .ok_or_else(|| {
+                Fault::new(
+                    Reason::KeyValueNotPresent,
+                    format!("{uid} has no key material"),
+                )
+            })?;
         Ok((o, m))
     }
 
@@ -135,11 +162,13 @@ impl Cx<'_, '_> {
             .or(o.attrs.int("Cryptographic Algorithm").map(|x| x as i32))
             .unwrap_or(alg::AES);
         let block_mode = p.mode.unwrap_or(block_cipher_mode::CBC);
-        let padding = p.padding.unwrap_or(if block_mode == block_cipher_mode::GCM {
-            padding_method::NONE
-        } else {
-            padding_method::PKCS5
-        });
+        let padding = p
+            .padding
+            .unwrap_or(if block_mode == block_cipher_mode::GCM {
+                padding_method::NONE
+            } else {
+                padding_method::PKCS5
+            });
         symmetric::Mode {
             algorithm: a,
             block_mode,
@@ -161,7 +190,10 @@ impl Cx<'_, '_> {
                 let iv = match given {
                     Some(iv) => iv,
                     None => {
-                        made = self.tx.random(symmetric::iv_len(&m)?).map_err(super::store_err)?;
+                        made = self
+                            .tx
+                            .random(symmetric::iv_len(&m)?)
+                            .map_err(super::store_err)?;
                         &made[..]
                     }
                 };
@@ -169,24 +201,40 @@ impl Cx<'_, '_> {
                 let (ct, t) = symmetric::encrypt(&m, &key, iv, aad, d)?;
                 out.push(Item::new(tag::DATA, Value::ByteString(ct)));
                 if given.is_none() && !iv.is_empty() {
-                    out.push(Item::new(tag::IV_COUNTER_NONCE, Value::ByteString(iv.to_vec())));
+                    out.push(Item::new(
+                        tag::IV_COUNTER_NONCE,
+                        Value::ByteString(iv.to_vec()),
+                    ));
                 }
                 if !t.is_empty() {
-                    out.push(Item::new(tag::AUTHENTICATED_ENCRYPTION_TAG, Value::ByteString(t)));
+                    out.push(Item::new(
+                        tag::AUTHENTICATED_ENCRYPTION_TAG,
+                        Value::ByteString(t),
+                    ));
                 }
             }
             ot::PUBLIC_KEY => {
                 let ct = asymmetric::rsa_encrypt(
                     objects::kept_format(&o.attrs),
                     &key,
-                    &asymmetric::SigParams { padding: p.padding, hash: p.hash },
+                    &asymmetric::SigParams {
+                        padding: p.padding,
+                        hash: p.hash,
+                    },
                     d,
                 )?;
                 out.push(Item::new(tag::DATA, Value::ByteString(ct)));
             }
-            t => return Err(Fault::invalid(format!("{uid} (object type {t:#x}) does not encrypt"))),
+            t => {
+                return Err(Fault::invalid(format!(
+                    "{uid} (object type {t:#x}) does not encrypt"
+                )))
+            }
         }
-        Ok(Done { uid: Some(uid), payload: out })
+        Ok(Done {
+            uid: Some(uid),
+            payload: out,
+        })
     }
 
     pub(super) fn decrypt(&self, k: &[Item]) -> Result<Done, Fault> {
@@ -211,10 +259,17 @@ impl Cx<'_, '_> {
             ot::PRIVATE_KEY => asymmetric::rsa_decrypt(
                 objects::kept_format(&o.attrs),
                 &key,
-                &asymmetric::SigParams { padding: p.padding, hash: p.hash },
+                &asymmetric::SigParams {
+                    padding: p.padding,
+                    hash: p.hash,
+                },
                 d,
             )?,
-            t => return Err(Fault::invalid(format!("{uid} (object type {t:#x}) does not decrypt"))),
+            t => {
+                return Err(Fault::invalid(format!(
+                    "{uid} (object type {t:#x}) does not decrypt"
+                )))
+            }
         };
         Ok(Done {
             uid: Some(uid.clone()),
@@ -226,19 +281,27 @@ impl Cx<'_, '_> {
         let uid = self.uid(k)?;
         let (o, key) = self.key_for(&uid, usage::SIGN, "sign", Use::Protect)?;
         if o.object_type() as i32 != ot::PRIVATE_KEY {
-            return Err(Fault::invalid(format!("{uid} is not a private key; only private keys sign")));
+            return Err(Fault::invalid(format!(
+                "{uid} is not a private key; only private keys sign"
+            )));
         }
         let d = data(k, "Sign")?;
         let p = params(k, &o);
         let sig = asymmetric::sign(
             objects::kept_format(&o.attrs),
             &key,
-            &asymmetric::SigParams { padding: p.padding, hash: p.hash },
+            &asymmetric::SigParams {
+                padding: p.padding,
+                hash: p.hash,
+            },
             d,
         )?;
         Ok(Done {
             uid: Some(uid.clone()),
-            payload: vec![uid_item(&uid), Item::new(tag::SIGNATURE_DATA, Value::ByteString(sig))],
+            payload: vec![
+                uid_item(&uid),
+                Item::new(tag::SIGNATURE_DATA, Value::ByteString(sig)),
+            ],
         })
     }
 
@@ -246,7 +309,9 @@ impl Cx<'_, '_> {
         let uid = self.uid(k)?;
         let (o, key) = self.key_for(&uid, usage::VERIFY, "verify signatures", Use::Process)?;
         if o.object_type() as i32 != ot::PUBLIC_KEY {
-            return Err(Fault::invalid(format!("{uid} is not a public key; signatures are verified with public keys")));
+            return Err(Fault::invalid(format!(
+                "{uid} is not a public key; signatures are verified with public keys"
+            )));
         }
         let d = data(k, "Signature Verify")?;
         let sig = bytes(k, tag::SIGNATURE_DATA)
@@ -255,7 +320,10 @@ impl Cx<'_, '_> {
         let ok = asymmetric::verify(
             objects::kept_format(&o.attrs),
             &key,
-            &asymmetric::SigParams { padding: p.padding, hash: p.hash },
+            &asymmetric::SigParams {
+                padding: p.padding,
+                hash: p.hash,
+            },
             d,
             sig,
         )?;
@@ -269,10 +337,17 @@ impl Cx<'_, '_> {
             return Err(Fault::invalid(format!("{uid} is not a symmetric key")));
         }
         let p = params(k, &o);
-        let h = match (p.algorithm, o.attrs.int("Cryptographic Algorithm").map(|a| a as i32)) {
-            (Some(a), _) | (None, Some(a)) if hmac_hash(a).is_some() => hmac_hash(a).unwrap_or_default(),
+        let h = match (
+            p.algorithm,
+            o.attrs.int("Cryptographic Algorithm").map(|a| a as i32),
+        ) {
+            (Some(a), _) | (None, Some(a)) if hmac_hash(a).is_some() => {
+                hmac_hash(a).unwrap_or_default()
+            }
             _ => p.hash.ok_or_else(|| {
-                Fault::missing("MAC needs an HMAC key or a Hashing Algorithm in Cryptographic Parameters")
+                Fault::missing(
+                    "MAC needs an HMAC key or a Hashing Algorithm in Cryptographic Parameters",
+                )
             })?,
         };
         let d = data(k, what)?;
@@ -283,7 +358,10 @@ impl Cx<'_, '_> {
         let (uid, m) = self.mac_of(k, usage::MAC_GENERATE, "MAC", Use::Protect)?;
         Ok(Done {
             uid: Some(uid.clone()),
-            payload: vec![uid_item(&uid), Item::new(tag::MAC_DATA, Value::ByteString(m))],
+            payload: vec![
+                uid_item(&uid),
+                Item::new(tag::MAC_DATA, Value::ByteString(m)),
+            ],
         })
     }
 
@@ -293,7 +371,8 @@ impl Cx<'_, '_> {
             .to_vec();
         let (uid, m) = self.mac_of(k, usage::MAC_VERIFY, "MAC Verify", Use::Process)?;
         // Compared in constant time: how much of a MAC matched says nothing.
-        let ok = m.len() == given.len() && m.iter().zip(&given).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
+        let ok =
+            m.len() == given.len() && m.iter().zip(&given).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0;
         Ok(validity(uid, ok))
     }
 
@@ -302,7 +381,8 @@ impl Cx<'_, '_> {
         let method = spec
             .child(tag::WRAPPING_METHOD)
             .and_then(int)
-            .ok_or_else(|| Fault::missing("Key Wrapping Specification needs a Wrapping Method"))? as i32;
+            .ok_or_else(|| Fault::missing("Key Wrapping Specification needs a Wrapping Method"))?
+            as i32;
         if method != wrapping_method::ENCRYPT {
             return Err(Fault::new(
                 Reason::FeatureNotSupported,
@@ -310,24 +390,40 @@ impl Cx<'_, '_> {
             ));
         }
         if spec.child(tag::MAC_SIGNATURE_KEY_INFORMATION).is_some() {
-            return Err(Fault::new(Reason::FeatureNotSupported, "MAC/signature key information in wrapping"));
+            return Err(Fault::new(
+                Reason::FeatureNotSupported,
+                "MAC/signature key information in wrapping",
+            ));
         }
-        let eki = spec
-            .child(tag::ENCRYPTION_KEY_INFORMATION)
-            .ok_or_else(|| Fault::missing("wrapping by encryption needs Encryption Key Information"))?;
+        let eki = spec.child(tag::ENCRYPTION_KEY_INFORMATION).ok_or_else(|| {
+            Fault::missing("wrapping by encryption needs Encryption Key Information")
+        })?;
         let wuid = eki
             .child(tag::UNIQUE_IDENTIFIER)
             .and_then(super::text)
-            .ok_or_else(|| Fault::missing("Encryption Key Information needs a Unique Identifier"))?;
-        let encoding = spec.child(tag::ENCODING_OPTION).and_then(int).unwrap_or(encoding_option::NO_ENCODING as i64) as i32;
+            .ok_or_else(|| {
+                Fault::missing("Encryption Key Information needs a Unique Identifier")
+            })?;
+        let encoding = spec
+            .child(tag::ENCODING_OPTION)
+            .and_then(int)
+            .unwrap_or(encoding_option::NO_ENCODING as i64) as i32;
         if encoding != encoding_option::NO_ENCODING {
-            return Err(Fault::new(Reason::FeatureNotSupported, "TTLV encoding of wrapped keys (No Encoding is offered)"));
+            return Err(Fault::new(
+                Reason::FeatureNotSupported,
+                "TTLV encoding of wrapped keys (No Encoding is offered)",
+            ));
         }
         if spec.child(tag::ATTRIBUTE_NAME).is_some() {
-            return Err(Fault::new(Reason::FeatureNotSupported, "attributes inside a wrapped key"));
+            return Err(Fault::new(
+                Reason::FeatureNotSupported,
+                "attributes inside a wrapped key",
+            ));
         }
         let (wk, kek) = self.key_for(wuid, usage::WRAP_KEY, "wrap keys", Use::Protect)?;
-        if wk.object_type() as i32 != ot::SYMMETRIC_KEY || wk.attrs.int("Cryptographic Algorithm") != Some(alg::AES as i64) {
+        if wk.object_type() as i32 != ot::SYMMETRIC_KEY
+            || wk.attrs.int("Cryptographic Algorithm") != Some(alg::AES as i64)
+        {
             return Err(Fault::new(
                 Reason::FeatureNotSupported,
                 format!("{wuid} is not an AES key; keys are wrapped with AES keys"),
@@ -358,7 +454,8 @@ impl Cx<'_, '_> {
 
     pub(super) fn derive_key(&self, k: &[Item]) -> Result<Done, Fault> {
         let t = child_int(k, tag::OBJECT_TYPE)
-            .ok_or_else(|| Fault::missing("Derive Key needs an Object Type"))? as i32;
+            .ok_or_else(|| Fault::missing("Derive Key needs an Object Type"))?
+            as i32;
         if t != ot::SYMMETRIC_KEY && t != ot::SECRET_DATA {
             return Err(Fault::invalid(format!(
                 "Derive Key makes symmetric keys and secret data, not object type {t:#x}"
@@ -380,7 +477,8 @@ impl Cx<'_, '_> {
             }
         };
         let method = child_int(k, tag::DERIVATION_METHOD)
-            .ok_or_else(|| Fault::missing("Derive Key needs a Derivation Method"))? as i32;
+            .ok_or_else(|| Fault::missing("Derive Key needs a Derivation Method"))?
+            as i32;
         let dp = k
             .iter()
             .find(|i| i.tag == tag::DERIVATION_PARAMETERS)
@@ -389,18 +487,22 @@ impl Cx<'_, '_> {
         let p = params_of(dp.child(tag::CRYPTOGRAPHIC_PARAMETERS));
         let given = self.request_attrs(k)?;
         let mut o = self.new_object(t, given)?;
-        let bits = o
-            .attrs
-            .int("Cryptographic Length")
-            .ok_or_else(|| Fault::missing("Derive Key needs a Cryptographic Length for the new object"))?;
+        let bits = o.attrs.int("Cryptographic Length").ok_or_else(|| {
+            Fault::missing("Derive Key needs a Cryptographic Length for the new object")
+        })?;
         if bits <= 0 || bits % 8 != 0 {
-            return Err(Fault::invalid(format!("a derived length of {bits} bits (a positive multiple of 8)")));
+            return Err(Fault::invalid(format!(
+                "a derived length of {bits} bits (a positive multiple of 8)"
+            )));
         }
         let len = bits as usize / 8;
-        let (base, key) = self.key_for(&base_uid, usage::DERIVE_KEY, "derive keys", Use::Protect)?;
+        let (base, key) =
+            self.key_for(&base_uid, usage::DERIVE_KEY, "derive keys", Use::Protect)?;
         let bt = base.object_type() as i32;
         if bt != ot::SYMMETRIC_KEY && bt != ot::SECRET_DATA {
-            return Err(Fault::invalid(format!("{base_uid} is not a symmetric key or secret data")));
+            return Err(Fault::invalid(format!(
+                "{base_uid} is not a symmetric key or secret data"
+            )));
         }
         let ddata = bytes(dk, tag::DERIVATION_DATA).unwrap_or(&[]);
         let salt = bytes(dk, tag::SALT).unwrap_or(&[]);
@@ -443,12 +545,20 @@ impl Cx<'_, '_> {
                 SECRET_DATA_TYPE_ATTR,
                 Item::new(0, Value::Enumeration(secret_data_type::SEED as u32)),
             )?)?;
-            o.attrs.add(attrs::make(FORMAT_ATTR, Item::new(0, en(kft::OPAQUE)))?)?;
+            o.attrs
+                .add(attrs::make(FORMAT_ATTR, Item::new(0, en(kft::OPAQUE)))?)?;
             if o.attrs.get("Cryptographic Usage Mask").is_none() {
-                o.attrs.set("Cryptographic Usage Mask", Value::Integer(usage::DERIVE_KEY));
+                o.attrs.set(
+                    "Cryptographic Usage Mask",
+                    Value::Integer(usage::DERIVE_KEY),
+                );
             }
         }
-        let f = if t == ot::SYMMETRIC_KEY { kft::RAW } else { kft::OPAQUE };
+        let f = if t == ot::SYMMETRIC_KEY {
+            kft::RAW
+        } else {
+            kft::OPAQUE
+        };
         material_attrs(&mut o.attrs, &out, f, true);
         o.attrs.add(attrs::std(
             "Link",
@@ -456,8 +566,10 @@ impl Cx<'_, '_> {
         ))?;
         self.tx.insert(&mut o, &out).map_err(super::store_err)?;
         let mut base = base;
-        base.attrs
-            .add(attrs::std("Link", link(link_type::DERIVED_KEY_LINK, &o.uid)))?;
+        base.attrs.add(attrs::std(
+            "Link",
+            link(link_type::DERIVED_KEY_LINK, &o.uid),
+        ))?;
         self.save(&mut base)?;
         Ok(Done {
             uid: Some(o.uid.clone()),
