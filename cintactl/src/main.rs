@@ -1,5 +1,6 @@
 //! `cintactl`: the operations console: agents, jobs, run a control group now, cancel; `--json` for scripts.
 
+mod audit;
 mod connect;
 mod drills;
 mod restore;
@@ -123,6 +124,17 @@ enum Cmd {
     Close { what: String },
     /// Give an LPAR a role (failover: the contingency LPAR becomes production); control groups follow roles.
     SwitchRole { lpar: String, role: String },
+    /// The audit log (auditor role): every console action and event, oldest
+    /// first; `audit verify` checks the chain and its signed head.
+    Audit {
+        #[command(subcommand)]
+        what: Option<audit::AuditCmd>,
+        /// Records made at or after this time ("2026-12-01", "2026-12-01 08:00").
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
     /// Restore drills: run, list, show.
     Drills {
         #[command(subcommand)]
@@ -337,7 +349,8 @@ async fn run(cli: Cli) -> Result<i32> {
     .await?;
     let needs_zone = !cli.json
         || matches!(&cli.cmd, Cmd::Find { at: Some(_), .. })
-        || matches!(&cli.cmd, Cmd::Restore { what } if what.reads_time());
+        || matches!(&cli.cmd, Cmd::Restore { what } if what.reads_time())
+        || matches!(&cli.cmd, Cmd::Audit { since: Some(_), .. });
     time::set_zone(if cli.utc {
         time::Zone::Utc
     } else if let Some(z) = time::zone_from_env() {
@@ -353,6 +366,9 @@ async fn run(cli: Cli) -> Result<i32> {
     match &cli.cmd {
         Cmd::Restore { what } => return restore::run(&mut c, what, cli.json).await,
         Cmd::Drills { what } => return drills::run(&mut c, what, cli.json).await,
+        Cmd::Audit { what, since, limit } => {
+            return audit::run(&mut c, what.as_ref(), since.as_deref(), *limit, cli.json).await
+        }
         Cmd::Agents => {
             let a = c
                 .list_agents(pb::ListAgentsRequest {})

@@ -360,6 +360,12 @@ pub trait Catalog: Send {
     /// Role switches in force, as (LPAR, role).
     fn roles(&self) -> Result<Vec<(String, String)>>;
     fn set_roles(&mut self, roles: &[(String, String)]) -> Result<()>;
+    /// Appends an audit record and its signed head (one transaction).
+    fn append_audit(&mut self, row: &crate::audit::AuditRow, head: &str) -> Result<()>;
+    /// Audit records numbered above `after`, in order, at most `limit`.
+    fn audit_page(&self, after: i64, limit: u32) -> Result<Vec<crate::audit::AuditRow>>;
+    /// The audit record with the highest number.
+    fn audit_last(&self) -> Result<Option<crate::audit::AuditRow>>;
 }
 
 /// Opens the catalog the configuration names: a PostgreSQL URL
@@ -420,6 +426,18 @@ impl From<i64> for Val {
     }
 }
 
+fn audit_row(r: Vec<Val>) -> crate::audit::AuditRow {
+    let mut it = r.into_iter();
+    let mut next = || it.next().unwrap_or(Val::Int(0));
+    crate::audit::AuditRow {
+        seq: next().int(),
+        at: next().int(),
+        body: next().text(),
+        prev: next().text(),
+        mac: next().text(),
+    }
+}
+
 /// Tables the same on every engine (`jobs`, `save_sets` and `events` differ
 /// in how they number rows, so each engine declares those).
 pub(crate) const COMMON_SCHEMA: &str = "
@@ -450,6 +468,13 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE TABLE IF NOT EXISTS claims (
     save_set TEXT PRIMARY KEY,
     job TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq BIGINT PRIMARY KEY,
+    at BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    mac TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS records (
     kind TEXT NOT NULL,
@@ -486,6 +511,12 @@ pub struct SqlCatalog<S: Sql> {
 impl<S: Sql> SqlCatalog<S> {
     pub fn new(db: S) -> SqlCatalog<S> {
         SqlCatalog { db }
+    }
+
+    /// The engine underneath, for statements of one's own (tests that
+    /// tamper with the catalog as an intruder with database access would).
+    pub fn sql(&mut self) -> &mut S {
+        &mut self.db
     }
 
     fn exec1(&mut self, sql: &str, p: Vec<Val>) -> Result<()> {
@@ -961,6 +992,49 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
             .map(Val::text))
     }
 
+    fn append_audit(&mut self, r: &crate::audit::AuditRow, head: &str) -> Result<()> {
+        self.db.exec(&[
+            (
+                "INSERT INTO audit (seq, at, body, prev, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
+                vec![
+                    r.seq.into(),
+                    r.at.into(),
+                    r.body.as_str().into(),
+                    r.prev.as_str().into(),
+                    r.mac.as_str().into(),
+                ],
+            ),
+            (
+                "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = ?2",
+                vec![crate::audit::HEAD_META.into(), head.into()],
+            ),
+        ])
+    }
+
+    fn audit_page(&self, after: i64, limit: u32) -> Result<Vec<crate::audit::AuditRow>> {
+        Ok(self
+            .db
+            .rows(
+                "SELECT seq, at, body, prev, mac FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                &[after.into(), i64::from(limit).into()],
+            )?
+            .into_iter()
+            .map(audit_row)
+            .collect())
+    }
+
+    fn audit_last(&self) -> Result<Option<crate::audit::AuditRow>> {
+        Ok(self
+            .db
+            .rows(
+                "SELECT seq, at, body, prev, mac FROM audit ORDER BY seq DESC LIMIT 1",
+                &[],
+            )?
+            .into_iter()
+            .next()
+            .map(audit_row))
+    }
+
     fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
         self.exec1(
             "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = ?2",
@@ -988,6 +1062,105 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
             .collect();
         self.db.exec(&stmts)
     }
+}
+
+/// Writes an audit log of 12 records into `c`, then changes, removes and
+/// inserts rows and cuts the tail with plain SQL, as someone with access to
+/// the database but not to the audit key would; each is named by the
+/// verification, and undoing it makes the log verify again. Panics otherwise.
+pub fn audit_tampering_is_caught<S: Sql>(c: &mut SqlCatalog<S>) {
+    use crate::audit::{verify_pages, AuditKey, Chain, Entry, HEAD_META, PAGE};
+    let key = || AuditKey::new(&[9u8; 32]);
+    let (mut chain, _) = Chain::open(key(), None, c.audit_last().unwrap().as_ref());
+    for i in 0..12 {
+        let (row, head) = chain.next(
+            1_700_000_000 + i,
+            &Entry {
+                who: "ana".into(),
+                role: "operator".into(),
+                action: "RunControlGroup".into(),
+                args: format!("control_group: \"NIGHTLY{i}\""),
+                result: "ok".into(),
+                from: "10.0.0.7:5000".into(),
+            },
+        );
+        c.append_audit(&row, &head.to_text()).unwrap();
+        chain.advance(&head);
+    }
+    let k = key();
+    let check = |c: &mut SqlCatalog<S>| {
+        let head = c.meta(HEAD_META).unwrap();
+        verify_pages(&k, head.as_deref(), |after| c.audit_page(after, PAGE))
+            .unwrap()
+            .problem
+    };
+    assert_eq!(check(c), None);
+    let row = |c: &SqlCatalog<S>, seq: i64| c.audit_page(seq - 1, 1).unwrap().remove(0);
+    let sql = |c: &mut SqlCatalog<S>, q: &str, p: Vec<Val>| c.sql().exec(&[(q, p)]).unwrap();
+    let put = |c: &mut SqlCatalog<S>, r: &crate::audit::AuditRow| {
+        sql(
+            c,
+            "INSERT INTO audit (seq, at, body, prev, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
+            vec![
+                r.seq.into(),
+                r.at.into(),
+                r.body.as_str().into(),
+                r.prev.as_str().into(),
+                r.mac.as_str().into(),
+            ],
+        )
+    };
+    // Changed: one argument of record 5.
+    let five = row(c, 5);
+    sql(
+        c,
+        "UPDATE audit SET body = ?1 WHERE seq = 5",
+        vec![five.body.replace("NIGHTLY4", "WEEKLY").into()],
+    );
+    let p = check(c).expect("a changed record is caught");
+    assert!(p.starts_with("record 5 was changed"), "{p}");
+    sql(c, "DELETE FROM audit WHERE seq = 5", vec![]);
+    put(c, &five);
+    assert_eq!(check(c), None);
+    // Removed: record 3.
+    let three = row(c, 3);
+    sql(c, "DELETE FROM audit WHERE seq = 3", vec![]);
+    assert_eq!(check(c).as_deref(), Some("record 3 was removed"));
+    put(c, &three);
+    assert_eq!(check(c), None);
+    // Inserted: a forged record at 7, the later ones renumbered.
+    let all: Vec<_> = c.audit_page(0, 100).unwrap();
+    sql(c, "DELETE FROM audit WHERE seq >= 7", vec![]);
+    let mut forged = all[5].clone();
+    forged.seq = 7;
+    forged.body = forged.body.replace("NIGHTLY5", "FORGED");
+    put(c, &forged);
+    for r in &all[6..] {
+        let mut r = r.clone();
+        r.seq += 1;
+        put(c, &r);
+    }
+    let p = check(c).expect("an inserted record is caught");
+    assert!(p.starts_with("a record was inserted at 7"), "{p}");
+    sql(c, "DELETE FROM audit WHERE seq >= 7", vec![]);
+    for r in &all[6..] {
+        put(c, r);
+    }
+    assert_eq!(check(c), None);
+    // The tail cut off: the signed head still says 12.
+    sql(c, "DELETE FROM audit WHERE seq >= 11", vec![]);
+    assert_eq!(
+        check(c).as_deref(),
+        Some("records 11 to 12 were removed from the end (the signed head is record 12)")
+    );
+    for r in &all[10..] {
+        put(c, r);
+    }
+    assert_eq!(check(c), None);
+    // The head removed too: named.
+    sql(c, "DELETE FROM meta WHERE k = ?1", vec![HEAD_META.into()]);
+    let p = check(c).expect("a log without its head is caught");
+    assert!(p.contains("no signed head"), "{p}");
 }
 
 /// Checks a catalog's behaviour (every implementation must pass): jobs taken
@@ -1325,6 +1498,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut c = sqlite::open(&d.path().join("c.db")).unwrap();
         conformance(&mut c);
+        let mut c = sqlite::open(&d.path().join("audit.db")).unwrap();
+        audit_tampering_is_caught(&mut c);
         // Entries written before library entries (path, include, exclude) still read.
         let old: SaveItem = serde_json::from_str(r#"["/home", ["*.db"], []]"#).unwrap();
         assert_eq!(

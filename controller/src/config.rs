@@ -20,6 +20,11 @@ pub struct Config {
     pub catalog: PathBuf,
     /// TLS to a PostgreSQL catalog (the server's CA; a client certificate if it asks).
     pub catalog_tls: Option<crate::catalog::postgres::TlsFiles>,
+    /// The key that signs the audit log (64 hex digits; made, mode 0600,
+    /// when missing). Keep it apart from the catalog: whoever holds both
+    /// can rewrite the log undetected.
+    #[serde(default = "default_audit_key")]
+    pub audit_key: PathBuf,
     /// Seconds between agent heartbeats; an agent silent for three is shown disconnected.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_seconds: u32,
@@ -445,6 +450,10 @@ fn default_level() -> String {
     "full".into()
 }
 
+fn default_audit_key() -> PathBuf {
+    PathBuf::from("audit.key")
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
@@ -468,7 +477,12 @@ impl Config {
         if !url && c.catalog.is_relative() {
             c.catalog = base.join(&c.catalog);
         }
-        for p in [&mut c.tls.cert, &mut c.tls.key, &mut c.tls.client_ca] {
+        for p in [
+            &mut c.tls.cert,
+            &mut c.tls.key,
+            &mut c.tls.client_ca,
+            &mut c.audit_key,
+        ] {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

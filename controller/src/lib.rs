@@ -12,6 +12,7 @@
 //! - [`find`]: object search and restore points.
 
 pub mod access;
+pub mod audit;
 pub mod bench;
 pub mod bench_catalog;
 pub mod catalog;

@@ -126,7 +126,8 @@ fn serve(cfg: Config) -> Result<()> {
     rt.block_on(async move {
         let events = cinta_controller::events::Events::new(&cfg.events);
         let metrics_listen = cfg.events.metrics_listen;
-        let state = State::new(cfg, catalog, clock, events);
+        let audit_key = cinta_controller::audit::AuditKey::load_or_create(&cfg.audit_key)?;
+        let state = State::new(cfg, catalog, clock, events, audit_key)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("listen on {listen}"))?;

@@ -35,6 +35,8 @@ pub struct State {
     /// more since (a caller refused in a loop must not make the catalog
     /// write, and fsync, once per call).
     denials: Mutex<HashMap<String, (std::time::Instant, u64)>>,
+    /// Where the next audit record goes (locked before the catalog).
+    audit: Mutex<crate::audit::Chain>,
 }
 
 /// A refusal of the same thing is recorded at most once in this time; the
@@ -47,13 +49,22 @@ pub fn ended(state: &str) -> bool {
 }
 
 impl State {
+    /// The shared state over an open catalog; the audit log goes on from
+    /// its signed head (a damaged tail is reported as an event, and stays
+    /// visible to `audit verify`).
     pub fn new(
         cfg: Config,
         catalog: Box<dyn Catalog>,
         clock: Box<dyn Clock>,
         events: crate::events::Events,
-    ) -> Arc<State> {
-        Arc::new(State {
+        audit_key: crate::audit::AuditKey,
+    ) -> Result<Arc<State>> {
+        let head = catalog
+            .meta(crate::audit::HEAD_META)?
+            .and_then(|h| crate::audit::Head::parse(&h));
+        let last = catalog.audit_last()?;
+        let (chain, warning) = crate::audit::Chain::open(audit_key, head, last.as_ref());
+        let state = Arc::new(State {
             mail: crate::mail::Mailer::start(cfg.mail.clone()),
             cfg,
             clock,
@@ -63,7 +74,56 @@ impl State {
             wake: Mutex::new(HashMap::new()),
             last_sweep: Mutex::new(None),
             denials: Mutex::new(HashMap::new()),
+            audit: Mutex::new(chain),
+        });
+        if let Some(w) = warning {
+            state.event(
+                "audit.damaged",
+                &format!("{w}; run `cintactl audit verify`"),
+            );
+        }
+        Ok(state)
+    }
+
+    /// Appends a record to the audit log (and moves its signed head). A
+    /// record that cannot be stored is logged as an error.
+    pub fn audit(&self, entry: crate::audit::Entry) {
+        let mut chain = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let (row, head) = chain.next(self.now(), &entry);
+        match self.catalog().append_audit(&row, &head.to_text()) {
+            Ok(()) => chain.advance(&head),
+            Err(e) => {
+                tracing::error!(error = %e, action = %entry.action, "could not record an audit record")
+            }
+        }
+    }
+
+    /// Checks the whole audit log, a page at a time (memory bounded by the page).
+    pub fn verify_audit(&self) -> Result<crate::audit::Report> {
+        let chain = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+        let head = self.catalog().meta(crate::audit::HEAD_META)?;
+        crate::audit::verify_pages(chain.key(), head.as_deref(), |after| {
+            self.catalog().audit_page(after, crate::audit::PAGE)
         })
+    }
+
+    /// Audit records numbered above `after` made at or after `since`, at most `limit`.
+    pub fn audit_records(&self, since: i64, limit: u32) -> Result<Vec<crate::audit::AuditRow>> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.catalog().audit_page(after, 10_000)?;
+            let Some(last) = page.last().map(|r| r.seq) else {
+                break;
+            };
+            out.extend(page.into_iter().filter(|r| r.at >= since));
+            if out.len() >= limit as usize {
+                out.truncate(limit as usize);
+                break;
+            }
+            after = last;
+        }
+        Ok(out)
     }
 
     /// The clock's time.
@@ -101,6 +161,14 @@ impl State {
         if let Err(e) = self.catalog().event(t, kind, text) {
             tracing::error!(error = %e, "could not record an event");
         }
+        self.audit(crate::audit::Entry {
+            who: "controller".into(),
+            role: String::new(),
+            action: kind.to_string(),
+            args: text.to_string(),
+            result: "event".into(),
+            from: String::new(),
+        });
         self.events.emit(t, kind, text);
     }
 

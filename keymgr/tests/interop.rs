@@ -7,6 +7,7 @@ use std::process::Command;
 
 use cinta_kmip::message::Version;
 use cinta_tests::keymgr::{tls_client_config, Kms};
+use cinta_tests::python;
 use kmip_protocol::types::common::{
     AttributeName, CryptographicAlgorithm, CryptographicUsageMask, ObjectType,
     RevocationReasonCode, UniqueIdentifier,
@@ -18,24 +19,6 @@ use kmip_protocol::types::response::{
     ManagedObject, ResponseMessage, ResponsePayload, ResultStatus,
 };
 use rustls::pki_types::ServerName;
-
-/// The test environment's Python with PyKMIP (made by tests/python/setup.sh).
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("CINTA_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new("bash")
-        .arg(root.join("tests/python/setup.sh"))
-        .output()
-        .expect("run tests/python/setup.sh");
-    assert!(
-        out.status.success(),
-        "tests/python/setup.sh failed (PyKMIP comes from PyPI): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 #[test]
 fn pykmip_proxy_client_runs_the_lifecycle_at_every_version() {

@@ -8,24 +8,9 @@ use std::process::Command;
 
 use cinta_kmip::message::Version;
 use cinta_tests::keymgr::Kms;
+use cinta_tests::python;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The test environment's Python (made, with the suite unpacked, by tests/python/setup.sh).
-fn python() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(root().join("tests/python/setup.sh"))
-        .output()
-        .expect("run tests/python/setup.sh");
-    assert!(
-        out.status.success(),
-        "tests/python/setup.sh failed (PyKMIP comes from PyPI): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
+use cinta_tests::repo as root;
 
 /// The skip file's entries: (pytest node id, reason). Every entry must give a reason.
 fn skipped() -> Vec<(String, String)> {

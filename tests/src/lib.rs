@@ -29,3 +29,22 @@ pub fn binary(name: &str) -> PathBuf {
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
+
+/// The tests' Python (PyKMIP, grpcio, aiosmtpd, and PyKMIP's source
+/// distribution unpacked beside it), made by tests/python/setup.sh:
+/// `CINTA_PYTHON` when tests/run.sh set it, else the script is run here.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("CINTA_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let out = std::process::Command::new("bash")
+        .arg(repo().join("tests/python/setup.sh"))
+        .output()
+        .expect("run tests/python/setup.sh");
+    assert!(
+        out.status.success(),
+        "tests/python/setup.sh failed (PyKMIP comes from PyPI): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}

@@ -8,6 +8,8 @@ fn the_postgresql_catalog_conforms_and_survives_a_server_restart() {
     let mut pg = Server::start();
     let mut c = catalog::postgres::open(&pg.url(), None).unwrap();
     catalog::conformance(&mut c);
+    // The audit log: rows changed, removed and inserted with plain SQL are caught.
+    catalog::audit_tampering_is_caught(&mut c);
 
     // The server restarts under an open catalog: the first statement says a
     // retry can help, the next one reconnects, and nothing was lost.

@@ -88,6 +88,7 @@ impl Site {
             ("console", "--client"),
             ("viewer", "--client"),
             ("approver", "--client"),
+            ("auditor", "--client"),
             ("stranger", "--client"),
         ] {
             let mut a = vec!["pki", "issue", &pki, name, role];
@@ -136,6 +137,10 @@ roles = ["viewer"]
 name = "Marta"
 cn = "approver"
 roles = ["approver"]
+[[operator]]
+name = "Ines"
+cn = "auditor"
+roles = ["auditor"]
 [ibmi]
 save_library = "bash {sim} {d}/sim/{{lpar}} savlib {{lib}}"
 restore_library = "bash {sim} {d}/sim/{{lpar}} rstlib {{lib}} {{to}}"
@@ -2126,6 +2131,8 @@ fn only_operators_with_the_role_reach_the_console_and_agents_never_do() {
         vec!["find", "*"],
         vec!["moves", "start"],
         vec!["moves", "confirm", "--all"],
+        vec!["audit"],
+        vec!["audit", "verify"],
         vec!["restore", "list"],
         vec!["restore", "show", "R1"],
         vec!["restore", "close", "R1"],
@@ -3384,4 +3391,149 @@ fn mail_goes_over_starttls_with_authentication_and_never_in_the_clear() {
             .any(|m| m.contains(&format!("restore request {id}: restored and verified"))),
         "{got:#?}"
     );
+}
+
+#[test]
+fn the_audit_log_records_every_action_and_names_the_record_tampered_with() {
+    use cinta_controller::catalog::{Catalog, Sql};
+    let s = Site::with_production_agent();
+    let job = s.ctl_json(&["run", "NIGHTLY", "--wait"]);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let refused = s.ctl_as("viewer", &["run", "NIGHTLY"]);
+    assert!(!refused.status.success());
+    let audit = |who: &str, args: &[&str]| -> (bool, serde_json::Value, String) {
+        let mut a = vec!["audit"];
+        a.extend_from_slice(args);
+        let o = s.ctl_as(who, &a);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        (
+            o.status.success(),
+            serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null),
+            err,
+        )
+    };
+    // Only the auditor (and an admin) read the log; a viewer and an approver may not.
+    for who in ["viewer", "approver"] {
+        let (ok, _, err) = audit(who, &[]);
+        assert!(
+            !ok && err.contains("needs the auditor role"),
+            "{who}: {err}"
+        );
+    }
+    let (ok, log, err) = audit("auditor", &[]);
+    assert!(ok, "{err}");
+    let records = log.as_array().unwrap();
+    // Who, role, what, arguments, result, when and from where.
+    let run = records
+        .iter()
+        .find(|r| r["action"] == "RunControlGroup")
+        .expect("the console action is recorded");
+    assert_eq!(run["who"], "console", "{run}");
+    assert_eq!(run["role"], "operator", "{run}");
+    assert!(run["args"].as_str().unwrap().contains("NIGHTLY"), "{run}");
+    assert_eq!(run["result"], "ok", "{run}");
+    assert!(
+        run["from"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{run}"
+    );
+    assert!(run["time"].as_i64().unwrap() > 0, "{run}");
+    // The job's own events and the refusal are in it too.
+    assert!(
+        records
+            .iter()
+            .any(|r| r["who"] == "controller" && r["action"].as_str().unwrap().starts_with("job.")),
+        "{log}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["action"] == "access.denied"
+                && r["args"].as_str().unwrap().contains("helpdesk")),
+        "{log}"
+    );
+    // Intact: every record and the signed head check.
+    let (ok, v, err) = audit("auditor", &["verify"]);
+    assert!(ok, "{err}");
+    assert_eq!(v["intact"], true, "{v}");
+    let n = v["records"].as_u64().unwrap() as i64;
+    assert!(n >= 3, "{v}");
+
+    // Someone with the catalog file but not the audit key edits the record
+    // of the run: verify names it, exits 3, and the log is intact again once undone.
+    let seq = run["seq"].as_i64().unwrap();
+    let mut db = cinta_controller::catalog::sqlite::open(&s.d().join("catalog.db")).unwrap();
+    let original = db.audit_page(seq - 1, 1).unwrap().remove(0);
+    let tamper =
+        |db: &mut cinta_controller::catalog::SqlCatalog<
+            cinta_controller::catalog::sqlite::Sqlite,
+        >,
+         q: &str,
+         p: Vec<cinta_controller::catalog::Val>| { db.sql().exec(&[(q, p)]).unwrap() };
+    tamper(
+        &mut db,
+        "UPDATE audit SET body = ?1 WHERE seq = ?2",
+        vec![
+            original.body.replace("NIGHTLY", "NOTHING").into(),
+            seq.into(),
+        ],
+    );
+    let verify_fails = |want: &str| {
+        let o = s.ctl_as("auditor", &["audit", "verify"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(o.status.code(), Some(3), "{v}");
+        assert_eq!(v["intact"], false, "{v}");
+        assert!(v["problem"].as_str().unwrap().contains(want), "{want}: {v}");
+    };
+    verify_fails(&format!("record {seq} was changed"));
+    let put = |db: &mut cinta_controller::catalog::SqlCatalog<
+        cinta_controller::catalog::sqlite::Sqlite,
+    >,
+               r: &cinta_controller::audit::AuditRow| {
+        db.sql()
+            .exec(&[(
+                "INSERT INTO audit (seq, at, body, prev, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
+                vec![
+                    r.seq.into(),
+                    r.at.into(),
+                    r.body.as_str().into(),
+                    r.prev.as_str().into(),
+                    r.mac.as_str().into(),
+                ],
+            )])
+            .unwrap()
+    };
+    tamper(
+        &mut db,
+        "DELETE FROM audit WHERE seq = ?1",
+        vec![seq.into()],
+    );
+    verify_fails(&format!("record {seq} was removed"));
+    put(&mut db, &original);
+    let (_, v, _) = audit("auditor", &["verify"]);
+    assert_eq!(v["intact"], true, "{v}");
+    // A forged record inserted before the run (the later ones renumbered).
+    let later = db.audit_page(seq - 1, 100_000).unwrap();
+    tamper(
+        &mut db,
+        "DELETE FROM audit WHERE seq >= ?1",
+        vec![seq.into()],
+    );
+    let mut forged = original.clone();
+    forged.body = forged.body.replace("\"console\"", "\"Marta\"");
+    put(&mut db, &forged);
+    for r in &later {
+        let mut r = r.clone();
+        r.seq += 1;
+        put(&mut db, &r);
+    }
+    verify_fails(&format!("a record was inserted at {seq}"));
+    // Records cut from the end are named against the signed head ("from
+    // the end", or, if the controller recorded something since, a gap
+    // before its next record: the chain goes on from the signed head).
+    tamper(
+        &mut db,
+        "DELETE FROM audit WHERE seq >= ?1",
+        vec![seq.into()],
+    );
+    verify_fails(&format!("records {seq} to "));
 }

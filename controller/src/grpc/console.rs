@@ -12,9 +12,51 @@ use crate::state::State;
 
 pub struct Console(pub Arc<State>);
 
+/// A console action the caller may take: what the audit log records of it,
+/// with its result once it is known ([`Console::done`]).
+struct Act {
+    who: String,
+    role: Role,
+    action: &'static str,
+    args: String,
+    from: String,
+}
+
 impl Console {
     fn who<T>(&self, req: &Request<T>, method: &str, need: Role) -> Result<String, Status> {
         peer::console(&self.0, req, method, need)
+    }
+
+    /// Checks the caller as [`Console::who`] does and starts the action's audit record.
+    fn act<T: std::fmt::Debug>(
+        &self,
+        req: &Request<T>,
+        method: &'static str,
+        need: Role,
+    ) -> Result<Act, Status> {
+        Ok(Act {
+            who: self.who(req, method, need)?,
+            role: need,
+            action: method,
+            args: format!("{:?}", req.get_ref()),
+            from: req.remote_addr().map(|a| a.to_string()).unwrap_or_default(),
+        })
+    }
+
+    /// Records an action and its result in the audit log, then answers.
+    fn done<R>(&self, act: Act, r: Result<R, Status>) -> Result<R, Status> {
+        self.0.audit(crate::audit::Entry {
+            who: act.who,
+            role: act.role.as_str().to_string(),
+            action: act.action.to_string(),
+            args: act.args,
+            result: match &r {
+                Ok(_) => "ok".to_string(),
+                Err(s) => format!("{:?}: {}", s.code(), s.message()),
+            },
+            from: act.from,
+        });
+        r
     }
 
     /// The moved volumes as the console shows them (with their next moves).
@@ -112,41 +154,61 @@ impl pb::console_service_server::ConsoleService for Console {
         &self,
         req: Request<pb::RunControlGroupRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let who = self.who(&req, "RunControlGroup", Role::Operator)?;
-        let job = self.0.queue(&req.into_inner().control_group, &who)?;
-        Ok(Response::new(job_pb(job)))
+        let act = self.act(&req, "RunControlGroup", Role::Operator)?;
+        let who = act.who.clone();
+        let r: Result<_, Status> = async {
+            let job = self.0.queue(&req.into_inner().control_group, &who)?;
+            Ok(Response::new(job_pb(job)))
+        }
+        .await;
+        self.done(act, r)
     }
 
     async fn switch_role(
         &self,
         req: Request<pb::SwitchRoleRequest>,
     ) -> Result<Response<pb::SwitchRoleResponse>, Status> {
-        let who = self.who(&req, "SwitchRole", Role::Admin)?;
-        let r = req.into_inner();
-        let roles = self.0.switch_role(&r.lpar, &r.role, &who)?;
-        Ok(Response::new(pb::SwitchRoleResponse {
-            roles: roles.into_iter().collect(),
-        }))
+        let act = self.act(&req, "SwitchRole", Role::Admin)?;
+        let who = act.who.clone();
+        let r: Result<_, Status> = async {
+            let r = req.into_inner();
+            let roles = self.0.switch_role(&r.lpar, &r.role, &who)?;
+            Ok(Response::new(pb::SwitchRoleResponse {
+                roles: roles.into_iter().collect(),
+            }))
+        }
+        .await;
+        self.done(act, r)
     }
 
     async fn signal_close(
         &self,
         req: Request<pb::SignalCloseRequest>,
     ) -> Result<Response<pb::Night>, Status> {
-        let who = self.who(&req, "SignalClose", Role::Operator)?;
-        let n = self.0.signal_close(req.into_inner().finished, &who)?;
-        crate::housekeeping::tick(&self.0);
-        Ok(Response::new(self.night().unwrap_or_else(|_| night_pb(n))))
+        let act = self.act(&req, "SignalClose", Role::Operator)?;
+        let who = act.who.clone();
+        let r: Result<_, Status> = async {
+            let n = self.0.signal_close(req.into_inner().finished, &who)?;
+            crate::housekeeping::tick(&self.0);
+            Ok(Response::new(self.night().unwrap_or_else(|_| night_pb(n))))
+        }
+        .await;
+        self.done(act, r)
     }
 
     async fn acknowledge_night(
         &self,
         req: Request<pb::AcknowledgeNightRequest>,
     ) -> Result<Response<pb::Night>, Status> {
-        let who = self.who(&req, "AcknowledgeNight", Role::Operator)?;
-        let n = self.0.acknowledge(&who)?;
-        crate::housekeeping::tick(&self.0);
-        Ok(Response::new(self.night().unwrap_or_else(|_| night_pb(n))))
+        let act = self.act(&req, "AcknowledgeNight", Role::Operator)?;
+        let who = act.who.clone();
+        let r: Result<_, Status> = async {
+            let n = self.0.acknowledge(&who)?;
+            crate::housekeeping::tick(&self.0);
+            Ok(Response::new(self.night().unwrap_or_else(|_| night_pb(n))))
+        }
+        .await;
+        self.done(act, r)
     }
 
     async fn list_events(
@@ -229,25 +291,35 @@ impl pb::console_service_server::ConsoleService for Console {
         &self,
         req: Request<pb::MovesRequest>,
     ) -> Result<Response<pb::MovesResponse>, Status> {
-        let who = self.who(&req, "StartMoves", Role::Operator)?;
-        let r = req.into_inner();
-        let (moved, refused) = crate::media::start_moves(&self.0, &r.volumes, &who)?;
-        Ok(Response::new(self.moves_response(moved, refused)?))
+        let act = self.act(&req, "StartMoves", Role::Operator)?;
+        let who = act.who.clone();
+        let r: Result<_, Status> = async {
+            let r = req.into_inner();
+            let (moved, refused) = crate::media::start_moves(&self.0, &r.volumes, &who)?;
+            Ok(Response::new(self.moves_response(moved, refused)?))
+        }
+        .await;
+        self.done(act, r)
     }
 
     async fn confirm_moves(
         &self,
         req: Request<pb::MovesRequest>,
     ) -> Result<Response<pb::MovesResponse>, Status> {
-        let who = self.who(&req, "ConfirmMoves", Role::Operator)?;
-        let r = req.into_inner();
-        if r.volumes.is_empty() && !r.all {
-            return Err(Status::invalid_argument(
-                "name the volumes that arrived, or confirm all",
-            ));
+        let act = self.act(&req, "ConfirmMoves", Role::Operator)?;
+        let who = act.who.clone();
+        let r: Result<_, Status> = async {
+            let r = req.into_inner();
+            if r.volumes.is_empty() && !r.all {
+                return Err(Status::invalid_argument(
+                    "name the volumes that arrived, or confirm all",
+                ));
+            }
+            let (moved, refused) = crate::media::confirm_moves(&self.0, &r.volumes, r.all, &who)?;
+            Ok(Response::new(self.moves_response(moved, refused)?))
         }
-        let (moved, refused) = crate::media::confirm_moves(&self.0, &r.volumes, r.all, &who)?;
-        Ok(Response::new(self.moves_response(moved, refused)?))
+        .await;
+        self.done(act, r)
     }
 
     async fn list_save_sets(
@@ -301,10 +373,15 @@ impl pb::console_service_server::ConsoleService for Console {
         &self,
         req: Request<pb::RestoreRequestSpec>,
     ) -> Result<Response<pb::RestoreRequest>, Status> {
-        let who = self.who(&req, "RequestRestore", Role::Operator)?;
-        let spec = super::convert::restore_spec(req.into_inner());
-        let r = crate::restores::request(&self.0, spec, &who)?;
-        Ok(Response::new(restore_request_pb(r)))
+        let act = self.act(&req, "RequestRestore", Role::Operator)?;
+        let who = act.who.clone();
+        let r: Result<_, Status> = async {
+            let spec = super::convert::restore_spec(req.into_inner());
+            let r = crate::restores::request(&self.0, spec, &who)?;
+            Ok(Response::new(restore_request_pb(r)))
+        }
+        .await;
+        self.done(act, r)
     }
 
     async fn list_restores(
@@ -333,20 +410,30 @@ impl pb::console_service_server::ConsoleService for Console {
         &self,
         req: Request<pb::CloseRestoreRequest>,
     ) -> Result<Response<pb::RestoreRequest>, Status> {
-        let who = self.who(&req, "CloseRestore", Role::Operator)?;
-        let c = req.into_inner();
-        let r = crate::restores::close(&self.0, &c.id, &who, &c.note)?;
-        Ok(Response::new(restore_request_pb(r)))
+        let act = self.act(&req, "CloseRestore", Role::Operator)?;
+        let who = act.who.clone();
+        let r: Result<_, Status> = async {
+            let c = req.into_inner();
+            let r = crate::restores::close(&self.0, &c.id, &who, &c.note)?;
+            Ok(Response::new(restore_request_pb(r)))
+        }
+        .await;
+        self.done(act, r)
     }
 
     async fn run_drill(
         &self,
         req: Request<pb::RunDrillRequest>,
     ) -> Result<Response<pb::Drill>, Status> {
-        let who = self.who(&req, "RunDrill", Role::Operator)?;
-        let seed = req.into_inner().seed;
-        let d = crate::drills::run(&self.0, (seed != 0).then_some(seed), &who)?;
-        Ok(Response::new(drill_pb(d)))
+        let act = self.act(&req, "RunDrill", Role::Operator)?;
+        let who = act.who.clone();
+        let r: Result<_, Status> = async {
+            let seed = req.into_inner().seed;
+            let d = crate::drills::run(&self.0, (seed != 0).then_some(seed), &who)?;
+            Ok(Response::new(drill_pb(d)))
+        }
+        .await;
+        self.done(act, r)
     }
 
     async fn list_drills(
@@ -374,40 +461,60 @@ impl pb::console_service_server::ConsoleService for Console {
         &self,
         req: Request<pb::DecideRestoreRequest>,
     ) -> Result<Response<pb::RestoreRequest>, Status> {
-        let who = self.who(&req, "DeliverRestore", Role::Operator)?;
-        let d = req.into_inner();
-        let r = crate::restores::deliver(&self.0, &d.id, &who, &d.note)?;
-        Ok(Response::new(restore_request_pb(r)))
+        let act = self.act(&req, "DeliverRestore", Role::Operator)?;
+        let who = act.who.clone();
+        let r: Result<_, Status> = async {
+            let d = req.into_inner();
+            let r = crate::restores::deliver(&self.0, &d.id, &who, &d.note)?;
+            Ok(Response::new(restore_request_pb(r)))
+        }
+        .await;
+        self.done(act, r)
     }
 
     async fn attach_ticket(
         &self,
         req: Request<pb::AttachTicketRequest>,
     ) -> Result<Response<pb::RestoreRequest>, Status> {
-        let who = self.who(&req, "AttachTicket", Role::Operator)?;
-        let a = req.into_inner();
-        let r = crate::restores::attach_ticket(&self.0, &a.id, &a.ticket, &who)?;
-        Ok(Response::new(restore_request_pb(r)))
+        let act = self.act(&req, "AttachTicket", Role::Operator)?;
+        let who = act.who.clone();
+        let r: Result<_, Status> = async {
+            let a = req.into_inner();
+            let r = crate::restores::attach_ticket(&self.0, &a.id, &a.ticket, &who)?;
+            Ok(Response::new(restore_request_pb(r)))
+        }
+        .await;
+        self.done(act, r)
     }
 
     async fn approve_restore(
         &self,
         req: Request<pb::DecideRestoreRequest>,
     ) -> Result<Response<pb::RestoreRequest>, Status> {
-        let who = self.who(&req, "ApproveRestore", Role::Approver)?;
-        let d = req.into_inner();
-        let r = crate::restores::approve(&self.0, &d.id, &who, &d.note)?;
-        Ok(Response::new(restore_request_pb(r)))
+        let act = self.act(&req, "ApproveRestore", Role::Approver)?;
+        let who = act.who.clone();
+        let r: Result<_, Status> = async {
+            let d = req.into_inner();
+            let r = crate::restores::approve(&self.0, &d.id, &who, &d.note)?;
+            Ok(Response::new(restore_request_pb(r)))
+        }
+        .await;
+        self.done(act, r)
     }
 
     async fn reject_restore(
         &self,
         req: Request<pb::DecideRestoreRequest>,
     ) -> Result<Response<pb::RestoreRequest>, Status> {
-        let who = self.who(&req, "RejectRestore", Role::Approver)?;
-        let d = req.into_inner();
-        let r = crate::restores::reject(&self.0, &d.id, &who, &d.note)?;
-        Ok(Response::new(restore_request_pb(r)))
+        let act = self.act(&req, "RejectRestore", Role::Approver)?;
+        let who = act.who.clone();
+        let r: Result<_, Status> = async {
+            let d = req.into_inner();
+            let r = crate::restores::reject(&self.0, &d.id, &who, &d.note)?;
+            Ok(Response::new(restore_request_pb(r)))
+        }
+        .await;
+        self.done(act, r)
     }
 
     async fn get_night(
@@ -422,8 +529,66 @@ impl pb::console_service_server::ConsoleService for Console {
         &self,
         req: Request<pb::CancelJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
-        let who = self.who(&req, "CancelJob", Role::Operator)?;
-        let j = self.0.cancel_job(&req.into_inner().id, &who)?;
-        Ok(Response::new(job_pb(j)))
+        let act = self.act(&req, "CancelJob", Role::Operator)?;
+        let who = act.who.clone();
+        let r: Result<_, Status> = async {
+            let j = self.0.cancel_job(&req.into_inner().id, &who)?;
+            Ok(Response::new(job_pb(j)))
+        }
+        .await;
+        self.done(act, r)
+    }
+
+    async fn list_audit(
+        &self,
+        req: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        self.who(&req, "ListAudit", Role::Auditor)?;
+        let r = req.into_inner();
+        let limit = match r.limit {
+            0 => 1000,
+            n => n,
+        };
+        let records = self
+            .0
+            .audit_records(r.since, limit)?
+            .into_iter()
+            .map(|row| {
+                let e = row.entry().unwrap_or(crate::audit::Entry {
+                    who: String::new(),
+                    role: String::new(),
+                    action: String::new(),
+                    args: row.body.clone(),
+                    result: "unreadable record".into(),
+                    from: String::new(),
+                });
+                pb::AuditRecord {
+                    seq: row.seq,
+                    time: row.at,
+                    who: e.who,
+                    role: e.role,
+                    action: e.action,
+                    args: e.args,
+                    result: e.result,
+                    from: e.from,
+                    prev: row.prev,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ListAuditResponse { records }))
+    }
+
+    async fn verify_audit(
+        &self,
+        req: Request<pb::VerifyAuditRequest>,
+    ) -> Result<Response<pb::AuditVerification>, Status> {
+        self.who(&req, "VerifyAudit", Role::Auditor)?;
+        let r = self.0.verify_audit()?;
+        Ok(Response::new(pb::AuditVerification {
+            intact: r.problem.is_none(),
+            records: r.records,
+            head: r.head.unwrap_or(0),
+            problem: r.problem.unwrap_or_default(),
+        }))
     }
 }

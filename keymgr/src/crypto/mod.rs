@@ -7,3 +7,12 @@
 pub mod asymmetric;
 pub mod kdf;
 pub mod symmetric;
+
+/// Hex digits to bytes, for the known-answer tests.
+#[cfg(test)]
+pub(crate) fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}

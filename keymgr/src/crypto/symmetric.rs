@@ -385,13 +385,7 @@ pub fn unwrap(block_mode: i32, kek: &[u8], wrapped: &[u8]) -> Result<Vec<u8>, Fa
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::crypto::hex;
 
     #[test]
     fn rfc3394_and_rfc5649_vectors() {

@@ -271,10 +271,7 @@ impl Cx<'_, '_> {
                 )))
             }
         };
-        Ok(Done {
-            uid: Some(uid.clone()),
-            payload: vec![uid_item(&uid), Item::new(tag::DATA, Value::ByteString(pt))],
-        })
+        Ok(answer(uid, tag::DATA, pt))
     }
 
     pub(super) fn sign(&self, k: &[Item]) -> Result<Done, Fault> {
@@ -296,13 +293,7 @@ impl Cx<'_, '_> {
             },
             d,
         )?;
-        Ok(Done {
-            uid: Some(uid.clone()),
-            payload: vec![
-                uid_item(&uid),
-                Item::new(tag::SIGNATURE_DATA, Value::ByteString(sig)),
-            ],
-        })
+        Ok(answer(uid, tag::SIGNATURE_DATA, sig))
     }
 
     pub(super) fn signature_verify(&self, k: &[Item]) -> Result<Done, Fault> {
@@ -356,13 +347,7 @@ impl Cx<'_, '_> {
 
     pub(super) fn mac(&self, k: &[Item]) -> Result<Done, Fault> {
         let (uid, m) = self.mac_of(k, usage::MAC_GENERATE, "MAC", Use::Protect)?;
-        Ok(Done {
-            uid: Some(uid.clone()),
-            payload: vec![
-                uid_item(&uid),
-                Item::new(tag::MAC_DATA, Value::ByteString(m)),
-            ],
-        })
+        Ok(answer(uid, tag::MAC_DATA, m))
     }
 
     pub(super) fn mac_verify(&self, k: &[Item]) -> Result<Done, Fault> {
@@ -587,6 +572,14 @@ fn hmac_hash(a: i32) -> Option<i32> {
         alg::HMAC_SHA512 => hashing_algorithm::SHA_512,
         _ => return None,
     })
+}
+
+/// An answer naming the key used and carrying one byte string.
+fn answer(uid: String, t: u32, bytes: Vec<u8>) -> Done {
+    Done {
+        payload: vec![uid_item(&uid), Item::new(t, Value::ByteString(bytes))],
+        uid: Some(uid),
+    }
 }
 
 fn validity(uid: String, ok: bool) -> Done {
