@@ -276,7 +276,7 @@ impl Attrs {
         match &self.get(name)?.value {
             Value::Integer(i) => Some(*i as i64),
             Value::LongInteger(i) | Value::DateTime(i) => Some(*i),
-            Value::Enumeration(e) => Some(*e as i64),
+            Value::Enumeration(e) | Value::Interval(e) => Some(*e as i64),
             _ => None,
         }
     }

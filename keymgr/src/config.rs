@@ -29,6 +29,12 @@ pub struct Config {
     /// Serve no key material until the key has been in a keystore backup.
     #[serde(default)]
     pub require_backup: bool,
+    /// Lease Time given to new objects, in seconds: a client uses an object
+    /// no longer than this before it obtains a new lease (Obtain Lease, or
+    /// Get), so a key revoked or destroyed here stops being used by then.
+    /// 0: no leases.
+    #[serde(default = "default_lease")]
+    pub lease_time_secs: u32,
     /// The device group an unknown client certificate is put in (pending,
     /// unless that group accepts automatically).
     #[serde(default = "default_group")]
@@ -81,6 +87,10 @@ pub struct MasterKeyConfig {
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))
 }
+fn default_lease() -> u32 {
+    86_400
+}
+
 fn default_group() -> String {
     "default".into()
 }

@@ -110,6 +110,8 @@ pub struct Keystore {
     pub audit: Audit,
     pub default_group: String,
     pub require_backup: bool,
+    /// Lease Time of new objects (None: no leases).
+    pub lease_time: Option<u32>,
 }
 
 /// Starts the keystore thread; it ends when every sender is gone.
@@ -472,6 +474,7 @@ impl Keystore {
                 let caller = Caller {
                     group: c.group.clone(),
                     require_backup: self.require_backup,
+                    lease_time: self.lease_time,
                 };
                 let batch = if self.store.exec("SAVEPOINT m").is_ok() {
                     let b = ops::run(&self.store.tx(), &req, &caller, t, pre);

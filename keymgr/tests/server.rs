@@ -1223,6 +1223,35 @@ fn digest_freshness_and_extractability_are_kept_at_every_version() {
             ),
             "{v}"
         );
+        // Lease Time, at every version: asked for by name, and by Obtain Lease.
+        let lease = c
+            .call(
+                op::GET_ATTRIBUTES,
+                vec![
+                    uid_item(&uid),
+                    if v.major >= 2 {
+                        Item::new(
+                            tag::ATTRIBUTE_REFERENCE,
+                            Value::Enumeration(tag::LEASE_TIME),
+                        )
+                    } else {
+                        Item::new(tag::ATTRIBUTE_NAME, Value::TextString("Lease Time".into()))
+                    },
+                ],
+            )
+            .unwrap();
+        assert_eq!(
+            attr_value(&lease, "Lease Time", tag::LEASE_TIME),
+            Some(Value::Interval(86_400)),
+            "{v}"
+        );
+        let obtained = c.call(op::OBTAIN_LEASE, vec![uid_item(&uid)]).unwrap();
+        assert!(
+            obtained
+                .iter()
+                .any(|i| i.tag == tag::LEASE_TIME && i.value == Value::Interval(86_400)),
+            "{v}: {obtained:?}"
+        );
         let has = |name: &str, t: u32| attr_value(&after, name, t).is_some();
         assert_eq!(
             has("Original Creation Date", tag::ORIGINAL_CREATION_DATE),

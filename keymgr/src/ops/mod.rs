@@ -34,6 +34,8 @@ pub struct Caller {
     pub group: String,
     /// Serve key material only once a keystore backup holds it.
     pub require_backup: bool,
+    /// Lease Time of new objects (seconds; None: no leases).
+    pub lease_time: Option<u32>,
 }
 
 /// One audit line's worth of an item's outcome.
@@ -64,6 +66,7 @@ pub const OPERATIONS: &[(i32, Version)] = &[
     (op::REVOKE, Version::new(1, 0)),
     (op::DESTROY, Version::new(1, 0)),
     (op::QUERY, Version::new(1, 0)),
+    (op::OBTAIN_LEASE, Version::new(1, 0)),
     (op::DISCOVER_VERSIONS, Version::new(1, 1)),
     (op::ENCRYPT, Version::new(1, 2)),
     (op::DECRYPT, Version::new(1, 2)),
@@ -125,6 +128,7 @@ const SERVER_ONLY: &[&str] = &[
 /// attributes when they come unasked.
 const NAMED_ONLY: &[&str] = &[
     "Digest",
+    "Lease Time",
     "Original Creation Date",
     "Random Number Generator",
     "Sensitive",
@@ -386,6 +390,7 @@ impl Cx<'_, '_> {
             op::SIGNATURE_VERIFY => self.signature_verify(k),
             op::MAC => self.mac(k),
             op::MAC_VERIFY => self.mac_verify(k),
+            op::OBTAIN_LEASE => self.obtain_lease(k),
             _ => Err(Fault::new(Reason::OperationNotSupported, "not offered")),
         }
     }
@@ -524,6 +529,9 @@ impl Cx<'_, '_> {
             "Operation Policy Name",
             Value::TextString(self.caller.group.clone()),
         );
+        if let Some(l) = self.caller.lease_time {
+            a.set("Lease Time", Value::Interval(l));
+        }
         if a.get("Sensitive").is_none() {
             a.set("Sensitive", Value::Boolean(false));
         }
@@ -996,6 +1004,43 @@ impl Cx<'_, '_> {
         })
     }
 
+    /// Obtain Lease: how long the client may now use the object, while it
+    /// is usable (Active, or Deactivated for processing what it protected).
+    fn obtain_lease(&self, k: &[Item]) -> Result<Done, Fault> {
+        let uid = self.uid(k)?;
+        let o = self.load(&uid)?;
+        let s = o.state();
+        if is_destroyed(s) {
+            return Err(Fault::new(
+                Reason::ObjectDestroyed,
+                format!("{uid} is destroyed"),
+            ));
+        }
+        if s != state::ACTIVE && s != state::DEACTIVATED {
+            return Err(Fault::state(format!(
+                "{uid} is {}: no lease is given for it",
+                state_name(s)
+            )));
+        }
+        let lease = o.attrs.int("Lease Time").ok_or_else(|| {
+            Fault::new(
+                Reason::IllegalOperation,
+                format!(
+                    "{uid} has no Lease Time (this server gives no leases: lease_time_secs = 0)"
+                ),
+            )
+        })?;
+        let changed = o.attrs.int("Last Change Date").unwrap_or(self.now);
+        Ok(Done {
+            uid: Some(uid.clone()),
+            payload: vec![
+                uid_item(&uid),
+                Item::new(tag::LEASE_TIME, Value::Interval(lease as u32)),
+                Item::new(tag::LAST_CHANGE_DATE, Value::DateTime(changed)),
+            ],
+        })
+    }
+
     fn activate(&self, k: &[Item]) -> Result<Done, Fault> {
         let uid = self.uid(k)?;
         let mut o = self.load(&uid)?;
@@ -1422,6 +1467,7 @@ pub fn fuzz_operations(bytes: &[u8]) {
         let caller = Caller {
             group: "default".into(),
             require_backup: false,
+            lease_time: Some(86_400),
         };
         let create = |name: &str| -> Item {
             let a = |n: &str, mut v: Item| {
@@ -1485,6 +1531,7 @@ pub fn fuzz_operations(bytes: &[u8]) {
     let caller = Caller {
         group: "default".into(),
         require_backup: false,
+        lease_time: Some(86_400),
     };
     if s.exec("BEGIN").is_err() {
         return;
