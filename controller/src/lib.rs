@@ -14,6 +14,7 @@
 pub mod access;
 pub mod audit;
 pub mod bench;
+pub mod bench_audit;
 pub mod bench_catalog;
 pub mod catalog;
 pub mod clock;

@@ -54,6 +54,14 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Benchmark (not a test): `audit verify` over a log of N records on
+    /// SQLite, beside reading and hashing the same rows.
+    BenchAudit {
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -99,6 +107,10 @@ fn run(cli: Cli) -> Result<()> {
             let dir = dir.unwrap_or_else(cinta_controller::bench::default_dir);
             cinta_controller::bench_catalog::run(&dir, objects, postgres.as_deref())
                 .map_err(|e| anyhow::anyhow!("{e}"))
+        }
+        Cmd::BenchAudit { records, dir } => {
+            let dir = dir.unwrap_or_else(cinta_controller::bench::default_dir);
+            cinta_controller::bench_audit::run(&dir, records).map_err(|e| anyhow::anyhow!("{e}"))
         }
     }
 }
