@@ -27,9 +27,14 @@ pub fn run(dir: &Path, records: u64) -> AnyResult<()> {
         let mut stmts: Vec<(&str, Vec<Val>)> = Vec::with_capacity(BATCH + 1);
         for _ in 0..BATCH.min((records - n) as usize) {
             let e = Entry {
-                who: if n % 7 == 0 { "controller" } else { "ana" }.into(),
+                who: if n.is_multiple_of(7) {
+                    "controller"
+                } else {
+                    "ana"
+                }
+                .into(),
                 role: "operator".into(),
-                action: if n % 7 == 0 {
+                action: if n.is_multiple_of(7) {
                     "job.finished"
                 } else {
                     "RunControlGroup"
