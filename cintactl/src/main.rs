@@ -3,6 +3,7 @@
 mod audit;
 mod connect;
 mod drills;
+mod report;
 mod restore;
 mod time;
 mod watch;
@@ -134,6 +135,11 @@ enum Cmd {
         since: Option<String>,
         #[arg(long, default_value_t = 1000)]
         limit: u32,
+    },
+    /// Reports: `report recovery LPAR [--at TIME]`.
+    Report {
+        #[command(subcommand)]
+        what: report::ReportCmd,
     },
     /// Restore drills: run, list, show.
     Drills {
@@ -350,7 +356,8 @@ async fn run(cli: Cli) -> Result<i32> {
     let needs_zone = !cli.json
         || matches!(&cli.cmd, Cmd::Find { at: Some(_), .. })
         || matches!(&cli.cmd, Cmd::Restore { what } if what.reads_time())
-        || matches!(&cli.cmd, Cmd::Audit { since: Some(_), .. });
+        || matches!(&cli.cmd, Cmd::Audit { since: Some(_), .. })
+        || matches!(&cli.cmd, Cmd::Report { what } if what.reads_time());
     time::set_zone(if cli.utc {
         time::Zone::Utc
     } else if let Some(z) = time::zone_from_env() {
@@ -366,6 +373,7 @@ async fn run(cli: Cli) -> Result<i32> {
     match &cli.cmd {
         Cmd::Restore { what } => return restore::run(&mut c, what, cli.json).await,
         Cmd::Drills { what } => return drills::run(&mut c, what, cli.json).await,
+        Cmd::Report { what } => return report::run(&mut c, what, cli.json).await,
         Cmd::Audit { what, since, limit } => {
             return audit::run(&mut c, what.as_ref(), since.as_deref(), *limit, cli.json).await
         }
@@ -524,6 +532,7 @@ async fn run(cli: Cli) -> Result<i32> {
                         "created": o.created, "key_id": o.key_id,
                         "volumes": o.volumes.iter().map(|v| serde_json::json!({
                             "volser": v.volser, "location": v.location, "in_transit_to": v.in_transit_to,
+                            "recall_hours": v.recall_hours, "emergency_recall_hours": v.emergency_recall_hours,
                         })).collect::<Vec<_>>(),
                     }))
                     .collect();
@@ -544,7 +553,10 @@ async fn run(cli: Cli) -> Result<i32> {
                             } else if v.location == "*HOME" {
                                 format!("{} (in library {} of {})", v.volser, o.library, o.agent)
                             } else {
-                                format!("{} (at {}: recall it first)", v.volser, v.location)
+                                format!(
+                                    "{} (at {}: recall it first, {} h; emergency {} h)",
+                                    v.volser, v.location, v.recall_hours, v.emergency_recall_hours
+                                )
                             }
                         })
                         .collect();

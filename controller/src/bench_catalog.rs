@@ -55,6 +55,11 @@ fn measure(c: &mut dyn Catalog, objects: u64, tag: &str) -> AnyResult<Figures> {
             shred: false,
             versions: 0,
             expire_job: String::new(),
+            level: "full".into(),
+            job: String::new(),
+            bytes: 0,
+            seconds: 0,
+            changed: 0,
         })?;
         let end = ((s + 1) * PER_SAVE_SET).min(objects);
         while i < end {

@@ -133,6 +133,20 @@ pub struct SaveSetRecord {
     pub versions: u32,
     #[serde(default)]
     pub expire_job: String,
+    /// full, incr or cuml ("" in records written before it was kept: taken as full).
+    #[serde(default)]
+    pub level: String,
+    /// The job that made it.
+    #[serde(default)]
+    pub job: String,
+    #[serde(default)]
+    pub bytes: u64,
+    /// Its share of its job's running time (seconds), for restore estimates.
+    #[serde(default)]
+    pub seconds: i64,
+    /// Objects that changed while they were read.
+    #[serde(default)]
+    pub changed: u64,
 }
 
 /// A save set a job made.
@@ -1314,6 +1328,11 @@ pub fn conformance(c: &mut dyn Catalog) {
         shred: false,
         versions: 0,
         expire_job: String::new(),
+        level: "full".into(),
+        job: String::new(),
+        bytes: 0,
+        seconds: 0,
+        changed: 0,
     };
     for id in ["Z", "A", "M"] {
         c.put_save_set(&rec(id)).unwrap();

@@ -31,6 +31,7 @@ pub mod media;
 pub mod metrics;
 pub mod moves;
 pub mod night;
+pub mod recovery;
 pub mod restores;
 pub mod retention;
 pub mod state;

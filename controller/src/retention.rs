@@ -15,6 +15,8 @@ pub fn record_save_sets(state: &State, job_id: &str, sets: &[SaveSetRow]) {
         .control_group(&job.control_group)
         .and_then(|g| g.media_policy.as_deref())
         .and_then(|p| cfg.media_policy(p));
+    let total: u64 = sets.iter().map(|s| s.bytes).sum();
+    let ran = (job.finished - job.started).max(0);
     for s in sets {
         let rec = SaveSetRecord {
             id: s.id.clone(),
@@ -34,6 +36,15 @@ pub fn record_save_sets(state: &State, job_id: &str, sets: &[SaveSetRow]) {
             shred: policy.is_some_and(|p| p.shred_on_expiry),
             versions: policy.and_then(|p| p.retention_versions).unwrap_or(0),
             expire_job: String::new(),
+            level: job.assignment.level.clone(),
+            job: job.id.clone(),
+            bytes: s.bytes,
+            seconds: if total == 0 {
+                ran / sets.len().max(1) as i64
+            } else {
+                (ran as f64 * s.bytes as f64 / total as f64).round() as i64
+            },
+            changed: s.changed_count,
         };
         if let Err(e) = state.catalog().put_save_set(&rec) {
             tracing::error!(error = %e, "could not record a save set");

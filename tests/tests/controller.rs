@@ -3537,3 +3537,97 @@ fn the_audit_log_records_every_action_and_names_the_record_tampered_with() {
     );
     verify_fails(&format!("records {seq} to "));
 }
+
+#[test]
+fn the_recovery_report_orders_a_full_and_its_incremental_with_vaulted_cartridges_and_recall_times()
+{
+    let mut s = Site::with_production_agent();
+    // A full save, its cartridge carried to the vault.
+    let full = s.ctl_json(&["run", "TO-VAULT", "--wait"]);
+    assert_eq!(full["state"], "succeeded", "{full}");
+    let vol = full["save_sets"][0]["volumes"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    s.ctl_json(&["moves", "start"]);
+    s.until("the eject job to end", |s| s.volume(&vol)["move_job"] == "");
+    let vault = s.d().join("vault");
+    std::fs::create_dir_all(&vault).unwrap();
+    s.carry_to_vault(&vol, &vault.join(format!("{vol}.tap")));
+    // The next day an incremental (the control group now saves changes only).
+    s.at(24 * 60);
+    std::fs::write(s.d().join("data/home/note.txt"), b"changed\n").unwrap();
+    drop(s.controller.take());
+    let p = s.d().join("controller.toml");
+    let cfg = std::fs::read_to_string(&p).unwrap().replacen(
+        "name = \"TO-VAULT\"\ntarget = \"production\"\n",
+        "name = \"TO-VAULT\"\ntarget = \"production\"\nlevel = \"incr\"\n",
+        1,
+    );
+    assert!(cfg.contains("level = \"incr\""));
+    std::fs::write(&p, cfg).unwrap();
+    s.start_controller();
+    s.until("the agent to reconnect", Site::agent_connected);
+    let incr = s.ctl_json(&["run", "TO-VAULT", "--wait"]);
+    assert_eq!(incr["state"], "succeeded", "{incr}");
+
+    // find says where the vaulted copy is and how long its recall takes.
+    let f = s.ctl_json(&["find", "*/note.txt"]);
+    let vaulted = f["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|o| o["volumes"].as_array().unwrap().clone())
+        .find(|v| v["volser"] == vol.as_str())
+        .expect("the vaulted cartridge is listed");
+    assert_eq!(vaulted["location"], "VAULT", "{vaulted}");
+    assert_eq!(vaulted["recall_hours"], 24, "{vaulted}");
+    assert_eq!(vaulted["emergency_recall_hours"], 3, "{vaulted}");
+
+    // The plan: the full first (from the vault), then the incremental.
+    let r = s.ctl_json(&["report", "recovery", "PROD1", "--control-group", "TO-VAULT"]);
+    let steps = r["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{r}");
+    assert_eq!(steps[0]["level"], "full", "{r}");
+    assert_eq!(steps[0]["save_set"], full["save_sets"][0]["id"], "{r}");
+    assert_eq!(steps[0]["volumes"][0]["location"], "VAULT", "{r}");
+    assert_eq!(steps[0]["volumes"][0]["recall_hours"], 24, "{r}");
+    assert_eq!(steps[1]["level"], "incr", "{r}");
+    assert_eq!(steps[1]["save_set"], incr["save_sets"][0]["id"], "{r}");
+    assert_eq!(steps[1]["volumes"][0]["location"], "*HOME", "{r}");
+    for st in steps {
+        assert!(
+            st["command"]
+                .as_str()
+                .unwrap()
+                .contains(st["save_set"].as_str().unwrap()),
+            "{st}"
+        );
+    }
+    // The time: the vault's standard recall, then both restores.
+    assert_eq!(r["recall_seconds"], 24 * 3600, "{r}");
+    assert_eq!(
+        r["total_seconds"].as_i64().unwrap(),
+        24 * 3600 + r["restore_seconds"].as_i64().unwrap(),
+        "{r}"
+    );
+    let attention = r["attention"].to_string();
+    assert!(attention.contains("single copy"), "{r}");
+    // At a time before the incremental, only the full.
+    let before = s.ctl_json(&[
+        "report",
+        "recovery",
+        "PROD1",
+        "--control-group",
+        "TO-VAULT",
+        "--at",
+        "2026-11-25 08:00",
+    ]);
+    assert_eq!(before["steps"].as_array().unwrap().len(), 1, "{before}");
+    // People read it too.
+    let o = s.ctl_as("viewer", &["report", "recovery", "PROD1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let unknown = s.ctl(&["report", "recovery", "NOPE"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("NOPE is no LPAR"));
+}

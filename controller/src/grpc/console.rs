@@ -254,10 +254,22 @@ impl pb::console_service_server::ConsoleService for Console {
                 volumes: f
                     .volumes
                     .into_iter()
-                    .map(|v| pb::VolumeWhere {
-                        volser: v.volser,
-                        location: v.location,
-                        in_transit_to: v.in_transit_to,
+                    .map(|v| {
+                        let away = v.location != crate::moves::HOME;
+                        let hours = |urgent| {
+                            if away {
+                                (self.0.cfg.recall_seconds(&v.location, urgent) / 3600) as u32
+                            } else {
+                                0
+                            }
+                        };
+                        pb::VolumeWhere {
+                            recall_hours: hours(false),
+                            emergency_recall_hours: hours(true),
+                            volser: v.volser,
+                            location: v.location,
+                            in_transit_to: v.in_transit_to,
+                        }
                     })
                     .collect(),
             })
@@ -589,6 +601,54 @@ impl pb::console_service_server::ConsoleService for Console {
             records: r.records,
             head: r.head.unwrap_or(0),
             problem: r.problem.unwrap_or_default(),
+        }))
+    }
+
+    async fn recovery_report(
+        &self,
+        req: Request<pb::RecoveryReportRequest>,
+    ) -> Result<Response<pb::RecoveryPlan>, Status> {
+        self.who(&req, "RecoveryReport", Role::Viewer)?;
+        let r = req.into_inner();
+        let at = if r.at == 0 { self.0.now() } else { r.at };
+        let p = crate::recovery::plan(&self.0, &r.lpar, at, &r.control_group)?;
+        Ok(Response::new(pb::RecoveryPlan {
+            lpar: p.lpar,
+            at: p.at,
+            control_group: p.control_group,
+            steps: p
+                .steps
+                .into_iter()
+                .map(|s| pb::RecoveryStep {
+                    order: s.order,
+                    save_set: s.save_set,
+                    control_group: s.control_group,
+                    source: s.source,
+                    level: s.level,
+                    created: s.created,
+                    library: s.library,
+                    bytes: s.bytes,
+                    estimated_seconds: s.estimated_seconds,
+                    volumes: s
+                        .cartridges
+                        .into_iter()
+                        .map(|c| pb::VolumeWhere {
+                            volser: c.volser,
+                            location: c.location,
+                            in_transit_to: c.in_transit_to,
+                            recall_hours: c.recall_hours,
+                            emergency_recall_hours: c.emergency_recall_hours,
+                        })
+                        .collect(),
+                    command: s.command,
+                    changed: s.changed,
+                    copies: s.copies,
+                })
+                .collect(),
+            recall_seconds: p.recall_seconds,
+            restore_seconds: p.restore_seconds,
+            total_seconds: p.total_seconds,
+            attention: p.attention,
         }))
     }
 }
