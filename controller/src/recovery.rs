@@ -123,7 +123,7 @@ pub fn plan(state: &State, lpar: &str, at: i64, group: &str) -> Result<Plan> {
     let mut attention = Vec::new();
     let mut picked = Vec::new();
     for ((g, source), mut sets) in by_source {
-        sets.sort_by(|a, b| b.created.cmp(&a.created));
+        sets.sort_by_key(|s| std::cmp::Reverse(s.created));
         let c = chain(&sets);
         if c.is_empty() {
             attention.push(format!(
