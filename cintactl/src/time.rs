@@ -62,7 +62,8 @@ pub fn when_in(z: Zone, t: i64) -> String {
 }
 
 /// A time an operator typed: seconds since 1970; RFC 3339 with `Z` or an
-/// offset; or a local time "YYYY-MM-DD HH:MM[:SS]" (or with `T`) in `z`.
+/// offset; or a local time "YYYY-MM-DD HH:MM[:SS]" (or with `T`), or a
+/// date alone (its midnight), in `z`.
 /// A local time the clock skips (spring forward) is refused; one it
 /// repeats (fall back) is the first of the two.
 pub fn parse_time(s: &str, z: Zone) -> Result<i64, String> {
@@ -75,7 +76,7 @@ pub fn parse_time(s: &str, z: Zone) -> Result<i64, String> {
     }
     let bad = || {
         format!(
-            "{s:?}: give a local time YYYY-MM-DD HH:MM[:SS] ({}), an RFC 3339 time (…Z or …+01:00) or seconds since 1970",
+            "{s:?}: give a local time YYYY-MM-DD[ HH:MM[:SS]] ({}), an RFC 3339 time (…Z or …+01:00) or seconds since 1970",
             match z {
                 Zone::Utc => "UTC".to_string(),
                 Zone::Tz(tz) => tz.name().to_string(),
@@ -90,6 +91,12 @@ pub fn parse_time(s: &str, z: Zone) -> Result<i64, String> {
     ]
     .iter()
     .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+    // A date alone: its midnight.
+    .or_else(|| {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    })
     .ok_or_else(bad)?;
     let local = match z {
         Zone::Utc => return Ok(naive.and_utc().timestamp()),

@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod moves;
 pub mod night;
 pub mod recovery;
+pub mod reports;
 pub mod restores;
 pub mod retention;
 pub mod state;

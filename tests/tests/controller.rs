@@ -3631,3 +3631,132 @@ fn the_recovery_report_orders_a_full_and_its_incremental_with_vaulted_cartridges
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("NOPE is no LPAR"));
 }
+
+#[test]
+fn the_backup_log_lists_every_run_its_save_sets_and_missed_runs_as_the_catalog_has_them() {
+    let s = Site::with_production_agent();
+    let good = s.ctl_json(&["run", "TO-VAULT", "--wait"]);
+    assert_eq!(good["state"], "succeeded", "{good}");
+    let bad = s.ctl(&["run", "BAD-PRE", "--wait"]);
+    assert!(!bad.status.success());
+    let bad: serde_json::Value = serde_json::from_slice(&bad.stdout).unwrap();
+    let log = s.ctl_json(&["report", "backups", "--from", "2026-11-20"]);
+    let runs = log["runs"].as_array().unwrap();
+    let run = |job: &serde_json::Value| {
+        runs.iter()
+            .find(|r| r["job"] == job["id"])
+            .unwrap_or_else(|| panic!("job {} not in the log: {log}", job["id"]))
+            .clone()
+    };
+    // The good run, as the catalog has it: its save set encrypted, its key,
+    // its retention as the media policy asks, its cartridge and where it is.
+    let g = run(&good);
+    assert_eq!(g["state"], "succeeded");
+    assert_eq!(g["server"], "PROD1");
+    assert_eq!(g["control_group"], "TO-VAULT");
+    let set = &g["save_sets"][0];
+    let caught = &good["save_sets"][0];
+    assert_eq!(set["id"], caught["id"], "{g}");
+    assert_eq!(set["bytes"], caught["bytes"], "{g}");
+    assert_eq!(set["objects"], caught["objects"], "{g}");
+    assert_eq!(set["key_id"], caught["key_id"], "{g}");
+    assert_eq!(set["encryption"], "AES-256-GCM", "{g}");
+    assert_eq!(set["key_manager"], "KMIP key manager", "{g}");
+    assert_eq!(set["retention_asked"], "30 days", "{g}");
+    assert_eq!(set["retention_applied"], true, "{g}");
+    assert_eq!(set["copies"][0]["volumes"], caught["volumes"], "{g}");
+    assert_eq!(set["copies"][0]["locations"][0], "*HOME", "{g}");
+    let recorded = s
+        .ctl_json(&["save-sets"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == caught["id"])
+        .cloned()
+        .unwrap();
+    assert_eq!(set["expires"], recorded["expires"], "{recorded}");
+    // The failed run with its reason.
+    let b = run(&bad);
+    assert_eq!(b["state"], "failed");
+    assert!(b["message"].as_str().unwrap().contains("pre step"), "{b}");
+    // The tallies add up.
+    let tally = |g: &str| {
+        log["tallies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["control_group"] == g)
+            .cloned()
+            .unwrap_or_else(|| panic!("{g} not tallied: {log}"))
+    };
+    assert_eq!(tally("TO-VAULT")["succeeded"], 1);
+    assert_eq!(tally("TO-VAULT")["bytes"], caught["bytes"]);
+    assert_eq!(tally("BAD-PRE")["failed"], 1);
+    // Runs that were due while nothing ran: the weekday schedule and the night's pre-close.
+    let missed = log["missed"].to_string();
+    assert!(missed.contains("LATE-EXTRA"), "{missed}");
+    assert!(missed.contains("\"by\":\"night pre-close\""), "{missed}");
+    assert!(
+        tally("LATE-EXTRA")["missed"].as_u64().unwrap() >= 2,
+        "{log}"
+    );
+    assert!(log["audit_head"].as_i64().unwrap() > 0, "{log}");
+
+    // CSV: a header and one line per save set of each run (a run without one: one line).
+    let csv = s.ctl(&[
+        "report",
+        "backups",
+        "--from",
+        "2026-11-20",
+        "--format",
+        "csv",
+    ]);
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].starts_with("server,control_group,job,state"),
+        "{csv}"
+    );
+    let rows: usize = runs
+        .iter()
+        .map(|r| r["save_sets"].as_array().unwrap().len().max(1))
+        .sum();
+    assert_eq!(lines.len(), 1 + rows, "{csv}");
+    assert!(csv.contains(caught["id"].as_str().unwrap()));
+    // HTML: one page, its tables, to a file.
+    let page = s.d().join("backups.html");
+    let o = s.ctl(&[
+        "report",
+        "backups",
+        "--from",
+        "2026-11-20",
+        "--format",
+        "html",
+        "--output",
+        page.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    for want in [
+        "<!DOCTYPE html>",
+        "<table id=\"runs\">",
+        "<table id=\"missed\">",
+        good["id"].as_str().unwrap(),
+        "AES-256-GCM",
+    ] {
+        assert!(html.contains(want), "{want} not in the page");
+    }
+    assert!(
+        !html.contains("<script"),
+        "a self-contained page runs nothing"
+    );
+    let e = s.ctl(&[
+        "report",
+        "backups",
+        "--from",
+        "2026-11-20",
+        "--format",
+        "pdf",
+    ]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("format \"pdf\""));
+}

@@ -651,4 +651,27 @@ impl pb::console_service_server::ConsoleService for Console {
             attention: p.attention,
         }))
     }
+
+    async fn backup_log(
+        &self,
+        req: Request<pb::BackupLogRequest>,
+    ) -> Result<Response<pb::ReportDocument>, Status> {
+        self.who(&req, "BackupLog", Role::Viewer)?;
+        let r = req.into_inner();
+        let tz = self.0.cfg.tz().map_err(Status::failed_precondition)?;
+        let to = if r.to == 0 { self.0.now() + 1 } else { r.to };
+        let log = crate::reports::backup_log(&self.0, r.from, to)?;
+        let body = crate::reports::render::backup_log(&log, tz, &r.format)
+            .map_err(Status::invalid_argument)?;
+        let content_type = match r.format.as_str() {
+            "json" => "application/json",
+            "csv" => "text/csv",
+            "html" => "text/html",
+            _ => "text/plain",
+        };
+        Ok(Response::new(pb::ReportDocument {
+            content_type: content_type.into(),
+            body,
+        }))
+    }
 }
