@@ -20,9 +20,9 @@ pub enum ReportCmd {
         /// To this time, exclusive (default: now).
         #[arg(long)]
         to: Option<String>,
-        /// text, json, csv or html (--json means json).
-        #[arg(long, default_value = "text")]
-        format: String,
+        /// text (default), json, csv or html (--json without --format means json).
+        #[arg(long)]
+        format: Option<String>,
         /// Write it to this file instead of the standard output.
         #[arg(long, short)]
         output: Option<std::path::PathBuf>,
@@ -30,6 +30,19 @@ pub enum ReportCmd {
     /// How to restore LPAR (or one control group) to a time: the save sets
     /// in order, their cartridges with where they are and their recall
     /// times, the commands, the estimated time and the risks.
+    /// The ISO/IEC 27001 A.8.13 evidence of a quarter (auditor role): one
+    /// printable HTML page with charts, or JSON.
+    Evidence {
+        /// "2026Q4".
+        #[arg(long)]
+        quarter: String,
+        /// html (default) or json (--json without --format means json).
+        #[arg(long)]
+        format: Option<String>,
+        /// Write it to this file instead of the standard output.
+        #[arg(long, short)]
+        output: Option<std::path::PathBuf>,
+    },
     Recovery {
         lpar: String,
         /// The time to restore to (default: now).
@@ -71,6 +84,19 @@ pub fn where_is(v: &pb::VolumeWhere) -> String {
     }
 }
 
+/// A report to its file, or the standard output.
+fn write_out(output: Option<&std::path::Path>, doc: &pb::ReportDocument) -> Result<()> {
+    match output {
+        Some(p) => {
+            std::fs::write(p, doc.body.as_bytes())
+                .map_err(|e| anyhow::anyhow!("write {}: {e}", p.display()))?;
+            eprintln!("wrote {} ({})", p.display(), doc.content_type);
+        }
+        None => print!("{}", doc.body),
+    }
+    Ok(())
+}
+
 fn hours(s: i64) -> String {
     if s < 3600 {
         format!("{} min", (s + 59) / 60)
@@ -85,6 +111,26 @@ pub async fn run(
     json: bool,
 ) -> Result<i32> {
     match cmd {
+        ReportCmd::Evidence {
+            quarter,
+            format,
+            output,
+        } => {
+            let format = match format {
+                Some(f) => f.clone(),
+                None if json => "json".into(),
+                None => "html".into(),
+            };
+            let doc = c
+                .evidence_report(pb::EvidenceRequest {
+                    quarter: quarter.clone(),
+                    format,
+                })
+                .await?
+                .into_inner();
+            write_out(output.as_deref(), &doc)?;
+            Ok(0)
+        }
         ReportCmd::Backups {
             from,
             to,
@@ -96,24 +142,16 @@ pub async fn run(
                 Some(t) => parse_time(t, zone()).map_err(anyhow::Error::msg)?,
                 None => 0,
             };
-            // --json asks for JSON unless a --format is named.
-            let format = if json && format == "text" {
-                "json".to_string()
-            } else {
-                format.clone()
+            let format = match format {
+                Some(f) => f.clone(),
+                None if json => "json".into(),
+                None => "text".into(),
             };
             let doc = c
                 .backup_log(pb::BackupLogRequest { from, to, format })
                 .await?
                 .into_inner();
-            match output {
-                Some(p) => {
-                    std::fs::write(p, doc.body.as_bytes())
-                        .map_err(|e| anyhow::anyhow!("write {}: {e}", p.display()))?;
-                    eprintln!("wrote {} ({})", p.display(), doc.content_type);
-                }
-                None => print!("{}", doc.body),
-            }
+            write_out(output.as_deref(), &doc)?;
             Ok(0)
         }
         ReportCmd::Recovery {

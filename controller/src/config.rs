@@ -426,6 +426,10 @@ pub struct Entry {
     pub exclude: Vec<String>,
     /// The class of its data (wins over the group's).
     pub data_class: Option<String>,
+    /// It holds personal data (GDPR): the evidence report lists it with
+    /// proof that every save set of it is encrypted.
+    #[serde(default)]
+    pub personal_data: bool,
 }
 
 fn default_listen() -> SocketAddr {

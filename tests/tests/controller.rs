@@ -3760,3 +3760,228 @@ fn the_backup_log_lists_every_run_its_save_sets_and_missed_runs_as_the_catalog_h
     ]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("format \"pdf\""));
 }
+
+/// Debian's Chromium, headless, as root, with no network of its own.
+fn chromium(dir: &Path, args: &[&str]) -> Output {
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", dir.display()))
+        .args(args)
+        .output()
+        .expect("chromium (Debian's package; tests/run.sh installs it)")
+}
+
+#[test]
+fn the_quarters_evidence_matches_the_catalog_and_renders_in_a_real_browser() {
+    let mut s = Site::with_production_agent();
+    // The payroll entry holds personal data.
+    drop(s.controller.take());
+    let p = s.d().join("controller.toml");
+    let cfg = std::fs::read_to_string(&p).unwrap();
+    let at = cfg.find("name = \"NIGHTLY\"").unwrap();
+    let line_end = at + cfg[at..].find("/data/payroll\"\n").unwrap() + "/data/payroll\"\n".len();
+    let cfg = format!(
+        "{}personal_data = true\n{}",
+        &cfg[..line_end],
+        &cfg[line_end..]
+    );
+    std::fs::write(&p, cfg).unwrap();
+    s.start_controller();
+    s.until("the agent to reconnect", Site::agent_connected);
+    // Two nights: saves, a failed run, a cartridge to the vault.
+    let mut jobs = vec![s.ctl_json(&["run", "NIGHTLY", "--wait"])];
+    let bad = s.ctl(&["run", "BAD-PRE", "--wait"]);
+    jobs.push(serde_json::from_slice(&bad.stdout).unwrap());
+    s.at(24 * 60);
+    jobs.push(s.ctl_json(&["run", "NIGHTLY", "--wait"]));
+    // A restore request and a drill.
+    let to = s.d().join("restored");
+    let r = s.ctl_json(&[
+        "restore",
+        "request",
+        "--server",
+        "PROD1",
+        "--path",
+        "*/payroll/ledger.dat",
+        "--to",
+        to.to_str().unwrap(),
+        "--ticket",
+        "INC-1",
+        "--requester",
+        "Ana Ruiz",
+    ]);
+    let rid = r["id"].as_str().unwrap().to_string();
+    s.until("the request to be verified", |s| {
+        s.ctl_json(&["restore", "show", &rid])["state"] == "verified"
+    });
+    let d = s.ctl_json(&["drills", "run", "--seed", "7"]);
+    let did = d["id"].as_str().unwrap().to_string();
+    s.until("the drill to end", |s| {
+        s.ctl_json(&["drills", "show", &did])["state"] != "running"
+    });
+
+    // Then a save whose cartridge goes to the vault.
+    let vaulted = s.ctl_json(&["run", "TO-VAULT", "--wait"]);
+    let vol = vaulted["save_sets"][0]["volumes"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    jobs.push(vaulted);
+    s.ctl_json(&["moves", "start", &vol]);
+    s.until("the eject job to end", |s| s.volume(&vol)["move_job"] == "");
+    let vault = s.d().join("vault");
+    std::fs::create_dir_all(&vault).unwrap();
+    s.carry_to_vault(&vol, &vault.join(format!("{vol}.tap")));
+    // Only the auditor (and an admin) reads the evidence.
+    let o = s.ctl_as("viewer", &["report", "evidence", "--quarter", "2026Q4"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs the auditor role"));
+    let o = s.ctl_as(
+        "auditor",
+        &[
+            "report",
+            "evidence",
+            "--quarter",
+            "2026Q4",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    // Its figures are the catalog's (the scheduler's own runs of the second
+    // night included: its pre-close and the weekday schedule).
+    let sets = s.ctl_json(&["save-sets"]).as_array().unwrap().len();
+    assert!(sets >= 5, "{sets}");
+    assert_eq!(e["save_sets"], sets, "{e}");
+    assert_eq!(e["encrypted"], sets, "every save set encrypted: {e}");
+    assert_eq!(e["keys_in_key_manager"], sets, "{e}");
+    let listed_jobs = s.ctl_json(&["jobs", "--limit", "100"]);
+    let runs_in_log = e["log"]["runs"].as_array().unwrap().len();
+    let control_group_jobs = listed_jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| {
+            let g = j["control_group"].as_str().unwrap();
+            !g.is_empty() && e["groups"].to_string().contains(&format!("\"{g}\""))
+        })
+        .count();
+    assert_eq!(runs_in_log, control_group_jobs, "{listed_jobs}");
+    let group = |g: &str| {
+        e["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["control_group"] == g)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(group("NIGHTLY")["runs"], 2);
+    assert_eq!(group("NIGHTLY")["succeeded"], 2);
+    assert_eq!(group("BAD-PRE")["failed"], 1);
+    assert_eq!(group("TO-VAULT")["retention"], "30 days");
+    assert_eq!(e["retention_applied"], sets, "{e}");
+    assert_eq!(e["nights"].as_array().unwrap().len(), 2, "{e}");
+    assert!(e["away"].as_u64().unwrap() >= 1, "{e}");
+    assert!(e["moves"].to_string().contains(&vol), "{e}");
+    assert_eq!(e["log"]["restores"][0]["id"], rid.as_str());
+    assert_eq!(e["log"]["drills"][0]["id"], did.as_str());
+    assert_eq!(
+        e["drills_passed"].as_u64().unwrap() + e["drills_failed"].as_u64().unwrap(),
+        1
+    );
+    let personal = &e["personal_data"][0];
+    assert_eq!(personal["control_group"], "NIGHTLY", "{e}");
+    assert!(personal["entry"]
+        .as_str()
+        .unwrap()
+        .ends_with("/data/payroll"));
+    assert_eq!(personal["all_encrypted"], true);
+    let nightly_sets: Vec<&serde_json::Value> = jobs
+        .iter()
+        .filter(|j| j["control_group"] == "NIGHTLY")
+        .flat_map(|j| j["save_sets"].as_array().unwrap())
+        .map(|x| &x["id"])
+        .collect();
+    let listed: Vec<&serde_json::Value> = personal["save_sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| &x["save_set"])
+        .collect();
+    assert_eq!(listed, nightly_sets, "{e}");
+    assert_eq!(e["audit"]["intact"], true, "{e}");
+    assert!(e["audit"]["head"].as_i64().unwrap() > 0);
+
+    // One page, rendered by a real browser: its sections and three charts,
+    // one bar per night, and a screenshot of it.
+    let page = s.d().join("evidence.html");
+    let o = s.ctl_as(
+        "auditor",
+        &[
+            "report",
+            "evidence",
+            "--quarter",
+            "2026Q4",
+            "--format",
+            "html",
+            "--output",
+            page.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let profile = s.d().join("chromium");
+    let dom = chromium(
+        &profile,
+        &["--dump-dom", &format!("file://{}", page.display())],
+    );
+    let dom = String::from_utf8_lossy(&dom.stdout).to_string();
+    for id in [
+        "policy",
+        "restore",
+        "media",
+        "personal",
+        "audit",
+        "chart-bytes",
+        "chart-duration",
+        "chart-success",
+    ] {
+        assert!(
+            dom.contains(&format!("id=\"{id}\"")),
+            "{id} not rendered: {dom}"
+        );
+    }
+    let chart = dom.split("id=\"chart-bytes\"").nth(1).unwrap();
+    let chart = chart.split("</svg>").next().unwrap();
+    assert_eq!(chart.matches("class=\"bar\"").count(), 2, "{chart}");
+    let shot = s.d().join("evidence.png");
+    let o = chromium(
+        &profile,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            "--window-size=1280,2000",
+            &format!("file://{}", page.display()),
+        ],
+    );
+    let png = std::fs::read(&shot)
+        .unwrap_or_else(|_| panic!("no screenshot: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(
+        png.len() > 20_000,
+        "a page, not a blank: {} bytes",
+        png.len()
+    );
+    if let Ok(dir) = std::env::var("CINTA_EVIDENCE_SCREENSHOT") {
+        std::fs::copy(&shot, dir).unwrap();
+    }
+}

@@ -674,4 +674,30 @@ impl pb::console_service_server::ConsoleService for Console {
             body,
         }))
     }
+
+    async fn evidence_report(
+        &self,
+        req: Request<pb::EvidenceRequest>,
+    ) -> Result<Response<pb::ReportDocument>, Status> {
+        self.who(&req, "EvidenceReport", Role::Auditor)?;
+        let r = req.into_inner();
+        let tz = self.0.cfg.tz().map_err(Status::failed_precondition)?;
+        let e = crate::reports::evidence::evidence(&self.0, &r.quarter)?;
+        let (content_type, body) = match r.format.as_str() {
+            "json" => (
+                "application/json",
+                serde_json::to_string_pretty(&e).map_err(|e| Status::internal(e.to_string()))?,
+            ),
+            "html" | "" => ("text/html", crate::reports::evidence::html(&e, tz)),
+            f => {
+                return Err(Status::invalid_argument(format!(
+                    "format {f:?}: html or json"
+                )))
+            }
+        };
+        Ok(Response::new(pb::ReportDocument {
+            content_type: content_type.into(),
+            body,
+        }))
+    }
 }

@@ -1,5 +1,6 @@
 //! Reports for the datacenter and its auditors, gathered from the catalog: the backup log of a period (every run and its result, missed runs, save sets with their encryption, retention and copies, restores, drills, keys destroyed, escalations), rendered by `render` as text, JSON, CSV or HTML.
 
+pub mod evidence;
 pub mod render;
 
 use std::collections::BTreeMap;
