@@ -16,6 +16,7 @@ pub mod audit;
 pub mod bench;
 pub mod bench_audit;
 pub mod bench_catalog;
+pub mod bench_report;
 pub mod catalog;
 pub mod clock;
 pub mod config;

@@ -62,6 +62,16 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Benchmark (not a test): the backup log of a year and the evidence of
+    /// a quarter over a catalog of a year of nights (50 servers, 1M objects).
+    BenchReport {
+        #[arg(long, default_value_t = 50)]
+        servers: u32,
+        #[arg(long, default_value_t = 1_000_000)]
+        objects: u64,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn main() {
@@ -106,6 +116,15 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let dir = dir.unwrap_or_else(cinta_controller::bench::default_dir);
             cinta_controller::bench_catalog::run(&dir, objects, postgres.as_deref())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        }
+        Cmd::BenchReport {
+            servers,
+            objects,
+            dir,
+        } => {
+            let dir = dir.unwrap_or_else(cinta_controller::bench::default_dir);
+            cinta_controller::bench_report::run(&dir, servers, objects)
                 .map_err(|e| anyhow::anyhow!("{e}"))
         }
         Cmd::BenchAudit { records, dir } => {

@@ -285,14 +285,26 @@ pub fn backup_log(state: &State, from: i64, to: i64) -> Result<BackupLog> {
         }
     }
     let now = state.now();
+    // When each group's jobs were queued, sorted: one search per due run.
+    let mut queued: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for j in &jobs {
+        queued
+            .entry(j.control_group.as_str())
+            .or_default()
+            .push(j.created);
+    }
+    for v in queued.values_mut() {
+        v.sort_unstable();
+    }
     let mut missed = Vec::new();
     for (group, by, at) in due {
         if at + WINDOW > now {
             continue; // not yet known
         }
-        let ran = jobs
-            .iter()
-            .any(|j| j.control_group == group && j.created >= at - 60 && j.created <= at + WINDOW);
+        let ran = queued.get(group.as_str()).is_some_and(|v| {
+            let i = v.partition_point(|&t| t < at - 60);
+            v.get(i).is_some_and(|&t| t <= at + WINDOW)
+        });
         if !ran {
             missed.push(Missed {
                 control_group: group,
