@@ -42,18 +42,8 @@ pub fn find_objects(
         state.catalog().find_objects(glob, SCAN)?
     };
     let scanned_all = rows.len() < SCAN as usize;
-    let sets: BTreeMap<String, SaveSetRecord> = state
-        .catalog()
-        .save_sets()?
-        .into_iter()
-        .map(|s| (s.id.clone(), s))
-        .collect();
-    let vols: BTreeMap<String, VolumeRecord> = state
-        .catalog()
-        .volumes()?
-        .into_iter()
-        .map(|v| (v.volser.clone(), v))
-        .collect();
+    let sets = state.save_set_map()?;
+    let vols = state.volume_map()?;
     let mut found: Vec<Found> = rows
         .into_iter()
         .filter_map(|(id, object)| {

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::catalog::{JobRow, SaveSetRecord, VolumeRecord};
+use crate::catalog::{JobRow, SaveSetRecord};
 use crate::error::{Error, Result};
 use crate::moves::HOME;
 use crate::state::State;
@@ -100,12 +100,7 @@ pub fn plan(state: &State, lpar: &str, at: i64, group: &str) -> Result<Plan> {
         return Err(Error::Invalid(format!("no control group {group:?}")));
     }
     let all = state.catalog().save_sets()?;
-    let vols: BTreeMap<String, VolumeRecord> = state
-        .catalog()
-        .volumes()?
-        .into_iter()
-        .map(|v| (v.volser.clone(), v))
-        .collect();
+    let vols = state.volume_map()?;
     // Per (control group, source): the save sets usable at `at`, newest first.
     let mut by_source: BTreeMap<(String, String), Vec<&SaveSetRecord>> = BTreeMap::new();
     for s in &all {

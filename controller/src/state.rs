@@ -98,6 +98,30 @@ impl State {
         }
     }
 
+    /// Every recorded save set, by id.
+    pub fn save_set_map(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::catalog::SaveSetRecord>> {
+        Ok(self
+            .catalog()
+            .save_sets()?
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect())
+    }
+
+    /// Every known cartridge, by volser.
+    pub fn volume_map(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::catalog::VolumeRecord>> {
+        Ok(self
+            .catalog()
+            .volumes()?
+            .into_iter()
+            .map(|v| (v.volser.clone(), v))
+            .collect())
+    }
+
     /// Checks the whole audit log, a page at a time (memory bounded by the page).
     pub fn verify_audit(&self) -> Result<crate::audit::Report> {
         let chain = self.audit.lock().unwrap_or_else(|p| p.into_inner());

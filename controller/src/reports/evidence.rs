@@ -448,18 +448,8 @@ pub fn html(e: &Evidence, tz: chrono_tz::Tz) -> String {
         e.restores_served,
         e.restores_other
     );
-    o += "<table id=\"drills\"><tr><th>Started</th><th>Drill</th><th>Result</th><th>Servers</th></tr>";
-    for d in &e.log.drills {
-        o += &format!(
-            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
-            esc(&w(d.created)),
-            esc(&d.id),
-            if d.state == "passed" { "ok" } else { "bad" },
-            esc(&d.state),
-            esc(&d.servers.join(", "))
-        );
-    }
-    o += "</table><table id=\"requests\"><tr><th>Made</th><th>Request</th><th>Server</th><th>Ticket</th><th>Outcome</th></tr>";
+    o += &super::render::drills_table(&e.log.drills, tz);
+    o += "<table id=\"requests\"><tr><th>Made</th><th>Request</th><th>Server</th><th>Ticket</th><th>Outcome</th></tr>";
     for r in &e.log.restores {
         o += &format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -162,18 +162,8 @@ pub fn backup_log(state: &State, from: i64, to: i64) -> Result<BackupLog> {
     }
     let cfg = &state.cfg;
     let tz = cfg.tz().map_err(Error::Invalid)?;
-    let sets: BTreeMap<String, SaveSetRecord> = state
-        .catalog()
-        .save_sets()?
-        .into_iter()
-        .map(|s| (s.id.clone(), s))
-        .collect();
-    let vols: BTreeMap<String, VolumeRecord> = state
-        .catalog()
-        .volumes()?
-        .into_iter()
-        .map(|v| (v.volser.clone(), v))
-        .collect();
+    let sets = state.save_set_map()?;
+    let vols = state.volume_map()?;
     let jobs: Vec<JobRow> = state
         .catalog()
         .jobs(u32::MAX)?

@@ -243,6 +243,24 @@ fn csv(l: &BackupLog, tz: chrono_tz::Tz) -> String {
     o
 }
 
+/// The drills of a period as an HTML table (`id="drills"`).
+pub fn drills_table(drills: &[super::DrillLine], tz: chrono_tz::Tz) -> String {
+    let mut o = String::from(
+        "<table id=\"drills\"><tr><th>Started</th><th>Drill</th><th>Result</th><th>Servers</th></tr>",
+    );
+    for d in drills {
+        o += &format!(
+            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
+            esc(&when(tz, d.created)),
+            esc(&d.id),
+            if d.state == "passed" { "ok" } else { "bad" },
+            esc(&d.state),
+            esc(&d.servers.join(", "))
+        );
+    }
+    o + "</table>"
+}
+
 /// The page's style: plain, printable, no external resources.
 pub const STYLE: &str = "body{font-family:sans-serif;font-size:11pt;margin:2em;color:#111}\
 h1{font-size:16pt}h2{font-size:13pt;margin-top:1.6em;border-bottom:1px solid #999}\
@@ -373,18 +391,8 @@ fn html(l: &BackupLog, tz: chrono_tz::Tz) -> String {
             esc(&r.outcome)
         );
     }
-    o += "</table><h2>Restore drills</h2><table id=\"drills\"><tr><th>Started</th><th>Drill</th><th>Result</th><th>Servers</th></tr>";
-    for d in &l.drills {
-        o += &format!(
-            "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
-            esc(&w(d.created)),
-            esc(&d.id),
-            if d.state == "passed" { "ok" } else { "bad" },
-            esc(&d.state),
-            esc(&d.servers.join(", "))
-        );
-    }
-    o += "</table>";
+    o += "</table><h2>Restore drills</h2>";
+    o += &drills_table(&l.drills, tz);
     for (title, id, evs) in [
         (
             "Keys destroyed (crypto-shredding)",

@@ -53,6 +53,16 @@ struct Params {
     random_iv: bool,
 }
 
+impl Params {
+    /// What RSA and ECDSA take of them: padding and hash.
+    fn asymmetric(&self) -> asymmetric::SigParams {
+        asymmetric::SigParams {
+            padding: self.padding,
+            hash: self.hash,
+        }
+    }
+}
+
 fn params_of(item: Option<&Item>) -> Params {
     let Some(p) = item else {
         return Params::default();
@@ -284,15 +294,7 @@ impl Cx<'_, '_> {
         }
         let d = data(k, "Sign")?;
         let p = params(k, &o);
-        let sig = asymmetric::sign(
-            objects::kept_format(&o.attrs),
-            &key,
-            &asymmetric::SigParams {
-                padding: p.padding,
-                hash: p.hash,
-            },
-            d,
-        )?;
+        let sig = asymmetric::sign(objects::kept_format(&o.attrs), &key, &p.asymmetric(), d)?;
         Ok(answer(uid, tag::SIGNATURE_DATA, sig))
     }
 
@@ -311,10 +313,7 @@ impl Cx<'_, '_> {
         let ok = asymmetric::verify(
             objects::kept_format(&o.attrs),
             &key,
-            &asymmetric::SigParams {
-                padding: p.padding,
-                hash: p.hash,
-            },
+            &p.asymmetric(),
             d,
             sig,
         )?;
