@@ -1125,6 +1125,22 @@ fn users_still_signed_on_fall_back_to_contingency_end_to_end() {
     let r = s.ctl_json(&["moves", "confirm", &vol]);
     assert_eq!(r["volumes"][0]["location"], "SITE main", "{r}");
     assert_eq!(r["volumes"][0]["next_move_to"], "", "{r}");
+    // The backup log shows the night's fallback and the contingency save
+    // (run on CONT1, its cartridge carried to the main site).
+    let log = s.ctl_json(&["report", "backups", "--from", "2026-11-24"]);
+    let nights = log["nights"].to_string();
+    assert!(nights.contains("fallback.taken"), "{nights}");
+    let cont = log["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["server"] == "CONT1")
+        .unwrap_or_else(|| panic!("no contingency run: {log}"));
+    assert_eq!(cont["state"], "succeeded", "{cont}");
+    assert_eq!(
+        cont["save_sets"][0]["copies"][0]["locations"][0], "SITE main",
+        "{cont}"
+    );
 }
 
 #[test]

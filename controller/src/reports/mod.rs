@@ -133,6 +133,8 @@ pub struct BackupLog {
     /// Save sets whose keys were destroyed (crypto-shredded) in the period.
     pub keys_destroyed: Vec<Event>,
     pub escalations: Vec<Event>,
+    /// The nights: how each started and ended, and fallbacks to the contingency LPAR.
+    pub nights: Vec<Event>,
 }
 
 /// A run due at `due` counts as run if a job of its group was queued this long after.
@@ -383,6 +385,17 @@ pub fn backup_log(state: &State, from: i64, to: i64) -> Result<BackupLog> {
         .cloned()
         .collect();
     escalations.sort_by_key(|e| e.time);
+    let mut nights: Vec<Event> = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind.as_str(),
+                "night.started" | "night.done" | "night.failed" | "fallback.taken"
+            )
+        })
+        .cloned()
+        .collect();
+    nights.sort_by_key(|e| e.time);
     let audit_head = state
         .catalog()
         .meta(crate::audit::HEAD_META)?
@@ -402,5 +415,6 @@ pub fn backup_log(state: &State, from: i64, to: i64) -> Result<BackupLog> {
         drills,
         keys_destroyed,
         escalations,
+        nights,
     })
 }

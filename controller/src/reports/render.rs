@@ -175,6 +175,10 @@ fn text(l: &BackupLog, tz: chrono_tz::Tz) -> String {
     for e in &l.keys_destroyed {
         o += &format!("  {} {}\n", w(e.time), e.text);
     }
+    o += &format!("Nights (starts, ends, fallbacks): {}\n", l.nights.len());
+    for e in &l.nights {
+        o += &format!("  {} {}\n", w(e.time), e.text);
+    }
     o += &format!("Escalations: {}\n", l.escalations.len());
     for e in &l.escalations {
         o += &format!("  {} {}\n", w(e.time), e.text);
@@ -400,6 +404,7 @@ fn html(l: &BackupLog, tz: chrono_tz::Tz) -> String {
             &l.keys_destroyed,
         ),
         ("Escalations", "escalations", &l.escalations),
+        ("Nights and fallbacks", "nights", &l.nights),
     ] {
         o += &format!("<h2>{title}</h2>");
         if evs.is_empty() {
