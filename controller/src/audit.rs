@@ -81,6 +81,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// The controller's audit key (HMAC-SHA256): 32 random bytes in a file of mode 0600.
+#[derive(Clone)]
 pub struct AuditKey(ring::hmac::Key);
 
 impl AuditKey {
@@ -260,10 +261,6 @@ impl Chain {
     pub fn advance(&mut self, head: &Head) {
         self.next_seq = head.seq + 1;
         self.prev = head.hash.clone();
-    }
-
-    pub fn key(&self) -> &AuditKey {
-        &self.key
     }
 }
 

@@ -49,16 +49,8 @@ pub fn run(dir: &Path, records: u64) -> AnyResult<()> {
             };
             let (row, h) = chain.next(1_700_000_000 + n as i64 * 60, &e);
             chain.advance(&h);
-            stmts.push((
-                "INSERT INTO audit (seq, at, body, prev, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
-                vec![
-                    row.seq.into(),
-                    row.at.into(),
-                    row.body.into(),
-                    row.prev.into(),
-                    row.mac.into(),
-                ],
-            ));
+            let (sql, params) = crate::catalog::audit_insert(&row);
+            stmts.push((sql, params));
             head = Some(h);
             n += 1;
         }

@@ -378,6 +378,8 @@ pub trait Catalog: Send {
     fn append_audit(&mut self, row: &crate::audit::AuditRow, head: &str) -> Result<()>;
     /// Audit records numbered above `after`, in order, at most `limit`.
     fn audit_page(&self, after: i64, limit: u32) -> Result<Vec<crate::audit::AuditRow>>;
+    /// Audit records made at or after `since`, in order, at most `limit`.
+    fn audit_since(&self, since: i64, limit: u32) -> Result<Vec<crate::audit::AuditRow>>;
     /// The audit record with the highest number.
     fn audit_last(&self) -> Result<Option<crate::audit::AuditRow>>;
 }
@@ -438,6 +440,21 @@ impl From<i64> for Val {
     fn from(i: i64) -> Val {
         Val::Int(i)
     }
+}
+
+/// The statement that stores an audit record as it is (the catalog's
+/// append, and the tests and benchmark that write rows of their own).
+pub fn audit_insert(r: &crate::audit::AuditRow) -> (&'static str, Vec<Val>) {
+    (
+        "INSERT INTO audit (seq, at, body, prev, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
+        vec![
+            r.seq.into(),
+            r.at.into(),
+            r.body.as_str().into(),
+            r.prev.as_str().into(),
+            r.mac.as_str().into(),
+        ],
+    )
 }
 
 fn audit_row(r: Vec<Val>) -> crate::audit::AuditRow {
@@ -1008,16 +1025,7 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
 
     fn append_audit(&mut self, r: &crate::audit::AuditRow, head: &str) -> Result<()> {
         self.db.exec(&[
-            (
-                "INSERT INTO audit (seq, at, body, prev, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
-                vec![
-                    r.seq.into(),
-                    r.at.into(),
-                    r.body.as_str().into(),
-                    r.prev.as_str().into(),
-                    r.mac.as_str().into(),
-                ],
-            ),
+            audit_insert(r),
             (
                 "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = ?2",
                 vec![crate::audit::HEAD_META.into(), head.into()],
@@ -1031,6 +1039,18 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
             .rows(
                 "SELECT seq, at, body, prev, mac FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                 &[after.into(), i64::from(limit).into()],
+            )?
+            .into_iter()
+            .map(audit_row)
+            .collect())
+    }
+
+    fn audit_since(&self, since: i64, limit: u32) -> Result<Vec<crate::audit::AuditRow>> {
+        Ok(self
+            .db
+            .rows(
+                "SELECT seq, at, body, prev, mac FROM audit WHERE at >= ?1 ORDER BY seq LIMIT ?2",
+                &[since.into(), i64::from(limit).into()],
             )?
             .into_iter()
             .map(audit_row)
@@ -1112,17 +1132,7 @@ pub fn audit_tampering_is_caught<S: Sql>(c: &mut SqlCatalog<S>) {
     let row = |c: &SqlCatalog<S>, seq: i64| c.audit_page(seq - 1, 1).unwrap().remove(0);
     let sql = |c: &mut SqlCatalog<S>, q: &str, p: Vec<Val>| c.sql().exec(&[(q, p)]).unwrap();
     let put = |c: &mut SqlCatalog<S>, r: &crate::audit::AuditRow| {
-        sql(
-            c,
-            "INSERT INTO audit (seq, at, body, prev, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
-            vec![
-                r.seq.into(),
-                r.at.into(),
-                r.body.as_str().into(),
-                r.prev.as_str().into(),
-                r.mac.as_str().into(),
-            ],
-        )
+        c.sql().exec(&[audit_insert(r)]).unwrap()
     };
     // Changed: one argument of record 5.
     let five = row(c, 5);

@@ -37,6 +37,8 @@ pub struct State {
     denials: Mutex<HashMap<String, (std::time::Instant, u64)>>,
     /// Where the next audit record goes (locked before the catalog).
     audit: Mutex<crate::audit::Chain>,
+    /// The key that signs it, for verifying without holding up appends.
+    audit_key: crate::audit::AuditKey,
 }
 
 /// A refusal of the same thing is recorded at most once in this time; the
@@ -63,7 +65,7 @@ impl State {
             .meta(crate::audit::HEAD_META)?
             .and_then(|h| crate::audit::Head::parse(&h));
         let last = catalog.audit_last()?;
-        let (chain, warning) = crate::audit::Chain::open(audit_key, head, last.as_ref());
+        let (chain, warning) = crate::audit::Chain::open(audit_key.clone(), head, last.as_ref());
         let state = Arc::new(State {
             mail: crate::mail::Mailer::start(cfg.mail.clone()),
             cfg,
@@ -75,6 +77,7 @@ impl State {
             last_sweep: Mutex::new(None),
             denials: Mutex::new(HashMap::new()),
             audit: Mutex::new(chain),
+            audit_key,
         });
         if let Some(w) = warning {
             state.event(
@@ -122,32 +125,29 @@ impl State {
             .collect())
     }
 
-    /// Checks the whole audit log, a page at a time (memory bounded by the page).
+    /// Checks the audit log up to its signed head as it is now, a page at a
+    /// time (memory bounded by the page). Records appended meanwhile are the
+    /// next verification's: appends are not held up while this one reads.
     pub fn verify_audit(&self) -> Result<crate::audit::Report> {
-        let chain = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        let head = self.catalog().meta(crate::audit::HEAD_META)?;
-        crate::audit::verify_pages(chain.key(), head.as_deref(), |after| {
-            self.catalog().audit_page(after, crate::audit::PAGE)
+        let head = {
+            // The head is written with its record: read it between appends.
+            let _appends = self.audit.lock().unwrap_or_else(|p| p.into_inner());
+            self.catalog().meta(crate::audit::HEAD_META)?
+        };
+        let upto = head
+            .as_deref()
+            .and_then(crate::audit::Head::parse)
+            .map_or(i64::MAX, |h| h.seq);
+        crate::audit::verify_pages(&self.audit_key, head.as_deref(), |after| {
+            let mut page = self.catalog().audit_page(after, crate::audit::PAGE)?;
+            page.retain(|r| r.seq <= upto);
+            Ok(page)
         })
     }
 
-    /// Audit records numbered above `after` made at or after `since`, at most `limit`.
+    /// Audit records made at or after `since`, oldest first, at most `limit`.
     pub fn audit_records(&self, since: i64, limit: u32) -> Result<Vec<crate::audit::AuditRow>> {
-        let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = self.catalog().audit_page(after, 10_000)?;
-            let Some(last) = page.last().map(|r| r.seq) else {
-                break;
-            };
-            out.extend(page.into_iter().filter(|r| r.at >= since));
-            if out.len() >= limit as usize {
-                out.truncate(limit as usize);
-                break;
-            }
-            after = last;
-        }
-        Ok(out)
+        self.catalog().audit_since(since, limit)
     }
 
     /// The clock's time.

@@ -3506,16 +3506,7 @@ fn the_audit_log_records_every_action_and_names_the_record_tampered_with() {
     >,
                r: &cinta_controller::audit::AuditRow| {
         db.sql()
-            .exec(&[(
-                "INSERT INTO audit (seq, at, body, prev, mac) VALUES (?1, ?2, ?3, ?4, ?5)",
-                vec![
-                    r.seq.into(),
-                    r.at.into(),
-                    r.body.as_str().into(),
-                    r.prev.as_str().into(),
-                    r.mac.as_str().into(),
-                ],
-            )])
+            .exec(&[cinta_controller::catalog::audit_insert(r)])
             .unwrap()
     };
     tamper(

@@ -216,16 +216,13 @@ pub fn evidence(state: &State, quarter: &str) -> Result<Evidence> {
                 .runs
                 .iter()
                 .filter(|r| r.control_group == g.name)
-                .flat_map(|r| &r.save_sets)
-                .map(|s| PersonalSet {
-                    save_set: s.id.clone(),
-                    created: log
-                        .runs
-                        .iter()
-                        .find(|r| r.save_sets.iter().any(|x| x.id == s.id))
-                        .map_or(0, |r| r.finished),
-                    encryption: s.encryption,
-                    key_id: s.key_id.clone(),
+                .flat_map(|r| {
+                    r.save_sets.iter().map(|s| PersonalSet {
+                        save_set: s.id.clone(),
+                        created: r.finished,
+                        encryption: s.encryption,
+                        key_id: s.key_id.clone(),
+                    })
                 })
                 .collect();
             PersonalData {
@@ -238,14 +235,7 @@ pub fn evidence(state: &State, quarter: &str) -> Result<Evidence> {
             }
         })
         .collect();
-    let moves: Vec<Event> = state
-        .catalog()
-        .events(u32::MAX)?
-        .into_iter()
-        .filter(|(t, k, _)| *t >= from && *t < to && k.starts_with("media."))
-        .map(|(time, kind, text)| Event { time, kind, text })
-        .rev()
-        .collect();
+    let moves = log.media_moves.clone();
     Ok(Evidence {
         quarter: quarter.to_uppercase(),
         from,

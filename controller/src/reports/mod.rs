@@ -135,6 +135,8 @@ pub struct BackupLog {
     pub escalations: Vec<Event>,
     /// The nights: how each started and ended, and fallbacks to the contingency LPAR.
     pub nights: Vec<Event>,
+    /// Cartridges moved (to and from the vault, between sites).
+    pub media_moves: Vec<Event>,
 }
 
 /// A run due at `due` counts as run if a job of its group was queued this long after.
@@ -322,13 +324,14 @@ pub fn backup_log(state: &State, from: i64, to: i64) -> Result<BackupLog> {
         t.bytes += r.bytes;
         t.seconds += r.seconds;
     }
+    let roles = state.catalog().roles()?;
     for m in &missed {
         let server = cfg
             .resolve(
                 &cfg.control_group(&m.control_group)
                     .map(|g| g.target.clone())
                     .unwrap_or_default(),
-                &state.catalog().roles()?,
+                &roles,
             )
             .unwrap_or_default();
         tallies
@@ -366,26 +369,27 @@ pub fn backup_log(state: &State, from: i64, to: i64) -> Result<BackupLog> {
             servers: d.servers.iter().map(|s| s.agent.clone()).collect(),
         })
         .collect();
+    // Oldest first (the catalog gives the newest first), so events of the
+    // same second keep the order they happened in.
     let events: Vec<Event> = state
         .catalog()
         .events(u32::MAX)?
         .into_iter()
+        .rev()
         .filter(|(t, _, _)| *t >= from && *t < to)
         .map(|(time, kind, text)| Event { time, kind, text })
         .collect();
-    let mut keys_destroyed: Vec<Event> = events
+    let keys_destroyed: Vec<Event> = events
         .iter()
         .filter(|e| e.kind == "saveset.expired" && e.text.contains("key destroyed"))
         .cloned()
         .collect();
-    keys_destroyed.sort_by_key(|e| e.time);
-    let mut escalations: Vec<Event> = events
+    let escalations: Vec<Event> = events
         .iter()
         .filter(|e| e.kind == "night.escalated")
         .cloned()
         .collect();
-    escalations.sort_by_key(|e| e.time);
-    let mut nights: Vec<Event> = events
+    let nights: Vec<Event> = events
         .iter()
         .filter(|e| {
             matches!(
@@ -395,7 +399,11 @@ pub fn backup_log(state: &State, from: i64, to: i64) -> Result<BackupLog> {
         })
         .cloned()
         .collect();
-    nights.sort_by_key(|e| e.time);
+    let media_moves: Vec<Event> = events
+        .iter()
+        .filter(|e| e.kind.starts_with("media."))
+        .cloned()
+        .collect();
     let audit_head = state
         .catalog()
         .meta(crate::audit::HEAD_META)?
@@ -416,5 +424,6 @@ pub fn backup_log(state: &State, from: i64, to: i64) -> Result<BackupLog> {
         keys_destroyed,
         escalations,
         nights,
+        media_moves,
     })
 }

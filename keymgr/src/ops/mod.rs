@@ -456,7 +456,6 @@ impl Cx<'_, '_> {
                 }
             }
         }
-        self.refuse_server_only(&out)?;
         for t in from_templates {
             if !out.iter().any(|a| a.name == t.name) {
                 out.push(t);

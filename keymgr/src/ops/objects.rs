@@ -397,7 +397,7 @@ pub fn in_format(
     let kept = kept_format(&o.attrs);
     let t = o.object_type() as i32;
     let f = wanted.unwrap_or(kept);
-    if f == kept || registered_wrapping(&o.attrs).is_some() && wanted.is_none() {
+    if f == kept {
         return Ok((kept, Zeroizing::new(material.to_vec())));
     }
     if registered_wrapping(&o.attrs).is_some() {

@@ -57,14 +57,12 @@ fn spec_of(t: &[Vec<Attr>; 3]) -> Result<(i32, Option<i64>, Option<i64>), Fault>
     let order: [&[Attr]; 3] = [&t[1], &t[2], &t[0]];
     let a = first_int(&order, "Cryptographic Algorithm")
         .ok_or_else(|| Fault::missing("Create Key Pair needs a Cryptographic Algorithm"))?;
-    let curve = first_int(&order, "Cryptographic Domain Parameters").or_else(|| {
-        order
-            .iter()
-            .flat_map(|s| s.iter())
-            .find(|x| x.name == "Cryptographic Domain Parameters")
-            .and_then(|x| x.value.child(tag::RECOMMENDED_CURVE))
-            .and_then(super::int)
-    });
+    let curve = order
+        .iter()
+        .flat_map(|s| s.iter())
+        .find(|x| x.name == "Cryptographic Domain Parameters")
+        .and_then(|x| x.value.child(tag::RECOMMENDED_CURVE))
+        .and_then(super::int);
     Ok((a as i32, first_int(&order, "Cryptographic Length"), curve))
 }
 

@@ -327,19 +327,17 @@ impl Cx<'_, '_> {
             return Err(Fault::invalid(format!("{uid} is not a symmetric key")));
         }
         let p = params(k, &o);
-        let h = match (
-            p.algorithm,
-            o.attrs.int("Cryptographic Algorithm").map(|a| a as i32),
-        ) {
-            (Some(a), _) | (None, Some(a)) if hmac_hash(a).is_some() => {
-                hmac_hash(a).unwrap_or_default()
-            }
-            _ => p.hash.ok_or_else(|| {
+        // The hash of the HMAC algorithm named (or the key's), else the one given.
+        let h = p
+            .algorithm
+            .or(o.attrs.int("Cryptographic Algorithm").map(|a| a as i32))
+            .and_then(hmac_hash)
+            .or(p.hash)
+            .ok_or_else(|| {
                 Fault::missing(
                     "MAC needs an HMAC key or a Hashing Algorithm in Cryptographic Parameters",
                 )
-            })?,
-        };
+            })?;
         let d = data(k, what)?;
         Ok((uid, kdf::hmac(h, &key, d)?))
     }
