@@ -850,7 +850,8 @@ async fn run_job(
         && job.expire.is_empty()
         && job.eject.is_empty()
         && job.import.is_empty()
-        && job.restores.is_empty());
+        && job.restores.is_empty()
+        && job.copy.is_empty());
     if lib.is_none() && needs_library {
         problems.push(format!("this agent has no library named {:?}", job.library));
     }
@@ -937,7 +938,7 @@ async fn run_job(
             };
             match done {
                 Ok(o) => {
-                    if !o.failed.is_empty() || !o.damaged.is_empty() {
+                    if !o.failed.is_empty() || (!o.damaged.is_empty() && o.from_copies.is_empty()) {
                         problems.push(format!(
                             "restore of save set {} into {}: {} objects failed, {} damaged blocks (first: {})",
                             r.save_set,
@@ -951,6 +952,17 @@ async fn run_job(
                             "save set {}: {} objects restored into {}, digests verified",
                             r.save_set, o.objects, r.to
                         ));
+                        for c in &o.from_copies {
+                            notes.push(format!("save set {}: {c}", r.save_set));
+                        }
+                        if !o.damaged.is_empty() {
+                            notes.push(format!(
+                                "save set {}: {} damaged blocks on the place read first (first: {})",
+                                r.save_set,
+                                o.damaged.len(),
+                                o.damaged[0]
+                            ));
+                        }
                     }
                     restores.push(o);
                 }
@@ -966,6 +978,35 @@ async fn run_job(
                 l.entries_done = i as u32 + 1;
                 l.bytes = restores.iter().map(|o: &pb::RestoreOutcome| o.bytes).sum();
                 l.objects = restores.iter().map(|o| o.objects).sum();
+            });
+        }
+        drop(live);
+        stop.notify_one();
+        let _ = forwarder.await;
+    }
+    let mut copies = Vec::new();
+    if let (true, Some(lib)) = (go && !job.copy.is_empty(), lib) {
+        let (live, forwarder, stop) = progress_forwarder(client, session, &job);
+        live.send_modify(|l| l.entries_total = job.copy.len() as u32);
+        for (i, id) in job.copy.iter().enumerate() {
+            live.send_modify(|l| {
+                l.current = format!("copy of save set {id}");
+                l.entries_done = i as u32;
+            });
+            match copy_save_set(lib, id, &job.media_class).await {
+                Ok(c) => {
+                    if !c.verified {
+                        notes.push(format!(
+                            "save set {id}: copied without a recorded digest to check against"
+                        ));
+                    }
+                    copies.push(c);
+                }
+                Err(m) => problems.push(format!("copy of save set {id}: {m}")),
+            }
+            live.send_modify(|l| {
+                l.entries_done = i as u32 + 1;
+                l.bytes = copies.iter().map(|c: &pb::CopyOutcome| c.bytes).sum();
             });
         }
         drop(live);
@@ -1029,7 +1070,49 @@ async fn run_job(
         save_sets: sets,
         output,
         restores,
+        copies,
     }
+}
+
+/// Duplicates a save set (`cinta-agent copy`) and says where the copy went.
+async fn copy_save_set(
+    lib: &LibraryRef,
+    id: &str,
+    media_class: &str,
+) -> std::result::Result<pb::CopyOutcome, String> {
+    let out = this_program()?
+        .arg("copy")
+        .arg(&lib.path)
+        .arg("--save-set")
+        .arg(id)
+        .arg("--media-class")
+        .arg(media_class)
+        .arg("--json")
+        .output()
+        .await
+        .map_err(|e| format!("cannot start: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("the copy's report does not read: {e}"))?;
+    let c = &v["copy"];
+    Ok(pb::CopyOutcome {
+        save_set: c["save_set"].as_str().unwrap_or(id).to_string(),
+        copy: c["copy"].as_u64().unwrap_or(0) as u32,
+        volumes: c["volumes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        sequence: c["sequence"].as_u64().unwrap_or(0) as u32,
+        bytes: c["bytes"].as_u64().unwrap_or(0),
+        digest: c["digest"].as_str().unwrap_or_default().to_string(),
+        verified: c["verified"].as_bool().unwrap_or(false),
+    })
 }
 
 /// Restores an IBM i library: its save file out of the save set into a
@@ -1053,7 +1136,7 @@ async fn restore_library(
         ..r.clone()
     };
     let mut o = restore_save_set(c, lib, &item).await?;
-    if !o.failed.is_empty() || !o.damaged.is_empty() {
+    if !o.failed.is_empty() || (!o.damaged.is_empty() && o.from_copies.is_empty()) {
         return Ok(o);
     }
     let file = std::fs::File::open(scratch.path().join(name))
@@ -1142,6 +1225,7 @@ async fn restore_save_set(
         bytes: report["bytes"].as_u64().unwrap_or(0),
         failed: texts(&report["failed"]),
         damaged: texts(&report["damaged"]),
+        from_copies: texts(&report["from_copies"]),
     })
 }
 

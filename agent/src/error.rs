@@ -98,6 +98,9 @@ pub enum Error {
     /// The device or back-end cannot do this operation.
     #[error("{device}: {reason}")]
     Unsupported { device: String, reason: String },
+    /// A save set's tape file could not be duplicated.
+    #[error("copy of save set {save_set}: {reason}")]
+    Copy { save_set: String, reason: String },
 }
 
 fn wrong_key_why(intact: bool) -> &'static str {

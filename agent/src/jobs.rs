@@ -41,6 +41,8 @@ pub fn save_and_record(
         objects: report.objects,
         bytes: report.bytes,
         compression: opts.compression,
+        digest: report.file.digest.clone(),
+        copies: vec![],
     };
     catalog::put(l.dir(), &rec)?;
     Ok(report)

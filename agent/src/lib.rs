@@ -1,4 +1,5 @@
 //! cinta agent library: the tape layer, the virtual tape library, the encrypted save-set stream, what a job does with them ([`jobs`]) and the lines the daemon and its save children exchange ([`wire`]).
+pub mod copy;
 pub mod daemon;
 pub mod error;
 pub mod io;

@@ -1590,3 +1590,201 @@ fn trees_deeper_than_path_max_save_and_restore() {
     let mid = open_deep(&to, &all[..base.len() + 20]);
     assert!(nix::sys::stat::fstatat(&mid, "middle.txt", nix::fcntl::AtFlags::empty()).is_ok());
 }
+
+/// A library of two drives: save sets on class ONSITE (SS...), copies on
+/// class VAULT (CP...).
+fn copy_rig() -> (Rig, String, std::collections::BTreeMap<String, u64>) {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().to_path_buf();
+    let lib = dir.join("lib").display().to_string();
+    let key = dir.join("master.key").display().to_string();
+    ok(&[
+        "library",
+        "create",
+        &lib,
+        "--slots",
+        "10",
+        "--drives",
+        "2",
+        "--capacity",
+        "64M",
+        "--early-warning",
+        "1M",
+    ]);
+    ok(&[
+        "library",
+        "add",
+        &lib,
+        "--prefix",
+        "SS",
+        "--count",
+        "2",
+        "--media-class",
+        "ONSITE",
+    ]);
+    ok(&[
+        "library",
+        "add",
+        &lib,
+        "--prefix",
+        "CP",
+        "--count",
+        "2",
+        "--media-class",
+        "VAULT",
+    ]);
+    ok(&[
+        "library",
+        "add",
+        &lib,
+        "--prefix",
+        "DR",
+        "--count",
+        "1",
+        "--media-class",
+        "DR",
+    ]);
+    ok(&["key", "init", "--file", &key]);
+    let rig = Rig {
+        _t: t,
+        dir,
+        lib,
+        key,
+    };
+    let d = rig.p("t");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("a"), b"first small file").unwrap();
+    std::fs::write(d.join("big1"), pattern(21, 1_000_000)).unwrap();
+    std::fs::write(d.join("b"), b"second small file").unwrap();
+    let rep = rig.save(&d, &["--segment-size", "64K", "--media-class", "ONSITE"]);
+    let id = rep["save_set"].as_str().unwrap().to_string();
+    let mut at = std::collections::BTreeMap::new();
+    for o in rig.objects(&id) {
+        at.insert(
+            base(o["path"].as_str().unwrap()),
+            o["block"].as_u64().unwrap(),
+        );
+    }
+    (rig, id, at)
+}
+
+#[test]
+fn a_copy_serves_a_restore_when_the_original_is_damaged_or_gone() {
+    let (rig, id, at) = copy_rig();
+    // The copy's class must not be the original's.
+    let o = agent(&[
+        "copy",
+        &rig.lib,
+        "--save-set",
+        &id,
+        "--media-class",
+        "ONSITE",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("a copy must go on cartridges of another class"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "copy",
+        &rig.lib,
+        "--save-set",
+        &id,
+        "--media-class",
+        "VAULT",
+        "--json",
+    ]))
+    .unwrap();
+    let c = &v["copy"];
+    assert_eq!(c["copy"], 1, "{v}");
+    assert_eq!(c["verified"], true, "{v}");
+    let copy_vol = c["volumes"][0].as_str().unwrap().to_string();
+    assert!(copy_vol.starts_with("CP"), "{v}");
+    // Block for block: the same data blocks, byte for byte.
+    let orig = read_image(&rig.image("SS0001"));
+    let dup = read_image(&rig.image(&copy_vol));
+    let data = |o: &[Option<Vec<u8>>]| -> Vec<Vec<u8>> {
+        o.iter()
+            .flatten()
+            .filter(|b| b.len() != 80)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(data(&orig), data(&dup));
+    // The copy verifies on its own.
+    let o = agent(&[
+        "verify",
+        &rig.lib,
+        "--key-file",
+        &rig.key,
+        "--save-set",
+        &id,
+        "--copy",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+
+    // A damaged block of the original: its object is read from the copy.
+    let blk = at["big1"] as usize + 3;
+    let img = rig.image("SS0001");
+    let mut objs = read_image(&img);
+    objs[blk].as_mut().unwrap()[100] ^= 0x10;
+    write_image(&img, &objs);
+    let to = rig.p("out1");
+    let (code, rep) = rig.restore(&id, &to, &[]);
+    assert_eq!(code, Some(0), "{rep}");
+    assert_eq!(
+        std::fs::read(to.join(rig.p("t").strip_prefix("/").unwrap()).join("big1")).unwrap(),
+        pattern(21, 1_000_000)
+    );
+    assert_eq!(
+        std::fs::read(to.join(rig.p("t").strip_prefix("/").unwrap()).join("a")).unwrap(),
+        b"first small file"
+    );
+    let r = &rep["report"];
+    assert!(r["failed"].as_array().unwrap().is_empty(), "{rep}");
+    assert!(
+        r["damaged"].to_string().contains(&format!("block {blk}")),
+        "{rep}"
+    );
+    assert!(
+        r["from_copies"].to_string().contains(&format!(
+            "1 objects read from copy 1 on cartridge {copy_vol}"
+        )),
+        "{rep}"
+    );
+    // A copy of a damaged original is refused: its blocks are not the ones written.
+    let o = agent(&["copy", &rig.lib, "--save-set", &id, "--media-class", "DR"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("do not match the digest recorded"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // The original's cartridge gone from the library: all of it from the copy.
+    ok(&["library", "export", &rig.lib, "SS0001"]);
+    ok(&[
+        "library",
+        "remove",
+        &rig.lib,
+        "SS0001",
+        "--to",
+        rig.p("SS0001.tap").to_str().unwrap(),
+    ]);
+    let to = rig.p("out2");
+    let (code, rep) = rig.restore(&id, &to, &[]);
+    assert_eq!(code, Some(0), "{rep}");
+    assert_eq!(
+        std::fs::read(to.join(rig.p("t").strip_prefix("/").unwrap()).join("big1")).unwrap(),
+        pattern(21, 1_000_000)
+    );
+    assert!(
+        rep["report"]["from_copies"]
+            .to_string()
+            .contains("the original's cartridges are not in the library"),
+        "{rep}"
+    );
+}

@@ -183,7 +183,7 @@ pub fn run(
                         continue;
                     }
                     c.report_progress(pb::JobProgress { session_id: session.clone(), job_id: job.job_id.clone(), entries_done: 1, entries_total: 1, bytes: 1 << 20, bytes_total: 1 << 20, objects: 1, current: String::new() }).await?;
-                    c.finish_job(pb::JobResult { session_id: session.clone(), job_id: job.job_id, ok: true, message: "simulated".into(), save_sets: vec![], output: String::new(), restores: vec![] }).await?;
+                    c.finish_job(pb::JobResult { session_id: session.clone(), job_id: job.job_id, ok: true, message: "simulated".into(), save_sets: vec![], output: String::new(), restores: vec![], copies: vec![] }).await?;
                     finished.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())

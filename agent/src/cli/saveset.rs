@@ -17,7 +17,7 @@ use cinta_agent::saveset::save::{self, Level, OnChange, Progress, SaveOptions, S
 use cinta_agent::saveset::walk::Filter;
 use cinta_agent::tape::label::LabelDate;
 use cinta_agent::tape::volume::{self, Target};
-use cinta_agent::vtl::{state, CartState, Library, Location};
+use cinta_agent::vtl::{state, CartState, Library};
 use clap::{Args, Subcommand};
 
 use super::{human, parse_size, LibArg};
@@ -122,6 +122,11 @@ pub struct Which {
     /// Tape file sequence number on that cartridge.
     #[arg(long)]
     file: Option<u16>,
+    /// Read only this copy of the save set (0 the original); without it a
+    /// restore reads the copy whose cartridges are in the library, the
+    /// original first, and reads what it cannot from the next copy.
+    #[arg(long, requires = "save_set")]
+    copy: Option<u8>,
 }
 
 #[derive(Subcommand)]
@@ -204,6 +209,21 @@ pub enum Cmd {
         shred: bool,
         #[arg(long)]
         kmip: Option<PathBuf>,
+    },
+    /// Duplicate a save set's tape file onto cartridges of another media
+    /// class, block for block (no key needed), checked against the digest
+    /// recorded when it was written (BRMS DUPMEDBRM).
+    Copy {
+        #[command(flatten)]
+        lib: LibArg,
+        /// Save set id (or a unique prefix).
+        #[arg(long)]
+        save_set: String,
+        /// Media class of the cartridges the copy goes on.
+        #[arg(long)]
+        media_class: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Rebuild the catalog from the cartridges: every save set and its objects.
     Scan {
@@ -463,33 +483,65 @@ pub fn save_cmd(a: SaveArgs) -> anyhow::Result<ExitCode> {
 
 /// The active cartridge written last (of `class`, if one is asked for).
 fn latest_active(l: &Library, class: &str) -> anyhow::Result<Target> {
-    let latest = l
-        .list()?
-        .into_iter()
-        .filter(|v| {
-            v.record.state == CartState::Active
-                && !matches!(v.record.location, Location::Ie(_))
-                && (class.is_empty() || v.record.media_class == class)
-        })
-        .max_by_key(|v| v.record.last_written);
-    Ok(latest.map_or(Target::Scratch, |v| Target::Append(v.record.barcode)))
+    Ok(l.latest_active(class)?
+        .map_or(Target::Scratch, Target::Append))
 }
 
-fn locate(l: &Library, which: &Which) -> anyhow::Result<(String, u16)> {
+/// One place a save set is read from.
+struct At {
+    volume: String,
+    sequence: u16,
+    /// 0 the original, else the copy's number.
+    copy: u8,
+}
+
+/// Where to read `which` from, in order: the place asked for, or every
+/// place of the save set with those whose cartridges are in the library
+/// first (the original before copies).
+fn places(l: &Library, which: &Which) -> anyhow::Result<Vec<At>> {
     match (&which.save_set, &which.volume, which.file) {
         (Some(id), _, _) => {
             let r = catalog::find(l.dir(), id)?;
-            Ok((r.volume, r.sequence))
+            let all = match which.copy {
+                Some(n) => {
+                    let p = r.places().into_iter().find(|p| p.copy == n);
+                    vec![p.ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "save set {} has no copy {n} (copies: {})",
+                            r.id,
+                            r.copies
+                                .iter()
+                                .map(|c| c.copy.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    })?]
+                }
+                None => cinta_agent::copy::reading_order(l, &r),
+            };
+            Ok(all
+                .into_iter()
+                .map(|p| At {
+                    volume: p.volume,
+                    sequence: p.sequence,
+                    copy: p.copy,
+                })
+                .collect())
         }
-        (None, Some(v), Some(f)) => Ok((v.clone(), f)),
+        (None, Some(v), Some(f)) => Ok(vec![At {
+            volume: v.clone(),
+            sequence: f,
+            copy: 0,
+        }]),
         _ => anyhow::bail!("give --save-set ID, or --volume and --file"),
     }
 }
 
-/// Exit status: 0 all objects good and no block damaged, 3 some objects
-/// failed or blocks were damaged, 1 no object could be read.
+/// Exit status: 0 all objects good and no block damaged (or what damage
+/// cost was read from a copy), 3 some objects failed or blocks were
+/// damaged, 1 no object could be read.
 fn status(r: &RunReport) -> ExitCode {
-    if r.failed.is_empty() && r.damaged.is_empty() {
+    if r.failed.is_empty() && (r.damaged.is_empty() || !r.from_copies.is_empty()) {
         ExitCode::SUCCESS
     } else if r.ok > 0 {
         ExitCode::from(3)
@@ -519,13 +571,12 @@ fn print_run(what: &str, r: &RunReport, extra: &[String]) {
 fn run_on(
     l: &Library,
     keys: &mut dyn KeySource,
-    which: &Which,
+    at: &At,
     sink: &mut dyn Sink,
     quiet: bool,
 ) -> anyhow::Result<RunReport> {
-    let (vol, seq) = locate(l, which)?;
     let mut session = l.session()?;
-    let mut ss = SaveSet::open(&mut session, &vol, seq, keys)?;
+    let mut ss = SaveSet::open(&mut session, &at.volume, at.sequence, keys)?;
     let index = ss.index()?;
     let progress = Progress::default();
     progress.total.store(index.content_bytes, Ordering::Relaxed);
@@ -537,6 +588,110 @@ fn run_on(
         .retain(|d| !ss.anomalies.iter().any(|a| a.starts_with(d.as_str())));
     report.damaged.splice(0..0, ss.anomalies.iter().cloned());
     Ok(report)
+}
+
+/// What a restore did, over every place it read.
+struct Restored {
+    report: RunReport,
+    matched: bool,
+    restored: u64,
+    skipped: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// Restores from the first place that opens; objects it could not read
+/// (damaged blocks) are read from the next place, and so on. Objects
+/// that failed to be written are not read again.
+fn restore_from(
+    l: &Library,
+    keys: &mut dyn KeySource,
+    places: &[At],
+    dest: &std::path::Path,
+    select: &[String],
+    existing: Existing,
+    quiet: bool,
+) -> anyhow::Result<Restored> {
+    let mut out = Restored {
+        report: RunReport::default(),
+        matched: false,
+        restored: 0,
+        skipped: vec![],
+        warnings: vec![],
+    };
+    let mut todo: Option<Vec<String>> = None;
+    let mut unread: Vec<(String, String)> = Vec::new();
+    let mut first_error = None;
+    let mut opened = false;
+    for at in places {
+        let sel = todo.clone().unwrap_or_else(|| select.to_vec());
+        let mut sink = Restore::new(dest, sel, existing)?;
+        let mut r = match run_on(l, keys, at, &mut sink, quiet) {
+            Ok(r) => r,
+            Err(e) => {
+                let e = e.context(format!(
+                    "{} on cartridge {} (file {})",
+                    if at.copy == 0 {
+                        "the original".to_string()
+                    } else {
+                        format!("copy {}", at.copy)
+                    },
+                    at.volume,
+                    at.sequence
+                ));
+                if first_error.is_none() {
+                    first_error = Some(e);
+                } else {
+                    out.warnings.push(format!("{e:#}"));
+                }
+                continue;
+            }
+        };
+        sink.finish()?;
+        let read_failed = std::mem::take(&mut r.failed);
+        sink.settle(&mut r);
+        if opened || at.copy != 0 {
+            let why = match (&first_error, opened) {
+                (Some(e), false) => format!("{e:#}"),
+                (None, false) => "the original's cartridges are not in the library".to_string(),
+                (_, true) => format!(
+                    "{} objects could not be read where read before",
+                    todo.as_ref().map_or(0, Vec::len)
+                ),
+            };
+            out.report.from_copies.push(format!(
+                "{} objects read from {} on cartridge {} (file {}): {why}",
+                r.ok,
+                if at.copy == 0 {
+                    "the original".to_string()
+                } else {
+                    format!("copy {}", at.copy)
+                },
+                at.volume,
+                at.sequence
+            ));
+        }
+        opened = true;
+        out.matched |= sink.matched;
+        out.restored += sink.restored;
+        out.skipped.append(&mut sink.skipped);
+        out.warnings.append(&mut sink.warnings);
+        out.report.ok += r.ok;
+        out.report.bytes += r.bytes;
+        out.report.failed.extend(r.failed);
+        out.report.damaged.extend(r.damaged);
+        unread = read_failed;
+        if unread.is_empty() {
+            break;
+        }
+        todo = Some(unread.iter().map(|(p, _)| p.clone()).collect());
+    }
+    if !opened {
+        return Err(
+            first_error.unwrap_or_else(|| anyhow::anyhow!("the save set has no place to read"))
+        );
+    }
+    out.report.failed.extend(unread);
+    Ok(out)
 }
 
 pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
@@ -565,11 +720,10 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             } else {
                 to.expect("clap requires --to or --original")
             };
-            let mut sink = Restore::new(&dest, select.clone(), existing)?;
-            let mut report = run_on(&l, &mut *keys, &which, &mut sink, json)?;
-            sink.finish()?;
-            sink.settle(&mut report);
-            if !select.is_empty() && !sink.matched {
+            let at = places(&l, &which)?;
+            let done = restore_from(&l, &mut *keys, &at, &dest, &select, existing, json)?;
+            let report = done.report;
+            if !select.is_empty() && !done.matched {
                 anyhow::bail!(
                     "--select {} matched no object of the save set (names are given as `ls --save-set` prints them: \\xNN for a byte that is not UTF-8)",
                     select.join(" ")
@@ -579,16 +733,17 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(
-                        &serde_json::json!({ "report": report, "restored": sink.restored, "skipped": sink.skipped, "warnings": sink.warnings })
+                        &serde_json::json!({ "report": report, "restored": done.restored, "skipped": done.skipped, "warnings": done.warnings })
                     )?
                 );
             } else {
-                let mut extra: Vec<String> = sink
+                let mut extra: Vec<String> = done
                     .skipped
                     .iter()
                     .map(|s| format!("kept existing {s}"))
                     .collect();
-                extra.extend(sink.warnings.iter().map(|w| format!("warning: {w}")));
+                extra.extend(done.warnings.iter().map(|w| format!("warning: {w}")));
+                extra.extend(report.from_copies.iter().cloned());
                 print_run(
                     &format!("restored into {}", dest.display()),
                     &report,
@@ -605,7 +760,15 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         } => {
             let l = Library::open(&lib.library)?;
             let mut keys = key.open()?;
-            let report = run_on(&l, &mut *keys, &which, &mut Verify, json)?;
+            let at = match places(&l, &which)? {
+                // Without --copy the original is verified, wherever it is.
+                p if which.copy.is_none() && which.save_set.is_some() => p
+                    .into_iter()
+                    .min_by_key(|a| a.copy)
+                    .expect("one place at least"),
+                mut p => p.remove(0),
+            };
+            let report = run_on(&l, &mut *keys, &at, &mut Verify, json)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -738,6 +901,50 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Copy {
+            lib,
+            save_set,
+            media_class,
+            json,
+        } => {
+            let l = Library::open(&lib.library)?;
+            let t = Instant::now();
+            let c = cinta_agent::copy::copy(
+                &l,
+                &save_set,
+                &media_class,
+                LabelDate::from_unix(now() as u64),
+            )?;
+            let secs = t.elapsed().as_secs_f64();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "copy": c, "seconds": secs })
+                    )?
+                );
+            } else {
+                println!(
+                    "copied save set {} as copy {} onto {} (file {}): {} blocks, {} in {secs:.1}s ({:.0} MB/s), {}",
+                    c.save_set,
+                    c.copy,
+                    c.volumes.join(", "),
+                    c.sequence,
+                    c.blocks,
+                    human(c.bytes),
+                    c.bytes as f64 / secs.max(1e-9) / 1e6,
+                    if c.verified {
+                        "every block as the save wrote it"
+                    } else {
+                        "not checked (no digest recorded)"
+                    }
+                );
+                for w in &c.warnings {
+                    println!("  warning: {w}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Scan { lib, key, json } => scan(&Library::open(&lib.library)?, &key, json),
     }
 }
@@ -746,7 +953,8 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
 /// starts on that cartridge) is opened with the key and recorded.
 fn scan(l: &Library, key: &KeyArg, json: bool) -> anyhow::Result<ExitCode> {
     let mut keys = key.open()?;
-    let mut found = Vec::new();
+    let mut found: Vec<Record> = Vec::new();
+    let mut tape_files: Vec<(u8, Record)> = Vec::new();
     let mut problems = Vec::new();
     let carts: Vec<String> = l
         .list()?
@@ -799,19 +1007,43 @@ fn scan(l: &Library, key: &KeyArg, json: bool) -> anyhow::Result<ExitCode> {
                     objects,
                     bytes,
                     compression: h.compression,
+                    digest: String::new(),
+                    copies: vec![],
                 })
             })();
             match r {
-                Ok(r) => {
-                    catalog::put(l.dir(), &r)?;
-                    found.push(r);
-                }
+                Ok(r) => tape_files.push((f.hdr1.generation_version, r)),
                 Err(e) => problems.push(format!(
                     "cartridge {bc} tape file {}: {e:#}",
                     f.hdr1.sequence
                 )),
             }
         }
+    }
+    // A save set's original (generation version 0) is its record; the
+    // duplicates of it found are its copies.
+    tape_files.sort_by_key(|(copy, _)| *copy);
+    let classes: std::collections::BTreeMap<String, String> = l
+        .list()?
+        .into_iter()
+        .map(|v| (v.record.barcode, v.record.media_class))
+        .collect();
+    for (copy, r) in tape_files {
+        match found.iter_mut().find(|f: &&mut Record| f.id == r.id) {
+            None => found.push(r),
+            Some(f) => f.copies.push(catalog::Copy {
+                copy: copy.max(1),
+                media_class: classes.get(&r.volume).cloned().unwrap_or_default(),
+                volume: r.volume,
+                sequence: r.sequence,
+                sections: r.sections,
+                made: 0,
+                digest: String::new(),
+            }),
+        }
+    }
+    for r in &found {
+        catalog::put(l.dir(), r)?;
     }
     if json {
         println!(

@@ -114,6 +114,7 @@ pub fn run(cmd: TapeCmd) -> anyhow::Result<ExitCode> {
                 created: Some(today()),
                 expires: None,
                 max_block: block_size as u32,
+                copy: 0,
             };
             let start = Instant::now();
             let mut w = FileWriter::begin(&mut session, target, spec)?;

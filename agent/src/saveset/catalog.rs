@@ -30,6 +30,57 @@ pub struct Record {
     pub objects: u64,
     pub bytes: u64,
     pub compression: bool,
+    /// The tape file's keyless digest as the save wrote it ("" in records
+    /// made before it was kept, or rebuilt by `scan`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub digest: String,
+    /// Duplicates of the tape file on other cartridges, in the order made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<Copy>,
+}
+
+/// One duplicate of a save set's tape file (made block for block, still
+/// encrypted under the same key).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Copy {
+    /// 1 for the first duplicate (the labels' generation version).
+    pub copy: u8,
+    pub volume: String,
+    pub sequence: u16,
+    pub sections: Vec<Section>,
+    pub media_class: String,
+    pub made: i64,
+    pub digest: String,
+}
+
+/// Where a save set's tape file can be read: the original or a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// 0 the original, then the copy's number.
+    pub copy: u8,
+    pub volume: String,
+    pub sequence: u16,
+    pub sections: Vec<Section>,
+}
+
+impl Record {
+    /// The original, then every copy.
+    pub fn places(&self) -> Vec<Place> {
+        let mut v = vec![Place {
+            copy: 0,
+            volume: self.volume.clone(),
+            sequence: self.sequence,
+            sections: self.sections.clone(),
+        }];
+        v.extend(self.copies.iter().map(|c| Place {
+            copy: c.copy,
+            volume: c.volume.clone(),
+            sequence: c.sequence,
+            sections: c.sections.clone(),
+        }));
+        v
+    }
 }
 
 fn dir(library: &Path) -> PathBuf {

@@ -909,6 +909,10 @@ pub struct RunReport {
     pub failed: Vec<(String, String)>,
     /// Damaged blocks, with cartridge, block and segment.
     pub damaged: Vec<String>,
+    /// What copies of the save set served when the first place read could
+    /// not (a cartridge missing, blocks damaged): one line per copy used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from_copies: Vec<String>,
 }
 
 impl RunReport {

@@ -183,6 +183,7 @@ pub fn save<C: Changer + ?Sized>(
         created: Some(opts.date),
         expires: None,
         max_block: opts.payload + stream::SEGMENT_OVERHEAD as u32,
+        copy: 0,
     };
     let mut w = FileWriter::begin(changer, target, spec)?;
     w.write_block(&header_block)?;

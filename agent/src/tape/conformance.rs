@@ -423,6 +423,7 @@ fn spec(id: &str, max_block: u32) -> FileSpec {
         }),
         expires: None,
         max_block,
+        copy: 0,
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`conformance`]: the btape-style suite every back-end must pass.
 
 pub mod conformance;
+pub mod digest;
 pub mod label;
 pub mod mem;
 pub mod simh;

@@ -15,6 +15,7 @@
 //!
 //! Volumes come from a [`Changer`]: the virtual tape library, or a test rig.
 
+use super::digest::BlockDigest;
 use super::label::{self, FileLabel1, FileLabel2, Group, Label, LabelDate, Vol1};
 use super::{Read, TapeDevice, Written};
 use crate::error::{Error, Result};
@@ -350,6 +351,9 @@ pub struct FileSpec {
     pub expires: Option<LabelDate>,
     /// Largest block the writer will write.
     pub max_block: u32,
+    /// Which copy of the file this is: 0 the original, 1 its first
+    /// duplicate, ... (HDR1's generation version number).
+    pub copy: u8,
 }
 
 /// Where a new tape file goes.
@@ -380,6 +384,9 @@ pub struct FileSummary {
     /// What the write got past (a scratch cartridge that could not be used).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The data blocks' keyless digest (see [`super::digest`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub digest: String,
 }
 
 /// Scratch cartridges one write skips at most before it gives up.
@@ -438,6 +445,7 @@ pub struct FileWriter<'c, C: Changer + ?Sized> {
     sections: Vec<Section>,
     early_warning: bool,
     warnings: Vec<String>,
+    digest: BlockDigest,
 }
 
 impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
@@ -478,7 +486,7 @@ impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
             section: 1,
             sequence,
             generation: 1,
-            generation_version: 0,
+            generation_version: spec.copy,
             created: spec.created,
             expires: spec.expires,
             block_count: 0,
@@ -503,6 +511,7 @@ impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
             sections: Vec::new(),
             early_warning: false,
             warnings,
+            digest: BlockDigest::new(),
         };
         mounted.device.locate(at)?;
         w.start_section(mounted)?;
@@ -553,6 +562,7 @@ impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
         if self.device().write_block(data)? == Written::EarlyWarning {
             self.early_warning = true;
         }
+        self.digest.update(data);
         self.blocks += 1;
         Ok(())
     }
@@ -612,6 +622,7 @@ impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
             sequence: self.hdr1.sequence,
             sections: std::mem::take(&mut self.sections),
             warnings: std::mem::take(&mut self.warnings),
+            digest: self.digest.text(),
         })
     }
 
@@ -741,6 +752,11 @@ impl<'c, C: Changer + ?Sized> FileReader<'c, C> {
     /// The file's labels (first section).
     pub fn header(&self) -> &FileLabel1 {
         &self.sections[0].file.hdr1
+    }
+
+    /// The file's second header label (record format, block size).
+    pub fn header2(&self) -> &FileLabel2 {
+        &self.sections[0].file.hdr2
     }
 
     fn position_in_current(&mut self) -> Result<()> {

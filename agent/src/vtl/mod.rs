@@ -235,6 +235,36 @@ impl Library {
             .collect())
     }
 
+    /// The active cartridge written last (of `class`, if not empty) that is
+    /// in the library, to append the next tape file to.
+    pub fn latest_active(&self, class: &str) -> Result<Option<String>> {
+        Ok(self
+            .records()?
+            .into_values()
+            .filter(|r| {
+                r.state == CartState::Active
+                    && !matches!(r.location, Location::Ie(_))
+                    && (class.is_empty() || r.media_class == class)
+            })
+            .max_by_key(|r| r.last_written)
+            .map(|r| r.barcode))
+    }
+
+    /// Whether every cartridge of `volumes` is in the library and usable
+    /// (not in error state, not in an import/export port).
+    pub fn holds(&self, volumes: &[&str]) -> bool {
+        let Ok(recs) = self.records() else {
+            return false;
+        };
+        volumes.iter().all(|v| {
+            recs.get(*v).is_some_and(|r| {
+                r.state != CartState::Error
+                    && !matches!(r.location, Location::Ie(_))
+                    && self.image_path(v).exists()
+            })
+        })
+    }
+
     /// Who holds a drive, if anyone.
     pub fn drive_holder(&self, drive: u32) -> Option<String> {
         match lock::try_lock(&self.drive_lock_path(drive), "drive") {
