@@ -79,8 +79,14 @@ enum Cmd {
     Watch { id: String },
     /// Cancel a queued or running job.
     Cancel { id: String },
-    /// Save sets the jobs made, with retention (expires, state).
+    /// Save sets the jobs made, with retention (expires, state) and copies.
     SaveSets,
+    /// Copy jobs now (BRMS DUPMEDBRM): for the save sets named, or every
+    /// active one with fewer copies than its media policy asks for.
+    Copy {
+        /// Save set ids (at least 6 hex digits); none: every one short of copies.
+        save_sets: Vec<String>,
+    },
     /// Cartridges: where each is (its library, a vault, in transit) and its next move.
     Volumes {
         /// Only those with a move due now or under way (the move list).
@@ -613,6 +619,23 @@ async fn run(cli: Cli) -> Result<i32> {
                 return Ok(1);
             }
         }
+        Cmd::Copy { save_sets } => {
+            let r = c
+                .copy_save_sets(pb::CopySaveSetsRequest {
+                    save_sets: save_sets.clone(),
+                })
+                .await?
+                .into_inner();
+            if cli.json {
+                println!("{}", serde_json::json!({ "jobs": r.jobs }));
+            } else if r.jobs.is_empty() {
+                println!("no save set is short of copies");
+            } else {
+                for j in &r.jobs {
+                    println!("copy job {j} queued");
+                }
+            }
+        }
         Cmd::SaveSets => {
             let sets = c
                 .list_save_sets(pb::ListSaveSetsRequest {})
@@ -625,18 +648,22 @@ async fn run(cli: Cli) -> Result<i32> {
                     .map(|s| serde_json::json!({
                         "id": s.id, "agent": s.agent, "control_group": s.control_group, "source": s.source,
                         "key_id": s.key_id, "volumes": s.volumes, "created": s.created, "expires": s.expires,
-                        "state": s.state, "media_policy": s.media_policy,
+                        "state": s.state, "media_policy": s.media_policy, "copies_wanted": s.copies_wanted,
+                        "copies": s.copies.iter().map(|c| serde_json::json!({
+                            "copy": c.copy, "volumes": c.volumes, "media_class": c.media_class,
+                            "move_policy": c.move_policy, "made": c.made, "verified": c.verified,
+                        })).collect::<Vec<_>>(),
                     }))
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!(
-                    "{:<32}  {:<6}  {:<8}  {:<20}  {:<20}  {:<8}  SOURCE",
-                    "SAVE SET", "AGENT", "STATE", "CREATED", "EXPIRES", "VOLUMES"
+                    "{:<32}  {:<6}  {:<8}  {:<20}  {:<20}  {:<8}  {:<6}  SOURCE",
+                    "SAVE SET", "AGENT", "STATE", "CREATED", "EXPIRES", "VOLUMES", "COPIES"
                 );
                 for s in &sets {
                     println!(
-                        "{:<32}  {:<6}  {:<8}  {:<20}  {:<20}  {:<8}  {}",
+                        "{:<32}  {:<6}  {:<8}  {:<20}  {:<20}  {:<8}  {:<6}  {}",
                         s.id,
                         s.agent,
                         s.state,
@@ -647,8 +674,20 @@ async fn run(cli: Cli) -> Result<i32> {
                             when(s.expires)
                         },
                         s.volumes.join(","),
+                        format!("{}/{}", 1 + s.copies.len(), s.copies_wanted.max(1)),
                         s.source
                     );
+                    for k in &s.copies {
+                        println!(
+                            "  copy {} on {} ({}, move policy {}, made {}{})",
+                            k.copy,
+                            k.volumes.join(","),
+                            k.media_class,
+                            if k.move_policy.is_empty() { "-" } else { &k.move_policy },
+                            when(k.made),
+                            if k.verified { ", checked against the save's digest" } else { "" }
+                        );
+                    }
                 }
             }
         }

@@ -60,6 +60,9 @@ fn measure(c: &mut dyn Catalog, objects: u64, tag: &str) -> AnyResult<Figures> {
             bytes: 0,
             seconds: 0,
             changed: 0,
+            copies: vec![],
+            copy_job: String::new(),
+            copy_tries: 0,
         })?;
         let end = ((s + 1) * PER_SAVE_SET).min(objects);
         while i < end {

@@ -115,6 +115,9 @@ pub fn run(dir: &Path, servers: u32, objects: u64) -> AnyResult<()> {
                 bytes,
                 seconds: 1800,
                 changed: row.changed_count,
+                copies: vec![],
+                copy_job: String::new(),
+                copy_tries: 0,
             };
             stmts.push((
                 "INSERT INTO save_sets (id, state, body) VALUES (?1, ?2, ?3)",

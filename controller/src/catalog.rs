@@ -63,6 +63,9 @@ pub struct Assignment {
     /// Objects to restore (a restore request's job).
     #[serde(default)]
     pub restores: Vec<RestoreItem>,
+    /// Save sets to duplicate onto cartridges of `media_class` (a copy job).
+    #[serde(default)]
+    pub copy: Vec<String>,
 }
 
 /// Objects of one save set restored into a directory of the agent's host.
@@ -108,6 +111,7 @@ impl Assignment {
             import: vec![],
             media_class: String::new(),
             restores: vec![],
+            copy: vec![],
         }
     }
 }
@@ -147,6 +151,40 @@ pub struct SaveSetRecord {
     /// Objects that changed while they were read.
     #[serde(default)]
     pub changed: u64,
+    /// Duplicates of its tape file (the original is `volumes`).
+    #[serde(default)]
+    pub copies: Vec<SaveSetCopy>,
+    /// The copy job out for it ("" none).
+    #[serde(default)]
+    pub copy_job: String,
+    /// Copy jobs queued for it so far.
+    #[serde(default)]
+    pub copy_tries: u32,
+}
+
+/// One duplicate of a save set's tape file, on cartridges of another set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SaveSetCopy {
+    /// 1 the first duplicate.
+    pub copy: u32,
+    pub volumes: Vec<String>,
+    pub media_class: String,
+    pub move_policy: String,
+    pub made: i64,
+    pub job: String,
+    pub digest: String,
+    /// Its blocks were checked against the digest the save recorded.
+    pub verified: bool,
+}
+
+impl SaveSetRecord {
+    /// The cartridges of each place it can be read from: the original,
+    /// then every copy.
+    pub fn places(&self) -> Vec<&[String]> {
+        std::iter::once(self.volumes.as_slice())
+            .chain(self.copies.iter().map(|c| c.volumes.as_slice()))
+            .collect()
+    }
 }
 
 /// A save set a job made.
@@ -1343,6 +1381,9 @@ pub fn conformance(c: &mut dyn Catalog) {
         bytes: 0,
         seconds: 0,
         changed: 0,
+        copies: vec![],
+        copy_job: String::new(),
+        copy_tries: 0,
     };
     for id in ["Z", "A", "M"] {
         c.put_save_set(&rec(id)).unwrap();

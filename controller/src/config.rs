@@ -223,6 +223,20 @@ pub struct MediaPolicy {
     /// Write only on cartridges of this media class (e.g. "LTO9"), as the
     /// agent's library records them (`cinta-agent library add --media-class`).
     pub media_class: Option<String>,
+    /// Copies of every save set, the original counted (BRMS DUPMEDBRM): 2
+    /// keeps a duplicate of each on cartridges of `copy_media_class`, made
+    /// by a copy job on the agent right after the save.
+    #[serde(default = "one")]
+    pub copies: u32,
+    /// Media class of the copies' cartridges: another set than the originals'.
+    pub copy_media_class: Option<String>,
+    /// Where the copies' cartridges go (e.g. the vault), as `move_policy`
+    /// is for the originals'.
+    pub copy_move_policy: Option<String>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// BRMS-style move policy: the locations a cartridge visits after it is
@@ -580,7 +594,29 @@ impl Config {
             }
         }
         for p in &c.media_policies {
-            if let Some(mc) = &p.media_class {
+            if !(1..=4).contains(&p.copies) {
+                return Err(bad(format!(
+                    "media policy {}: copies = {}: 1 (the original only) to 4",
+                    p.name, p.copies
+                )));
+            }
+            if p.copies > 1 {
+                match (&p.media_class, &p.copy_media_class) {
+                    (Some(a), Some(b)) if a != b => {}
+                    _ => {
+                        return Err(bad(format!(
+                            "media policy {}: copies = {} needs media_class (the originals' cartridges) and copy_media_class (the copies'), two different classes, so no copy ever lands on an original's cartridge",
+                            p.name, p.copies
+                        )))
+                    }
+                }
+            } else if p.copy_media_class.is_some() || p.copy_move_policy.is_some() {
+                return Err(bad(format!(
+                    "media policy {}: copy_media_class and copy_move_policy need copies = 2 or more",
+                    p.name
+                )));
+            }
+            for mc in p.media_class.iter().chain(&p.copy_media_class) {
                 let ok = !mc.is_empty()
                     && mc.len() <= 10
                     && mc.chars().all(|ch| {
@@ -593,7 +629,7 @@ impl Config {
                     )));
                 }
             }
-            if let Some(m) = &p.move_policy {
+            for m in p.move_policy.iter().chain(&p.copy_move_policy) {
                 if c.move_policy(m).is_none() {
                     return Err(bad(format!(
                         "media policy {}: no move policy {m:?}",
@@ -1024,6 +1060,11 @@ mod tests {
             ("[[move_policy]]\nname = \"P\"\n[[move_policy.step]]\nlocation = \"VAULT\"\ndays = 0\n", "days of at least 1"),
             ("[[move_policy]]\nname = \"P\"\nstep = []\n", "no [[move_policy.step]]"),
             ("[catalog_tls]\nca = \"x\"\n", "catalog_tls is for a PostgreSQL catalog"),
+            ("[[media_policy]]\nname = \"M\"\ncopies = 2\nmedia_class = \"A\"\n", "needs media_class (the originals' cartridges) and copy_media_class"),
+            ("[[media_policy]]\nname = \"M\"\ncopies = 2\nmedia_class = \"A\"\ncopy_media_class = \"A\"\n", "two different classes"),
+            ("[[media_policy]]\nname = \"M\"\ncopies = 5\n", "1 (the original only) to 4"),
+            ("[[media_policy]]\nname = \"M\"\ncopy_move_policy = \"X\"\n", "need copies = 2 or more"),
+            ("[[media_policy]]\nname = \"M\"\ncopies = 2\nmedia_class = \"A\"\ncopy_media_class = \"B\"\ncopy_move_policy = \"NOPE\"\n", "no move policy \"NOPE\""),
         ] {
             let e = Config::parse(&format!("{base}{extra}"), Path::new("x")).unwrap_err().to_string();
             assert!(e.contains(why), "{e}");

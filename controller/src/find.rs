@@ -10,7 +10,8 @@ use crate::state::State;
 /// looks at every copy of a path before choosing one).
 const SCAN: u32 = 10_000;
 
-/// An object found, with its save set and that save set's cartridges.
+/// An object found, with its save set and that save set's cartridges
+/// (the original's, then its copies').
 pub struct Found {
     pub object: ObjectRow,
     pub save_set: SaveSetRecord,
@@ -51,9 +52,11 @@ pub fn find_objects(
             let usable = s.state != "expired" && (agent.is_empty() || s.agent == agent);
             (usable && (at == 0 || s.created <= at)).then(|| Found {
                 object,
+                // The original's cartridges, then every copy's.
                 volumes: s
-                    .volumes
-                    .iter()
+                    .places()
+                    .into_iter()
+                    .flatten()
                     .filter_map(|v| vols.get(v).cloned())
                     .collect(),
                 save_set: s.clone(),

@@ -1,4 +1,4 @@
-//! The scheduler's tick, a few times a second: schedules due, tonight's night, and every few seconds the sweeps (media jobs, lost agents, retention, restore requests).
+//! The scheduler's tick, a few times a second: schedules due, tonight's night, and every few seconds the sweeps (media jobs, lost agents, retention, copies, restore requests).
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,7 @@ pub fn tick(state: &State) {
         crate::media::media_jobs(state, now);
         crate::liveness::sweep_lost_agents(state, now);
         crate::retention::sweep(state, now);
+        crate::copies::sweep(state);
         crate::restores::tick(state);
         crate::drills::tick(state);
     }

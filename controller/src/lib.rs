@@ -20,6 +20,7 @@ pub mod bench_report;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod copies;
 pub mod drills;
 pub mod error;
 pub mod events;

@@ -15,8 +15,26 @@ pub struct VolumeView {
     pub due: Option<Due>,
 }
 
-/// Records the volumes a save set was written to (new ones at home).
-pub fn record_volumes(state: &State, s: &SaveSetRecord, now: i64) {
+/// Records the volumes a save set's original was written to (new ones at
+/// home), with its media policy's move policy.
+pub fn record_save_set_volumes(state: &State, s: &SaveSetRecord, now: i64) {
+    let move_policy = state
+        .cfg
+        .media_policy(&s.media_policy)
+        .and_then(|p| p.move_policy.clone())
+        .unwrap_or_default();
+    record_volumes(state, s, &s.volumes, &move_policy, now);
+}
+
+/// Records `volumes` as holding save set `s` (new ones at home), following
+/// `move_policy` (an original's or a copy's).
+pub fn record_volumes(
+    state: &State,
+    s: &SaveSetRecord,
+    volumes: &[String],
+    move_policy: &str,
+    now: i64,
+) {
     let site = state
         .cfg
         .lpars
@@ -24,13 +42,8 @@ pub fn record_volumes(state: &State, s: &SaveSetRecord, now: i64) {
         .find(|l| l.name == s.agent)
         .map(|l| l.site.clone())
         .unwrap_or_default();
-    let move_policy = state
-        .cfg
-        .media_policy(&s.media_policy)
-        .and_then(|p| p.move_policy.clone())
-        .unwrap_or_default();
     let known = state.catalog().volumes().unwrap_or_default();
-    for volser in &s.volumes {
+    for volser in volumes {
         let mut v = known
             .iter()
             .find(|v| &v.volser == volser)
@@ -55,7 +68,7 @@ pub fn record_volumes(state: &State, s: &SaveSetRecord, now: i64) {
         if !v.save_sets.contains(&s.id) {
             v.save_sets.push(s.id.clone());
         }
-        v.move_policy = move_policy.clone();
+        v.move_policy = move_policy.to_string();
         if let Err(e) = state.catalog().put_volume(&v) {
             tracing::error!(error = %e, volser = %v.volser, "could not record a volume");
         }

@@ -132,30 +132,61 @@ pub fn plan(state: &State, lpar: &str, at: i64, group: &str) -> Result<Plan> {
     let mut steps = Vec::new();
     let mut recall = 0i64;
     for (i, s) in picked.into_iter().enumerate() {
-        let cartridges: Vec<Cartridge> = s
-            .volumes
-            .iter()
-            .map(|v| {
-                let r = vols.get(v);
-                let location = r.map_or_else(|| HOME.to_string(), |r| r.location.clone());
-                let in_transit_to = r.map(|r| r.in_transit_to.clone()).unwrap_or_default();
-                let away = location != HOME;
-                let hours = |urgent| {
-                    if away {
-                        (state.cfg.recall_seconds(&location, urgent) / 3600) as u32
-                    } else {
-                        0
+        let cartridges_of = |volumes: &[String]| -> Vec<Cartridge> {
+            volumes
+                .iter()
+                .map(|v| {
+                    let r = vols.get(v);
+                    let location = r.map_or_else(|| HOME.to_string(), |r| r.location.clone());
+                    let in_transit_to = r.map(|r| r.in_transit_to.clone()).unwrap_or_default();
+                    let away = location != HOME;
+                    let hours = |urgent| {
+                        if away {
+                            (state.cfg.recall_seconds(&location, urgent) / 3600) as u32
+                        } else {
+                            0
+                        }
+                    };
+                    Cartridge {
+                        recall_hours: hours(false),
+                        emergency_recall_hours: hours(true),
+                        volser: v.clone(),
+                        location,
+                        in_transit_to,
                     }
-                };
-                Cartridge {
-                    recall_hours: hours(false),
-                    emergency_recall_hours: hours(true),
-                    volser: v.clone(),
-                    location,
-                    in_transit_to,
-                }
+                })
+                .collect()
+        };
+        // The copy that is back soonest (one at home: at once), the
+        // original first among equals: the agent reads it, and what it
+        // cannot give from the next.
+        let places = s.places();
+        let (copy, cartridges) = places
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, cartridges_of(p)))
+            .min_by_key(|(i, c)| {
+                let wait = c
+                    .iter()
+                    .map(|k| (!k.in_transit_to.is_empty(), k.recall_hours))
+                    .max()
+                    .unwrap_or_default();
+                (wait, *i)
             })
-            .collect();
+            .expect("a save set has its original");
+        if copy > 0 {
+            attention.push(format!(
+                "save set {}: copy {copy} ({}) is read, being back sooner than the original ({} at {})",
+                s.id,
+                places[copy].join(", "),
+                s.volumes.join(", "),
+                cartridges_of(&s.volumes)
+                    .iter()
+                    .map(|c| c.location.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         for c in &cartridges {
             recall = recall.max(i64::from(c.recall_hours) * 3600);
             if !c.in_transit_to.is_empty() {
@@ -171,11 +202,14 @@ pub fn plan(state: &State, lpar: &str, at: i64, group: &str) -> Result<Plan> {
                 s.id, s.control_group, s.source, s.changed
             ));
         }
-        attention.push(format!(
-            "save set {} has a single copy: a damaged or lost cartridge ({}) loses what only it holds",
-            s.id,
-            s.volumes.join(", ")
-        ));
+        if places.len() == 1 {
+            attention.push(format!(
+                "save set {} has a single copy: a damaged or lost cartridge ({}) loses what only it holds",
+                s.id,
+                s.volumes.join(", ")
+            ));
+        }
+        let copies = places.len() as u32;
         steps.push(Step {
             order: i as u32 + 1,
             command: format!(
@@ -196,7 +230,7 @@ pub fn plan(state: &State, lpar: &str, at: i64, group: &str) -> Result<Plan> {
             estimated_seconds: s.seconds.max(1),
             cartridges,
             changed: s.changed,
-            copies: 1,
+            copies,
         });
     }
     if steps.is_empty() {

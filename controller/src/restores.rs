@@ -66,6 +66,9 @@ pub struct Outcome {
     pub bytes: u64,
     pub failed: Vec<String>,
     pub damaged: Vec<String>,
+    /// What copies served when the first place read could not.
+    #[serde(default)]
+    pub from_copies: Vec<String>,
 }
 
 /// One try at the restore: its job and what came of it.
@@ -96,6 +99,10 @@ pub struct PlanItem {
     /// An IBM i library's save file: the command restoring it (RSTLIB).
     #[serde(default)]
     pub command: String,
+    /// The cartridges of each copy of the save set (`volumes` is the
+    /// original's): the agent reads a copy when the original cannot serve.
+    #[serde(default)]
+    pub copies: Vec<Vec<String>>,
 }
 
 /// A restore request and everything that happened to it.
@@ -460,6 +467,7 @@ pub fn request(state: &State, mut spec: Spec, who: &str) -> Result<Request> {
                     save_set: f.save_set.id.clone(),
                     created: f.save_set.created,
                     volumes: f.save_set.volumes.clone(),
+                    copies: f.save_set.copies.iter().map(|c| c.volumes.clone()).collect(),
                     select: vec![],
                     data_class: state
                         .cfg
@@ -635,14 +643,47 @@ pub fn request(state: &State, mut spec: Spec, who: &str) -> Result<Request> {
     Ok(r)
 }
 
-/// Cartridges of the plan away from their library: (volser, location).
+/// Cartridges the plan needs that are away from their library. A save
+/// set needs nothing recalled when the cartridges of its original or of
+/// one of its copies are all home (the agent reads whichever is there);
+/// otherwise the place that comes back soonest is recalled.
 fn away(state: &State, r: &Request) -> Result<Vec<crate::catalog::VolumeRecord>> {
-    let vols = state.catalog().volumes()?;
-    Ok(vols
+    let vols: std::collections::BTreeMap<String, crate::catalog::VolumeRecord> = state
+        .catalog()
+        .volumes()?
         .into_iter()
-        .filter(|v| r.plan.iter().any(|p| p.volumes.contains(&v.volser)))
-        .filter(|v| v.location != crate::moves::HOME || !v.in_transit_to.is_empty())
-        .collect())
+        .map(|v| (v.volser.clone(), v))
+        .collect();
+    let is_away = |v: &crate::catalog::VolumeRecord| {
+        v.location != crate::moves::HOME || !v.in_transit_to.is_empty()
+    };
+    let mut out: Vec<crate::catalog::VolumeRecord> = Vec::new();
+    for p in &r.plan {
+        let places = std::iter::once(&p.volumes).chain(&p.copies);
+        let mut best: Option<(i64, Vec<crate::catalog::VolumeRecord>)> = None;
+        for place in places {
+            let gone: Vec<_> = place
+                .iter()
+                .filter_map(|n| vols.get(n))
+                .filter(|v| is_away(v))
+                .cloned()
+                .collect();
+            let back = gone
+                .iter()
+                .map(|v| state.cfg.recall_seconds(&v.location, r.spec.urgent))
+                .max()
+                .unwrap_or(0);
+            if best.as_ref().is_none_or(|(b, _)| back < *b) {
+                best = Some((back, gone));
+            }
+        }
+        for v in best.map(|b| b.1).unwrap_or_default() {
+            if !out.iter().any(|o| o.volser == v.volser) {
+                out.push(v);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Bytes a second the agent's library has moved, from its jobs (0: not measured yet).

@@ -45,11 +45,14 @@ pub fn record_save_sets(state: &State, job_id: &str, sets: &[SaveSetRow]) {
                 (ran as f64 * s.bytes as f64 / total as f64).round() as i64
             },
             changed: s.changed_count,
+            copies: vec![],
+            copy_job: String::new(),
+            copy_tries: 0,
         };
         if let Err(e) = state.catalog().put_save_set(&rec) {
             tracing::error!(error = %e, "could not record a save set");
         }
-        crate::media::record_volumes(state, &rec, job.finished);
+        crate::media::record_save_set_volumes(state, &rec, job.finished);
         if let Err(e) = state.catalog().date_objects(&rec.id, rec.created) {
             tracing::error!(error = %e, save_set = %rec.id, "could not date the objects of a save set");
         }

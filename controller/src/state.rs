@@ -335,6 +335,7 @@ impl State {
             eject: vec![],
             import: vec![],
             restores: vec![],
+            copy: vec![],
         };
         self.queue_job(&g.name, &lpar, a, who)
     }
@@ -594,6 +595,7 @@ impl State {
         sets: &[SaveSetRow],
         output: &str,
         restores: &[crate::restores::Outcome],
+        copies: &[crate::copies::Made],
     ) -> Result<()> {
         self.check_session(agent, session)?;
         self.check_running(agent, job)?;
@@ -618,6 +620,11 @@ impl State {
             )));
         }
         crate::retention::record_save_sets(self, job, sets);
+        crate::copies::record(self, job, agent, copies);
+        // Copies the new save sets' policies ask for go out at once.
+        if !sets.is_empty() || !copies.is_empty() {
+            crate::copies::sweep(self);
+        }
         // A restore job is a request's or a drill's: its owner records the
         // outcomes, and goes on below (not at the next sweep).
         let request = !restores.is_empty() && crate::restores::record_outcomes(self, job, restores);

@@ -314,6 +314,21 @@ impl pb::console_service_server::ConsoleService for Console {
         self.done(act, r)
     }
 
+    async fn copy_save_sets(
+        &self,
+        req: Request<pb::CopySaveSetsRequest>,
+    ) -> Result<Response<pb::CopySaveSetsResponse>, Status> {
+        let act = self.act(&req, "CopySaveSets", Role::Operator)?;
+        let who = act.who.clone();
+        let r: Result<_, Status> = async {
+            let r = req.into_inner();
+            let jobs = crate::copies::copy_now(&self.0, &r.save_sets, &who)?;
+            Ok(Response::new(pb::CopySaveSetsResponse { jobs }))
+        }
+        .await;
+        self.done(act, r)
+    }
+
     async fn confirm_moves(
         &self,
         req: Request<pb::MovesRequest>,
@@ -345,6 +360,19 @@ impl pb::console_service_server::ConsoleService for Console {
             .save_sets()?
             .into_iter()
             .map(|s| pb::SaveSetInfo {
+                copies_wanted: crate::copies::wanted(&self.0, &s),
+                copies: s
+                    .copies
+                    .iter()
+                    .map(|c| pb::SaveSetCopy {
+                        copy: c.copy,
+                        volumes: c.volumes.clone(),
+                        media_class: c.media_class.clone(),
+                        move_policy: c.move_policy.clone(),
+                        made: c.made,
+                        verified: c.verified,
+                    })
+                    .collect(),
                 id: s.id,
                 agent: s.agent,
                 control_group: s.control_group,

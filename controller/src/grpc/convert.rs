@@ -44,8 +44,10 @@ pub fn assignment(j: &JobRow) -> pb::JobAssignment {
                 command: r.command.clone(),
             })
             .collect(),
+        copy: j.assignment.copy.clone(),
     }
 }
+
 
 /// A record built from another with the same fields (the core's and the
 /// protocol's, either way).
@@ -60,7 +62,7 @@ pub fn restore_outcome(o: pb::RestoreOutcome) -> crate::restores::Outcome {
     same_fields!(
         o,
         crate::restores::Outcome,
-        [save_set, to, objects, bytes, failed, damaged]
+        [save_set, to, objects, bytes, failed, damaged, from_copies]
     )
 }
 
@@ -108,7 +110,7 @@ fn restore_outcome_pb(o: crate::restores::Outcome) -> pb::RestoreOutcome {
     same_fields!(
         o,
         pb::RestoreOutcome,
-        [save_set, to, objects, bytes, failed, damaged]
+        [save_set, to, objects, bytes, failed, damaged, from_copies]
     )
 }
 
@@ -293,4 +295,12 @@ pub fn save_set_row(s: pb::SaveSetResult) -> SaveSetRow {
         changed: s.changed,
         changed_count: s.changed_count,
     }
+}
+
+pub fn copy_made(c: pb::CopyOutcome) -> crate::copies::Made {
+    same_fields!(
+        c,
+        crate::copies::Made,
+        [save_set, copy, volumes, sequence, bytes, digest, verified]
+    )
 }

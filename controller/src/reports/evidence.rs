@@ -80,6 +80,10 @@ pub struct Evidence {
     pub keys_in_local_files: u64,
     /// Save sets of the quarter with a cartridge away from its library now.
     pub away: u64,
+    /// Save sets of the quarter with at least one copy besides the original.
+    pub copied: u64,
+    /// Active save sets with fewer copies than their media policy asks.
+    pub copies_short: Vec<String>,
     pub moves: Vec<Event>,
     pub personal_data: Vec<PersonalData>,
     pub nights: Vec<Night>,
@@ -175,7 +179,15 @@ pub fn evidence(state: &State, quarter: &str) -> Result<Evidence> {
     let sets: Vec<&super::SetLine> = log.runs.iter().flat_map(|r| &r.save_sets).collect();
     let mut retention_not_applied = Vec::new();
     let mut away = 0;
+    let mut copied = 0;
+    let mut copies_short = Vec::new();
     for s in &sets {
+        if s.copies.len() > 1 {
+            copied += 1;
+        }
+        if s.state == "active" && (s.copies.len() as u32) < s.copies_wanted {
+            copies_short.push(s.id.clone());
+        }
         if !s.retention_applied {
             retention_not_applied.push(s.id.clone());
         }
@@ -272,6 +284,8 @@ pub fn evidence(state: &State, quarter: &str) -> Result<Evidence> {
             .filter(|s| !s.key_id.starts_with("kmip:"))
             .count() as u64,
         away,
+        copied,
+        copies_short,
         moves,
         personal_data,
         nights: nights.into_values().collect(),
@@ -459,6 +473,8 @@ pub fn html(e: &Evidence, tz: chrono_tz::Tz) -> String {
 <tr><td>Keys held by the KMIP key manager</td><td class=n>{}</td></tr>\
 <tr><td>Keys in local key files</td><td class=n>{}</td></tr>\
 <tr><td>Save sets with a cartridge away from its library (vault) now</td><td class=n>{}</td></tr>\
+<tr><td>Save sets with a copy on a second cartridge set (block for block, still encrypted)</td><td class=n>{}</td></tr>\
+<tr><td>Active save sets with fewer copies than their media policy asks</td><td class=n>{} {}</td></tr>\
 <tr><td>Keys destroyed (crypto-shredding) at expiry</td><td class=n>{}</td></tr></table>",
         e.save_sets,
         e.encrypted,
@@ -466,6 +482,9 @@ pub fn html(e: &Evidence, tz: chrono_tz::Tz) -> String {
         e.keys_in_key_manager,
         e.keys_in_local_files,
         e.away,
+        e.copied,
+        e.copies_short.len(),
+        esc(&e.copies_short.join(", ")),
         e.log.keys_destroyed.len()
     );
     o += "<table id=\"moves\"><tr><th>When</th><th>Media movement</th></tr>";

@@ -15,9 +15,10 @@ use crate::state::State;
 /// The encryption every save set has (the agent's stream format).
 pub const ENCRYPTION: &str = "AES-256-GCM";
 
-/// A copy of a save set: its cartridges and where each is.
+/// A copy of a save set (the original is copy 0): its cartridges and where each is.
 #[derive(Debug, Clone, Serialize)]
 pub struct Copy {
+    pub copy: u32,
     pub volumes: Vec<String>,
     /// Per volume: `*HOME`, a location, or "in transit to X".
     pub locations: Vec<String>,
@@ -44,6 +45,8 @@ pub struct SetLine {
     pub retention_applied: bool,
     pub state: String,
     pub copies: Vec<Copy>,
+    /// Copies the media policy asks for, the original counted.
+    pub copies_wanted: u32,
     /// Objects that changed while they were saved.
     pub changed: u64,
 }
@@ -142,21 +145,26 @@ pub struct BackupLog {
 /// A run due at `due` counts as run if a job of its group was queued this long after.
 const WINDOW: i64 = 6 * 3600;
 
-fn copy_of(s: &SaveSetRecord, vols: &BTreeMap<String, VolumeRecord>) -> Copy {
-    Copy {
-        volumes: s.volumes.clone(),
-        locations: s
-            .volumes
-            .iter()
-            .map(|v| match vols.get(v) {
-                Some(r) if !r.in_transit_to.is_empty() => {
-                    format!("in transit to {}", r.in_transit_to)
-                }
-                Some(r) => r.location.clone(),
-                None => HOME.to_string(),
-            })
-            .collect(),
-    }
+/// The original and every copy of `s`, with where each cartridge is now.
+fn copies_of(s: &SaveSetRecord, vols: &BTreeMap<String, VolumeRecord>) -> Vec<Copy> {
+    s.places()
+        .into_iter()
+        .enumerate()
+        .map(|(i, volumes)| Copy {
+            copy: i as u32,
+            volumes: volumes.to_vec(),
+            locations: volumes
+                .iter()
+                .map(|v| match vols.get(v) {
+                    Some(r) if !r.in_transit_to.is_empty() => {
+                        format!("in transit to {}", r.in_transit_to)
+                    }
+                    Some(r) => r.location.clone(),
+                    None => HOME.to_string(),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// Gathers the backup log of [from, to).
@@ -232,7 +240,10 @@ pub fn backup_log(state: &State, from: i64, to: i64) -> Result<BackupLog> {
                         state: rec
                             .map(|r| r.state.clone())
                             .unwrap_or_else(|| "not recorded".into()),
-                        copies: rec.map(|r| vec![copy_of(r, &vols)]).unwrap_or_default(),
+                        copies: rec.map(|r| copies_of(r, &vols)).unwrap_or_default(),
+                        copies_wanted: rec
+                            .and_then(|r| cfg.media_policy(&r.media_policy))
+                            .map_or(1, |p| p.copies),
                         changed: row.changed_count,
                     }
                 })
