@@ -683,9 +683,17 @@ async fn run(cli: Cli) -> Result<i32> {
                             k.copy,
                             k.volumes.join(","),
                             k.media_class,
-                            if k.move_policy.is_empty() { "-" } else { &k.move_policy },
+                            if k.move_policy.is_empty() {
+                                "-"
+                            } else {
+                                &k.move_policy
+                            },
                             when(k.made),
-                            if k.verified { ", checked against the save's digest" } else { "" }
+                            if k.verified {
+                                ", checked against the save's digest"
+                            } else {
+                                ""
+                            }
                         );
                     }
                 }

@@ -320,7 +320,9 @@ fn advance(state: &State, d: &mut Drill) -> Result<()> {
             && s.outcomes
                 .iter()
                 // Damage a copy made good is in the outcome, not a failure.
-                .all(|o| o.failed.is_empty() && (o.damaged.is_empty() || !o.from_copies.is_empty()));
+                .all(|o| {
+                    o.failed.is_empty() && (o.damaged.is_empty() || !o.from_copies.is_empty())
+                });
         s.state = if whole { "passed" } else { "failed" }.into();
     }
     if !changed {

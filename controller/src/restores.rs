@@ -467,7 +467,12 @@ pub fn request(state: &State, mut spec: Spec, who: &str) -> Result<Request> {
                     save_set: f.save_set.id.clone(),
                     created: f.save_set.created,
                     volumes: f.save_set.volumes.clone(),
-                    copies: f.save_set.copies.iter().map(|c| c.volumes.clone()).collect(),
+                    copies: f
+                        .save_set
+                        .copies
+                        .iter()
+                        .map(|c| c.volumes.clone())
+                        .collect(),
                     select: vec![],
                     data_class: state
                         .cfg

@@ -256,6 +256,20 @@ path = "{d}/data/home"
 name = "ON-LTO9"
 media_class = "LTO9"
 [[media_policy]]
+name = "DUPLICATED"
+retention_days = 2
+shred_on_expiry = true
+media_class = "ONSITE"
+copies = 2
+copy_media_class = "OFFSITE"
+copy_move_policy = "VAULT-7"
+[[control_group]]
+name = "DUPLICATED"
+target = "production"
+media_policy = "DUPLICATED"
+[[control_group.entry]]
+path = "{d}/data"
+[[media_policy]]
 name = "ON-LTO8"
 media_class = "LTO8"
 [[control_group]]
@@ -329,9 +343,9 @@ path = "{d}/data/home"
                     "--name",
                     name,
                     "--slots",
-                    "4",
+                    "8",
                     "--drives",
-                    "1",
+                    "2",
                     "--ie-ports",
                     "1",
                     "--capacity",
@@ -3990,5 +4004,229 @@ fn the_quarters_evidence_matches_the_catalog_and_renders_in_a_real_browser() {
     );
     if let Ok(dir) = std::env::var("CINTA_EVIDENCE_SCREENSHOT") {
         std::fs::copy(&shot, dir).unwrap();
+    }
+}
+
+/// The save set as `cintactl save-sets` shows it.
+fn save_set(s: &Site, id: &str) -> serde_json::Value {
+    s.ctl_json(&["save-sets"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == id)
+        .cloned()
+        .unwrap()
+}
+
+#[test]
+fn each_save_is_copied_to_a_second_cartridge_set_and_the_copy_serves_when_the_original_cannot() {
+    let mut s = Site::new();
+    let l = lib(&s);
+    for (bc, class) in [("ON0001", "ONSITE"), ("OF0001", "OFFSITE")] {
+        ok(
+            "cinta-agent",
+            &[
+                "library",
+                "add",
+                l.to_str().unwrap(),
+                bc,
+                "--media-class",
+                class,
+            ],
+        );
+    }
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let j = s.ctl_json(&["run", "DUPLICATED", "--wait"]);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(j["save_sets"][0]["volumes"][0], "ON0001", "{j}");
+    let id = j["save_sets"][0]["id"].as_str().unwrap().to_string();
+    // The copy job follows the save at once: block for block onto the
+    // OFFSITE set, checked against the digest the save recorded.
+    s.until("the copy to be recorded", |s| {
+        save_set(s, &id)["copies"]
+            .as_array()
+            .is_some_and(|c| c.len() == 1)
+    });
+    let rec = save_set(&s, &id);
+    let c = &rec["copies"][0];
+    assert_eq!(c["volumes"][0], "OF0001", "{rec}");
+    assert_eq!(c["media_class"], "OFFSITE", "{rec}");
+    assert_eq!(c["move_policy"], "VAULT-7", "{rec}");
+    assert_eq!(c["verified"], true, "{rec}");
+    assert_eq!(rec["copies_wanted"], 2, "{rec}");
+    let copy_jobs: Vec<serde_json::Value> = s
+        .ctl_json(&["jobs"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["control_group"] == "copy")
+        .cloned()
+        .collect();
+    assert_eq!(copy_jobs.len(), 1, "{copy_jobs:?}");
+    assert_eq!(copy_jobs[0]["state"], "succeeded", "{copy_jobs:?}");
+    let ev = s.ctl_json(&["events", "--limit", "100"]).to_string();
+    assert!(
+        ev.contains("saveset.copied") && ev.contains("copy 1 on OF0001"),
+        "{ev}"
+    );
+    // The copy's cartridge is a volume of its own, following the vault policy.
+    let vols = s.ctl_json(&["volumes"]);
+    let of = vols
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["volser"] == "OF0001")
+        .unwrap();
+    assert_eq!(of["move_policy"], "VAULT-7", "{of}");
+    // Nothing left to copy: the console says so.
+    let o = s.ctl(&["copy", &id]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("has the 2 copies media policy"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // The original damaged: the restore reads what it cannot give from the copy.
+    damage_blocks(&l.join("cartridges/ON0001.tap"), 4096);
+    let to = s.d().join("restored-1");
+    let r = s.ctl_json(&[
+        "restore",
+        "request",
+        "--server",
+        "PROD1",
+        "--path",
+        "*/payroll/ledger.dat",
+        "--to",
+        to.to_str().unwrap(),
+        "--requester",
+        "Accounting",
+        "--ticket",
+        "INC-1",
+    ]);
+    let rid = r["id"].as_str().unwrap().to_string();
+    s.until("the restore from the copy", |s| {
+        s.ctl_json(&["restore", "show", &rid])["state"] == "verified"
+    });
+    let shown = s.ctl_json(&["restore", "show", &rid]);
+    let path = s.ctl_json(&["find", "*/payroll/ledger.dat"])["objects"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(std::fs::read(to.join(&path)).unwrap(), vec![3u8; 200_000]);
+    let msg = shown.to_string();
+    assert!(
+        msg.contains("objects read from copy 1 on cartridge OF0001"),
+        "{shown}"
+    );
+
+    // The original's cartridge gone from the library: all from the copy.
+    ok(
+        "cinta-agent",
+        &["library", "export", l.to_str().unwrap(), "ON0001"],
+    );
+    ok(
+        "cinta-agent",
+        &[
+            "library",
+            "remove",
+            l.to_str().unwrap(),
+            "ON0001",
+            "--to",
+            s.d().join("ON0001-lost.tap").to_str().unwrap(),
+        ],
+    );
+    let to2 = s.d().join("restored-2");
+    let r = s.ctl_json(&[
+        "restore",
+        "request",
+        "--server",
+        "PROD1",
+        "--path",
+        "*/home/note.txt",
+        "--to",
+        to2.to_str().unwrap(),
+        "--requester",
+        "Accounting",
+        "--ticket",
+        "INC-2",
+    ]);
+    let rid = r["id"].as_str().unwrap().to_string();
+    s.until("the second restore from the copy", |s| {
+        s.ctl_json(&["restore", "show", &rid])["state"] == "verified"
+    });
+    let path = s.ctl_json(&["find", "*/home/note.txt"])["objects"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(std::fs::read(to2.join(&path)).unwrap(), b"hello\n");
+    assert!(
+        s.ctl_json(&["restore", "show", &rid])
+            .to_string()
+            .contains("the original's cartridges are not in the library"),
+        "{}",
+        s.ctl_json(&["restore", "show", &rid])
+    );
+
+    // The copy goes to the vault by its move policy; the recovery report
+    // counts two copies and names where each is.
+    s.ctl_json(&["moves", "start", "OF0001"]);
+    s.until("the copy's eject job to end", |s| {
+        s.volume("OF0001")["move_job"] == ""
+    });
+    s.carry_to_vault("OF0001", &s.d().join("OF0001.tap"));
+    let plan = s.ctl_json(&[
+        "report",
+        "recovery",
+        "PROD1",
+        "--control-group",
+        "DUPLICATED",
+    ]);
+    let step = &plan["steps"][0];
+    assert_eq!(step["save_set"], id.as_str(), "{plan}");
+    assert_eq!(step["copies"], 2, "{plan}");
+    assert!(
+        !plan["attention"]
+            .to_string()
+            .contains(&format!("save set {id} has a single copy")),
+        "{plan}"
+    );
+    let log = s.ctl_json(&[
+        "report",
+        "backups",
+        "--from",
+        "2020-01-01",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        log.to_string().contains("\"OF0001\"") && log.to_string().contains("\"VAULT\""),
+        "{log}"
+    );
+
+    // Expiry takes every copy: the key is destroyed, so the vaulted copy
+    // can never be read, and both cartridges hold only expired data.
+    let uid = rec["key_id"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("kmip:")
+        .to_string();
+    s.at(2 * 24 * 60 + 1);
+    s.until("the save set to expire", |s| {
+        save_set(s, &id)["state"] == "expired"
+    });
+    let key: serde_json::Value =
+        serde_json::from_str(&s.kms.admin_ok(&["--json", "keys", "show", &uid])).unwrap();
+    assert_eq!(key["key"]["state"], "Destroyed", "{key}");
+    let vols = s.ctl_json(&["volumes"]);
+    for v in ["ON0001", "OF0001"] {
+        let x = vols
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["volser"] == v)
+            .unwrap();
+        assert_eq!(x["expired"], true, "{x}");
     }
 }

@@ -251,7 +251,11 @@ impl pb::agent_service_server::AgentService for Agents {
             .into_iter()
             .map(super::convert::restore_outcome)
             .collect();
-        let copies: Vec<_> = r.copies.into_iter().map(super::convert::copy_made).collect();
+        let copies: Vec<_> = r
+            .copies
+            .into_iter()
+            .map(super::convert::copy_made)
+            .collect();
         self.0.finish_job(
             &cn,
             &r.session_id,

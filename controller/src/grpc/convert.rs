@@ -48,7 +48,6 @@ pub fn assignment(j: &JobRow) -> pb::JobAssignment {
     }
 }
 
-
 /// A record built from another with the same fields (the core's and the
 /// protocol's, either way).
 macro_rules! same_fields {
