@@ -35,9 +35,9 @@ pub struct Copied {
     pub blocks: u64,
     pub bytes: u64,
     pub digest: String,
-    /// Whether the blocks read matched the digest recorded when they were
-    /// written (false only for records without one: made before digests
-    /// were kept, or rebuilt by `scan`).
+    /// Whether the blocks read matched the digest recorded for them (when
+    /// written, or by `scan` when it rebuilt the record; false only for
+    /// records made before digests were kept).
     pub verified: bool,
     pub warnings: Vec<String>,
 }
@@ -166,7 +166,7 @@ pub fn copy(l: &Library, id: &str, media_class: &str, date: LabelDate) -> Result
     }
     if !verified {
         warnings.push(format!(
-            "save set {id} has no recorded digest (made before digests were kept, or rebuilt by scan): the copy holds what was read from cartridge {}, checked against nothing",
+            "save set {id} has no recorded digest (made before digests were kept; `scan` records one): the copy holds what was read from cartridge {}, checked against nothing",
             from.volume
         ));
     }
@@ -211,6 +211,22 @@ pub fn copy(l: &Library, id: &str, media_class: &str, date: LabelDate) -> Result
         verified,
         warnings,
     })
+}
+
+/// The keyless digest of the tape file `sequence` starting on `volume`,
+/// read block by block (`scan` rebuilds a record's digest with it).
+pub fn digest_of<C: crate::tape::volume::Changer + ?Sized>(
+    changer: &mut C,
+    volume: &str,
+    sequence: u16,
+) -> Result<String> {
+    let mut r = FileReader::open(changer, volume, sequence)?;
+    let mut d = BlockDigest::new();
+    let mut buf = Vec::new();
+    while r.read_block(&mut buf)? {
+        d.update(&buf);
+    }
+    Ok(d.text())
 }
 
 fn date_seconds() -> i64 {

@@ -1726,6 +1726,23 @@ fn a_copy_serves_a_restore_when_the_original_is_damaged_or_gone() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
 
+    // The catalog rebuilt from the cartridges knows the copy as the copy.
+    let before: serde_json::Value = serde_json::from_str(&ok(&["ls", &rig.lib, "--json"])).unwrap();
+    std::fs::remove_dir_all(rig.dir.join("lib/catalog")).unwrap();
+    ok(&["scan", &rig.lib, "--key-file", &rig.key]);
+    let after: serde_json::Value = serde_json::from_str(&ok(&["ls", &rig.lib, "--json"])).unwrap();
+    assert_eq!(
+        after[0]["copies"][0]["volume"],
+        copy_vol.as_str(),
+        "{after}"
+    );
+    assert_eq!(after[0]["copies"][0]["copy"], 1, "{after}");
+    assert_eq!(after[0]["digest"], before[0]["digest"], "{after}");
+    assert_eq!(
+        after[0]["copies"][0]["digest"], before[0]["copies"][0]["digest"],
+        "{after}"
+    );
+
     // A damaged block of the original: its object is read from the copy.
     let blk = at["big1"] as usize + 3;
     let img = rig.image("SS0001");

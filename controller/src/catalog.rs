@@ -57,7 +57,7 @@ pub struct Assignment {
     /// Cartridges to take in from the import/export port (a move home).
     #[serde(default)]
     pub import: Vec<String>,
-    /// Write only on cartridges of this media class ("" any).
+    /// Write only on cartridges of this media class ("": on cartridges of none).
     #[serde(default)]
     pub media_class: String,
     /// Objects to restore (a restore request's job).

@@ -222,6 +222,8 @@ pub struct MediaPolicy {
     pub move_policy: Option<String>,
     /// Write only on cartridges of this media class (e.g. "LTO9"), as the
     /// agent's library records them (`cinta-agent library add --media-class`).
+    /// Without one, saves go only on cartridges without a class: a classed
+    /// cartridge is never written by a policy that did not ask for it.
     pub media_class: Option<String>,
     /// Copies of every save set, the original counted (BRMS DUPMEDBRM): 2
     /// keeps a duplicate of each on cartridges of `copy_media_class`, made

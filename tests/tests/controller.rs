@@ -4230,3 +4230,173 @@ fn each_save_is_copied_to_a_second_cartridge_set_and_the_copy_serves_when_the_or
         assert_eq!(x["expired"], true, "{x}");
     }
 }
+
+/// One night at `day` days after the first evening: the pre-close save at
+/// 20:31, the close finished at 22:30, the post-close save; returns once
+/// the night is done.
+fn a_normal_night(s: &Site, day: i64) {
+    let m = day * 24 * 60;
+    s.at(m + 31);
+    s.until("the pre-close save and the close window", |s| {
+        let n = s.tonight();
+        n["state"] == "close-window" && n["pre_close_job"] != ""
+    });
+    s.at(m + 150);
+    s.ctl_json(&["close", "finished"]);
+    s.until("the night to end", |s| s.tonight()["state"] == "done");
+}
+
+#[test]
+fn a_simulated_quarter_is_reported_as_the_catalog_holds_it() {
+    // The first night falls back to the contingency LPAR (users stayed on).
+    let s = night_with_users_on(3, 7, 2);
+    assert!(s.tonight()["timeline"].to_string().contains("FALLBACK"));
+    let sim = s.d().join("sim");
+    std::fs::write(sim.join("PROD1/users"), "0\n").unwrap();
+    std::fs::remove_file(sim.join("PROD1/stay")).unwrap();
+    let l = lib(&s);
+    for (bc, class) in [("ON0001", "ONSITE"), ("OF0001", "OFFSITE")] {
+        ok(
+            "cinta-agent",
+            &[
+                "library",
+                "add",
+                l.to_str().unwrap(),
+                bc,
+                "--media-class",
+                class,
+            ],
+        );
+    }
+    // The next night is a normal one; during the day a run fails, a save
+    // is copied to the offsite set, a restore is asked for and served, and
+    // a drill runs.
+    a_normal_night(&s, 1);
+    let bad = s.ctl(&["run", "BAD-PRE", "--wait"]);
+    assert!(!bad.status.success());
+    let dup = s.ctl_json(&["run", "DUPLICATED", "--wait"]);
+    let dup_id = dup["save_sets"][0]["id"].as_str().unwrap().to_string();
+    s.until("the copy", |s| {
+        save_set(s, &dup_id)["copies"]
+            .as_array()
+            .is_some_and(|c| c.len() == 1)
+    });
+    let to = s.d().join("restored");
+    let r = s.ctl_json(&[
+        "restore",
+        "request",
+        "--server",
+        "PROD1",
+        "--path",
+        "*/payroll/ledger.dat",
+        "--to",
+        to.to_str().unwrap(),
+        "--ticket",
+        "INC-7",
+        "--requester",
+        "Ana Ruiz",
+    ]);
+    let rid = r["id"].as_str().unwrap().to_string();
+    s.until("the request to be verified", |s| {
+        s.ctl_json(&["restore", "show", &rid])["state"] == "verified"
+    });
+    let d = s.ctl_json(&["drills", "run", "--seed", "11"]);
+    let did = d["id"].as_str().unwrap().to_string();
+    s.until("the drill to end", |s| {
+        s.ctl_json(&["drills", "show", &did])["state"] != "running"
+    });
+    // Three weeks later, another night (the weekday runs between were missed).
+    a_normal_night(&s, 21);
+
+    let o = s.ctl_as(
+        "auditor",
+        &[
+            "report",
+            "evidence",
+            "--quarter",
+            "2026Q4",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let log = &e["log"];
+    // Nights: three, the first with its fallback to the contingency LPAR.
+    assert_eq!(e["nights"].as_array().unwrap().len(), 3, "{e}");
+    let nights = log["nights"].to_string();
+    assert!(
+        nights.contains("fallback.taken") && nights.contains("saving on contingency"),
+        "{nights}"
+    );
+    // After three weeks without a night, tonight's night ran, not the first one missed.
+    assert!(nights.contains("night 2026-12-15: ok"), "{nights}");
+    // Every save set of the catalog, each encrypted under a key of the key manager.
+    let sets = s.ctl_json(&["save-sets"]);
+    let sets = sets.as_array().unwrap();
+    assert!(sets.len() >= 5, "{sets:?}");
+    assert_eq!(e["save_sets"], sets.len(), "{e}");
+    assert_eq!(e["encrypted"], sets.len(), "{e}");
+    assert_eq!(e["keys_in_key_manager"], sets.len(), "{e}");
+    assert_eq!(e["retention_applied"], sets.len(), "{e}");
+    // Every run of a control group the jobs list holds, with its result.
+    let jobs = s.ctl_json(&["jobs", "--limit", "200"]);
+    let group_jobs: Vec<&serde_json::Value> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| {
+            let g = j["control_group"].as_str().unwrap();
+            e["groups"].to_string().contains(&format!("\"{g}\""))
+        })
+        .collect();
+    let runs = log["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), group_jobs.len(), "{jobs}");
+    for j in &group_jobs {
+        let r = runs.iter().find(|r| r["job"] == j["id"]).unwrap();
+        assert_eq!(r["state"], j["state"], "{r}");
+    }
+    let failed = group_jobs.iter().filter(|j| j["state"] == "failed").count();
+    let tallied: u64 = log["tallies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["failed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(tallied, failed as u64, "{log}");
+    assert!(failed >= 1);
+    // The contingency save is CONT1's run of the fallback night.
+    assert!(
+        runs.iter()
+            .any(|r| r["server"] == "CONT1" && r["state"] == "succeeded"),
+        "{log}"
+    );
+    // The weekdays between the nights were missed, and say so.
+    assert!(
+        log["missed"].to_string().contains("LATE-EXTRA"),
+        "{}",
+        log["missed"]
+    );
+    // The restore request and the drill, with their results.
+    assert_eq!(log["restores"].as_array().unwrap().len(), 1, "{log}");
+    assert_eq!(log["restores"][0]["id"], rid.as_str());
+    assert_eq!(e["restores_served"], 1, "{e}");
+    let drill = s.ctl_json(&["drills", "show", &did]);
+    assert_eq!(log["drills"][0]["id"], did.as_str());
+    assert_eq!(log["drills"][0]["state"], drill["state"], "{log}");
+    // Copies: the one save set whose policy asks for two has them.
+    let copied = sets
+        .iter()
+        .filter(|x| !x["copies"].as_array().unwrap().is_empty())
+        .count();
+    assert_eq!(copied, 1);
+    assert_eq!(e["copied"], copied, "{e}");
+    assert_eq!(e["copies_short"].as_array().unwrap().len(), 0, "{e}");
+    let line = runs
+        .iter()
+        .flat_map(|r| r["save_sets"].as_array().unwrap())
+        .find(|x| x["id"] == dup_id.as_str())
+        .unwrap();
+    assert_eq!(line["copies"][1]["volumes"][0], "OF0001", "{line}");
+    assert_eq!(e["audit"]["intact"], true, "{e}");
+}

@@ -94,7 +94,8 @@ pub struct SaveArgs {
     /// Append after the last file of the most recently written active cartridge.
     #[arg(long)]
     append: bool,
-    /// Write only on cartridges of this media class (e.g. LTO9), from the media policy.
+    /// Write only on cartridges of this media class (e.g. LTO9), from the media
+    /// policy; without it, only on cartridges that have no class.
     #[arg(long, default_value = "")]
     media_class: String,
     #[arg(long)]
@@ -993,6 +994,8 @@ fn scan(l: &Library, key: &KeyArg, json: bool) -> anyhow::Result<ExitCode> {
                 let h = ss.header().clone();
                 let sections = ss.sections();
                 drop(ss);
+                // What is on tape now: later copies are checked against it.
+                let digest = cinta_agent::copy::digest_of(&mut session, &bc, f.hdr1.sequence)?;
                 Ok(Record {
                     id: h.id_hex(),
                     key_id: h.key_id.clone(),
@@ -1007,7 +1010,7 @@ fn scan(l: &Library, key: &KeyArg, json: bool) -> anyhow::Result<ExitCode> {
                     objects,
                     bytes,
                     compression: h.compression,
-                    digest: String::new(),
+                    digest,
                     copies: vec![],
                 })
             })();
@@ -1038,7 +1041,7 @@ fn scan(l: &Library, key: &KeyArg, json: bool) -> anyhow::Result<ExitCode> {
                 sequence: r.sequence,
                 sections: r.sections,
                 made: 0,
-                digest: String::new(),
+                digest: r.digest,
             }),
         }
     }

@@ -30,8 +30,8 @@ pub struct Record {
     pub objects: u64,
     pub bytes: u64,
     pub compression: bool,
-    /// The tape file's keyless digest as the save wrote it ("" in records
-    /// made before it was kept, or rebuilt by `scan`).
+    /// The tape file's keyless digest as the save wrote it (as `scan` read
+    /// it, for a record it rebuilt; "" in records made before it was kept).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub digest: String,
     /// Duplicates of the tape file on other cartridges, in the order made.

@@ -235,7 +235,7 @@ impl Library {
             .collect())
     }
 
-    /// The active cartridge written last (of `class`, if not empty) that is
+    /// The active cartridge of `class` ("": of none) written last that is
     /// in the library, to append the next tape file to.
     pub fn latest_active(&self, class: &str) -> Result<Option<String>> {
         Ok(self
@@ -244,7 +244,7 @@ impl Library {
             .filter(|r| {
                 r.state == CartState::Active
                     && !matches!(r.location, Location::Ie(_))
-                    && (class.is_empty() || r.media_class == class)
+                    && r.media_class == class
             })
             .max_by_key(|r| r.last_written)
             .map(|r| r.barcode))

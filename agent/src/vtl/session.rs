@@ -16,7 +16,9 @@ pub struct Session<'l> {
     _drive_lock: Lock,
     /// Cartridges this job holds (claimed or mounted), with their locks.
     held: BTreeMap<String, Lock>,
-    /// Only scratch cartridges of this media class are claimed ("" any).
+    /// Only scratch cartridges of this media class are claimed ("": only
+    /// cartridges without a class; a classed cartridge is kept for the
+    /// policies that ask for its class, e.g. the offsite copies' set).
     media_class: String,
 }
 
@@ -44,7 +46,7 @@ impl<'l> Session<'l> {
         })
     }
 
-    /// Claims only scratch cartridges of `class` from now on ("" any).
+    /// Claims only scratch cartridges of `class` from now on ("": of none).
     pub fn set_media_class(&mut self, class: &str) {
         self.media_class = class.to_string();
     }
@@ -74,7 +76,7 @@ impl Changer for Session<'_> {
         }
         for r in recs.values() {
             if r.state != CartState::Scratch
-                || (!self.media_class.is_empty() && r.media_class != self.media_class)
+                || r.media_class != self.media_class
                 || matches!(r.location, Location::Ie(_))
                 || self.held.contains_key(&r.barcode)
             {

@@ -260,7 +260,20 @@ pub fn due(cfg: &Config, last: i64, now: i64) -> Decisions {
         }
     }
     if let Some(n) = &cfg.night {
-        if let Some(t) = next_after(&n.pre_close_at, tz, last).filter(|t| *t <= now) {
+        let mut start = next_after(&n.pre_close_at, tz, last).filter(|t| *t <= now);
+        // After a gap (the controller down, the clock moved on) tonight's
+        // night starts, not the first one missed: those show as missed runs
+        // in the backup log. (Bounded: ten years of daily starts.)
+        for _ in 0..3660 {
+            match start
+                .and_then(|t| next_after(&n.pre_close_at, tz, t))
+                .filter(|t| *t <= now)
+            {
+                Some(later) => start = Some(later),
+                None => break,
+            }
+        }
+        if let Some(t) = start {
             let deadline = next_after(&n.deadline, tz, t).unwrap_or(t + 86_400)
                 + 60 * i64::from(n.grace_minutes);
             d.start_night = Some((local_date(tz, t), deadline));
@@ -305,5 +318,34 @@ mod tests {
             Utc.timestamp_opt(t, 0).unwrap().format("%H:%M").to_string(),
             "19:30"
         );
+    }
+
+    #[test]
+    fn after_a_gap_tonights_night_starts_not_the_first_one_missed() {
+        let cfg = Config::parse(
+            "catalog = \"c\"\ntime_zone = \"Europe/Madrid\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nclient_ca=\"c\"\n\
+[night]\npre_close = \"P\"\npre_close_at = \"30 20 * * *\"\npost_close = \"Q\"\ndeadline = \"0 23 * * *\"\n\
+[[control_group]]\nname = \"P\"\ntarget = \"X\"\n[[control_group.entry]]\npath = \"/d\"\n[[control_group]]\nname = \"Q\"\ntarget = \"X\"\n[[control_group.entry]]\npath = \"/d\"\n\
+[[lpar]]\nname = \"X\"\nrole = \"production\"\n",
+            std::path::Path::new("x"),
+        )
+        .unwrap();
+        let tz = cfg.tz().unwrap();
+        let at = |d: u32, h: u32| {
+            tz.with_ymd_and_hms(2026, 11, d, h, 0, 0)
+                .unwrap()
+                .timestamp()
+        };
+        // One evening: that night.
+        let d = due(&cfg, at(24, 20), at(24, 21));
+        assert_eq!(d.start_night.unwrap().0, "2026-11-24");
+        // Twenty days later: tonight's, with tonight's deadline.
+        let (id, deadline) = due(&cfg, at(25, 22), at(15, 21) + 20 * 86_400)
+            .start_night
+            .unwrap();
+        assert_eq!(id, "2026-12-05");
+        assert_eq!(local_date(tz, deadline), "2026-12-05");
+        // Before the evening's start: none.
+        assert!(due(&cfg, at(24, 10), at(24, 12)).start_night.is_none());
     }
 }

@@ -261,16 +261,8 @@ pub fn evidence(state: &State, quarter: &str) -> Result<Evidence> {
         retention_not_applied,
         drills_passed: log.drills.iter().filter(|d| d.state == "passed").count() as u64,
         drills_failed: log.drills.iter().filter(|d| d.state == "failed").count() as u64,
-        restores_served: log
-            .restores
-            .iter()
-            .filter(|r| r.outcome == "served")
-            .count() as u64,
-        restores_other: log
-            .restores
-            .iter()
-            .filter(|r| r.outcome != "served")
-            .count() as u64,
+        restores_served: log.restores.iter().filter(|r| served(r)).count() as u64,
+        restores_other: log.restores.iter().filter(|r| !served(r)).count() as u64,
         encrypted: sets
             .iter()
             .filter(|s| s.encryption == ENCRYPTION && !s.key_id.is_empty())
@@ -341,6 +333,11 @@ pub fn bars(id: &str, title: &str, labels: &[String], values: &[f64], unit: &str
         );
     }
     o + "</svg>"
+}
+
+/// A request served: its restore verified (or delivered), closed or not yet.
+fn served(r: &super::RestoreLine) -> bool {
+    r.outcome == "served" || matches!(r.state.as_str(), "verified" | "delivered")
 }
 
 fn yes(b: bool) -> &'static str {
