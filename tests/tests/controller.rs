@@ -270,6 +270,17 @@ media_policy = "DUPLICATED"
 [[control_group.entry]]
 path = "{d}/data"
 [[media_policy]]
+name = "COPY-NOWHERE"
+media_class = "ONSITE"
+copies = 2
+copy_media_class = "NOWHERE"
+[[control_group]]
+name = "COPY-NOWHERE"
+target = "production"
+media_policy = "COPY-NOWHERE"
+[[control_group.entry]]
+path = "{d}/data/home"
+[[media_policy]]
 name = "ON-LTO8"
 media_class = "LTO8"
 [[control_group]]
@@ -4399,4 +4410,74 @@ fn a_simulated_quarter_is_reported_as_the_catalog_holds_it() {
         .unwrap();
     assert_eq!(line["copies"][1]["volumes"][0], "OF0001", "{line}");
     assert_eq!(e["audit"]["intact"], true, "{e}");
+}
+
+#[test]
+fn a_copy_that_cannot_be_made_is_retried_then_escalated_and_an_operator_retries_it() {
+    let mut s = Site::new();
+    ok(
+        "cinta-agent",
+        &["library", "add", lib(&s).to_str().unwrap(), "ON0001", "--media-class", "ONSITE"],
+    );
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let j = s.ctl_json(&["run", "COPY-NOWHERE", "--wait"]);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    let id = j["save_sets"][0]["id"].as_str().unwrap().to_string();
+    // No cartridge of class NOWHERE: three copy jobs fail, then an escalation.
+    s.until("the escalation", |s| {
+        s.ctl_json(&["events", "--limit", "200"])
+            .to_string()
+            .contains("copy.failed")
+    });
+    let copy_jobs = |s: &Site| -> Vec<serde_json::Value> {
+        s.ctl_json(&["jobs", "--limit", "200"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["control_group"] == "copy")
+            .cloned()
+            .collect()
+    };
+    let jobs = copy_jobs(&s);
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    assert!(jobs.iter().all(|j| j["state"] == "failed"), "{jobs:?}");
+    assert!(
+        jobs[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no scratch cartridge of media class NOWHERE"),
+        "{jobs:?}"
+    );
+    let ev = s.ctl_json(&["events", "--limit", "200"]).to_string();
+    assert!(
+        ev.contains(&format!("save set {id} of PROD1 has 1 of the 2 copies media policy COPY-NOWHERE asks for")),
+        "{ev}"
+    );
+    assert!(ev.contains("copy.retry"), "{ev}");
+    // Nothing more is tried on its own.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(copy_jobs(&s).len(), 3);
+    // The evidence names it as short of copies.
+    let o = s.ctl_as("auditor", &["report", "evidence", "--quarter", "2026Q4", "--format", "json"]);
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(e["copies_short"][0], id.as_str(), "{e}");
+    // A cartridge of the class arrives; the operator tries again and the copy is made.
+    ok(
+        "cinta-agent",
+        &["library", "add", lib(&s).to_str().unwrap(), "NW0001", "--media-class", "NOWHERE"],
+    );
+    let r = s.ctl_json(&["copy", &id]);
+    assert_eq!(r["jobs"].as_array().unwrap().len(), 1, "{r}");
+    s.until("the copy", |s| {
+        save_set(s, &id)["copies"].as_array().is_some_and(|c| c.len() == 1)
+    });
+    assert_eq!(save_set(&s, &id)["copies"][0]["volumes"][0], "NW0001");
+    // A viewer cannot start copies.
+    let o = s.ctl_as("viewer", &["copy"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("needs the operator role"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
