@@ -37,6 +37,11 @@ struct Rig {
 
 impl Rig {
     fn new(capacity: &str, carts: u32) -> Rig {
+        Rig::with(capacity, 1, &[("SS", carts, "")])
+    }
+    /// A library of `drives` drives with `count` cartridges of each
+    /// (prefix, count, media class), and a key file.
+    fn with(capacity: &str, drives: u32, carts: &[(&str, u32, &str)]) -> Rig {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().to_path_buf();
         let lib = dir.join("lib").display().to_string();
@@ -48,21 +53,25 @@ impl Rig {
             "--slots",
             "10",
             "--drives",
-            "1",
+            &drives.to_string(),
             "--capacity",
             capacity,
             "--early-warning",
             "1M",
         ]);
-        ok(&[
-            "library",
-            "add",
-            &lib,
-            "--prefix",
-            "SS",
-            "--count",
-            &carts.to_string(),
-        ]);
+        for (prefix, count, class) in carts {
+            ok(&[
+                "library",
+                "add",
+                &lib,
+                "--prefix",
+                prefix,
+                "--count",
+                &count.to_string(),
+                "--media-class",
+                class,
+            ]);
+        }
         ok(&["key", "init", "--file", &key]);
         Rig {
             _t: t,
@@ -1594,63 +1603,11 @@ fn trees_deeper_than_path_max_save_and_restore() {
 /// A library of two drives: save sets on class ONSITE (SS...), copies on
 /// class VAULT (CP...).
 fn copy_rig() -> (Rig, String, std::collections::BTreeMap<String, u64>) {
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().to_path_buf();
-    let lib = dir.join("lib").display().to_string();
-    let key = dir.join("master.key").display().to_string();
-    ok(&[
-        "library",
-        "create",
-        &lib,
-        "--slots",
-        "10",
-        "--drives",
-        "2",
-        "--capacity",
+    let rig = Rig::with(
         "64M",
-        "--early-warning",
-        "1M",
-    ]);
-    ok(&[
-        "library",
-        "add",
-        &lib,
-        "--prefix",
-        "SS",
-        "--count",
-        "2",
-        "--media-class",
-        "ONSITE",
-    ]);
-    ok(&[
-        "library",
-        "add",
-        &lib,
-        "--prefix",
-        "CP",
-        "--count",
-        "2",
-        "--media-class",
-        "VAULT",
-    ]);
-    ok(&[
-        "library",
-        "add",
-        &lib,
-        "--prefix",
-        "DR",
-        "--count",
-        "1",
-        "--media-class",
-        "DR",
-    ]);
-    ok(&["key", "init", "--file", &key]);
-    let rig = Rig {
-        _t: t,
-        dir,
-        lib,
-        key,
-    };
+        2,
+        &[("SS", 2, "ONSITE"), ("CP", 2, "VAULT"), ("DR", 1, "DR")],
+    );
     let d = rig.p("t");
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("a"), b"first small file").unwrap();

@@ -235,6 +235,10 @@ pub struct MediaPolicy {
     /// Where the copies' cartridges go (e.g. the vault), as `move_policy`
     /// is for the originals'.
     pub copy_move_policy: Option<String>,
+    /// When copies are made (cron, in the controller's time zone), e.g.
+    /// "0 6 * * *" for the morning after the night's saves, when the drives
+    /// are free; without it, right after each save.
+    pub copy_schedule: Option<String>,
 }
 
 fn one() -> u32 {
@@ -559,6 +563,17 @@ impl Config {
         };
         for s in &c.schedules {
             cron(&format!("schedule of {}", s.control_group), &s.cron)?;
+        }
+        for p in &c.media_policies {
+            if let Some(e) = &p.copy_schedule {
+                if p.copies < 2 {
+                    return Err(bad(format!(
+                        "media policy {}: copy_schedule needs copies = 2 or more",
+                        p.name
+                    )));
+                }
+                cron(&format!("media policy {}: copy_schedule", p.name), e)?;
+            }
         }
         if let Some(n) = &c.night {
             cron("night.pre_close_at", &n.pre_close_at)?;
@@ -1016,6 +1031,11 @@ mod tests {
         .unwrap();
         let g = c.control_group("NIGHTLY").unwrap();
         assert_eq!(c.resolve(&g.target, &[]).unwrap(), "PROD1");
+        let p = c.media_policy("DAILY-30").unwrap();
+        assert_eq!(
+            (p.copies, p.copy_move_policy.as_deref()),
+            (2, Some("OFFSITE"))
+        );
         let switched = [
             ("CONT1".to_string(), "production".to_string()),
             ("PROD1".to_string(), "contingency".to_string()),
@@ -1065,6 +1085,7 @@ mod tests {
             ("[[media_policy]]\nname = \"M\"\ncopies = 2\nmedia_class = \"A\"\n", "needs media_class (the originals' cartridges) and copy_media_class"),
             ("[[media_policy]]\nname = \"M\"\ncopies = 2\nmedia_class = \"A\"\ncopy_media_class = \"A\"\n", "two different classes"),
             ("[[media_policy]]\nname = \"M\"\ncopies = 5\n", "1 (the original only) to 4"),
+            ("[[media_policy]]\nname = \"M\"\ncopies = 2\nmedia_class = \"A\"\ncopy_media_class = \"B\"\ncopy_schedule = \"at dawn\"\n", "copy_schedule: cron \"at dawn\""),
             ("[[media_policy]]\nname = \"M\"\ncopy_move_policy = \"X\"\n", "need copies = 2 or more"),
             ("[[media_policy]]\nname = \"M\"\ncopies = 2\nmedia_class = \"A\"\ncopy_media_class = \"B\"\ncopy_move_policy = \"NOPE\"\n", "no move policy \"NOPE\""),
         ] {

@@ -43,6 +43,22 @@ pub fn have(s: &SaveSetRecord) -> u32 {
     1 + s.copies.len() as u32
 }
 
+/// Whether `s`'s copies may be made now: at once, or, with a
+/// `copy_schedule`, once its first time after the save has come.
+fn copy_time(state: &State, s: &SaveSetRecord, now: i64) -> bool {
+    let Some(cron) = state
+        .cfg
+        .media_policy(&s.media_policy)
+        .and_then(|p| p.copy_schedule.as_deref())
+    else {
+        return true;
+    };
+    let Ok(tz) = state.cfg.tz() else {
+        return true;
+    };
+    crate::night::next_after(cron, tz, s.created).is_some_and(|t| t <= now)
+}
+
 /// Records the copies a job made. Only copies the job was asked for, of
 /// save sets of its own agent, are taken (an agent cannot add cartridges
 /// to another's save set); each is one record change and one event.
@@ -111,9 +127,11 @@ pub fn record(state: &State, job_id: &str, agent: &str, made: &[Made]) {
 }
 
 /// Records how copy jobs out ended, then queues copy jobs for the active
-/// save sets with fewer copies than their policy asks, up to
-/// [`MAX_TRIES`] jobs each; one that stays short escalates once.
+/// save sets with fewer copies than their policy asks (right after the
+/// save, or at the policy's `copy_schedule`), up to [`MAX_TRIES`] jobs
+/// each; one that stays short escalates once.
 pub fn sweep(state: &State) {
+    let now = state.now();
     let all = state.catalog().save_sets().unwrap_or_default();
     let mut due: Vec<SaveSetRecord> = Vec::new();
     for mut s in all {
@@ -159,7 +177,7 @@ pub fn sweep(state: &State) {
                 ),
             );
         }
-        if s.copy_tries < MAX_TRIES {
+        if s.copy_tries < MAX_TRIES && copy_time(state, &s, now) {
             due.push(s);
         }
     }

@@ -270,6 +270,18 @@ media_policy = "DUPLICATED"
 [[control_group.entry]]
 path = "{d}/data"
 [[media_policy]]
+name = "DUP-MORNING"
+media_class = "ONSITE"
+copies = 2
+copy_media_class = "OFFSITE"
+copy_schedule = "0 6 * * *"
+[[control_group]]
+name = "DUP-MORNING"
+target = "production"
+media_policy = "DUP-MORNING"
+[[control_group.entry]]
+path = "{d}/data/home"
+[[media_policy]]
 name = "COPY-NOWHERE"
 media_class = "ONSITE"
 copies = 2
@@ -596,6 +608,33 @@ impl Site {
         self.until("the close window", |s| {
             s.tonight()["state"] == "close-window"
         });
+    }
+
+    /// A restore request of `path` on PROD1 into `to`; its id.
+    fn request_restore(&self, path: &str, to: &Path, ticket: &str, requester: &str) -> String {
+        let r = self.ctl_json(&[
+            "restore",
+            "request",
+            "--server",
+            "PROD1",
+            "--path",
+            path,
+            "--to",
+            to.to_str().unwrap(),
+            "--ticket",
+            ticket,
+            "--requester",
+            requester,
+        ]);
+        r["id"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until restore request `id` is verified; what it shows then.
+    fn until_verified(&self, id: &str) -> serde_json::Value {
+        self.until("the restore request to be verified", |s| {
+            s.ctl_json(&["restore", "show", id])["state"] == "verified"
+        });
+        self.ctl_json(&["restore", "show", id])
     }
 
     fn tonight(&self) -> serde_json::Value {
@@ -2713,21 +2752,7 @@ fn a_restore_that_fails_is_tried_again_after_a_controller_restart_and_then_serve
     let blocked = s.d().join("blocked");
     std::fs::write(&blocked, b"a file where a directory should be").unwrap();
     let to = blocked.join("out");
-    let r = s.ctl_json(&[
-        "restore",
-        "request",
-        "--server",
-        "PROD1",
-        "--path",
-        "*/payroll/ledger.dat",
-        "--to",
-        to.to_str().unwrap(),
-        "--ticket",
-        "INC-5000",
-        "--requester",
-        "Ops",
-    ]);
-    let id = r["id"].as_str().unwrap().to_string();
+    let id = s.request_restore("*/payroll/ledger.dat", &to, "INC-5000", "Ops");
     s.until("the first attempt to fail", |s| {
         s.ctl_json(&["restore", "show", &id])["attempts"][0]["state"] == "failed"
     });
@@ -3838,24 +3863,8 @@ fn the_quarters_evidence_matches_the_catalog_and_renders_in_a_real_browser() {
     jobs.push(s.ctl_json(&["run", "NIGHTLY", "--wait"]));
     // A restore request and a drill.
     let to = s.d().join("restored");
-    let r = s.ctl_json(&[
-        "restore",
-        "request",
-        "--server",
-        "PROD1",
-        "--path",
-        "*/payroll/ledger.dat",
-        "--to",
-        to.to_str().unwrap(),
-        "--ticket",
-        "INC-1",
-        "--requester",
-        "Ana Ruiz",
-    ]);
-    let rid = r["id"].as_str().unwrap().to_string();
-    s.until("the request to be verified", |s| {
-        s.ctl_json(&["restore", "show", &rid])["state"] == "verified"
-    });
+    let rid = s.request_restore("*/payroll/ledger.dat", &to, "INC-1", "Ana Ruiz");
+    s.until_verified(&rid);
     let d = s.ctl_json(&["drills", "run", "--seed", "7"]);
     let did = d["id"].as_str().unwrap().to_string();
     s.until("the drill to end", |s| {
@@ -4102,25 +4111,8 @@ fn each_save_is_copied_to_a_second_cartridge_set_and_the_copy_serves_when_the_or
     // The original damaged: the restore reads what it cannot give from the copy.
     damage_blocks(&l.join("cartridges/ON0001.tap"), 4096);
     let to = s.d().join("restored-1");
-    let r = s.ctl_json(&[
-        "restore",
-        "request",
-        "--server",
-        "PROD1",
-        "--path",
-        "*/payroll/ledger.dat",
-        "--to",
-        to.to_str().unwrap(),
-        "--requester",
-        "Accounting",
-        "--ticket",
-        "INC-1",
-    ]);
-    let rid = r["id"].as_str().unwrap().to_string();
-    s.until("the restore from the copy", |s| {
-        s.ctl_json(&["restore", "show", &rid])["state"] == "verified"
-    });
-    let shown = s.ctl_json(&["restore", "show", &rid]);
+    let rid = s.request_restore("*/payroll/ledger.dat", &to, "INC-1", "Accounting");
+    let shown = s.until_verified(&rid);
     let path = s.ctl_json(&["find", "*/payroll/ledger.dat"])["objects"][0]["path"]
         .as_str()
         .unwrap()
@@ -4149,24 +4141,8 @@ fn each_save_is_copied_to_a_second_cartridge_set_and_the_copy_serves_when_the_or
         ],
     );
     let to2 = s.d().join("restored-2");
-    let r = s.ctl_json(&[
-        "restore",
-        "request",
-        "--server",
-        "PROD1",
-        "--path",
-        "*/home/note.txt",
-        "--to",
-        to2.to_str().unwrap(),
-        "--requester",
-        "Accounting",
-        "--ticket",
-        "INC-2",
-    ]);
-    let rid = r["id"].as_str().unwrap().to_string();
-    s.until("the second restore from the copy", |s| {
-        s.ctl_json(&["restore", "show", &rid])["state"] == "verified"
-    });
+    let rid = s.request_restore("*/home/note.txt", &to2, "INC-2", "Accounting");
+    s.until_verified(&rid);
     let path = s.ctl_json(&["find", "*/home/note.txt"])["objects"][0]["path"]
         .as_str()
         .unwrap()
@@ -4293,24 +4269,8 @@ fn a_simulated_quarter_is_reported_as_the_catalog_holds_it() {
             .is_some_and(|c| c.len() == 1)
     });
     let to = s.d().join("restored");
-    let r = s.ctl_json(&[
-        "restore",
-        "request",
-        "--server",
-        "PROD1",
-        "--path",
-        "*/payroll/ledger.dat",
-        "--to",
-        to.to_str().unwrap(),
-        "--ticket",
-        "INC-7",
-        "--requester",
-        "Ana Ruiz",
-    ]);
-    let rid = r["id"].as_str().unwrap().to_string();
-    s.until("the request to be verified", |s| {
-        s.ctl_json(&["restore", "show", &rid])["state"] == "verified"
-    });
+    let rid = s.request_restore("*/payroll/ledger.dat", &to, "INC-7", "Ana Ruiz");
+    s.until_verified(&rid);
     let d = s.ctl_json(&["drills", "run", "--seed", "11"]);
     let did = d["id"].as_str().unwrap().to_string();
     s.until("the drill to end", |s| {
@@ -4417,7 +4377,14 @@ fn a_copy_that_cannot_be_made_is_retried_then_escalated_and_an_operator_retries_
     let mut s = Site::new();
     ok(
         "cinta-agent",
-        &["library", "add", lib(&s).to_str().unwrap(), "ON0001", "--media-class", "ONSITE"],
+        &[
+            "library",
+            "add",
+            lib(&s).to_str().unwrap(),
+            "ON0001",
+            "--media-class",
+            "ONSITE",
+        ],
     );
     s.start_agent("PROD1");
     s.until("the agent to register", Site::agent_connected);
@@ -4451,7 +4418,9 @@ fn a_copy_that_cannot_be_made_is_retried_then_escalated_and_an_operator_retries_
     );
     let ev = s.ctl_json(&["events", "--limit", "200"]).to_string();
     assert!(
-        ev.contains(&format!("save set {id} of PROD1 has 1 of the 2 copies media policy COPY-NOWHERE asks for")),
+        ev.contains(&format!(
+            "save set {id} of PROD1 has 1 of the 2 copies media policy COPY-NOWHERE asks for"
+        )),
         "{ev}"
     );
     assert!(ev.contains("copy.retry"), "{ev}");
@@ -4459,18 +4428,37 @@ fn a_copy_that_cannot_be_made_is_retried_then_escalated_and_an_operator_retries_
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(copy_jobs(&s).len(), 3);
     // The evidence names it as short of copies.
-    let o = s.ctl_as("auditor", &["report", "evidence", "--quarter", "2026Q4", "--format", "json"]);
+    let o = s.ctl_as(
+        "auditor",
+        &[
+            "report",
+            "evidence",
+            "--quarter",
+            "2026Q4",
+            "--format",
+            "json",
+        ],
+    );
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["copies_short"][0], id.as_str(), "{e}");
     // A cartridge of the class arrives; the operator tries again and the copy is made.
     ok(
         "cinta-agent",
-        &["library", "add", lib(&s).to_str().unwrap(), "NW0001", "--media-class", "NOWHERE"],
+        &[
+            "library",
+            "add",
+            lib(&s).to_str().unwrap(),
+            "NW0001",
+            "--media-class",
+            "NOWHERE",
+        ],
     );
     let r = s.ctl_json(&["copy", &id]);
     assert_eq!(r["jobs"].as_array().unwrap().len(), 1, "{r}");
     s.until("the copy", |s| {
-        save_set(s, &id)["copies"].as_array().is_some_and(|c| c.len() == 1)
+        save_set(s, &id)["copies"]
+            .as_array()
+            .is_some_and(|c| c.len() == 1)
     });
     assert_eq!(save_set(&s, &id)["copies"][0]["volumes"][0], "NW0001");
     // A viewer cannot start copies.
@@ -4480,4 +4468,38 @@ fn a_copy_that_cannot_be_made_is_retried_then_escalated_and_an_operator_retries_
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+#[test]
+fn copies_on_a_schedule_wait_for_the_morning() {
+    let mut s = Site::new();
+    for (bc, class) in [("ON0001", "ONSITE"), ("OF0001", "OFFSITE")] {
+        ok(
+            "cinta-agent",
+            &[
+                "library",
+                "add",
+                lib(&s).to_str().unwrap(),
+                bc,
+                "--media-class",
+                class,
+            ],
+        );
+    }
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let j = s.ctl_json(&["run", "DUP-MORNING", "--wait"]);
+    let id = j["save_sets"][0]["id"].as_str().unwrap().to_string();
+    // The evening's save is not copied at once...
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(save_set(&s, &id)["copies"].as_array().unwrap().is_empty());
+    assert!(!s.ctl_json(&["jobs"]).to_string().contains("\"copy\""));
+    // ...but at 06:00 the next morning.
+    s.at(10 * 60 + 1);
+    s.until("the morning's copy", |s| {
+        save_set(s, &id)["copies"]
+            .as_array()
+            .is_some_and(|c| c.len() == 1)
+    });
+    assert_eq!(save_set(&s, &id)["copies"][0]["volumes"][0], "OF0001");
 }

@@ -15,33 +15,26 @@ use super::parse_size;
 #[derive(Subcommand)]
 pub enum BenchCmd {
     /// Write then read back SIZE in BLOCK-SIZE blocks on a virtual cartridge, and the same with dd.
-    Tape {
-        /// Scratch directory on the disk to measure (files are removed afterwards).
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long, default_value = "4G", value_parser = parse_size)]
-        size: u64,
-        #[arg(long, default_value = "256K", value_parser = parse_size)]
-        block_size: u64,
-        /// Rounds; the best of each is kept.
-        #[arg(long, default_value_t = 1)]
-        rounds: u32,
-    },
+    Tape(Sizes),
     /// Copy a tape file of SIZE in BLOCK-SIZE blocks to a cartridge of
     /// another media class (`cinta-agent copy`), and dd the same cartridge
     /// image to a file.
-    Copy {
-        /// Scratch directory on the disk to measure (removed afterwards).
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long, default_value = "4G", value_parser = parse_size)]
-        size: u64,
-        #[arg(long, default_value = "256K", value_parser = parse_size)]
-        block_size: u64,
-        /// Rounds; the best of each is kept.
-        #[arg(long, default_value_t = 1)]
-        rounds: u32,
-    },
+    Copy(Sizes),
+}
+
+/// Where and how much a tape benchmark moves.
+#[derive(clap::Args)]
+pub struct Sizes {
+    /// Scratch directory on the disk to measure (what is made there is removed afterwards).
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long, default_value = "4G", value_parser = parse_size)]
+    size: u64,
+    #[arg(long, default_value = "256K", value_parser = parse_size)]
+    block_size: u64,
+    /// Rounds; the best of each is kept.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
 }
 
 /// Drops a file's pages from the page cache so reads come from the disk.
@@ -77,19 +70,14 @@ fn dd(args: &[String]) -> anyhow::Result<()> {
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
-    let (dir, size, block_size, rounds) = match cmd {
-        BenchCmd::Tape {
-            dir,
-            size,
-            block_size,
-            rounds,
-        } => (dir, size, block_size, rounds),
-        BenchCmd::Copy {
-            dir,
-            size,
-            block_size,
-            rounds,
-        } => return copy(&dir, size, block_size, rounds),
+    let Sizes {
+        dir,
+        size,
+        block_size,
+        rounds,
+    } = match cmd {
+        BenchCmd::Tape(s) => s,
+        BenchCmd::Copy(s) => return copy(&s),
     };
     anyhow::ensure!(
         (1..=cinta_agent::tape::MAX_BLOCK as u64).contains(&block_size),
@@ -206,7 +194,8 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
 /// `cinta_agent::copy` (read, digest checked, written, flushed), and the
 /// original's image copied by `dd` with the same block size (flushed).
 /// Each starts with both images out of the page cache.
-fn copy(dir: &Path, size: u64, block_size: u64, rounds: u32) -> anyhow::Result<ExitCode> {
+fn copy(s: &Sizes) -> anyhow::Result<ExitCode> {
+    let (dir, size, block_size, rounds) = (&s.dir, s.size, s.block_size, s.rounds);
     use cinta_agent::saveset::catalog::{self, Record};
     use cinta_agent::saveset::save::Level;
     use cinta_agent::tape::label::LabelDate;
