@@ -270,6 +270,18 @@ media_policy = "DUPLICATED"
 [[control_group.entry]]
 path = "{d}/data"
 [[media_policy]]
+name = "DUP-ORIGINAL-AWAY"
+media_class = "ONSITE"
+move_policy = "VAULT-7"
+copies = 2
+copy_media_class = "OFFSITE"
+[[control_group]]
+name = "DUP-ORIGINAL-AWAY"
+target = "production"
+media_policy = "DUP-ORIGINAL-AWAY"
+[[control_group.entry]]
+path = "{d}/data/home"
+[[media_policy]]
 name = "DUP-MORNING"
 media_class = "ONSITE"
 copies = 2
@@ -4502,4 +4514,72 @@ fn copies_on_a_schedule_wait_for_the_morning() {
             .is_some_and(|c| c.len() == 1)
     });
     assert_eq!(save_set(&s, &id)["copies"][0]["volumes"][0], "OF0001");
+}
+
+#[test]
+fn a_restore_reads_the_copy_at_home_instead_of_recalling_the_vaulted_original() {
+    let mut s = Site::new();
+    for (bc, class) in [("ON0001", "ONSITE"), ("OF0001", "OFFSITE")] {
+        ok(
+            "cinta-agent",
+            &[
+                "library",
+                "add",
+                lib(&s).to_str().unwrap(),
+                bc,
+                "--media-class",
+                class,
+            ],
+        );
+    }
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    let j = s.ctl_json(&["run", "DUP-ORIGINAL-AWAY", "--wait"]);
+    let id = j["save_sets"][0]["id"].as_str().unwrap().to_string();
+    s.until("the copy", |s| {
+        save_set(s, &id)["copies"]
+            .as_array()
+            .is_some_and(|c| c.len() == 1)
+    });
+    // This policy sends the original to the vault and keeps the copy home.
+    s.ctl_json(&["moves", "start", "ON0001"]);
+    s.until("the eject job to end", |s| {
+        s.volume("ON0001")["move_job"] == ""
+    });
+    s.carry_to_vault("ON0001", &s.d().join("ON0001.tap"));
+    assert_eq!(s.volume("ON0001")["location"], "VAULT");
+    // No recall: the copy at home serves.
+    let to = s.d().join("restored");
+    let rid = s.request_restore("*/home/note.txt", &to, "INC-9", "Ops");
+    let r = s.until_verified(&rid);
+    assert!(
+        !r["history"].to_string().contains("recall"),
+        "nothing recalled: {r}"
+    );
+    assert!(
+        r.to_string()
+            .contains("objects read from copy 1 on cartridge OF0001"),
+        "{r}"
+    );
+    assert_eq!(
+        s.volume("ON0001")["in_transit_to"],
+        "",
+        "the original stays at the vault"
+    );
+    // The recovery report plans from the copy at home, and says why.
+    let plan = s.ctl_json(&[
+        "report",
+        "recovery",
+        "PROD1",
+        "--control-group",
+        "DUP-ORIGINAL-AWAY",
+    ]);
+    assert_eq!(plan["steps"][0]["volumes"][0]["volser"], "OF0001", "{plan}");
+    assert_eq!(plan["recall_seconds"], 0, "{plan}");
+    assert!(
+        plan["attention"]
+            .to_string()
+            .contains("copy 1 (OF0001) is read"),
+        "{plan}"
+    );
 }
