@@ -4039,6 +4039,42 @@ fn the_quarters_evidence_matches_the_catalog_and_renders_in_a_real_browser() {
     }
 }
 
+/// Adds cartridges (barcode, media class) to PROD1's library.
+fn add_cartridges(s: &Site, carts: &[(&str, &str)]) {
+    for (bc, class) in carts {
+        ok(
+            "cinta-agent",
+            &[
+                "library",
+                "add",
+                lib(s).to_str().unwrap(),
+                bc,
+                "--media-class",
+                class,
+            ],
+        );
+    }
+}
+
+/// A site whose PROD1 library also holds ON0001 (class ONSITE) and
+/// OF0001 (class OFFSITE), with PROD1's agent connected.
+fn site_with_two_sets() -> Site {
+    let mut s = Site::new();
+    add_cartridges(&s, &[("ON0001", "ONSITE"), ("OF0001", "OFFSITE")]);
+    s.start_agent("PROD1");
+    s.until("the agent to register", Site::agent_connected);
+    s
+}
+
+/// Waits until save set `id` has its first copy.
+fn until_copied(s: &Site, id: &str) {
+    s.until("the copy to be recorded", |s| {
+        save_set(s, id)["copies"]
+            .as_array()
+            .is_some_and(|c| c.len() == 1)
+    });
+}
+
 /// The save set as `cintactl save-sets` shows it.
 fn save_set(s: &Site, id: &str) -> serde_json::Value {
     s.ctl_json(&["save-sets"])
@@ -4052,34 +4088,15 @@ fn save_set(s: &Site, id: &str) -> serde_json::Value {
 
 #[test]
 fn each_save_is_copied_to_a_second_cartridge_set_and_the_copy_serves_when_the_original_cannot() {
-    let mut s = Site::new();
+    let s = site_with_two_sets();
     let l = lib(&s);
-    for (bc, class) in [("ON0001", "ONSITE"), ("OF0001", "OFFSITE")] {
-        ok(
-            "cinta-agent",
-            &[
-                "library",
-                "add",
-                l.to_str().unwrap(),
-                bc,
-                "--media-class",
-                class,
-            ],
-        );
-    }
-    s.start_agent("PROD1");
-    s.until("the agent to register", Site::agent_connected);
     let j = s.ctl_json(&["run", "DUPLICATED", "--wait"]);
     assert_eq!(j["state"], "succeeded", "{j}");
     assert_eq!(j["save_sets"][0]["volumes"][0], "ON0001", "{j}");
     let id = j["save_sets"][0]["id"].as_str().unwrap().to_string();
     // The copy job follows the save at once: block for block onto the
     // OFFSITE set, checked against the digest the save recorded.
-    s.until("the copy to be recorded", |s| {
-        save_set(s, &id)["copies"]
-            .as_array()
-            .is_some_and(|c| c.len() == 1)
-    });
+    until_copied(&s, &id);
     let rec = save_set(&s, &id);
     let c = &rec["copies"][0];
     assert_eq!(c["volumes"][0], "OF0001", "{rec}");
@@ -4253,20 +4270,7 @@ fn a_simulated_quarter_is_reported_as_the_catalog_holds_it() {
     let sim = s.d().join("sim");
     std::fs::write(sim.join("PROD1/users"), "0\n").unwrap();
     std::fs::remove_file(sim.join("PROD1/stay")).unwrap();
-    let l = lib(&s);
-    for (bc, class) in [("ON0001", "ONSITE"), ("OF0001", "OFFSITE")] {
-        ok(
-            "cinta-agent",
-            &[
-                "library",
-                "add",
-                l.to_str().unwrap(),
-                bc,
-                "--media-class",
-                class,
-            ],
-        );
-    }
+    add_cartridges(&s, &[("ON0001", "ONSITE"), ("OF0001", "OFFSITE")]);
     // The next night is a normal one; during the day a run fails, a save
     // is copied to the offsite set, a restore is asked for and served, and
     // a drill runs.
@@ -4275,11 +4279,7 @@ fn a_simulated_quarter_is_reported_as_the_catalog_holds_it() {
     assert!(!bad.status.success());
     let dup = s.ctl_json(&["run", "DUPLICATED", "--wait"]);
     let dup_id = dup["save_sets"][0]["id"].as_str().unwrap().to_string();
-    s.until("the copy", |s| {
-        save_set(s, &dup_id)["copies"]
-            .as_array()
-            .is_some_and(|c| c.len() == 1)
-    });
+    until_copied(&s, &dup_id);
     let to = s.d().join("restored");
     let rid = s.request_restore("*/payroll/ledger.dat", &to, "INC-7", "Ana Ruiz");
     s.until_verified(&rid);
@@ -4387,17 +4387,7 @@ fn a_simulated_quarter_is_reported_as_the_catalog_holds_it() {
 #[test]
 fn a_copy_that_cannot_be_made_is_retried_then_escalated_and_an_operator_retries_it() {
     let mut s = Site::new();
-    ok(
-        "cinta-agent",
-        &[
-            "library",
-            "add",
-            lib(&s).to_str().unwrap(),
-            "ON0001",
-            "--media-class",
-            "ONSITE",
-        ],
-    );
+    add_cartridges(&s, &[("ON0001", "ONSITE")]);
     s.start_agent("PROD1");
     s.until("the agent to register", Site::agent_connected);
     let j = s.ctl_json(&["run", "COPY-NOWHERE", "--wait"]);
@@ -4454,24 +4444,10 @@ fn a_copy_that_cannot_be_made_is_retried_then_escalated_and_an_operator_retries_
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(e["copies_short"][0], id.as_str(), "{e}");
     // A cartridge of the class arrives; the operator tries again and the copy is made.
-    ok(
-        "cinta-agent",
-        &[
-            "library",
-            "add",
-            lib(&s).to_str().unwrap(),
-            "NW0001",
-            "--media-class",
-            "NOWHERE",
-        ],
-    );
+    add_cartridges(&s, &[("NW0001", "NOWHERE")]);
     let r = s.ctl_json(&["copy", &id]);
     assert_eq!(r["jobs"].as_array().unwrap().len(), 1, "{r}");
-    s.until("the copy", |s| {
-        save_set(s, &id)["copies"]
-            .as_array()
-            .is_some_and(|c| c.len() == 1)
-    });
+    until_copied(&s, &id);
     assert_eq!(save_set(&s, &id)["copies"][0]["volumes"][0], "NW0001");
     // A viewer cannot start copies.
     let o = s.ctl_as("viewer", &["copy"]);
@@ -4484,22 +4460,7 @@ fn a_copy_that_cannot_be_made_is_retried_then_escalated_and_an_operator_retries_
 
 #[test]
 fn copies_on_a_schedule_wait_for_the_morning() {
-    let mut s = Site::new();
-    for (bc, class) in [("ON0001", "ONSITE"), ("OF0001", "OFFSITE")] {
-        ok(
-            "cinta-agent",
-            &[
-                "library",
-                "add",
-                lib(&s).to_str().unwrap(),
-                bc,
-                "--media-class",
-                class,
-            ],
-        );
-    }
-    s.start_agent("PROD1");
-    s.until("the agent to register", Site::agent_connected);
+    let s = site_with_two_sets();
     let j = s.ctl_json(&["run", "DUP-MORNING", "--wait"]);
     let id = j["save_sets"][0]["id"].as_str().unwrap().to_string();
     // The evening's save is not copied at once...
@@ -4508,39 +4469,16 @@ fn copies_on_a_schedule_wait_for_the_morning() {
     assert!(!s.ctl_json(&["jobs"]).to_string().contains("\"copy\""));
     // ...but at 06:00 the next morning.
     s.at(10 * 60 + 1);
-    s.until("the morning's copy", |s| {
-        save_set(s, &id)["copies"]
-            .as_array()
-            .is_some_and(|c| c.len() == 1)
-    });
+    until_copied(&s, &id);
     assert_eq!(save_set(&s, &id)["copies"][0]["volumes"][0], "OF0001");
 }
 
 #[test]
 fn a_restore_reads_the_copy_at_home_instead_of_recalling_the_vaulted_original() {
-    let mut s = Site::new();
-    for (bc, class) in [("ON0001", "ONSITE"), ("OF0001", "OFFSITE")] {
-        ok(
-            "cinta-agent",
-            &[
-                "library",
-                "add",
-                lib(&s).to_str().unwrap(),
-                bc,
-                "--media-class",
-                class,
-            ],
-        );
-    }
-    s.start_agent("PROD1");
-    s.until("the agent to register", Site::agent_connected);
+    let s = site_with_two_sets();
     let j = s.ctl_json(&["run", "DUP-ORIGINAL-AWAY", "--wait"]);
     let id = j["save_sets"][0]["id"].as_str().unwrap().to_string();
-    s.until("the copy", |s| {
-        save_set(s, &id)["copies"]
-            .as_array()
-            .is_some_and(|c| c.len() == 1)
-    });
+    until_copied(&s, &id);
     // This policy sends the original to the vault and keeps the copy home.
     s.ctl_json(&["moves", "start", "ON0001"]);
     s.until("the eject job to end", |s| {
