@@ -641,6 +641,23 @@ impl Site {
         r["id"].as_str().unwrap().to_string()
     }
 
+    /// The evidence of 2026Q4 as the auditor reads it, as JSON.
+    fn evidence(&self) -> serde_json::Value {
+        let o = self.ctl_as(
+            "auditor",
+            &[
+                "report",
+                "evidence",
+                "--quarter",
+                "2026Q4",
+                "--format",
+                "json",
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
     /// Waits until restore request `id` is verified; what it shows then.
     fn until_verified(&self, id: &str) -> serde_json::Value {
         self.until("the restore request to be verified", |s| {
@@ -3898,19 +3915,7 @@ fn the_quarters_evidence_matches_the_catalog_and_renders_in_a_real_browser() {
     // Only the auditor (and an admin) reads the evidence.
     let o = s.ctl_as("viewer", &["report", "evidence", "--quarter", "2026Q4"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("needs the auditor role"));
-    let o = s.ctl_as(
-        "auditor",
-        &[
-            "report",
-            "evidence",
-            "--quarter",
-            "2026Q4",
-            "--format",
-            "json",
-        ],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let e = s.evidence();
     // Its figures are the catalog's (the scheduler's own runs of the second
     // night included: its pre-close and the weekday schedule).
     let sets = s.ctl_json(&["save-sets"]).as_array().unwrap().len();
@@ -4291,19 +4296,7 @@ fn a_simulated_quarter_is_reported_as_the_catalog_holds_it() {
     // Three weeks later, another night (the weekday runs between were missed).
     a_normal_night(&s, 21);
 
-    let o = s.ctl_as(
-        "auditor",
-        &[
-            "report",
-            "evidence",
-            "--quarter",
-            "2026Q4",
-            "--format",
-            "json",
-        ],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let e = s.evidence();
     let log = &e["log"];
     // Nights: three, the first with its fallback to the contingency LPAR.
     assert_eq!(e["nights"].as_array().unwrap().len(), 3, "{e}");
@@ -4430,18 +4423,7 @@ fn a_copy_that_cannot_be_made_is_retried_then_escalated_and_an_operator_retries_
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(copy_jobs(&s).len(), 3);
     // The evidence names it as short of copies.
-    let o = s.ctl_as(
-        "auditor",
-        &[
-            "report",
-            "evidence",
-            "--quarter",
-            "2026Q4",
-            "--format",
-            "json",
-        ],
-    );
-    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let e = s.evidence();
     assert_eq!(e["copies_short"][0], id.as_str(), "{e}");
     // A cartridge of the class arrives; the operator tries again and the copy is made.
     add_cartridges(&s, &[("NW0001", "NOWHERE")]);
