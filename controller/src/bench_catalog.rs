@@ -47,22 +47,10 @@ fn measure(c: &mut dyn Catalog, objects: u64, tag: &str) -> AnyResult<Figures> {
             control_group: "BENCH".into(),
             source: "/bench".into(),
             key_id: "kmip:bench".into(),
-            volumes: vec![],
             created: 1_000_000 + s as i64,
-            expires: 0,
             state: "active".into(),
-            media_policy: String::new(),
-            shred: false,
-            versions: 0,
-            expire_job: String::new(),
             level: "full".into(),
-            job: String::new(),
-            bytes: 0,
-            seconds: 0,
-            changed: 0,
-            copies: vec![],
-            copy_job: String::new(),
-            copy_tries: 0,
+            ..Default::default()
         })?;
         let end = ((s + 1) * PER_SAVE_SET).min(objects);
         while i < end {

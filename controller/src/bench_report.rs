@@ -107,17 +107,12 @@ pub fn run(dir: &Path, servers: u32, objects: u64) -> AnyResult<()> {
                 expires: job.finished + 30 * 86_400,
                 state: "active".into(),
                 media_policy: "MONTH".into(),
-                shred: false,
-                versions: 0,
-                expire_job: String::new(),
                 level: "full".into(),
                 job: id,
                 bytes,
                 seconds: 1800,
                 changed: row.changed_count,
-                copies: vec![],
-                copy_job: String::new(),
-                copy_tries: 0,
+                ..Default::default()
             };
             stmts.push((
                 "INSERT INTO save_sets (id, state, body) VALUES (?1, ?2, ?3)",

@@ -117,7 +117,7 @@ impl Assignment {
 }
 
 /// A save set a job made, with its retention.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SaveSetRecord {
     pub id: String,
     pub agent: String,
@@ -1370,20 +1370,9 @@ pub fn conformance(c: &mut dyn Catalog) {
         key_id: "kmip:1".into(),
         volumes: vec!["PR0001".into()],
         created: 5,
-        expires: 0,
         state: "active".into(),
-        media_policy: String::new(),
-        shred: false,
-        versions: 0,
-        expire_job: String::new(),
         level: "full".into(),
-        job: String::new(),
-        bytes: 0,
-        seconds: 0,
-        changed: 0,
-        copies: vec![],
-        copy_job: String::new(),
-        copy_tries: 0,
+        ..Default::default()
     };
     for id in ["Z", "A", "M"] {
         c.put_save_set(&rec(id)).unwrap();

@@ -273,12 +273,7 @@ impl Attrs {
     }
 
     pub fn int(&self, name: &str) -> Option<i64> {
-        match &self.get(name)?.value {
-            Value::Integer(i) => Some(*i as i64),
-            Value::LongInteger(i) | Value::DateTime(i) => Some(*i),
-            Value::Enumeration(e) | Value::Interval(e) => Some(*e as i64),
-            _ => None,
-        }
+        int_value(&self.get(name)?.value)
     }
 
     /// Replaces every instance of a standard attribute with one value.
@@ -428,5 +423,16 @@ mod tests {
             .add(make("x-one-more", Item::new(0, Value::Integer(0))).unwrap())
             .is_err());
         assert_eq!(Attrs::from_blob(&s.to_blob()), Some(s));
+    }
+}
+
+/// A value of any integer kind (integer, long integer, date-time,
+/// enumeration, interval) as an `i64`.
+pub fn int_value(v: &Value) -> Option<i64> {
+    match v {
+        Value::Integer(i) => Some(*i as i64),
+        Value::LongInteger(i) | Value::DateTime(i) => Some(*i),
+        Value::Enumeration(e) | Value::Interval(e) => Some(*e as i64),
+        _ => None,
     }
 }

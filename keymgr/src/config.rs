@@ -114,6 +114,11 @@ fn default_idle() -> u64 {
 }
 
 impl Config {
+    /// The Lease Time objects get (`None`: no leases).
+    pub fn lease_time(&self) -> Option<u32> {
+        (self.lease_time_secs > 0).then_some(self.lease_time_secs)
+    }
+
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)

@@ -560,7 +560,7 @@ fn keys(cfg: &Config, k: KeyCmd, json: bool) -> Result<()> {
             let caller = Caller {
                 group: o.group.clone(),
                 require_backup: false,
-                lease_time: (cfg.lease_time_secs > 0).then_some(cfg.lease_time_secs),
+                lease_time: cfg.lease_time(),
             };
             let uid_item = |op: i32, extra: Vec<Item>| {
                 let mut kids = vec![Item::new(
@@ -717,7 +717,7 @@ fn serve(cfg: Config) -> Result<()> {
         audit,
         default_group: cfg.default_group.clone(),
         require_backup: cfg.require_backup,
-        lease_time: (cfg.lease_time_secs > 0).then_some(cfg.lease_time_secs),
+        lease_time: cfg.lease_time(),
     });
     let shared = Arc::new(Shared {
         keystore,

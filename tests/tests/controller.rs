@@ -571,6 +571,17 @@ path = "{d}/data/home"
 const EVENING: i64 = 1_795_546_800;
 
 impl Site {
+    /// Sends `vol` to the vault by its move policy: the move started, the
+    /// eject job done, the cartridge carried and its arrival confirmed.
+    /// Returns where its image was carried.
+    fn send_to_vault(&self, vol: &str) -> PathBuf {
+        self.ctl_json(&["moves", "start", vol]);
+        self.until("the eject job to end", |s| s.volume(vol)["move_job"] == "");
+        let carried = self.d().join(format!("{vol}.tap"));
+        self.carry_to_vault(vol, &carried);
+        carried
+    }
+
     /// The operator takes `vol` out of the import/export port (its image
     /// to `carried`) and confirms it arrived at the vault.
     fn carry_to_vault(&self, vol: &str, carried: &Path) {
@@ -2950,10 +2961,7 @@ fn a_restore_whose_cartridge_is_at_the_vault_waits_for_its_recall() {
         .unwrap()
         .to_string();
     // The cartridge goes to the vault (as the rotation test shows it).
-    s.ctl_json(&["moves", "start"]);
-    s.until("the eject job to end", |s| s.volume(&vol)["move_job"] == "");
-    let carried = s.d().join(format!("{vol}.tap"));
-    s.carry_to_vault(&vol, &carried);
+    let carried = s.send_to_vault(&vol);
     // An urgent request: the cartridge is recalled (emergency, 3 h) and the
     // request waits, saying when it should be back.
     s.at(30);
@@ -3635,11 +3643,7 @@ fn the_recovery_report_orders_a_full_and_its_incremental_with_vaulted_cartridges
         .as_str()
         .unwrap()
         .to_string();
-    s.ctl_json(&["moves", "start"]);
-    s.until("the eject job to end", |s| s.volume(&vol)["move_job"] == "");
-    let vault = s.d().join("vault");
-    std::fs::create_dir_all(&vault).unwrap();
-    s.carry_to_vault(&vol, &vault.join(format!("{vol}.tap")));
+    s.send_to_vault(&vol);
     // The next day an incremental (the control group now saves changes only).
     s.at(24 * 60);
     std::fs::write(s.d().join("data/home/note.txt"), b"changed\n").unwrap();
@@ -3907,11 +3911,7 @@ fn the_quarters_evidence_matches_the_catalog_and_renders_in_a_real_browser() {
         .unwrap()
         .to_string();
     jobs.push(vaulted);
-    s.ctl_json(&["moves", "start", &vol]);
-    s.until("the eject job to end", |s| s.volume(&vol)["move_job"] == "");
-    let vault = s.d().join("vault");
-    std::fs::create_dir_all(&vault).unwrap();
-    s.carry_to_vault(&vol, &vault.join(format!("{vol}.tap")));
+    s.send_to_vault(&vol);
     // Only the auditor (and an admin) reads the evidence.
     let o = s.ctl_as("viewer", &["report", "evidence", "--quarter", "2026Q4"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("needs the auditor role"));
@@ -4192,11 +4192,7 @@ fn each_save_is_copied_to_a_second_cartridge_set_and_the_copy_serves_when_the_or
 
     // The copy goes to the vault by its move policy; the recovery report
     // counts two copies and names where each is.
-    s.ctl_json(&["moves", "start", "OF0001"]);
-    s.until("the copy's eject job to end", |s| {
-        s.volume("OF0001")["move_job"] == ""
-    });
-    s.carry_to_vault("OF0001", &s.d().join("OF0001.tap"));
+    s.send_to_vault("OF0001");
     let plan = s.ctl_json(&[
         "report",
         "recovery",
@@ -4462,11 +4458,7 @@ fn a_restore_reads_the_copy_at_home_instead_of_recalling_the_vaulted_original() 
     let id = j["save_sets"][0]["id"].as_str().unwrap().to_string();
     until_copied(&s, &id);
     // This policy sends the original to the vault and keeps the copy home.
-    s.ctl_json(&["moves", "start", "ON0001"]);
-    s.until("the eject job to end", |s| {
-        s.volume("ON0001")["move_job"] == ""
-    });
-    s.carry_to_vault("ON0001", &s.d().join("ON0001.tap"));
+    s.send_to_vault("ON0001");
     assert_eq!(s.volume("ON0001")["location"], "VAULT");
     // No recall: the copy at home serves.
     let to = s.d().join("restored");

@@ -317,13 +317,7 @@ fn text(i: &Item) -> Option<&str> {
 }
 
 fn int(i: &Item) -> Option<i64> {
-    match &i.value {
-        Value::Integer(x) => Some(*x as i64),
-        Value::LongInteger(x) | Value::DateTime(x) => Some(*x),
-        Value::Enumeration(x) => Some(*x as i64),
-        Value::Interval(x) => Some(*x as i64),
-        _ => None,
-    }
+    attrs::int_value(&i.value)
 }
 
 fn child_int(items: &[Item], t: u32) -> Option<i64> {
@@ -420,6 +414,18 @@ impl Cx<'_, '_> {
         Ok(o)
     }
 
+    /// [`Cx::load`], refusing an object destroyed (Object Destroyed).
+    fn load_live(&self, uid: &str) -> Result<Object, Fault> {
+        let o = self.load(uid)?;
+        if is_destroyed(o.state()) {
+            return Err(Fault::new(
+                Reason::ObjectDestroyed,
+                format!("{uid} is destroyed"),
+            ));
+        }
+        Ok(o)
+    }
+
     fn save(&self, o: &mut Object) -> Result<(), Fault> {
         o.attrs.set("Last Change Date", Value::DateTime(self.now));
         self.tx.update(o).map_err(store_err)
@@ -428,7 +434,7 @@ impl Cx<'_, '_> {
     /// Attributes sent with Create, Register or Re-key (1.x Template-Attribute, 2.0 Attributes).
     fn request_attrs(&self, k: &[Item]) -> Result<Vec<Attr>, Fault> {
         let mut out = Vec::new();
-        let mut from_templates: Vec<Attr> = Vec::new();
+        let mut from_templates: Vec<Vec<Attr>> = Vec::new();
         for i in k {
             if i.tag == tag::TEMPLATE_ATTRIBUTE {
                 for a in i.children() {
@@ -440,7 +446,7 @@ impl Cx<'_, '_> {
                         // the new object's name, as clients that send one
                         // for that (kmip-protocol's `TemplateAttribute::named`) mean.
                         t if t == tag::NAME => match self.template(a)? {
-                            Some(ta) => from_templates.extend(ta),
+                            Some(ta) => from_templates.push(ta),
                             None => out.push(attrs::make("Name", a.clone())?),
                         },
                         t => {
@@ -456,10 +462,11 @@ impl Cx<'_, '_> {
                 }
             }
         }
-        for t in from_templates {
-            if !out.iter().any(|a| a.name == t.name) {
-                out.push(t);
-            }
+        // Each template whole (every value of a multi-instance attribute),
+        // for the attributes neither the request nor an earlier template gave.
+        for ta in from_templates {
+            let given: Vec<String> = out.iter().map(|a| a.name.clone()).collect();
+            out.extend(ta.into_iter().filter(|a| !given.contains(&a.name)));
         }
         self.refuse_server_only(&out)?;
         out.retain(|a| a.name != "Operation Policy Name");
@@ -647,7 +654,10 @@ impl Cx<'_, '_> {
                 o.attrs.set("Cryptographic Usage Mask", Value::Integer(u));
             }
         }
-        if t != ot::TEMPLATE {
+        if t == ot::TEMPLATE {
+            // Refused now, not at every Create that would name it.
+            self.refuse_server_only(&objects::template_attrs(&o.attrs)?)?;
+        } else {
             let f = objects::kept_format(&o.attrs);
             material_attrs(&mut o.attrs, &inc.material, f, false);
         }
@@ -1007,28 +1017,28 @@ impl Cx<'_, '_> {
     /// is usable (Active, or Deactivated for processing what it protected).
     fn obtain_lease(&self, k: &[Item]) -> Result<Done, Fault> {
         let uid = self.uid(k)?;
-        let o = self.load(&uid)?;
+        let o = self.load_live(&uid)?;
         let s = o.state();
-        if is_destroyed(s) {
-            return Err(Fault::new(
-                Reason::ObjectDestroyed,
-                format!("{uid} is destroyed"),
-            ));
-        }
         if s != state::ACTIVE && s != state::DEACTIVATED {
             return Err(Fault::state(format!(
                 "{uid} is {}: no lease is given for it",
                 state_name(s)
             )));
         }
-        let lease = o.attrs.int("Lease Time").ok_or_else(|| {
-            Fault::new(
-                Reason::IllegalOperation,
-                format!(
-                    "{uid} has no Lease Time (this server gives no leases: lease_time_secs = 0)"
-                ),
-            )
-        })?;
+        // Objects made before leases were given have none of their own:
+        // they get the server's.
+        let lease = o
+            .attrs
+            .int("Lease Time")
+            .or(self.caller.lease_time.map(i64::from))
+            .ok_or_else(|| {
+                Fault::new(
+                    Reason::IllegalOperation,
+                    format!(
+                        "{uid} has no Lease Time and this server gives no leases (lease_time_secs = 0)"
+                    ),
+                )
+            })?;
         let changed = o.attrs.int("Last Change Date").unwrap_or(self.now);
         Ok(Done {
             uid: Some(uid.clone()),
@@ -1130,14 +1140,8 @@ impl Cx<'_, '_> {
 
     fn check(&self, k: &[Item]) -> Result<Done, Fault> {
         let uid = self.uid(k)?;
-        let o = self.load(&uid)?;
+        let o = self.load_live(&uid)?;
         let s = o.state();
-        if is_destroyed(s) {
-            return Err(Fault::new(
-                Reason::ObjectDestroyed,
-                format!("{uid} is destroyed"),
-            ));
-        }
         if let Some(mask) = child_int(k, tag::CRYPTOGRAPHIC_USAGE_MASK) {
             let mask = mask as i32;
             let allowed = o.attrs.int("Cryptographic Usage Mask").unwrap_or(0) as i32;

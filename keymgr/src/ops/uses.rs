@@ -20,7 +20,7 @@ use super::{child_int, en, int, link, material_attrs, state_name, uid_item, Cx, 
 use crate::attrs;
 use crate::crypto::{asymmetric, kdf, symmetric};
 use crate::fault::{Fault, Reason};
-use crate::store::{is_destroyed, Object};
+use crate::store::Object;
 
 /// The most data one Encrypt, Decrypt, Sign or MAC call takes.
 pub const MAX_DATA: usize = 1024 * 1024;
@@ -109,14 +109,8 @@ impl Cx<'_, '_> {
         what: &str,
         u: Use,
     ) -> Result<(Object, Zeroizing<Vec<u8>>), Fault> {
-        let o = self.load(uid)?;
+        let o = self.load_live(uid)?;
         let s = o.state();
-        if is_destroyed(s) {
-            return Err(Fault::new(
-                Reason::ObjectDestroyed,
-                format!("{uid} is destroyed"),
-            ));
-        }
         let mask = o.attrs.int("Cryptographic Usage Mask").unwrap_or(0) as i32;
         if mask & bit == 0 {
             return Err(Fault::new(
@@ -227,10 +221,7 @@ impl Cx<'_, '_> {
                 let ct = asymmetric::rsa_encrypt(
                     objects::kept_format(&o.attrs),
                     &key,
-                    &asymmetric::SigParams {
-                        padding: p.padding,
-                        hash: p.hash,
-                    },
+                    &p.asymmetric(),
                     d,
                 )?;
                 out.push(Item::new(tag::DATA, Value::ByteString(ct)));
@@ -266,15 +257,9 @@ impl Cx<'_, '_> {
                 let t = bytes(k, tag::AUTHENTICATED_ENCRYPTION_TAG).unwrap_or(&[]);
                 symmetric::decrypt(&m, &key, iv, aad, t, d)?
             }
-            ot::PRIVATE_KEY => asymmetric::rsa_decrypt(
-                objects::kept_format(&o.attrs),
-                &key,
-                &asymmetric::SigParams {
-                    padding: p.padding,
-                    hash: p.hash,
-                },
-                d,
-            )?,
+            ot::PRIVATE_KEY => {
+                asymmetric::rsa_decrypt(objects::kept_format(&o.attrs), &key, &p.asymmetric(), d)?
+            }
             t => {
                 return Err(Fault::invalid(format!(
                     "{uid} (object type {t:#x}) does not decrypt"
