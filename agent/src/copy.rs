@@ -8,14 +8,16 @@
 //! nothing is recorded. A copy is recorded in the library's catalog only
 //! once its trailer labels are written.
 
+use std::collections::BTreeMap;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use crate::error::{Error, Result};
+
 use crate::saveset::catalog::{self, Copy, Place, Record};
 use crate::tape::digest::BlockDigest;
 use crate::tape::label::LabelDate;
 use crate::tape::volume::{FileReader, FileSpec, FileWriter, Section, Target};
-use crate::vtl::Library;
+use crate::vtl::{CartRecord, Library};
 
 /// Blocks in flight between the reading and the writing drive.
 const QUEUE: usize = 16;
@@ -59,12 +61,13 @@ pub fn volumes_of(sections: &[Section]) -> Vec<String> {
 /// The places of `r` in the order to read them: those whose cartridges
 /// are all in the library first (the original before copies), then the rest.
 pub fn reading_order(l: &Library, r: &Record) -> Vec<Place> {
+    let records = l.records().unwrap_or_default();
+    ordered(l, &records, r)
+}
+
+fn ordered(l: &Library, records: &BTreeMap<String, CartRecord>, r: &Record) -> Vec<Place> {
     let mut places = r.places();
-    places.sort_by_key(|p| {
-        let vols = volumes_of(&p.sections);
-        let refs: Vec<&str> = vols.iter().map(String::as_str).collect();
-        !l.holds(&refs)
-    });
+    places.sort_by_cached_key(|p| !l.holds(records, &volumes_of(&p.sections)));
     places
 }
 
@@ -92,7 +95,7 @@ pub fn copy(l: &Library, id: &str, media_class: &str, date: LabelDate) -> Result
                     &id,
                     format!(
                         "cartridge {v} holding {} is of media class {media_class}: a copy must go on cartridges of another class",
-                        if p.copy == 0 { "the original".to_string() } else { format!("copy {}", p.copy) }
+                        p.what()
                     ),
                 ));
             }
@@ -108,18 +111,16 @@ pub fn copy(l: &Library, id: &str, media_class: &str, date: LabelDate) -> Result
             ),
         ));
     }
-    let order = reading_order(l, &r);
-    let from = order[0].clone();
-    let expected = if from.copy == 0 {
-        r.digest.clone()
-    } else {
-        r.copies
-            .iter()
-            .find(|c| c.copy == from.copy)
-            .map(|c| c.digest.clone())
-            .unwrap_or_default()
-    };
-    let number = r.copies.iter().map(|c| c.copy).max().unwrap_or(0) + 1;
+    let from = ordered(l, &records, &r).swap_remove(0);
+    let expected = from.digest.clone();
+    let number = r
+        .copies
+        .iter()
+        .map(|c| c.copy)
+        .max()
+        .unwrap_or(0)
+        .checked_add(1)
+        .ok_or_else(|| err(&id, "it has 255 copies, the most labels can number"))?;
     let mut read_session = l.session()?;
     let mut write_session = l.session()?;
     write_session.set_media_class(media_class);
@@ -131,9 +132,7 @@ pub fn copy(l: &Library, id: &str, media_class: &str, date: LabelDate) -> Result
         max_block: reader.header2().max_block,
         copy: number,
     };
-    let target = l
-        .latest_active(media_class)?
-        .map_or(Target::Scratch, Target::Append);
+    let target = Library::latest_in(&records, media_class).map_or(Target::Scratch, Target::Append);
     let mut writer = FileWriter::begin(&mut write_session, target, spec)?;
     let (tx, rx) = sync_channel::<Result<Vec<u8>>>(QUEUE);
     let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -142,25 +141,27 @@ pub fn copy(l: &Library, id: &str, media_class: &str, date: LabelDate) -> Result
         write_blocks(&mut writer, rx, back_tx)
     });
     drop(reader);
-    let (digest, bytes) = match read {
-        Ok(d) => d,
+    let bytes = match read {
+        Ok(b) => b,
         Err(e) => {
             // The copy's tape file stays incomplete: never read, written over.
             drop(writer);
             return Err(e);
         }
     };
+    // The writer digested every block it wrote: the blocks read, in order.
+    let read_digest = writer.digest().text();
+    let blocks = writer.digest().blocks();
     let mut warnings = Vec::new();
     let verified = !expected.is_empty();
-    if verified && digest.text() != expected {
+    if verified && read_digest != expected {
         drop(writer);
         return Err(err(
             &id,
             format!(
-                "the blocks read from cartridge {} (file {}) do not match the digest recorded when they were written ({} read, {expected} recorded): the tape file changed or is damaged; `cinta-agent verify --save-set {id}` names the objects it costs",
+                "the blocks read from cartridge {} (file {}) do not match the digest recorded when they were written ({read_digest} read, {expected} recorded): the tape file changed or is damaged; `cinta-agent verify --save-set {id}` names the objects it costs",
                 from.volume,
                 from.sequence,
-                digest.text()
             ),
         ));
     }
@@ -171,16 +172,6 @@ pub fn copy(l: &Library, id: &str, media_class: &str, date: LabelDate) -> Result
         ));
     }
     let file = writer.finish()?;
-    if file.digest != digest.text() {
-        return Err(err(
-            &id,
-            format!(
-                "the blocks written ({}) are not the blocks read ({})",
-                file.digest,
-                digest.text()
-            ),
-        ));
-    }
     warnings.extend(file.warnings.iter().cloned());
     let copy = Copy {
         copy: number,
@@ -193,6 +184,12 @@ pub fn copy(l: &Library, id: &str, media_class: &str, date: LabelDate) -> Result
     };
     // Read again: the record may have changed while the copy ran.
     let mut now = catalog::find(l.dir(), &id)?;
+    if now.copies.iter().any(|c| c.copy == number) {
+        return Err(err(
+            &id,
+            format!("another copy numbered {number} was recorded while this one was made; this one (on {}) is not recorded", copy.volume),
+        ));
+    }
     if now.digest.is_empty() && from.copy == 0 {
         now.digest = file.digest.clone();
     }
@@ -205,7 +202,7 @@ pub fn copy(l: &Library, id: &str, media_class: &str, date: LabelDate) -> Result
         volumes: volumes_of(&file.sections),
         sequence: file.sequence,
         sections: file.sections,
-        blocks: digest.blocks(),
+        blocks,
         bytes,
         digest: file.digest,
         verified,
@@ -259,20 +256,19 @@ fn read_blocks<C: crate::tape::volume::Changer + ?Sized>(
     }
 }
 
-/// The writing drive's side: digests and writes each block as it comes.
+/// The writing drive's side: writes each block as it comes (the writer
+/// digests it); the bytes written.
 fn write_blocks<C: crate::tape::volume::Changer + ?Sized>(
     writer: &mut FileWriter<'_, C>,
     rx: Receiver<Result<Vec<u8>>>,
     back: std::sync::mpsc::Sender<Vec<u8>>,
-) -> Result<(BlockDigest, u64)> {
-    let mut digest = BlockDigest::new();
+) -> Result<u64> {
     let mut bytes = 0u64;
     for block in rx {
         let block = block?;
-        digest.update(&block);
         writer.write_block(&block)?;
         bytes += block.len() as u64;
         let _ = back.send(block);
     }
-    Ok((digest, bytes))
+    Ok(bytes)
 }

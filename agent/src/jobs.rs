@@ -50,18 +50,11 @@ pub fn save_and_record(
 
 /// What a finished save tells the controller.
 pub fn saved(report: &SaveReport) -> wire::Saved {
-    let mut volumes: Vec<String> = report
-        .file
-        .sections
-        .iter()
-        .map(|s| s.volser.clone())
-        .collect();
-    volumes.dedup();
     wire::Saved {
         save_set: report.save_set.clone(),
         key_id: report.key_id.clone(),
         source: report.info.source.clone(),
-        volumes,
+        volumes: crate::copy::volumes_of(&report.file.sections),
         objects: report.objects,
         bytes: report.bytes,
         warnings: report.warnings.clone(),

@@ -27,9 +27,6 @@ pub enum ReportCmd {
         #[arg(long, short)]
         output: Option<std::path::PathBuf>,
     },
-    /// How to restore LPAR (or one control group) to a time: the save sets
-    /// in order, their cartridges with where they are and their recall
-    /// times, the commands, the estimated time and the risks.
     /// The ISO/IEC 27001 A.8.13 evidence of a quarter (auditor role): one
     /// printable HTML page with charts, or JSON.
     Evidence {
@@ -43,6 +40,9 @@ pub enum ReportCmd {
         #[arg(long, short)]
         output: Option<std::path::PathBuf>,
     },
+    /// How to restore LPAR (or one control group) to a time: the save sets
+    /// in order, their cartridges with where they are and their recall
+    /// times, the commands, the estimated time and the risks.
     Recovery {
         lpar: String,
         /// The time to restore to (default: now).

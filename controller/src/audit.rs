@@ -25,7 +25,7 @@ pub struct AuditRow {
 }
 
 /// What a record says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// The operator, or "controller" for what the controller did itself.
     pub who: String,
@@ -95,15 +95,8 @@ impl AuditKey {
         match std::fs::read_to_string(path) {
             Ok(t) => {
                 let t = t.trim();
-                let bytes: Option<Vec<u8>> = (t.len() == 64)
-                    .then(|| {
-                        (0..64)
-                            .step_by(2)
-                            .map(|i| u8::from_str_radix(&t[i..i + 2], 16).ok())
-                            .collect()
-                    })
-                    .flatten();
-                bytes
+                unhex(t)
+                    .filter(|b| b.len() == 32)
                     .map(|b| AuditKey::new(&b))
                     .ok_or_else(|| Error::Config {
                         path: path.to_owned(),
@@ -221,6 +214,9 @@ impl Chain {
             )),
         };
         let (next_seq, prev) = match (valid_head, last) {
+            // Records stored past the head without the key hold its
+            // numbers: go on after them, from the head's hash.
+            (Some(h), Some(l)) if l.seq > h.seq => (l.seq + 1, h.hash),
             (Some(h), _) => (h.seq + 1, h.hash),
             // No valid head: go on after the highest record, whatever it is.
             (None, Some(l)) => (l.seq + 1, hash(l)),
@@ -261,6 +257,13 @@ impl Chain {
     pub fn advance(&mut self, head: &Head) {
         self.next_seq = head.seq + 1;
         self.prev = head.hash.clone();
+    }
+
+    /// A record numbered `seq` is stored already, though the chain did not
+    /// write it (inserted without the key): the next record goes after it,
+    /// still following the signed head, so [`Verifier`] names the intruder.
+    pub fn skip_past(&mut self, seq: i64) {
+        self.next_seq = self.next_seq.max(seq + 1);
     }
 }
 

@@ -1219,6 +1219,20 @@ pub fn audit_tampering_is_caught<S: Sql>(c: &mut SqlCatalog<S>) {
         put(c, r);
     }
     assert_eq!(check(c), None);
+    // Added past the head without the key: named, and the chain goes on
+    // after it (its number is taken) from the signed head.
+    let mut extra = all[11].clone();
+    extra.seq = 13;
+    put(c, &extra);
+    let p = check(c).expect("a record past the head is caught");
+    assert!(p.starts_with("record 13 "), "{p}");
+    let head = crate::audit::Head::parse(&c.meta(HEAD_META).unwrap().unwrap());
+    let (chain, warning) = Chain::open(key(), head, c.audit_last().unwrap().as_ref());
+    assert!(warning.is_some());
+    let (next, _) = chain.next(1_800_000_000, &Entry::default());
+    assert_eq!(next.seq, 14);
+    sql(c, "DELETE FROM audit WHERE seq = 13", vec![]);
+    assert_eq!(check(c), None);
     // The head removed too: named.
     sql(c, "DELETE FROM meta WHERE k = ?1", vec![HEAD_META.into()]);
     let p = check(c).expect("a log without its head is caught");

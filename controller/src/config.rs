@@ -564,17 +564,6 @@ impl Config {
         for s in &c.schedules {
             cron(&format!("schedule of {}", s.control_group), &s.cron)?;
         }
-        for p in &c.media_policies {
-            if let Some(e) = &p.copy_schedule {
-                if p.copies < 2 {
-                    return Err(bad(format!(
-                        "media policy {}: copy_schedule needs copies = 2 or more",
-                        p.name
-                    )));
-                }
-                cron(&format!("media policy {}: copy_schedule", p.name), e)?;
-            }
-        }
         if let Some(n) = &c.night {
             cron("night.pre_close_at", &n.pre_close_at)?;
             cron("night.deadline", &n.deadline)?;
@@ -627,11 +616,17 @@ impl Config {
                         )))
                     }
                 }
-            } else if p.copy_media_class.is_some() || p.copy_move_policy.is_some() {
+            } else if p.copy_media_class.is_some()
+                || p.copy_move_policy.is_some()
+                || p.copy_schedule.is_some()
+            {
                 return Err(bad(format!(
-                    "media policy {}: copy_media_class and copy_move_policy need copies = 2 or more",
+                    "media policy {}: copy_media_class, copy_move_policy and copy_schedule need copies = 2 or more",
                     p.name
                 )));
+            }
+            if let Some(e) = &p.copy_schedule {
+                cron(&format!("media policy {}: copy_schedule", p.name), e)?;
             }
             for mc in p.media_class.iter().chain(&p.copy_media_class) {
                 let ok = !mc.is_empty()

@@ -24,7 +24,6 @@ pub struct Made {
     pub save_set: String,
     pub copy: u32,
     pub volumes: Vec<String>,
-    pub sequence: u32,
     pub bytes: u64,
     pub digest: String,
     pub verified: bool,
@@ -66,6 +65,7 @@ pub fn record(state: &State, job_id: &str, agent: &str, made: &[Made]) {
     if made.is_empty() {
         return;
     }
+    let _one = state.copy_sweep.lock().unwrap_or_else(|p| p.into_inner());
     let Some(job) = state.catalog().job(job_id).ok().flatten() else {
         return;
     };
@@ -131,14 +131,17 @@ pub fn record(state: &State, job_id: &str, agent: &str, made: &[Made]) {
 /// save, or at the policy's `copy_schedule`), up to [`MAX_TRIES`] jobs
 /// each; one that stays short escalates once.
 pub fn sweep(state: &State) {
+    if !state.cfg.media_policies.iter().any(|p| p.copies > 1) {
+        return;
+    }
+    let _one = state.copy_sweep.lock().unwrap_or_else(|p| p.into_inner());
     let now = state.now();
     let all = state.catalog().save_sets().unwrap_or_default();
     let mut due: Vec<SaveSetRecord> = Vec::new();
-    for mut s in all {
+    for s in all {
         if s.state != "active" || have(&s) >= wanted(state, &s) {
             if !s.copy_job.is_empty() {
-                s.copy_job.clear();
-                let _ = state.catalog().put_save_set(&s);
+                mark(state, &s.id, |r| r.copy_job.clear());
             }
             continue;
         }
@@ -147,8 +150,7 @@ pub fn sweep(state: &State) {
             let Some(job) = job.filter(|j| ended(&j.state)) else {
                 continue;
             };
-            s.copy_job.clear();
-            let _ = state.catalog().put_save_set(&s);
+            mark(state, &s.id, |r| r.copy_job.clear());
             if s.copy_tries >= MAX_TRIES {
                 state.event_at(
                     Level::Error,
@@ -209,20 +211,35 @@ fn queue(state: &State, sets: Vec<SaveSetRecord>, who: &str) -> Result<Vec<Strin
             ..Assignment::chores(library)
         };
         let job = state.queue_job("copy", &agent, a, who)?;
-        for mut s in sets {
-            s.copy_job = job.id.clone();
-            s.copy_tries += 1;
-            state.catalog().put_save_set(&s)?;
+        for s in sets {
+            mark(state, &s.id, |r| {
+                r.copy_job = job.id.clone();
+                r.copy_tries = s.copy_tries + 1;
+            });
         }
         jobs.push(job.id);
     }
     Ok(jobs)
 }
 
+/// Changes a save set's copy fields on its record as it is now (not on an
+/// older read of it: retention may have moved it on meanwhile).
+fn mark(state: &State, id: &str, change: impl FnOnce(&mut SaveSetRecord)) {
+    let found = state.catalog().save_set(id);
+    let Ok(Some(mut r)) = found else {
+        return;
+    };
+    change(&mut r);
+    if let Err(e) = state.catalog().put_save_set(&r) {
+        tracing::error!(error = %e, save_set = id, "could not record a save set's copy job");
+    }
+}
+
 /// `cintactl copy`: copy jobs now for the save sets named (or every
 /// active one short of copies), whatever their tries so far. Returns
 /// the jobs queued.
 pub fn copy_now(state: &State, ids: &[String], who: &str) -> Result<Vec<String>> {
+    let _one = state.copy_sweep.lock().unwrap_or_else(|p| p.into_inner());
     let all = state.catalog().save_sets()?;
     let mut sets = Vec::new();
     for id in ids {

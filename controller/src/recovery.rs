@@ -161,17 +161,15 @@ pub fn plan(state: &State, lpar: &str, at: i64, group: &str) -> Result<Plan> {
         // original first among equals: the agent reads it, and what it
         // cannot give from the next.
         let places = s.places();
-        let (copy, cartridges) = places
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (i, cartridges_of(p)))
-            .min_by_key(|(i, c)| {
-                let wait = c
+        let mut each: Vec<Vec<Cartridge>> = places.iter().map(|p| cartridges_of(p)).collect();
+        let copy = (0..each.len())
+            .min_by_key(|&i| {
+                let wait = each[i]
                     .iter()
                     .map(|k| (!k.in_transit_to.is_empty(), k.recall_hours))
                     .max()
                     .unwrap_or_default();
-                (wait, *i)
+                (wait, i)
             })
             .expect("a save set has its original");
         if copy > 0 {
@@ -180,13 +178,14 @@ pub fn plan(state: &State, lpar: &str, at: i64, group: &str) -> Result<Plan> {
                 s.id,
                 places[copy].join(", "),
                 s.volumes.join(", "),
-                cartridges_of(&s.volumes)
+                each[0]
                     .iter()
                     .map(|c| c.location.clone())
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
         }
+        let cartridges = each.swap_remove(copy);
         for c in &cartridges {
             recall = recall.max(i64::from(c.recall_hours) * 3600);
             if !c.in_transit_to.is_empty() {
@@ -253,7 +252,7 @@ pub fn plan(state: &State, lpar: &str, at: i64, group: &str) -> Result<Plan> {
             && j.state == "failed"
             && j.created <= at
             && j.created > at - RECENT
-            && !j.control_group.is_empty()
+            && state.cfg.control_group(&j.control_group).is_some()
             && (group.is_empty() || j.control_group == group)
     }) {
         attention.push(format!(

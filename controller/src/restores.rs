@@ -653,12 +653,7 @@ pub fn request(state: &State, mut spec: Spec, who: &str) -> Result<Request> {
 /// one of its copies are all home (the agent reads whichever is there);
 /// otherwise the place that comes back soonest is recalled.
 fn away(state: &State, r: &Request) -> Result<Vec<crate::catalog::VolumeRecord>> {
-    let vols: std::collections::BTreeMap<String, crate::catalog::VolumeRecord> = state
-        .catalog()
-        .volumes()?
-        .into_iter()
-        .map(|v| (v.volser.clone(), v))
-        .collect();
+    let vols = state.volume_map()?;
     let is_away = |v: &crate::catalog::VolumeRecord| {
         v.location != crate::moves::HOME || !v.in_transit_to.is_empty()
     };

@@ -31,6 +31,9 @@ pub struct State {
     wake: Mutex<HashMap<String, Arc<Notify>>>,
     /// When the housekeeping sweeps last ran.
     pub(crate) last_sweep: Mutex<Option<std::time::Instant>>,
+    /// Held while copy jobs are queued or recorded (the sweep runs from
+    /// the scheduler, a job's result and the console): one at a time.
+    pub(crate) copy_sweep: Mutex<()>,
     /// Refusals recorded lately, by what was refused: when, and how many
     /// more since (a caller refused in a loop must not make the catalog
     /// write, and fsync, once per call).
@@ -75,6 +78,7 @@ impl State {
             catalog: Mutex::new(catalog),
             wake: Mutex::new(HashMap::new()),
             last_sweep: Mutex::new(None),
+            copy_sweep: Mutex::new(()),
             denials: Mutex::new(HashMap::new()),
             audit: Mutex::new(chain),
             audit_key,
@@ -92,11 +96,25 @@ impl State {
     /// record that cannot be stored is logged as an error.
     pub fn audit(&self, entry: crate::audit::Entry) {
         let mut chain = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        let (row, head) = chain.next(self.now(), &entry);
-        match self.catalog().append_audit(&row, &head.to_text()) {
-            Ok(()) => chain.advance(&head),
-            Err(e) => {
-                tracing::error!(error = %e, action = %entry.action, "could not record an audit record")
+        for retry in [false, true] {
+            let (row, head) = chain.next(self.now(), &entry);
+            let stored = self.catalog().append_audit(&row, &head.to_text());
+            let Err(e) = stored else {
+                chain.advance(&head);
+                return;
+            };
+            // Its number taken by a record stored without the key: go on
+            // after that one (verify names it), once.
+            let last = self.catalog().audit_last().ok().flatten();
+            match last {
+                Some(l) if !retry && l.seq >= row.seq => {
+                    tracing::error!(seq = l.seq, "an audit record the controller did not write holds the next number; the log goes on after it");
+                    chain.skip_past(l.seq);
+                }
+                _ => {
+                    tracing::error!(error = %e, action = %entry.action, "could not record an audit record");
+                    return;
+                }
             }
         }
     }
@@ -125,19 +143,19 @@ impl State {
             .collect())
     }
 
-    /// Checks the audit log up to its signed head as it is now, a page at a
+    /// Checks the audit log up to its last record as it is now, a page at a
     /// time (memory bounded by the page). Records appended meanwhile are the
     /// next verification's: appends are not held up while this one reads.
     pub fn verify_audit(&self) -> Result<crate::audit::Report> {
-        let head = {
-            // The head is written with its record: read it between appends.
+        let (head, last) = {
+            // The head is written with its record: read it, and where the
+            // records end, between appends. Records past the head are read
+            // too: written without the key, they are what verify must name.
             let _appends = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-            self.catalog().meta(crate::audit::HEAD_META)?
+            let c = self.catalog();
+            (c.meta(crate::audit::HEAD_META)?, c.audit_last()?)
         };
-        let upto = head
-            .as_deref()
-            .and_then(crate::audit::Head::parse)
-            .map_or(i64::MAX, |h| h.seq);
+        let upto = last.map_or(0, |l| l.seq);
         crate::audit::verify_pages(&self.audit_key, head.as_deref(), |after| {
             let mut page = self.catalog().audit_page(after, crate::audit::PAGE)?;
             page.retain(|r| r.seq <= upto);

@@ -373,6 +373,17 @@ impl Attrs {
     }
 }
 
+/// A value of any integer kind (integer, long integer, date-time,
+/// enumeration, interval) as an `i64`.
+pub fn int_value(v: &Value) -> Option<i64> {
+    match v {
+        Value::Integer(i) => Some(*i as i64),
+        Value::LongInteger(i) | Value::DateTime(i) => Some(*i),
+        Value::Enumeration(e) | Value::Interval(e) => Some(*e as i64),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,16 +434,5 @@ mod tests {
             .add(make("x-one-more", Item::new(0, Value::Integer(0))).unwrap())
             .is_err());
         assert_eq!(Attrs::from_blob(&s.to_blob()), Some(s));
-    }
-}
-
-/// A value of any integer kind (integer, long integer, date-time,
-/// enumeration, interval) as an `i64`.
-pub fn int_value(v: &Value) -> Option<i64> {
-    match v {
-        Value::Integer(i) => Some(*i as i64),
-        Value::LongInteger(i) | Value::DateTime(i) => Some(*i),
-        Value::Enumeration(e) | Value::Interval(e) => Some(*e as i64),
-        _ => None,
     }
 }

@@ -70,6 +70,11 @@ fn dd(args: &[String]) -> anyhow::Result<()> {
 }
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
+    let (BenchCmd::Tape(s) | BenchCmd::Copy(s)) = &cmd;
+    anyhow::ensure!(
+        (1..=cinta_agent::tape::MAX_BLOCK as u64).contains(&s.block_size),
+        "--block-size must be 1 byte to 8 MiB"
+    );
     let Sizes {
         dir,
         size,
@@ -79,10 +84,6 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         BenchCmd::Tape(s) => s,
         BenchCmd::Copy(s) => return copy(&s),
     };
-    anyhow::ensure!(
-        (1..=cinta_agent::tape::MAX_BLOCK as u64).contains(&block_size),
-        "--block-size must be 1 byte to 8 MiB"
-    );
     std::fs::create_dir_all(&dir)?;
     let blocks = size / block_size;
     let bytes = blocks * block_size;
@@ -190,7 +191,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
 }
 
 /// `bench copy`: one tape file written once on a cartridge of class
-/// BENCHA, then per round copied to a fresh cartridge of class BENCHB by
+/// BENCHA, then per round N copied to a fresh cartridge of class BENCHBN by
 /// `cinta_agent::copy` (read, digest checked, written, flushed), and the
 /// original's image copied by `dd` with the same block size (flushed).
 /// Each starts with both images out of the page cache.
@@ -201,10 +202,6 @@ fn copy(s: &Sizes) -> anyhow::Result<ExitCode> {
     use cinta_agent::tape::label::LabelDate;
     use cinta_agent::tape::volume::{FileSpec, FileWriter, Target};
     use cinta_agent::vtl::{Library, LibraryConfig};
-    anyhow::ensure!(
-        (1..=cinta_agent::tape::MAX_BLOCK as u64).contains(&block_size),
-        "--block-size must be 1 byte to 8 MiB"
-    );
     let libdir = dir.join("cinta-bench-library");
     let _ = std::fs::remove_dir_all(&libdir);
     std::fs::create_dir_all(dir)?;
@@ -225,7 +222,8 @@ fn copy(s: &Sizes) -> anyhow::Result<ExitCode> {
     )?;
     l.add("BA0001", None, None, "BENCHA")?;
     for i in 1..=rounds {
-        l.add(&format!("BB{i:04}"), None, None, "BENCHB")?;
+        // A class per round: each round's copy goes on a fresh cartridge.
+        l.add(&format!("BB{i:04}"), None, None, &format!("BENCHB{i}"))?;
     }
     let date = LabelDate::from_unix(0);
     let id = "0123456789abcdef0123456789abcdef".to_string();
@@ -285,7 +283,7 @@ fn copy(s: &Sizes) -> anyhow::Result<ExitCode> {
     for round in 1..=rounds {
         evict(&original)?;
         let t = timed(|| {
-            let c = cinta_agent::copy::copy(&l, &id, "BENCHB", date)?;
+            let c = cinta_agent::copy::copy(&l, &id, &format!("BENCHB{round}"), date)?;
             anyhow::ensure!(c.verified && c.blocks == blocks, "the copy is not whole");
             Ok(())
         })?;

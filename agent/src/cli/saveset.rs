@@ -10,7 +10,7 @@ use anyhow::Context;
 use cinta_agent::jobs;
 use cinta_agent::keys::{FileKeySource, KeySource};
 use cinta_agent::kmip_keys::KmipKeySource;
-use cinta_agent::saveset::catalog::{self, Record};
+use cinta_agent::saveset::catalog::{self, Place, Record};
 use cinta_agent::saveset::dest::{Existing, Restore, Verify};
 use cinta_agent::saveset::read::{RunReport, SaveSet, Sink};
 use cinta_agent::saveset::save::{self, Level, OnChange, Progress, SaveOptions, Source};
@@ -488,25 +488,14 @@ fn latest_active(l: &Library, class: &str) -> anyhow::Result<Target> {
         .map_or(Target::Scratch, Target::Append))
 }
 
-/// One place a save set is read from.
-struct At {
-    volume: String,
-    sequence: u16,
-    /// 0 the original, else the copy's number.
-    copy: u8,
-}
-
-/// Where to read `which` from, in order: the place asked for, or every
-/// place of the save set with those whose cartridges are in the library
-/// first (the original before copies).
-fn places(l: &Library, which: &Which) -> anyhow::Result<Vec<At>> {
+fn places(l: &Library, which: &Which) -> anyhow::Result<Vec<Place>> {
     match (&which.save_set, &which.volume, which.file) {
         (Some(id), _, _) => {
             let r = catalog::find(l.dir(), id)?;
-            let all = match which.copy {
+            match which.copy {
                 Some(n) => {
                     let p = r.places().into_iter().find(|p| p.copy == n);
-                    vec![p.ok_or_else(|| {
+                    Ok(vec![p.ok_or_else(|| {
                         anyhow::anyhow!(
                             "save set {} has no copy {n} (copies: {})",
                             r.id,
@@ -516,23 +505,17 @@ fn places(l: &Library, which: &Which) -> anyhow::Result<Vec<At>> {
                                 .collect::<Vec<_>>()
                                 .join(", ")
                         )
-                    })?]
+                    })?])
                 }
-                None => cinta_agent::copy::reading_order(l, &r),
-            };
-            Ok(all
-                .into_iter()
-                .map(|p| At {
-                    volume: p.volume,
-                    sequence: p.sequence,
-                    copy: p.copy,
-                })
-                .collect())
+                None => Ok(cinta_agent::copy::reading_order(l, &r)),
+            }
         }
-        (None, Some(v), Some(f)) => Ok(vec![At {
+        (None, Some(v), Some(f)) => Ok(vec![Place {
+            copy: 0,
             volume: v.clone(),
             sequence: f,
-            copy: 0,
+            sections: vec![],
+            digest: String::new(),
         }]),
         _ => anyhow::bail!("give --save-set ID, or --volume and --file"),
     }
@@ -572,7 +555,7 @@ fn print_run(what: &str, r: &RunReport, extra: &[String]) {
 fn run_on(
     l: &Library,
     keys: &mut dyn KeySource,
-    at: &At,
+    at: &Place,
     sink: &mut dyn Sink,
     quiet: bool,
 ) -> anyhow::Result<RunReport> {
@@ -602,11 +585,14 @@ struct Restored {
 
 /// Restores from the first place that opens; objects it could not read
 /// (damaged blocks) are read from the next place, and so on. Objects
-/// that failed to be written are not read again.
+/// that failed to be written are not read again. `asked`: the one place
+/// was asked for by the user (`--copy`), not chosen as a fallback.
+#[allow(clippy::too_many_arguments)]
 fn restore_from(
     l: &Library,
     keys: &mut dyn KeySource,
-    places: &[At],
+    places: &[Place],
+    asked: bool,
     dest: &std::path::Path,
     select: &[String],
     existing: Existing,
@@ -619,30 +605,29 @@ fn restore_from(
         skipped: vec![],
         warnings: vec![],
     };
+    // The exact names of the objects not read yet (None: the selection).
     let mut todo: Option<Vec<String>> = None;
     let mut unread: Vec<(String, String)> = Vec::new();
     let mut first_error = None;
     let mut opened = false;
     for at in places {
-        let sel = todo.clone().unwrap_or_else(|| select.to_vec());
-        let mut sink = Restore::new(dest, sel, existing)?;
+        let mut sink = match &todo {
+            None => Restore::new(dest, select.to_vec(), existing)?,
+            Some(names) => Restore::new(dest, names.clone(), existing)?.exactly(),
+        };
         let mut r = match run_on(l, keys, at, &mut sink, quiet) {
             Ok(r) => r,
             Err(e) => {
                 let e = e.context(format!(
                     "{} on cartridge {} (file {})",
-                    if at.copy == 0 {
-                        "the original".to_string()
-                    } else {
-                        format!("copy {}", at.copy)
-                    },
+                    at.what(),
                     at.volume,
                     at.sequence
                 ));
-                if first_error.is_none() {
-                    first_error = Some(e);
-                } else {
+                if opened || first_error.is_some() {
                     out.warnings.push(format!("{e:#}"));
+                } else {
+                    first_error = Some(e);
                 }
                 continue;
             }
@@ -650,7 +635,8 @@ fn restore_from(
         sink.finish()?;
         let read_failed = std::mem::take(&mut r.failed);
         sink.settle(&mut r);
-        if opened || at.copy != 0 {
+        let fallback = opened || (at.copy != 0 && !asked);
+        if fallback {
             let why = match (&first_error, opened) {
                 (Some(e), false) => format!("{e:#}"),
                 (None, false) => "the original's cartridges are not in the library".to_string(),
@@ -662,11 +648,7 @@ fn restore_from(
             out.report.from_copies.push(format!(
                 "{} objects read from {} on cartridge {} (file {}): {why}",
                 r.ok,
-                if at.copy == 0 {
-                    "the original".to_string()
-                } else {
-                    format!("copy {}", at.copy)
-                },
+                at.what(),
                 at.volume,
                 at.sequence
             ));
@@ -722,7 +704,16 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 to.expect("clap requires --to or --original")
             };
             let at = places(&l, &which)?;
-            let done = restore_from(&l, &mut *keys, &at, &dest, &select, existing, json)?;
+            let done = restore_from(
+                &l,
+                &mut *keys,
+                &at,
+                which.copy.is_some(),
+                &dest,
+                &select,
+                existing,
+                json,
+            )?;
             let report = done.report;
             if !select.is_empty() && !done.matched {
                 anyhow::bail!(
@@ -761,14 +752,12 @@ pub fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         } => {
             let l = Library::open(&lib.library)?;
             let mut keys = key.open()?;
-            let at = match places(&l, &which)? {
-                // Without --copy the original is verified, wherever it is.
-                p if which.copy.is_none() && which.save_set.is_some() => p
-                    .into_iter()
-                    .min_by_key(|a| a.copy)
-                    .expect("one place at least"),
-                mut p => p.remove(0),
-            };
+            // Without --copy the original is verified, wherever it is.
+            let mut which = which;
+            if which.save_set.is_some() {
+                which.copy.get_or_insert(0);
+            }
+            let at = places(&l, &which)?.remove(0);
             let report = run_on(&l, &mut *keys, &at, &mut Verify, json)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -995,7 +984,18 @@ fn scan(l: &Library, key: &KeyArg, json: bool) -> anyhow::Result<ExitCode> {
                 let sections = ss.sections();
                 drop(ss);
                 // What is on tape now: later copies are checked against it.
-                let digest = cinta_agent::copy::digest_of(&mut session, &bc, f.hdr1.sequence)?;
+                // A block that does not read costs the digest, not the record.
+                let digest = match cinta_agent::copy::digest_of(&mut session, &bc, f.hdr1.sequence)
+                {
+                    Ok(d) => d,
+                    Err(e) => {
+                        problems.push(format!(
+                            "cartridge {bc} tape file {}: recorded without a digest: {e}",
+                            f.hdr1.sequence
+                        ));
+                        String::new()
+                    }
+                };
                 Ok(Record {
                     id: h.id_hex(),
                     key_id: h.key_id.clone(),

@@ -62,6 +62,19 @@ pub struct Place {
     pub volume: String,
     pub sequence: u16,
     pub sections: Vec<Section>,
+    /// Its keyless digest as recorded ("" not known).
+    pub digest: String,
+}
+
+impl Place {
+    /// "the original" or "copy N", for messages.
+    pub fn what(&self) -> String {
+        if self.copy == 0 {
+            "the original".into()
+        } else {
+            format!("copy {}", self.copy)
+        }
+    }
 }
 
 impl Record {
@@ -72,12 +85,14 @@ impl Record {
             volume: self.volume.clone(),
             sequence: self.sequence,
             sections: self.sections.clone(),
+            digest: self.digest.clone(),
         }];
         v.extend(self.copies.iter().map(|c| Place {
             copy: c.copy,
             volume: c.volume.clone(),
             sequence: c.sequence,
             sections: c.sections.clone(),
+            digest: c.digest.clone(),
         }));
         v
     }

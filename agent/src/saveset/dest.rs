@@ -653,6 +653,8 @@ pub struct Restore {
     dest: Dest,
     /// The selection as bytes (written as `ls` prints names), without leading or trailing `/`.
     select: Vec<Vec<u8>>,
+    /// The selection names objects exactly (no globs, nothing below them).
+    exact: bool,
     /// Some object was selected.
     pub matched: bool,
     existing: Existing,
@@ -708,6 +710,7 @@ impl Restore {
         Ok(Restore {
             dest: Dest { root: fd, name },
             select,
+            exact: false,
             matched: false,
             existing,
             looked: None,
@@ -795,8 +798,19 @@ impl Restore {
         report.failed.extend(self.failed.iter().cloned());
     }
 
+    /// The selection names exactly these objects (as `ls` prints them):
+    /// `*`, `?` and `[` in a name are the name's own, and nothing below a
+    /// directory named comes with it.
+    pub fn exactly(mut self) -> Self {
+        self.exact = true;
+        self
+    }
+
     /// Whether `p` is in the selection.
     fn selected(&self, p: &[u8]) -> bool {
+        if self.exact {
+            return self.select.iter().any(|s| s == p);
+        }
         self.select.is_empty()
             || self
                 .select

@@ -611,6 +611,11 @@ impl<'c, C: Changer + ?Sized> FileWriter<'c, C> {
         self.start_section(m)
     }
 
+    /// The digest of the data blocks written so far.
+    pub fn digest(&self) -> &BlockDigest {
+        &self.digest
+    }
+
     /// Writes the EOF labels and gives the volume back.
     pub fn finish(mut self) -> Result<FileSummary> {
         let m = self.close_section(Group::EndOfFile, "")?;

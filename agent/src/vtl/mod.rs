@@ -238,26 +238,27 @@ impl Library {
     /// The active cartridge of `class` ("": of none) written last that is
     /// in the library, to append the next tape file to.
     pub fn latest_active(&self, class: &str) -> Result<Option<String>> {
-        Ok(self
-            .records()?
-            .into_values()
+        Ok(Library::latest_in(&self.records()?, class))
+    }
+
+    /// [`Library::latest_active`] among `records` (as [`Library::records`] read them).
+    pub fn latest_in(records: &BTreeMap<String, CartRecord>, class: &str) -> Option<String> {
+        records
+            .values()
             .filter(|r| {
                 r.state == CartState::Active
                     && !matches!(r.location, Location::Ie(_))
                     && r.media_class == class
             })
             .max_by_key(|r| r.last_written)
-            .map(|r| r.barcode))
+            .map(|r| r.barcode.clone())
     }
 
     /// Whether every cartridge of `volumes` is in the library and usable
-    /// (not in error state, not in an import/export port).
-    pub fn holds(&self, volumes: &[&str]) -> bool {
-        let Ok(recs) = self.records() else {
-            return false;
-        };
+    /// (not in error state, not in an import/export port), by `records`.
+    pub fn holds(&self, records: &BTreeMap<String, CartRecord>, volumes: &[String]) -> bool {
         volumes.iter().all(|v| {
-            recs.get(*v).is_some_and(|r| {
+            records.get(v).is_some_and(|r| {
                 r.state != CartState::Error
                     && !matches!(r.location, Location::Ie(_))
                     && self.image_path(v).exists()

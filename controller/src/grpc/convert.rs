@@ -300,6 +300,6 @@ pub fn copy_made(c: pb::CopyOutcome) -> crate::copies::Made {
     same_fields!(
         c,
         crate::copies::Made,
-        [save_set, copy, volumes, sequence, bytes, digest, verified]
+        [save_set, copy, volumes, bytes, digest, verified]
     )
 }

@@ -241,9 +241,7 @@ pub fn backup_log(state: &State, from: i64, to: i64) -> Result<BackupLog> {
                             .map(|r| r.state.clone())
                             .unwrap_or_else(|| "not recorded".into()),
                         copies: rec.map(|r| copies_of(r, &vols)).unwrap_or_default(),
-                        copies_wanted: rec
-                            .and_then(|r| cfg.media_policy(&r.media_policy))
-                            .map_or(1, |p| p.copies),
+                        copies_wanted: rec.map_or(1, |r| crate::copies::wanted(state, r)),
                         changed: row.changed_count,
                     }
                 })
