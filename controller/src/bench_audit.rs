@@ -55,10 +55,7 @@ pub fn run(dir: &Path, records: u64) -> AnyResult<()> {
             n += 1;
         }
         if let Some(h) = &head {
-            stmts.push((
-                "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = ?2",
-                vec![HEAD_META.into(), h.to_text().into()],
-            ));
+            stmts.push(crate::catalog::meta_upsert(HEAD_META, &h.to_text()));
         }
         c.sql().exec(&stmts)?;
     }

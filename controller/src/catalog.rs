@@ -480,6 +480,15 @@ impl From<i64> for Val {
     }
 }
 
+/// The statement that sets a `meta` value (the audit head is one, stored
+/// with its record; the benchmark writes it too).
+pub fn meta_upsert(key: &str, value: &str) -> (&'static str, Vec<Val>) {
+    (
+        "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = ?2",
+        vec![key.into(), value.into()],
+    )
+}
+
 /// The statement that stores an audit record as it is (the catalog's
 /// append, and the tests and benchmark that write rows of their own).
 pub fn audit_insert(r: &crate::audit::AuditRow) -> (&'static str, Vec<Val>) {
@@ -1062,13 +1071,8 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
     }
 
     fn append_audit(&mut self, r: &crate::audit::AuditRow, head: &str) -> Result<()> {
-        self.db.exec(&[
-            audit_insert(r),
-            (
-                "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = ?2",
-                vec![crate::audit::HEAD_META.into(), head.into()],
-            ),
-        ])
+        self.db
+            .exec(&[audit_insert(r), meta_upsert(crate::audit::HEAD_META, head)])
     }
 
     fn audit_page(&self, after: i64, limit: u32) -> Result<Vec<crate::audit::AuditRow>> {
@@ -1108,10 +1112,8 @@ impl<S: Sql> Catalog for SqlCatalog<S> {
     }
 
     fn set_meta(&mut self, key: &str, value: &str) -> Result<()> {
-        self.exec1(
-            "INSERT INTO meta (k, v) VALUES (?1, ?2) ON CONFLICT (k) DO UPDATE SET v = ?2",
-            vec![key.into(), value.into()],
-        )
+        let (sql, params) = meta_upsert(key, value);
+        self.exec1(sql, params)
     }
 
     fn roles(&self) -> Result<Vec<(String, String)>> {
